@@ -1,0 +1,34 @@
+// swift-tools-version:6.0
+// BD3-LM toolkit: one library holding all logic, thin executables over it.
+import PackageDescription
+
+let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
+
+let package = Package(
+    name: "bd3",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "BlockDiffusion", targets: ["BlockDiffusion"]),
+        .executable(name: "tokenize", targets: ["tokenize"]),
+        .executable(name: "pack-blocks", targets: ["pack-blocks"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C libraries, found through pkg-config.
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd",
+                       providers: [.apt(["libzstd-dev"]), .brew(["zstd"])]),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"]), .brew(["openblas"])]),
+
+        .target(name: "BlockDiffusion",
+                dependencies: ["CZstd", "COpenBLAS"]),
+
+        .executableTarget(name: "tokenize", dependencies: ["BlockDiffusion", argumentParser]),
+        .executableTarget(name: "pack-blocks", dependencies: ["BlockDiffusion", argumentParser]),
+
+        .testTarget(name: "BlockDiffusionTests", dependencies: ["BlockDiffusion"],
+                    resources: [.copy("Fixtures")]),
+    ]
+)

@@ -1,0 +1,2 @@
+import BlockDiffusion
+Runtime.prepareBLAS()
