@@ -55,7 +55,7 @@ def metadata(cfg, algo, reduction, extra=None):
         "mask_id": MASK, "batch": BATCH, "mlp_hidden": 4 * cfg.hidden_size, "dropout": 0.0,
         "causal": cfg.causal, "cross_attn": cfg.cross_attn, "time_conditioning": cfg.time_conditioning,
         "loss_reduction": reduction, "int_dtype": "I64", "bool_dtype": "U8",
-        "weights_init": f"torch.manual_seed({SEED_WEIGHTS}); normal(0,0.02) all weights+biases; LN weight 1+normal(0,0.1)",
+        "weights_init": f"torch.manual_seed({SEED_WEIGHTS}); Linear weight N(0,1/fan_in), bias N(0,0.02^2), embedding N(0,1), LN weight 1+N(0,0.1^2)",
         "generator": "Tests/scripts/make_model_fixtures.py", "torch": torch.__version__,
     }
     if extra:
