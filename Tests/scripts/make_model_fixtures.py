@@ -338,6 +338,8 @@ def main():
     save("ar.safetensors", T, meta, args.check)
     T, meta = window_case(bd3_model)
     save("bd3_window.safetensors", T, meta, args.check)
+    import make_sampler_fixtures
+    make_sampler_fixtures.main(args.check)
     print("all model checks passed")
 
 
