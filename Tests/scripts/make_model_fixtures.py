@@ -351,6 +351,16 @@ def save(name, tensors, meta, check_only):
     print(f"wrote {name}: {len(tensors)} tensors, {size} bytes")
 
 
+def weights_only(model, with_eps_buffers):
+    """A plain reference-style checkpoint: only the backbone state_dict (incl. rotary inv_freq) and, like a BD3-LM
+    Lightning state_dict with algo.var_min, the scalar buffers sampling_eps_min/max (shape ())."""
+    T = {k: v.detach().clone() for k, v in model.reference_state_dict().items()}
+    if with_eps_buffers:
+        T["sampling_eps_min"] = torch.tensor(0.45)
+        T["sampling_eps_max"] = torch.tensor(0.95)
+    return T
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--check", action="store_true", help="run the assertions only")
@@ -365,8 +375,10 @@ def main():
         save(f"{algo}.safetensors", T, meta, args.check)
         if algo == "bd3":
             bd3_model = model
+            save("bd3.weights.safetensors", weights_only(model, True), {"format": "pt"}, args.check)
     T, meta = ar_case()
     save("ar.safetensors", T, meta, args.check)
+    save("ar.weights.safetensors", weights_only(build("ar"), False), {"format": "pt"}, args.check)
     T, meta = window_case(bd3_model)
     save("bd3_window.safetensors", T, meta, args.check)
     import make_sampler_fixtures
