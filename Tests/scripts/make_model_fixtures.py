@@ -130,6 +130,22 @@ def check_zero_output(model, xt, x0, t, mode, sigma):
     assert torch.all(lp[~masked] == 0) and torch.all(loss[~masked] == 0)
 
 
+def check_zero_output_gpt2_vocab():
+    """Spec 11.7 known value: reference init (zero output layer) with V=50258 gives -log p = ln(50257) = 10.824905
+    at every masked token."""
+    torch.manual_seed(0)
+    v = 50258
+    m = td.DiT(td.DiTConfig(v, 16, 1, 2, 8, 8, 4, cross_attn=True)).eval()
+    x0 = torch.randint(0, v - 1, (1, 8))
+    xt = x0.clone()
+    xt[0, 1::2] = v - 1
+    with torch.no_grad():
+        logp = td.subs_logp(m(torch.cat([xt, x0], -1)), xt, v - 1)
+    lp = logp.gather(-1, x0[..., None]).squeeze(-1)
+    assert abs(math.log(v - 1) - 10.824905) < 1e-6
+    assert torch.allclose(-lp[0, 1::2], torch.full((4,), 10.824905), atol=1e-5), lp
+
+
 def check_naive_attention(model, inp, sigma, mode, logits):
     m2 = clone_model(model, attn_impl="naive")
     with torch.no_grad():
@@ -369,6 +385,7 @@ def main():
     check_mask_example()
     check_tiny_state_dict_names()
     check_param_counts()
+    check_zero_output_gpt2_vocab()
     bd3_model = None
     for algo in ("bd3", "mdlm", "sedd"):
         T, meta, model = diffusion_case(algo)
