@@ -16,7 +16,8 @@ from common import chunk_paragraphs, write_jsonl
 FORTUNES = "/usr/share/games/fortunes"
 JARGON = "/usr/share/doc/jargon-text/jargon.txt.gz"
 CHUNK_BYTES = 4000
-TOC_LINE = re.compile(r"^[ \t]+[^\n]{1,60}\n?$")
+TOC_LINE = re.compile(r"^[ \t]+(?![ \t:])[^\n]{1,60}\n?$")   # but not a ":Headword: n." line
+HEADWORD = re.compile(r"^:([^:\n]+):", re.MULTILINE)
 
 
 def fortunes():
@@ -36,7 +37,15 @@ def jargon():
     with gzip.open(JARGON, "rt", encoding="utf-8") as f:
         raw = re.split(r"\n[ \t]*\n", f.read())
     # the tables of contents are indented one-line paragraphs (one per entry name): skip them
-    paragraphs = [p.strip() for p in raw if p.strip() and not TOC_LINE.match(p)]
+    paragraphs = []
+    for p in raw:
+        if not p.strip() or TOC_LINE.match(p):
+            continue
+        if paragraphs and HEADWORD.match(paragraphs[-1]) and "\n" not in paragraphs[-1]:
+            paragraphs[-1] += "\n" + p.strip()   # keep ":Acme: n." with its definition
+        else:
+            paragraphs.append(p.strip())
+    paragraphs = [HEADWORD.sub(r"\1:", p) for p in paragraphs]
     for k, chunk in enumerate(chunk_paragraphs(paragraphs, CHUNK_BYTES)):
         yield f"jargon/{k}", chunk
 
