@@ -21,7 +21,7 @@ struct PackBlocks: ParsableCommand {
         Examples:
           pack-blocks -L 1024 --block-size 4 --block-size 16 -i owt.docs.tok \\
               --split train=0.98,valid=0.01,test=0.01 --out-prefix data/owt
-          tokenize -i text.txt --tokenizer tok.json | pack-blocks -L 128 --bos --mode pad -o lm1b.tok
+          pack-blocks -L 128 --bos --mode pad -i lm1b.docs.tok -o lm1b.tok
         """)
 
     @Option(name: [.customShort("L"), .customLong("seq-len")], help: "Row length in tokens.")

@@ -324,6 +324,25 @@ final class StreamTests: XCTestCase {
         assertSameRecords(records, back)
     }
 
+    /// The fixture was written by Tests/scripts/make_stream_fixture.py from docs/stream-format.md
+    /// alone: the Swift reader must read it and the Swift writer must reproduce it byte for byte.
+    func testFixtureMatchesDocumentedLayout() throws {
+        let url = Bundle.module.resourceURL!.appendingPathComponent("Fixtures/stream-v1.raw.tok")
+        let fixture = try [UInt8](Data(contentsOf: url))
+        let header = StreamHeader(kind: .samples, vocabSize: 70000, tokenizerFingerprint: 0x0123_4567_89AB_CDEF,
+                                  special: SpecialTokens(bos: 69997, eos: 69997, mask: 69999, pad: -1),
+                                  fields: [.confidence, .unmaskStep], attributes: ["tool": "fixture", "seq_len": "4"])
+        let records = [
+            TokenRecord(id: 7, tokens: [1, 69999, 65536], confidence: [0.5, 1.0, -2.0], unmaskStep: [3, 0, .max],
+                        nfe: 12, promptLength: 1, stages: ["draft B=4", "remask conf<0.5"]),
+            TokenRecord(id: 8, tokens: [], confidence: [], unmaskStep: [], nfe: 0, promptLength: 0, stages: []),
+        ]
+        let (h, back) = try decodeStream(fixture)
+        XCTAssertEqual(h, header)
+        XCTAssertEqual(back, records)
+        XCTAssertEqual(try encodeStream(header, records, compress: false), fixture)
+    }
+
     func testZstdCommandLineDecompresses() throws {
         guard let zstd = findExecutable("zstd") else { throw XCTSkip("zstd command not installed") }
         var rng = TestRNG(10)

@@ -94,7 +94,7 @@ public struct PackOptions: Equatable, Sendable {
         if !splits.isEmpty {
             let sum = splits.reduce(0) { $0 + $1.fraction }
             guard abs(sum - 1) < 1e-6 else {
-                throw PackUsageError("--split: fractions must sum to 1 (they sum to \(sum))")
+                throw PackUsageError("--split: fractions must sum to 1 (they sum to \(String(format: "%.6g", sum)))")
             }
         }
     }
