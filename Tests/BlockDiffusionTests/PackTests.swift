@@ -288,6 +288,30 @@ final class PackTests: XCTestCase {
         XCTAssertEqual(directoryEntries(dir), ["docs.tok"])
     }
 
+    func testCLIInterruptedLeavesNoTempFile() throws {
+        let dir = try makeTempDir("cli-term")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try packBlocksBinary())
+        process.arguments = ["-L", "8", "-i", "-", "-o", dir + "/out.tok"]
+        let stdin = Pipe()   // kept open and empty: the tool blocks reading its input
+        process.standardInput = stdin
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // Wait until the output's temp file exists (the tool opens outputs before reading).
+        var sawTemp = false
+        for _ in 0..<1000 where !sawTemp {
+            sawTemp = directoryEntries(dir).contains { $0.hasPrefix(".out.tok.tmp-") }
+            if !sawTemp { usleep(10_000) }
+        }
+        XCTAssertTrue(sawTemp, "pack-blocks never created its temp file")
+        process.terminate()
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationReason, .uncaughtSignal)
+        XCTAssertEqual(directoryEntries(dir), [], "SIGTERM must remove the temp file")
+        try? stdin.fileHandleForWriting.close()
+    }
+
     func testCLIRuntimeErrorsExit1AndLeaveNoOutput() throws {
         let dir = try makeTempDir("cli-fail")
         defer { try? FileManager.default.removeItem(atPath: dir) }

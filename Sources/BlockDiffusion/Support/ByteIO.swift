@@ -91,6 +91,7 @@ public final class OutputFile: ByteSink {
     private var buffer: [UInt8] = []
     private let bufferLimit = 1 << 20
     private var state: State = .open
+    private var registrySlot = -1
     private enum State { case open, committed, aborted }
 
     /// Display name for messages.
@@ -134,6 +135,7 @@ public final class OutputFile: ByteSink {
             }
             fd = f
             tempPath = tmp
+            registrySlot = TempFileRegistry.register(tmp)
         }
         buffer.reserveCapacity(bufferLimit)
     }
@@ -186,6 +188,7 @@ public final class OutputFile: ByteSink {
             throw ToolError("cannot rename the finished output to '\(path)': \(errnoText(code))")
         }
         state = .committed
+        TempFileRegistry.unregister(registrySlot)
         // Make the rename itself durable; failure here is not worth failing the tool.
         let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
         let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -201,6 +204,7 @@ public final class OutputFile: ByteSink {
             if fd >= 0 { close(fd) }
             fd = -1
             unlink(tmp)
+            TempFileRegistry.unregister(registrySlot)
         }
     }
 
