@@ -207,6 +207,16 @@ final class StreamTests: XCTestCase {
         }
     }
 
+    func testErrorsAreSticky() throws {
+        var bytes = try encodeStream(StreamHeader(kind: .documents, vocabSize: 10),
+                                     [TokenRecord(id: 0, tokens: [1, 2]), TokenRecord(id: 1, tokens: [3])], compress: false)
+        let headerSize = try encodeStream(StreamHeader(kind: .documents, vocabSize: 10), [], compress: false).count - 13
+        bytes[headerSize + 10] ^= 1   // inside the first record
+        let reader = try TokenStreamReader(source: MemorySource(bytes))
+        XCTAssertThrowsError(try reader.next())
+        XCTAssertThrowsError(try reader.next(), "a reader must not resume after corruption")
+    }
+
     func testTruncationMessageNamesTheOffset() throws {
         let bytes = try encodeStream(StreamHeader(kind: .documents, vocabSize: 10),
                                      [TokenRecord(id: 0, tokens: [1, 2]), TokenRecord(id: 1, tokens: [3])], compress: false)

@@ -38,6 +38,7 @@ public final class TokenStreamReader {
     private var frameOpen = false          // inside a zstd frame that has not ended yet
     private var afterEnd = false           // an end marker was read; only another stream may follow
     private var done = false
+    private var failure: Error?
     private var segmentRecords: UInt64 = 0
     private var body: [UInt8] = []
     private var width = 0
@@ -117,7 +118,18 @@ public final class TokenStreamReader {
         return all
     }
 
+    /// The next record; nil only at the verified end. After an error every call rethrows it.
     public func next() throws -> TokenRecord? {
+        if let error = failure { throw error }
+        do {
+            return try nextRecord()
+        } catch {
+            failure = error
+            throw error
+        }
+    }
+
+    private func nextRecord() throws -> TokenRecord? {
         while !done {
             let start = payloadOffset
             var tag: UInt8 = 0
