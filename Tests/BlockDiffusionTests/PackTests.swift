@@ -12,7 +12,7 @@ private func docsHeader(pad padId: Int32 = pad, kind: StreamKind = .documents) -
 
 private func pack(_ docs: [[Int32]], _ options: PackOptions, header: StreamHeader = docsHeader()) throws -> Packer {
     let packer = try Packer(options: options, input: header)
-    for d in docs { packer.add(document: d) }
+    for d in docs { try packer.add(document: d) }
     packer.finish()
     return packer
 }
@@ -159,6 +159,22 @@ final class PackTests: XCTestCase {
         let records = try reader.readAll()
         XCTAssertEqual(records.map(\.tokens), shuffled)
         XCTAssertEqual(records.map(\.id), (0..<UInt64(shuffled.count)).map { $0 })
+    }
+
+    func testNoShuffleStreamsRowsInPackingOrder() throws {
+        let docs = taggedDocs(300)
+        let dir = try makeTempDir("noshuffle")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try writeDocs(docs, to: dir + "/docs.tok")
+        let options = PackOptions(seqLen: 8, splits: try parseSplits("a=0.5,b=0.5"), shuffle: false)
+        try runPackBlocks(options: options, input: dir + "/docs.tok", destination: .prefix(dir + "/o"))
+        let header = StreamHeader(kind: .documents, vocabSize: 5000, special: SpecialTokens(bos: 4998, eos: 4999))
+        let expected = try pack(docs, options, header: header)
+        for (i, name) in ["a", "b"].enumerated() {
+            let reader = try TokenStreamReader(path: "\(dir)/o.\(name).tok")
+            XCTAssertEqual(reader.header.attributes["shuffled"], "0")
+            XCTAssertEqual(try reader.readAll().map(\.tokens), expected.packedRows(split: i))
+        }
     }
 
     // MARK: Validation
