@@ -304,6 +304,57 @@ final class PackTests: XCTestCase {
         XCTAssertEqual(directoryEntries(dir), ["docs.tok"])
     }
 
+    func testCLIBrokenPipeIsAnErrorNotAKill() throws {
+        let dir = try makeTempDir("cli-pipe")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try writeDocs(taggedDocs(2000), to: dir + "/docs.tok")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try packBlocksBinary())
+        process.arguments = ["-L", "8", "-i", dir + "/docs.tok", "-o", "-"]
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        try out.fileHandleForReading.close()   // the "next command" exits at once
+        let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationReason, .exit, "killed by SIGPIPE instead of reporting it")
+        XCTAssertEqual(process.terminationStatus, 1, message)
+        XCTAssertTrue(message.contains("pipe was closed"), message)
+    }
+
+    func testCLIRefusesToWriteBinaryToATerminal() throws {
+        // A pseudo-terminal by hand (posix_openpt is not exported to Swift): unlock, then ask its number.
+        let master = open("/dev/ptmx", O_RDWR | O_NOCTTY)
+        guard master >= 0 else { throw XCTSkip("no pseudo-terminal available") }
+        defer { close(master) }
+        var unlock: Int32 = 0, number: UInt32 = 0
+        guard ioctl(master, 0x4004_5431 /* TIOCSPTLCK */, &unlock) == 0,
+              ioctl(master, 0x8004_5430 /* TIOCGPTN */, &number) == 0 else {
+            throw XCTSkip("cannot set up a pseudo-terminal")
+        }
+        let name = "/dev/pts/\(number)"
+        let probe = open(name, O_RDWR | O_NOCTTY)
+        XCTAssertEqual(isatty(probe), 1)
+        close(probe)
+        let slave = open(name, O_RDWR | O_NOCTTY)
+        XCTAssertGreaterThanOrEqual(slave, 0)
+        let dir = try makeTempDir("cli-tty")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try writeDocs(taggedDocs(5), to: dir + "/docs.tok")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try packBlocksBinary())
+        process.arguments = ["-L", "8", "-i", dir + "/docs.tok"]
+        process.standardOutput = FileHandle(fileDescriptor: slave, closeOnDealloc: true)
+        let err = Pipe()
+        process.standardError = err
+        try process.run()
+        let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 1, message)
+        XCTAssertTrue(message.contains("terminal"), message)
+    }
+
     func testCLIInterruptedLeavesNoTempFile() throws {
         let dir = try makeTempDir("cli-term")
         defer { try? FileManager.default.removeItem(atPath: dir) }
