@@ -37,6 +37,15 @@ final class PackTests: XCTestCase {
         XCTAssertEqual(p.stats[0].droppedTokens, 1)
     }
 
+    func testWideVocabularyRowsKeepTheirIds() throws {
+        let header = StreamHeader(kind: .documents, vocabSize: 200_000, special: SpecialTokens(eos: 199_999))
+        let docs: [[Int32]] = [[65535, 65536, 199_998], [70000]]
+        let p = try pack(docs, PackOptions(seqLen: 3, seed: 1), header: header)
+        XCTAssertEqual(p.packedRows(split: 0), [[65535, 65536, 199_998], [199_999, 70000, 199_999]])
+        let narrow = try pack([[65535, 1, 2]], PackOptions(seqLen: 4), header: StreamHeader(kind: .documents, vocabSize: 65536, special: SpecialTokens(eos: 65535)))
+        XCTAssertEqual(narrow.packedRows(split: 0), [[65535, 1, 2, 65535]])
+    }
+
     func testPadLayout() throws {
         let p = try pack([[1, 2], [3, 4, 5], [6, 7, 8, 9, 10], []], PackOptions(seqLen: 4, mode: .pad))
         XCTAssertEqual(p.packedRows(split: 0), [[1, 2, eos, pad], [3, 4, 5, eos], [6, 7, 8, 9]])

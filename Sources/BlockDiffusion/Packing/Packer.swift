@@ -19,7 +19,8 @@
 // and the seed, so identical documents always land in the same split and none straddles two.
 // Rows of each split are shuffled with a SplitMix64 generator seeded by (seed, split name): the same
 // seed and input give the same bytes. With `shuffle` off, rows are written as they are made
-// (constant memory; streams through pipes); otherwise all rows are held (4 bytes per token).
+// (constant memory; streams through pipes); otherwise all rows are held (2 bytes per token when
+// the vocabulary fits 16 bits, else 4).
 // Deviation from the reference: it groups documents in batches of 1000 and drops a partial row per
 // batch; we drop only the split's final partial row.
 
@@ -169,7 +170,11 @@ public final class Packer {
     public let padId: Int32
     public let padFromEOS: Bool
     public private(set) var stats: [PackStats]
-    private var rowData: [[Int32]]     // per split, rows flattened (row r = [r*L ..< (r+1)*L])
+    // Kept rows per split, flattened (row r = [r*L ..< (r+1)*L]); 2 bytes per token when every id
+    // fits (vocabulary ≤ 65536), else 4.
+    private var rowData16: [[UInt16]]
+    private var rowData32: [[Int32]]
+    private let narrow: Bool
     private var row: [Int32] = []      // the row being assembled
     /// When set, each finished row goes here (split index, row) instead of being kept for the shuffle.
     public var rowHandler: ((Int, [Int32]) throws -> Void)?
@@ -198,7 +203,9 @@ public final class Packer {
         padId = padFromEOS ? input.special.eos : input.special.pad
         let names = options.splitNames
         stats = names.map { var s = PackStats(split: $0); s.seqLen = options.seqLen; return s }
-        rowData = Array(repeating: [], count: names.count)
+        rowData16 = Array(repeating: [], count: names.count)
+        rowData32 = Array(repeating: [], count: names.count)
+        narrow = input.vocabSize <= 65536
         carry = Array(repeating: [], count: names.count)
         var acc = 0.0
         cumulative = options.splits.map { acc += $0.fraction; return acc }
@@ -261,7 +268,18 @@ public final class Packer {
             stats[split].paddingTokens += pad
         }
         stats[split].rows += 1
-        if let handler = rowHandler { try handler(split, row) } else { rowData[split] += row }
+        if let handler = rowHandler {
+            try handler(split, row)
+        } else if narrow {
+            rowData16[split] += row.lazy.map { UInt16(truncatingIfNeeded: $0) }
+        } else {
+            rowData32[split] += row
+        }
+    }
+
+    private func keptRow(split: Int, index: Int) -> [Int32] {
+        let l = options.seqLen, range = (index * l)..<((index + 1) * l)
+        return narrow ? rowData16[split][range].map { Int32($0) } : Array(rowData32[split][range])
     }
 
     /// Ends packing: counts the dropped final partial rows. Call once, after the last document.
@@ -274,14 +292,12 @@ public final class Packer {
 
     /// The rows of a split in output (shuffled) order.
     public func rows(split: Int) -> [[Int32]] {
-        let l = options.seqLen
-        return shuffledOrder(split: split).map { Array(rowData[split][($0 * l)..<(($0 + 1) * l)]) }
+        return shuffledOrder(split: split).map { keptRow(split: split, index: $0) }
     }
 
     /// The rows of a split in packing order (before the shuffle), for tests.
     func packedRows(split: Int) -> [[Int32]] {
-        let l = options.seqLen
-        return (0..<stats[split].rows).map { Array(rowData[split][($0 * l)..<(($0 + 1) * l)]) }
+        return (0..<stats[split].rows).map { keptRow(split: split, index: $0) }
     }
 
     func shuffledOrder(split: Int) -> [Int] {
@@ -320,9 +336,8 @@ public final class Packer {
     public func write(split: Int, to sink: ByteSink, compress: Bool = true, level: Int32 = 3) throws {
         let writer = try TokenStreamWriter(sink: sink, header: outputHeader(split: split), compress: compress,
                                            level: level, flushEachRecord: false)
-        let l = options.seqLen
         for (position, row) in shuffledOrder(split: split).enumerated() {
-            let tokens = Array(rowData[split][(row * l)..<((row + 1) * l)])
+            let tokens = keptRow(split: split, index: row)
             try writer.write(TokenRecord(id: UInt64(position), tokens: tokens))
         }
         try writer.finish()
