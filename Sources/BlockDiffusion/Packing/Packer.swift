@@ -278,6 +278,7 @@ public final class Packer {
     }
 
     private func keptRow(split: Int, index: Int) -> [Int32] {
+        precondition(rowHandler == nil, "rows were handed to rowHandler, none were kept")
         let l = options.seqLen, range = (index * l)..<((index + 1) * l)
         return narrow ? rowData16[split][range].map { Int32($0) } : Array(rowData32[split][range])
     }

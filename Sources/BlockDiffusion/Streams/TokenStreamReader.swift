@@ -135,19 +135,19 @@ public final class TokenStreamReader {
             var tag: UInt8 = 0
             if try readPayload(into: &tag, count: 1) == 0 {
                 if afterEnd { done = true; return nil }
-                throw ToolError("\(name) is truncated: it ends at byte \(start) after \(recordsRead) records "
+                throw ToolError("\(name) is truncated: it ends at byte \(start)\(offsetNote) after \(recordsRead) records "
                                 + "without an end marker (the writer was interrupted or the file was cut short); "
                                 + "regenerate it")
             }
             if afterEnd {
                 // Only another complete stream may follow an end marker (concatenated shards).
                 guard tag == StreamFormat.magic[0] else {
-                    throw ToolError("\(name) has unexpected bytes after the end of the stream (byte \(start)): "
+                    throw ToolError("\(name) has unexpected bytes after the end of the stream (byte \(start)\(offsetNote)): "
                                     + "the file was appended to or corrupted; regenerate it")
                 }
                 let next = try TokenStreamReader.readHeader(self, first: false, firstByteRead: true)
                 guard next.isCompatible(with: header) else {
-                    throw ToolError("\(name) concatenates streams with different headers (at byte \(start)): "
+                    throw ToolError("\(name) concatenates streams with different headers (at byte \(start)\(offsetNote)): "
                                     + "kind, vocabulary, tokenizer, special ids and fields must match; "
                                     + "write the parts into separate files")
                 }
@@ -186,6 +186,8 @@ public final class TokenStreamReader {
         ToolError("\(name) is corrupted: \(what)\(isCompressed ? " (byte offsets are in the decompressed stream)" : ""); "
                   + "regenerate it")
     }
+
+    private var offsetNote: String { isCompressed ? " of the decompressed stream" : "" }
 
     private static func readHeader(_ r: TokenStreamReader, first: Bool, firstByteRead: Bool = false) throws -> StreamHeader {
         let start = r.payloadOffset - (firstByteRead ? 1 : 0)
@@ -348,7 +350,7 @@ public final class TokenStreamReader {
         let start = payloadOffset
         let got = try readPayload(into: dst, count: count)
         if got < count {
-            throw ToolError("\(name) is truncated: it ends at byte \(start + UInt64(got)) inside \(what) "
+            throw ToolError("\(name) is truncated: it ends at byte \(start + UInt64(got))\(offsetNote) inside \(what) "
                             + "(after \(recordsRead) complete records); the writer was interrupted or the file was "
                             + "cut short: regenerate it")
         }
