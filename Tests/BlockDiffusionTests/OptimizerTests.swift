@@ -18,7 +18,7 @@ final class OptimizerTests: XCTestCase {
             for i in 0..<3 { XCTAssertEqual(p[i], expected[wd]![i], accuracy: 2e-7, "wd=\(wd) i=\(i)") }
             let m: [Float] = [0.15360000729560852, -0.23020000755786896, 0.024310000240802765]
             let v: [Float] = [0.0022624775301665068, 0.006449760403484106, 8.98201105883345e-05]
-            for i in 0..<3 { XCTAssertEqual(opt.m[i], m[i], accuracy: 1e-8); XCTAssertEqual(opt.v[i], v[i], accuracy: v[i] * 1e-6)  // torch's vector kernel may round g² differently by 1 ulp }
+            for i in 0..<3 { XCTAssertEqual(opt.m[i], m[i], accuracy: 1e-8); XCTAssertEqual(opt.v[i], v[i], accuracy: v[i] * 1e-6) }  // torch's kernel may round g² by 1 ulp differently
             XCTAssertEqual(opt.step, 3)
         }
     }
