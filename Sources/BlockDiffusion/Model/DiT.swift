@@ -140,6 +140,14 @@ public final class DiT {
         let (B, T) = (last!.batch, last!.T)
         return UnsafeBufferPointer(start: A(aResid[l + 1]), count: B * T * config.hiddenSize)
     }
+    /// Residual stream i from the last forward: 0 = embedding output, l + 1 = output of block l. (B, T, D)
+    public func residualStream(_ i: Int) -> UnsafeBufferPointer<Float> {
+        UnsafeBufferPointer(start: A(aResid[i]), count: last!.batch * last!.T * config.hiddenSize)
+    }
+    /// Final-layer adaLN output (nc, 2D) = [shift, scale] from the last forward (diffusion models only).
+    public var finalModulation: UnsafeBufferPointer<Float> {
+        UnsafeBufferPointer(start: A(aModF), count: last!.nCond * 2 * config.hiddenSize)
+    }
     /// adaLN output (nc, 6D) of block `l` (chunks sh1,sc1,g1,sh2,sc2,g2) from the last forward.
     public func modulation(_ l: Int) -> UnsafeBufferPointer<Float> {
         UnsafeBufferPointer(start: A(aBlocks[l].mod), count: last!.nCond * 6 * config.hiddenSize)
