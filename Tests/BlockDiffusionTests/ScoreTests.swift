@@ -109,4 +109,66 @@ final class ScoreTests: XCTestCase {
         r = try runTool(score, ["ppl", "-m", dir + "/nope.safetensors", "-i", valid])
         XCTAssertEqual(r.code, 1, r.err)
     }
+
+    func losses(_ path: String) throws -> [Double] {
+        try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").compactMap {
+            (try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["loss"] as? Double }
+    }
+
+    /// CLI-level exact resume: 4 steps in one go vs 2 steps, then the same command with --steps 4.
+    func testCommandLineResumeMatchesUninterruptedRun() throws {
+        let train = try binary("train")
+        let data = dir + "/train.tok"
+        try TinyRun.writeStream(data, rows: TinyRun.rows(8))
+        let common = ["--data", data, "--set", "hidden_size=32", "--set", "n_blocks=1", "--set", "n_heads=2",
+                      "--set", "cond_dim=16", "--batch", "2", "--accumulate", "2", "--warmup", "2", "--lr", "1e-3", "--log-every", "1"]
+        var r = try runTool(train, common + ["--steps", "4", "--metrics", dir + "/a.jsonl", "-o", dir + "/a"])
+        XCTAssertEqual(r.code, 0, r.err)
+        r = try runTool(train, common + ["--steps", "2", "--metrics", dir + "/b.jsonl", "-o", dir + "/b"])
+        XCTAssertEqual(r.code, 0, r.err)
+        r = try runTool(train, common + ["--steps", "4", "--metrics", dir + "/b.jsonl", "-o", dir + "/b"])
+        XCTAssertEqual(r.code, 0, r.err)
+        let a = try losses(dir + "/a.jsonl"), b = try losses(dir + "/b.jsonl")
+        XCTAssertEqual(a.count, 4)
+        XCTAssertEqual(a, b)
+        let wa = try SafetensorsFile(path: dir + "/a/last.safetensors"), wb = try SafetensorsFile(path: dir + "/b/last.safetensors")
+        XCTAssertEqual(try wa.floats("backbone.vocab_embed.embedding"), try wb.floats("backbone.vocab_embed.embedding"))
+    }
+
+    /// SIGINT: the run writes a checkpoint, exits 130, and the same command resumes from it.
+    func testCommandLineInterruptCheckpointsAndResumes() throws {
+        let train = try binary("train")
+        let data = dir + "/train.tok"
+        try TinyRun.writeStream(data, rows: TinyRun.rows(8))
+        let args = ["--data", data, "--set", "hidden_size=32", "--set", "n_blocks=1", "--set", "n_heads=2",
+                    "--set", "cond_dim=16", "--batch", "2", "--steps", "1000000", "--log-every", "1", "-o", dir + "/run"]
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: train)
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        env["BD3_NO_REEXEC"] = "1"
+        p.environment = env
+        let e = Pipe()
+        p.standardError = e
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        var seen = ""
+        while !seen.contains("step 2/") {
+            let d = e.fileHandleForReading.availableData
+            if d.isEmpty { break }
+            seen += String(decoding: d, as: UTF8.self)
+        }
+        p.interrupt()
+        seen += String(decoding: e.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 130, seen)
+        XCTAssertTrue(seen.contains("stopped by signal"), seen)
+        let meta = try SafetensorsFile(path: dir + "/run/last.optim.safetensors").metadata
+        let step = Int(meta["step"] ?? "") ?? 0
+        XCTAssertGreaterThanOrEqual(step, 2)
+        let r = try runTool(train, args.map { $0 == "1000000" ? "\(step + 1)" : $0 })
+        XCTAssertEqual(r.code, 0, r.err)
+        XCTAssertTrue(r.err.contains("resuming \(dir)/run at step \(step)"), r.err)
+        XCTAssertTrue(r.err.contains("step \(step + 1)/\(step + 1)"), r.err)
+    }
 }

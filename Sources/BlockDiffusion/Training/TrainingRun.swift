@@ -2,13 +2,22 @@
 // checkpoints, and a clean stop on SIGINT/SIGTERM (checkpoint, then exit so a rerun resumes).
 import Foundation
 
-/// SIGINT/SIGTERM set a flag that the loop polls between optimizer steps.
+/// SIGINT/SIGTERM set a flag that the loop polls between optimizer steps (it then checkpoints and
+/// exits with 128+signal). A second signal before that kills the process the default way. This
+/// replaces, for these two signals, the temp-file cleanup handler of `Runtime.prepareTool()`;
+/// checkpoints are written through their own temp files, which a kill at worst leaves behind.
 public enum StopSignal {
     nonisolated(unsafe) static var received: sig_atomic_t = 0
 
     public static func install() {
-        signal(SIGINT) { s in StopSignal.received = s }
-        signal(SIGTERM) { s in StopSignal.received = s }
+        for sig in [SIGINT, SIGTERM] {
+            let previous = signal(sig) { s in
+                if StopSignal.received != 0 { signal(s, SIG_DFL); raise(s); return }
+                StopSignal.received = s
+            }
+            // nohup / ignored signals stay ignored.
+            if unsafeBitCast(previous, to: Int.self) == unsafeBitCast(SIG_IGN, to: Int.self) { signal(sig, SIG_IGN) }
+        }
     }
     public static var pending: Int32 { Int32(received) }
     /// For tests.
