@@ -211,3 +211,53 @@ final class ObjectiveTests: XCTestCase {
         XCTAssertEqual(total / Double(count), -Double(log(q)), accuracy: 0.05)
     }
 }
+
+/// BatchLoss (model heads + summarize) against the naive path: SUBS log-probs per row from the same
+/// logits, gathered at x0, assembled by LossAssembly.diffusion with the same coefficients.
+final class LossAssemblyTwinTests: XCTestCase {
+    func testBatchLossAgreesWithNaiveAssembly() throws {
+        let dir = TinyRun.tempDir("twin")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let data = dir + "/t.tok"
+        try TinyRun.writeStream(data, rows: TinyRun.rows(4))
+        var r = TinyRun.request(dir: dir, data: data, valid: nil, steps: 2)
+        r.sets.append("dropout=0")
+        let (t, _) = try TrainSetup.make(r)
+        for _ in 0..<2 { _ = try t.trainStep() }
+        let obj = t.loss.objective
+        let L = obj.length, V = t.model.config.vocabSize, B = 4
+        let x0 = t.train.tokens
+        for training in [true, false] {
+            let start = Xoshiro256(seed: 5)
+            var rng = start
+            let fast = x0.withUnsafeBufferPointer {
+                t.loss.run(x0: $0, batch: B, interval: .base, training: training, weighted: false, backward: false, dropoutSeed: 0, rng: &rng)
+            }
+            // Replay the same draws by hand.
+            var rng2 = start
+            let times = obj.sampleTimes(batch: B, interval: .base, rng: &rng2)
+            let xt = obj.maskTokens(x0: x0, batch: B, p: obj.moveChance(times), interval: .base, rng: &rng2)
+            var input = [Int32]()
+            for k in 0..<B { input += xt[(k * L)..<((k + 1) * L)]; input += x0[(k * L)..<((k + 1) * L)] }
+            let logits = input.withUnsafeBufferPointer {
+                t.model.forward(tokens: $0, batch: B, layout: .blockDiffusion(blockSize: obj.blockSize), sigma: nil, training: false, dropoutSeed: 0)
+            }
+            var row = [Float](repeating: 0, count: V)
+            var logp = [Float](repeating: 0, count: B * L)
+            for i in 0..<(B * L) {
+                row.withUnsafeMutableBufferPointer { out in
+                    LossHeads.subsLogProbs(logits.baseAddress! + i * V, V: V, xt: xt[i], maskId: obj.maskID, out: out.baseAddress!)
+                }
+                logp[i] = row[Int(x0[i])]
+            }
+            let naive = logp.withUnsafeBufferPointer {
+                LossAssembly.diffusion(logp: $0, coefficients: obj.coefficients(times, interval: .base, weighted: false),
+                                       batch: B, length: L, blockSize: obj.blockSize, ignoreBOS: obj.ignoreBOS, training: training)
+            }
+            XCTAssertEqual(fast.tokenCount, naive.tokenCount)
+            XCTAssertEqual(fast.nllSum, naive.nllSum, accuracy: 1e-4 * max(1, naive.nllSum))
+            for (a, b) in zip(fast.blockMeans, naive.blockMeans) { XCTAssertEqual(a, b, accuracy: 1e-4 * max(1, abs(b))) }
+            XCTAssertGreaterThan(naive.nllSum, 0)
+        }
+    }
+}
