@@ -144,28 +144,79 @@ final class ScheduleTests: XCTestCase {
         // With α = 1 − p, λ = log(α/(1−α)).
         let ll = NoiseSchedule.loglinear
         for t in [0.05, 0.3, 0.5, 0.8, 0.97] {
-            let (p, d) = ll.evaluate(t)
+            let p = ll.p(t), d = ll.lossScale(t), smax = ll.sigmaMax
             let a = 1 - p
-            XCTAssertEqual(Reweighting.iddpm.weight(p: p, dpdt: d), 2 * (a * (1 - a)).squareRoot(), accuracy: 1e-12)
-            XCTAssertEqual(Reweighting.sigmoid(k: 0).weight(p: p, dpdt: d), 1 - a, accuracy: 1e-12)
-            XCTAssertEqual(Reweighting.fm.weight(p: p, dpdt: d), ((1 - a) / a).squareRoot(), accuracy: 1e-12)
-            XCTAssertEqual(Reweighting.simple.weight(p: p, dpdt: d), t, accuracy: 1e-12)
+            XCTAssertEqual(Reweighting.iddpm.weight(p: p, lossScale: d, sigmaMax: smax), 2 * (a * (1 - a)).squareRoot(), accuracy: 1e-12)
+            XCTAssertEqual(Reweighting.sigmoid(k: 0).weight(p: p, lossScale: d, sigmaMax: smax), 1 - a, accuracy: 1e-12)
+            XCTAssertEqual(Reweighting.fm.weight(p: p, lossScale: d, sigmaMax: smax), ((1 - a) / a).squareRoot(), accuracy: 1e-12)
+            XCTAssertEqual(Reweighting.simple.weight(p: p, lossScale: d, sigmaMax: smax), t, accuracy: 1e-12)
             let lam = log(a / (1 - a))
             let edm = exp(-(lam - 2.4) * (lam - 2.4) / (2 * 2.4 * 2.4)) / (2.4 * (2 * Double.pi).squareRoot()) * (exp(-lam) + 0.25) / 0.25
-            XCTAssertEqual(Reweighting.edm.weight(p: p, dpdt: d), edm, accuracy: 1e-12)
-            XCTAssertEqual(Reweighting.none.weight(p: p, dpdt: d), 1)
+            XCTAssertEqual(Reweighting.edm.weight(p: p, lossScale: d, sigmaMax: smax), edm, accuracy: 1e-12)
+            XCTAssertEqual(Reweighting.none.weight(p: p, lossScale: d, sigmaMax: smax), 1)
             // sigmoid(−λ + k) with k = 2: 1/(1 + e^{λ−2}).
-            XCTAssertEqual(Reweighting.sigmoid(k: 2).weight(p: p, dpdt: d), 1 / (1 + exp(lam - 2)), accuracy: 1e-12)
+            XCTAssertEqual(Reweighting.sigmoid(k: 2).weight(p: p, lossScale: d, sigmaMax: smax), 1 / (1 + exp(lam - 2)), accuracy: 1e-12)
         }
         // `simple` makes w·loss_scale = −1 for any schedule (computed per block, not from block 0).
         for s in [NoiseSchedule.square, .log, .gaussian(.init()), .bimodal(.init())] {
             for t in [0.2, 0.6, 0.9] {
-                let (p, d) = s.evaluate(t)
-                XCTAssertEqual(Reweighting.simple.weight(p: p, dpdt: d) * s.lossScale(t), -1, accuracy: 1e-12)
+                XCTAssertEqual(Reweighting.simple.weight(p: s.p(t), lossScale: s.lossScale(t), sigmaMax: s.sigmaMax) * s.lossScale(t), -1, accuracy: 1e-12)
             }
         }
         XCTAssertEqual(Reweighting.named("sigmoid:1.5"), .sigmoid(k: 1.5))
         XCTAssertEqual(Reweighting.named("edm"), .edm)
         XCTAssertNil(Reweighting.named("bogus"))
+    }
+
+    /// Against the parity helper's independent float64 implementation of the reference formulas
+    /// (Fixtures/parity/schedules.safetensors, Tests/scripts/make_sampler_fixtures.py).
+    func testMatchesParityScheduleFixture() throws {
+        guard let url = Bundle.module.url(forResource: "schedules", withExtension: "safetensors", subdirectory: "Fixtures/parity") else {
+            return XCTFail("missing Fixtures/parity/schedules.safetensors")
+        }
+        let f = try SafetensorsFile(path: url.path)
+        let t = try f.floats("t").map(Double.init)   // F64 in the file; these t values are exact in Float
+        let tw = try f.floats("t_w").map(Double.init)
+        // Read F64 tensors exactly (SafetensorsFile.floats rounds to Float).
+        func f64(_ name: String) throws -> [Double] {
+            let e = try XCTUnwrap(f.entry(name))
+            XCTAssertEqual(e.dtype, "F64")
+            let raw = try Data(contentsOf: url)
+            let headerLen = raw.withUnsafeBytes { Int($0.loadUnaligned(as: UInt64.self).littleEndian) }
+            return raw.withUnsafeBytes { b in
+                (0..<e.count).map { Double(bitPattern: b.loadUnaligned(fromByteOffset: 8 + headerLen + e.begin + 8 * $0, as: UInt64.self).littleEndian) }
+            }
+        }
+        let tExact = try f64("t"), twExact = try f64("t_w")
+        XCTAssertEqual(tExact.count, t.count); XCTAssertEqual(twExact.count, tw.count)
+        var progress50 = NoiseSchedule.bimodal(.init())
+        progress50.setTrainingProgress(step: 50, maxSteps: 100)
+        let cases: [(String, NoiseSchedule)] = [("loglinear", .loglinear), ("square", .square), ("square_root", .squareRoot),
+                                                ("log", .log), ("cosine", .cosine), ("gaussian", .gaussian(.init())),
+                                                ("bimodal_gaussian", .bimodal(.init())), ("bimodal_gaussian_progress50", progress50)]
+        func close(_ a: Double, _ b: Double, _ what: String) {
+            if a.isInfinite || b.isInfinite { XCTAssertEqual(a, b, what); return }
+            XCTAssertEqual(a, b, accuracy: 1e-9 * max(1, abs(b)), what)
+        }
+        for (name, s) in cases {
+            let p = try f64("\(name).p"), d = try f64("\(name).dpdt"), ls = try f64("\(name).loss_scale"), sg = try f64("\(name).sigma")
+            for (i, ti) in tExact.enumerated() {
+                let (pp, dd) = s.evaluate(ti)
+                close(pp, p[i], "\(name).p(\(ti))"); close(dd, d[i], "\(name).dpdt(\(ti))")
+                close(s.lossScale(ti), ls[i], "\(name).loss_scale(\(ti))")
+                close(s.sigma(fromP: pp), sg[i], "\(name).sigma(\(ti))")
+            }
+            let ws: [(String, Reweighting)] = [("edm", .edm), ("iddpm", .iddpm), ("sigmoid", .sigmoid(k: 0)), ("fm", .fm), ("simple", .simple)]
+            for (wn, w) in ws {
+                let ref = try f64("\(name).w.\(wn)")
+                for (i, ti) in twExact.enumerated() {
+                    close(w.weight(p: s.p(ti), lossScale: s.lossScale(ti), sigmaMax: s.sigmaMax), ref[i], "\(name).w.\(wn)(\(ti))")
+                }
+            }
+        }
+        guard case .bimodal(let b) = progress50 else { return XCTFail() }
+        XCTAssertEqual(b.mu2, Double(f.metadata["bimodal_gaussian_progress50.mu2"] ?? "") ?? .nan, accuracy: 1e-15)
+        close(NoiseSchedule.loglinear.totalNoise(tExact[3]), try f64("loglinear.total_noise")[3], "total_noise")
+        close(NoiseSchedule.loglinear.rateNoise(tExact[1]), try f64("loglinear.rate_noise")[1], "rate_noise")
     }
 }

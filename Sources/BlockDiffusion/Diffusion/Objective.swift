@@ -127,12 +127,14 @@ public struct DiffusionObjective: Equatable, Sendable {
     /// times the reweighting w(λ_b) when `weighted` (training only), or −1 under the tuned rule.
     public func coefficients(_ t: [Double], interval: ClipInterval, weighted: Bool) -> [Double] {
         let unit = interval.min >= 1 || (tunedRule == .reference && interval.min > 0.5)
+        let sigmaMax = schedule.sigmaMax
         return t.map { tb in
-            let (p, d) = schedule.evaluate(tb)
-            let base: Double
-            if unit { base = -1 } else if case .cosine = schedule { base = -d / (p + NoiseSchedule.eps) } else { base = -d / p }
+            let p = schedule.p(tb)
+            let ls = schedule.lossScale(tb)
+            let base = unit ? -1 : ls
             if !weighted || reweighting == .none { return base }
-            return base * reweighting.weight(p: p, dpdt: d)
+            // As the fork: w from the schedule's own loss scale, applied after the tuned-rule override.
+            return base * reweighting.weight(p: p, lossScale: ls, sigmaMax: sigmaMax)
         }
     }
 }

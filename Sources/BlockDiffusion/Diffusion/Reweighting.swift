@@ -10,7 +10,7 @@ public enum Reweighting: Equatable, Sendable {
     case iddpm                // sech(λ/2)
     case sigmoid(k: Double)   // sigmoid(−λ + k); the fork hard-codes k = 0
     case fm                   // e^{−λ/2}
-    case simple               // −(1−α)/α' = p/p', so w·loss_scale = −1 (plain cross-entropy)
+    case simple               // −(1−α)/α', with α' from the schedule's own σ, so w·loss_scale = −1 (plain CE)
 
     public static func named(_ name: String) -> Reweighting? {
         switch name {
@@ -41,8 +41,11 @@ public enum Reweighting: Equatable, Sendable {
     /// log-SNR λ = log(α/(1−α)) with α = 1 − p.
     public static func logSNR(p: Double) -> Double { Foundation.log((1 - p) / p) }
 
-    /// w for a block with move chance p and dp/dt = dpdt.
-    public func weight(p: Double, dpdt: Double) -> Double {
+    /// w for a block with move chance p and the schedule's loss_scale (both from that block's own t).
+    /// `simple` follows the fork's derivation, per block: σ = min(−log1p(−p), σ_max),
+    /// dσ = −loss_scale·expm1(σ), α = 1−p, α' = −dσ·α, w = −(1−α)/α' — which is −1/loss_scale
+    /// wherever σ is not clamped.
+    public func weight(p: Double, lossScale: Double, sigmaMax: Double) -> Double {
         let lam = Reweighting.logSNR(p: p)
         switch self {
         case .none: return 1
@@ -54,8 +57,11 @@ public enum Reweighting: Equatable, Sendable {
         case .sigmoid(let k): return 1 / (1 + exp(-(-lam + k)))
         case .fm: return exp(-lam / 2)
         case .simple:
-            // α' = −p', so −(1−α)/α' = p/p'.
-            return p / dpdt
+            let sigma = min(-log1p(-p), sigmaMax)
+            let dsigma = -lossScale * expm1(sigma)
+            let a = 1 - p
+            let da = -dsigma * a
+            return -(1 - a) / da
         }
     }
 }
