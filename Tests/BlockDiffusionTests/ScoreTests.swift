@@ -86,6 +86,9 @@ final class ScoreTests: XCTestCase {
         // Runtime error → 1 (missing data file).
         r = try runTool(train, ["--data", dir + "/missing.tok", "-o", dir + "/bad"])
         XCTAssertEqual(r.code, 1, r.err)
+        // A diverging run stops with exit 1 naming the step.
+        r = try runTool(train, common + ["--steps", "5", "--lr", "1e30", "-o", dir + "/nan"])
+        XCTAssertEqual(r.code, 1, r.err); XCTAssertTrue(r.err.contains("at step"), r.err)
         // A real run with metrics and the clip search.
         let run = dir + "/run"
         r = try runTool(train, common + ["--steps", "3", "--val-every", "2", "--clip-search", "--metrics", dir + "/m.jsonl",

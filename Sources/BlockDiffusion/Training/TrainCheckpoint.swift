@@ -26,6 +26,9 @@ public struct CheckpointInfo: Sendable {
         guard let cj = m["model_config"], let config = try? JSONDecoder().decode(ModelConfig.self, from: Data(cj.utf8)) else {
             throw ToolError("\(file.path): no model_config in the checkpoint metadata; was it written by train?")
         }
+        guard !config.timeConditioning else {
+            throw ToolError("\(file.path): a time-conditioned (SEDD) model; train and score ppl handle ar, mdlm and bd3 checkpoints")
+        }
         let algo = Algorithm(rawValue: m["algo"] ?? (config.causal ? "ar" : "bd3")) ?? .bd3
         let L = Int(m["seq_len"] ?? "") ?? config.length
         func id(_ k: String) -> Int32 { Int32(m[k] ?? "") ?? -1 }

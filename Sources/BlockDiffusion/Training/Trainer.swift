@@ -117,11 +117,11 @@ public final class Trainer {
         }
         let l = total / Double(options.accumulate)
         guard l.isFinite else {
-            throw ToolError("training loss is \(l) at step \(step + 1); lower --lr or check the data (run stopped, last checkpoint kept)")
+            throw ToolError("training loss is \(l) at step \(step + 1); lower --lr or check the data (run stopped; the last checkpoint, if any, is unchanged)")
         }
         let norm = GradientClipping.clip(model.gradients, maxNorm: options.gradClip)
         guard norm.isFinite else {
-            throw ToolError("gradient norm is \(norm) at step \(step + 1); lower --lr (run stopped, last checkpoint kept)")
+            throw ToolError("gradient norm is \(norm) at step \(step + 1); lower --lr (run stopped; the last checkpoint, if any, is unchanged)")
         }
         let lr = lrSchedule.lr(afterSteps: step)
         adam.update(parameters: model.parameters, gradients: UnsafeBufferPointer(model.gradients), lr: Float(lr))
