@@ -22,7 +22,7 @@ struct Train: ParsableCommand {
     @Option(help: "ar, mdlm or bd3.") var algo: String = "bd3"
     @Option(help: "Block size L' for bd3 (must divide the sequence length).") var blockSize: Int = 4
     @Option(help: "Model size: tiny, small or cpu.") var config: String = "cpu"
-    @Option(name: .customLong("set"), help: "Override key=value (hidden_size, n_blocks, n_heads, cond_dim, dropout, ema, grad_clip, resample, antithetic, tuned_rule, ignore_bos, mu, sigma, p_min, w1, mu1, sigma1, sigma2, m_start, m_end, tau_scale).")
+    @Option(name: .customLong("set"), help: "Override key=value (hidden_size, n_blocks, n_heads, cond_dim, dropout, ema, grad_clip, weight_decay, resample, antithetic, tuned_rule, ignore_bos, mu, sigma, p_min, w1, mu1, sigma1, sigma2, m_start, m_end, tau_scale).")
     var sets: [String] = []
     @Option(help: "Optimizer steps.") var steps: Int = 1000
     @Option(help: "Sequences per micro-batch.") var batch: Int = 8

@@ -165,6 +165,10 @@ final class TrainTests: XCTestCase {
         XCTAssertThrowsError(try TrainSetup.make(r)) { XCTAssertTrue($0 is TrainingUsageError) }
         r.schedule = "loglinear"; r.sets = ["bogus=1"]
         XCTAssertThrowsError(try TrainSetup.make(r)) { XCTAssertTrue($0 is TrainingUsageError) }
+        r.sets = []; r.clipSearch = true        // clip search without validation data
+        XCTAssertThrowsError(try TrainSetup.make(r)) { XCTAssertTrue($0 is TrainingUsageError) }
+        r.valid = trainPath; r.algorithm = .ar  // clip search is bd3-only
+        XCTAssertThrowsError(try TrainSetup.make(r)) { XCTAssertTrue($0 is TrainingUsageError) }
     }
 
     func testInitFromOtherBlockSizeFineTunes() throws {

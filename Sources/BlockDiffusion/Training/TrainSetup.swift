@@ -38,7 +38,7 @@ public struct TrainRequest: Sendable {
 public enum TrainSetup {
     /// Keys accepted by `--set key=value`.
     public static let modelKeys = ["hidden_size", "n_blocks", "n_heads", "cond_dim", "dropout"]
-    public static let trainingKeys = ["ema", "grad_clip", "resample", "antithetic", "tuned_rule", "ignore_bos",
+    public static let trainingKeys = ["ema", "grad_clip", "weight_decay", "resample", "antithetic", "tuned_rule", "ignore_bos",
                                       "mu", "sigma", "p_min", "w1", "mu1", "sigma1", "sigma2", "m_start", "m_end", "tau_scale"]
 
     public static func parseInterval(_ s: String) throws -> ClipInterval {
@@ -55,6 +55,10 @@ public enum TrainSetup {
             throw TrainingUsageError("--steps, --warmup must be ≥ 0 and --batch, --accumulate, --val-batches ≥ 1, --lr > 0")
         }
         guard !r.runDir.isEmpty else { throw TrainingUsageError("missing -o RUN_DIR") }
+        if r.clipSearch {
+            guard r.algorithm == .bd3 else { throw TrainingUsageError("--clip-search applies to --algo bd3 only") }
+            guard r.valid != nil else { throw TrainingUsageError("--clip-search measures Var-NELBO on validation data; add --valid") }
+        }
         var sets: [String: String] = [:]
         for s in r.sets {
             guard let eq = s.firstIndex(of: "=") else { throw TrainingUsageError("--set takes key=value, got '\(s)'") }
@@ -123,6 +127,7 @@ public enum TrainSetup {
         o.seed = r.seed; o.valEvery = r.valEvery; o.valBatches = r.valBatches; o.saveEvery = r.saveEvery
         if let x = try num("ema") { o.emaDecay = x }
         if let x = try num("grad_clip") { o.gradClip = x }
+        if let x = try num("weight_decay") { o.weightDecay = x }
         if let x = try flag("resample") { o.resample = x }
         if let x = try flag("antithetic") { o.antithetic = x }
         if let x = try flag("ignore_bos") { o.ignoreBOS = x }

@@ -31,6 +31,7 @@ public struct TrainOptions: Sendable {
     public var saveEvery = 500
     public var emaDecay = 0.9999
     public var gradClip = 1.0
+    public var weightDecay = 0.0
     public var resample = true
     public var antithetic = true
     public var tunedRule: TunedRule = .exact
@@ -43,7 +44,7 @@ public struct TrainOptions: Sendable {
             "algo": algorithm.rawValue, "block_size": "\(blockSize)", "steps": "\(steps)", "batch": "\(batch)",
             "accumulate": "\(accumulate)", "lr": "\(lr)", "warmup": "\(warmup)", "lr_schedule": cosine ? "cosine" : "constant",
             "noise": schedule.name, "reweight": reweighting.name, "clip_search": "\(clipSearch)", "seed": "\(seed)",
-            "val_every": "\(valEvery)", "val_batches": "\(valBatches)", "ema": "\(emaDecay)", "grad_clip": "\(gradClip)",
+            "val_every": "\(valEvery)", "val_batches": "\(valBatches)", "ema": "\(emaDecay)", "grad_clip": "\(gradClip)", "weight_decay": "\(weightDecay)",
             "resample": "\(resample)", "antithetic": "\(antithetic)", "tuned_rule": tunedRule.rawValue, "ignore_bos": "\(ignoreBOS)",
         ]
         let data = try! JSONSerialization.data(withJSONObject: d, options: [.sortedKeys])
@@ -88,6 +89,7 @@ public final class Trainer {
         obj.ignoreBOS = options.algorithm == .ar ? false : options.ignoreBOS
         loss = BatchLoss(model: model, algorithm: options.algorithm, objective: obj, maxBatch: options.batch, needsGradients: true)
         adam = AdamW(count: model.parameterCount)
+        adam.weightDecay = options.weightDecay
         ema = EMA(parameters: UnsafeBufferPointer(model.parameters), decay: options.emaDecay)
         interval = options.interval
         rng = Xoshiro256(seed: options.seed)
