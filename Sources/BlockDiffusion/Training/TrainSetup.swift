@@ -123,7 +123,6 @@ public enum TrainSetup {
         o.steps = r.steps; o.batch = r.batch; o.accumulate = r.accumulate; o.lr = r.lr; o.warmup = r.warmup
         o.cosine = r.cosine; o.schedule = schedule; o.reweighting = reweighting; o.clipSearch = r.clipSearch
         if let c = r.clip { o.interval = try parseInterval(c) }
-        if r.algorithm == .bd3 && r.blockSize == 1 && r.clip == nil && !r.clipSearch { o.interval = .base }
         o.seed = r.seed; o.valEvery = r.valEvery; o.valBatches = r.valBatches; o.saveEvery = r.saveEvery
         if let x = try num("ema") { o.emaDecay = x }
         if let x = try num("grad_clip") { o.gradClip = x }

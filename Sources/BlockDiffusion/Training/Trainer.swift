@@ -142,6 +142,9 @@ public final class Trainer {
     /// Uses its own fixed-seed RNG so it neither perturbs nor depends on the training stream.
     public func validate() -> ValidationStats? {
         guard let valid else { return nil }
+        var sched = loss.objective.schedule   // the reference sets the progress hook at validation too
+        sched.setTrainingProgress(step: step, maxSteps: options.steps)
+        loss.objective.schedule = sched
         ema.swap(with: model.parameters)
         defer { ema.swap(with: model.parameters) }
         let report = reportedInterval
