@@ -51,6 +51,9 @@ struct PackBlocks: ParsableCommand {
     @Option(help: "Seed for the split assignment and the row shuffle.")
     var seed: UInt64 = 0
 
+    @Flag(name: .customLong("no-shuffle"), help: "Keep packing order and write rows as they are made (constant memory, streams through pipes).")
+    var noShuffle = false
+
     @Option(help: "zstd compression level (1-19).")
     var level: Int32 = 3
 
@@ -59,7 +62,8 @@ struct PackBlocks: ParsableCommand {
 
     func options() throws -> PackOptions {
         let splits = try split.map(parseSplits) ?? []
-        return PackOptions(seqLen: seqLen, blockSizes: blockSizes, mode: mode, bos: bos, splits: splits, seed: seed)
+        return PackOptions(seqLen: seqLen, blockSizes: blockSizes, mode: mode, bos: bos, splits: splits, seed: seed,
+                           shuffle: !noShuffle)
     }
 
     func validate() throws {

@@ -12,7 +12,7 @@ private func docsHeader(pad padId: Int32 = pad, kind: StreamKind = .documents) -
 
 private func pack(_ docs: [[Int32]], _ options: PackOptions, header: StreamHeader = docsHeader()) throws -> Packer {
     let packer = try Packer(options: options, input: header)
-    for d in docs { packer.add(document: d) }
+    for d in docs { try packer.add(document: d) }
     packer.finish()
     return packer
 }
@@ -35,6 +35,15 @@ final class PackTests: XCTestCase {
         // Content 3 per row from: 1 2 3 4 5 6 7 E 8 E -> [1 2 3] [4 5 6] [7 E 8], E dropped.
         XCTAssertEqual(p.packedRows(split: 0), [[bos, 1, 2, 3, eos], [bos, 4, 5, 6, eos], [bos, 7, eos, 8, eos]])
         XCTAssertEqual(p.stats[0].droppedTokens, 1)
+    }
+
+    func testWideVocabularyRowsKeepTheirIds() throws {
+        let header = StreamHeader(kind: .documents, vocabSize: 200_000, special: SpecialTokens(eos: 199_999))
+        let docs: [[Int32]] = [[65535, 65536, 199_998], [70000]]
+        let p = try pack(docs, PackOptions(seqLen: 3, seed: 1), header: header)
+        XCTAssertEqual(p.packedRows(split: 0), [[65535, 65536, 199_998], [199_999, 70000, 199_999]])
+        let narrow = try pack([[65535, 1, 2]], PackOptions(seqLen: 4), header: StreamHeader(kind: .documents, vocabSize: 65536, special: SpecialTokens(eos: 65535)))
+        XCTAssertEqual(narrow.packedRows(split: 0), [[65535, 1, 2, 65535]])
     }
 
     func testPadLayout() throws {
@@ -159,6 +168,22 @@ final class PackTests: XCTestCase {
         let records = try reader.readAll()
         XCTAssertEqual(records.map(\.tokens), shuffled)
         XCTAssertEqual(records.map(\.id), (0..<UInt64(shuffled.count)).map { $0 })
+    }
+
+    func testNoShuffleStreamsRowsInPackingOrder() throws {
+        let docs = taggedDocs(300)
+        let dir = try makeTempDir("noshuffle")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try writeDocs(docs, to: dir + "/docs.tok")
+        let options = PackOptions(seqLen: 8, splits: try parseSplits("a=0.5,b=0.5"), shuffle: false)
+        try runPackBlocks(options: options, input: dir + "/docs.tok", destination: .prefix(dir + "/o"))
+        let header = StreamHeader(kind: .documents, vocabSize: 5000, special: SpecialTokens(bos: 4998, eos: 4999))
+        let expected = try pack(docs, options, header: header)
+        for (i, name) in ["a", "b"].enumerated() {
+            let reader = try TokenStreamReader(path: "\(dir)/o.\(name).tok")
+            XCTAssertEqual(reader.header.attributes["shuffled"], "0")
+            XCTAssertEqual(try reader.readAll().map(\.tokens), expected.packedRows(split: i))
+        }
     }
 
     // MARK: Validation
@@ -286,6 +311,57 @@ final class PackTests: XCTestCase {
             XCTAssertFalse(result.stderr.isEmpty)
         }
         XCTAssertEqual(directoryEntries(dir), ["docs.tok"])
+    }
+
+    func testCLIBrokenPipeIsAnErrorNotAKill() throws {
+        let dir = try makeTempDir("cli-pipe")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try writeDocs(taggedDocs(2000), to: dir + "/docs.tok")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try packBlocksBinary())
+        process.arguments = ["-L", "8", "-i", dir + "/docs.tok", "-o", "-"]
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        try out.fileHandleForReading.close()   // the "next command" exits at once
+        let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationReason, .exit, "killed by SIGPIPE instead of reporting it")
+        XCTAssertEqual(process.terminationStatus, 1, message)
+        XCTAssertTrue(message.contains("pipe was closed"), message)
+    }
+
+    func testCLIRefusesToWriteBinaryToATerminal() throws {
+        // A pseudo-terminal by hand (posix_openpt is not exported to Swift): unlock, then ask its number.
+        let master = open("/dev/ptmx", O_RDWR | O_NOCTTY)
+        guard master >= 0 else { throw XCTSkip("no pseudo-terminal available") }
+        defer { close(master) }
+        var unlock: Int32 = 0, number: UInt32 = 0
+        guard ioctl(master, 0x4004_5431 /* TIOCSPTLCK */, &unlock) == 0,
+              ioctl(master, 0x8004_5430 /* TIOCGPTN */, &number) == 0 else {
+            throw XCTSkip("cannot set up a pseudo-terminal")
+        }
+        let name = "/dev/pts/\(number)"
+        let probe = open(name, O_RDWR | O_NOCTTY)
+        XCTAssertEqual(isatty(probe), 1)
+        close(probe)
+        let slave = open(name, O_RDWR | O_NOCTTY)
+        XCTAssertGreaterThanOrEqual(slave, 0)
+        let dir = try makeTempDir("cli-tty")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try writeDocs(taggedDocs(5), to: dir + "/docs.tok")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try packBlocksBinary())
+        process.arguments = ["-L", "8", "-i", dir + "/docs.tok"]
+        process.standardOutput = FileHandle(fileDescriptor: slave, closeOnDealloc: true)
+        let err = Pipe()
+        process.standardError = err
+        try process.run()
+        let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 1, message)
+        XCTAssertTrue(message.contains("terminal"), message)
     }
 
     func testCLIInterruptedLeavesNoTempFile() throws {

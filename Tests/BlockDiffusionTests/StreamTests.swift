@@ -207,6 +207,16 @@ final class StreamTests: XCTestCase {
         }
     }
 
+    func testErrorsAreSticky() throws {
+        var bytes = try encodeStream(StreamHeader(kind: .documents, vocabSize: 10),
+                                     [TokenRecord(id: 0, tokens: [1, 2]), TokenRecord(id: 1, tokens: [3])], compress: false)
+        let headerSize = try encodeStream(StreamHeader(kind: .documents, vocabSize: 10), [], compress: false).count - 13
+        bytes[headerSize + 10] ^= 1   // inside the first record
+        let reader = try TokenStreamReader(source: MemorySource(bytes))
+        XCTAssertThrowsError(try reader.next())
+        XCTAssertThrowsError(try reader.next(), "a reader must not resume after corruption")
+    }
+
     func testTruncationMessageNamesTheOffset() throws {
         let bytes = try encodeStream(StreamHeader(kind: .documents, vocabSize: 10),
                                      [TokenRecord(id: 0, tokens: [1, 2]), TokenRecord(id: 1, tokens: [3])], compress: false)
@@ -300,6 +310,14 @@ final class StreamTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("'documents'") && "\($0)".contains("tokenize"), "\($0)")
         }
         XCTAssertNoThrow(try reader.require(kind: .samples, tool: "refine"))
+        XCTAssertNoThrow(try reader.require(tokenizerFingerprint: 0, vocabSize: 10, tool: "score"))
+        XCTAssertThrowsError(try reader.require(tokenizerFingerprint: 0, vocabSize: 11, tool: "score"))
+        let fingerprinted = try TokenStreamReader(source: MemorySource(try encodeStream(
+            StreamHeader(kind: .samples, vocabSize: 10, tokenizerFingerprint: 5), [], compress: false)))
+        XCTAssertNoThrow(try fingerprinted.require(tokenizerFingerprint: 5, vocabSize: 10, tool: "score"))
+        XCTAssertThrowsError(try fingerprinted.require(tokenizerFingerprint: 6, vocabSize: 10, tool: "score")) {
+            XCTAssertTrue("\($0)".contains("another tokenizer"), "\($0)")
+        }
     }
 
     func testWriterRejectsInconsistentRecords() throws {

@@ -55,6 +55,8 @@ public final class DiT {
 
     public init(config: ModelConfig, maxBatch: Int, maxTokens: Int) {
         precondition((try? config.validate()) != nil, "invalid model config \(config)")
+        // All BLAS parallelism is ours (rows split across workers, heads across workers): see matmulForward.
+        openblas_set_num_threads(1)
         self.config = config; self.maxBatch = maxBatch; self.maxTokens = maxTokens
         let V = config.vocabSize, D = config.hiddenSize, C = config.condDim, L = config.nBlocks
         var off = 0

@@ -18,7 +18,9 @@
 // Empty documents are skipped (counted). A document goes to the split chosen by its content hash
 // and the seed, so identical documents always land in the same split and none straddles two.
 // Rows of each split are shuffled with a SplitMix64 generator seeded by (seed, split name): the same
-// seed and input give the same bytes.
+// seed and input give the same bytes. With `shuffle` off, rows are written as they are made
+// (constant memory; streams through pipes); otherwise all rows are held (2 bytes per token when
+// the vocabulary fits 16 bits, else 4).
 // Deviation from the reference: it groups documents in batches of 1000 and drops a partial row per
 // batch; we drop only the split's final partial row.
 
@@ -58,11 +60,14 @@ public struct PackOptions: Equatable, Sendable {
     /// Empty: everything goes to one output (split name "all").
     public var splits: [SplitSpec]
     public var seed: UInt64
+    /// false: rows keep packing order and are written as they are made (constant memory, streams
+    /// through a pipe).
+    public var shuffle: Bool
 
     public init(seqLen: Int, blockSizes: [Int] = [], mode: PackMode = .wrap, bos: Bool = false,
-                splits: [SplitSpec] = [], seed: UInt64 = 0) {
+                splits: [SplitSpec] = [], seed: UInt64 = 0, shuffle: Bool = true) {
         self.seqLen = seqLen; self.blockSizes = blockSizes; self.mode = mode; self.bos = bos
-        self.splits = splits; self.seed = seed
+        self.splits = splits; self.seed = seed; self.shuffle = shuffle
     }
 
     /// Content tokens per row.
@@ -165,7 +170,14 @@ public final class Packer {
     public let padId: Int32
     public let padFromEOS: Bool
     public private(set) var stats: [PackStats]
-    private var rowData: [[Int32]]     // per split, rows flattened (row r = [r*L ..< (r+1)*L])
+    // Kept rows per split, flattened (row r = [r*L ..< (r+1)*L]); 2 bytes per token when every id
+    // fits (vocabulary ≤ 65536), else 4.
+    private var rowData16: [[UInt16]]
+    private var rowData32: [[Int32]]
+    private let narrow: Bool
+    private var row: [Int32] = []      // the row being assembled
+    /// When set, each finished row goes here (split index, row) instead of being kept for the shuffle.
+    public var rowHandler: ((Int, [Int32]) throws -> Void)?
     private var carry: [[Int32]]       // wrap: per split, content of the unfinished row
     private let cumulative: [Double]
     private let eos: Int32, bos: Int32
@@ -191,7 +203,9 @@ public final class Packer {
         padId = padFromEOS ? input.special.eos : input.special.pad
         let names = options.splitNames
         stats = names.map { var s = PackStats(split: $0); s.seqLen = options.seqLen; return s }
-        rowData = Array(repeating: [], count: names.count)
+        rowData16 = Array(repeating: [], count: names.count)
+        rowData32 = Array(repeating: [], count: names.count)
+        narrow = input.vocabSize <= 65536
         carry = Array(repeating: [], count: names.count)
         var acc = 0.0
         cumulative = options.splits.map { acc += $0.fraction; return acc }
@@ -205,17 +219,17 @@ public final class Packer {
         return cumulative.count - 1
     }
 
-    public func add(document tokens: [Int32]) {
+    public func add(document tokens: [Int32]) throws {
         let split = splitIndex(of: tokens)
         guard !tokens.isEmpty else { stats[split].emptyDocuments += 1; return }
         stats[split].documents += 1
         switch options.mode {
-        case .wrap: addWrapped(tokens, split: split)
-        case .pad: addPadded(tokens, split: split)
+        case .wrap: try addWrapped(tokens, split: split)
+        case .pad: try addPadded(tokens, split: split)
         }
     }
 
-    private func addWrapped(_ doc: [Int32], split: Int) {
+    private func addWrapped(_ doc: [Int32], split: Int) throws {
         let c = options.contentLength
         var i = 0
         let total = doc.count + 1   // doc then EOS
@@ -226,34 +240,47 @@ public final class Packer {
             if take > fromDoc { carry[split].append(eos) }
             i += take
             if carry[split].count == c {
-                emitRow(content: carry[split], split: split)
+                try emitRow(content: carry[split], split: split)
                 carry[split].removeAll(keepingCapacity: true)
             }
         }
     }
 
-    private func addPadded(_ doc: [Int32], split: Int) {
+    private func addPadded(_ doc: [Int32], split: Int) throws {
         let c = options.contentLength
         var content = Array(doc.prefix(c))
         // With --bos the row's own EOS is added by emitRow; otherwise EOS ends the document if it fits.
         if !options.bos && content.count < c { content.append(eos) }
         stats[split].droppedTokens += max(0, doc.count - c)
         if doc.count > c { stats[split].truncatedDocuments += 1 }
-        emitRow(content: content, split: split)
+        try emitRow(content: content, split: split)
     }
 
     /// Appends one row of exactly L tokens: [BOS] content [EOS] with --bos, then padding.
-    private func emitRow(content: [Int32], split: Int) {
-        let start = rowData[split].count
-        if options.bos { rowData[split].append(bos) }
-        rowData[split] += content
-        if options.bos { rowData[split].append(eos) }
-        let pad = options.seqLen - (rowData[split].count - start)
+    private func emitRow(content: [Int32], split: Int) throws {
+        row.removeAll(keepingCapacity: true)
+        if options.bos { row.append(bos) }
+        row += content
+        if options.bos { row.append(eos) }
+        let pad = options.seqLen - row.count
         if pad > 0 {
-            rowData[split] += repeatElement(padId, count: pad)
+            row += repeatElement(padId, count: pad)
             stats[split].paddingTokens += pad
         }
         stats[split].rows += 1
+        if let handler = rowHandler {
+            try handler(split, row)
+        } else if narrow {
+            rowData16[split] += row.lazy.map { UInt16(truncatingIfNeeded: $0) }
+        } else {
+            rowData32[split] += row
+        }
+    }
+
+    private func keptRow(split: Int, index: Int) -> [Int32] {
+        precondition(rowHandler == nil, "rows were handed to rowHandler, none were kept")
+        let l = options.seqLen, range = (index * l)..<((index + 1) * l)
+        return narrow ? rowData16[split][range].map { Int32($0) } : Array(rowData32[split][range])
     }
 
     /// Ends packing: counts the dropped final partial rows. Call once, after the last document.
@@ -266,18 +293,17 @@ public final class Packer {
 
     /// The rows of a split in output (shuffled) order.
     public func rows(split: Int) -> [[Int32]] {
-        let l = options.seqLen
-        return shuffledOrder(split: split).map { Array(rowData[split][($0 * l)..<(($0 + 1) * l)]) }
+        return shuffledOrder(split: split).map { keptRow(split: split, index: $0) }
     }
 
     /// The rows of a split in packing order (before the shuffle), for tests.
     func packedRows(split: Int) -> [[Int32]] {
-        let l = options.seqLen
-        return (0..<stats[split].rows).map { Array(rowData[split][($0 * l)..<(($0 + 1) * l)]) }
+        return (0..<stats[split].rows).map { keptRow(split: split, index: $0) }
     }
 
     func shuffledOrder(split: Int) -> [Int] {
         var order = Array(0..<stats[split].rows)
+        guard options.shuffle else { return order }
         let name = options.splitNames[split]
         var rng = PackRNG(state: options.seed ^ documentHash(name.unicodeScalars.map { Int32($0.value) }, seed: 0x5348_5546))
         if order.count > 1 {
@@ -298,6 +324,7 @@ public final class Packer {
         attributes["split"] = options.splitNames[split]
         attributes["block_sizes"] = options.blockSizes.map(String.init).joined(separator: ",")
         attributes["seed"] = "\(options.seed)"
+        attributes["shuffled"] = options.shuffle ? "1" : "0"
         if !options.splits.isEmpty {
             attributes["splits"] = options.splits.map { "\($0.name)=\($0.fraction)" }.joined(separator: ",")
         }
@@ -310,9 +337,8 @@ public final class Packer {
     public func write(split: Int, to sink: ByteSink, compress: Bool = true, level: Int32 = 3) throws {
         let writer = try TokenStreamWriter(sink: sink, header: outputHeader(split: split), compress: compress,
                                            level: level, flushEachRecord: false)
-        let l = options.seqLen
         for (position, row) in shuffledOrder(split: split).enumerated() {
-            let tokens = Array(rowData[split][(row * l)..<((row + 1) * l)])
+            let tokens = keptRow(split: split, index: row)
             try writer.write(TokenRecord(id: UInt64(position), tokens: tokens))
         }
         try writer.finish()
@@ -345,16 +371,31 @@ public func runPackBlocks(options: PackOptions, input: String, destination: Pack
     guard outputs.count == names.count else {
         throw ToolError("internal error: \(names.count) splits but \(outputs.count) outputs")
     }
-    let inputName = input == "-" ? "stdin" : "'\(input)'"
-    let reader = try TokenStreamReader(source: try openInput(input), name: inputName)
+    let reader = try TokenStreamReader(path: input)
     let packer = try Packer(options: options, input: reader.header)
     if options.mode == .pad && packer.padFromEOS {
         log("note: the input declares no PAD id; padding with EOS (\(packer.padId))")
     }
-    while let record = try reader.next() { packer.add(document: record.tokens) }
-    packer.finish()
-    for (i, out) in outputs.enumerated() {
-        try packer.write(split: i, to: out, level: level)
+    if options.shuffle {
+        while let record = try reader.next() { try packer.add(document: record.tokens) }
+        packer.finish()
+        for (i, out) in outputs.enumerated() {
+            try packer.write(split: i, to: out, level: level)
+        }
+    } else {
+        // Rows go out as they are made; a pipe reader gets each one at once.
+        let writers = try outputs.indices.map { i in
+            try TokenStreamWriter(sink: outputs[i], header: packer.outputHeader(split: i), level: level,
+                                  flushEachRecord: outputs[i].path == "-")
+        }
+        var ids = [UInt64](repeating: 0, count: writers.count)
+        packer.rowHandler = { split, row in
+            try writers[split].write(TokenRecord(id: ids[split], tokens: row))
+            ids[split] += 1
+        }
+        while let record = try reader.next() { try packer.add(document: record.tokens) }
+        packer.finish()
+        for w in writers { try w.finish() }
     }
     for out in outputs { try out.commit() }
     for s in packer.stats {
