@@ -261,3 +261,79 @@ final class LossAssemblyTwinTests: XCTestCase {
         }
     }
 }
+
+/// The objective wiring against the PyTorch twin's fixtures (Fixtures/parity/{bd3,mdlm,ar}.safetensors,
+/// written by Tests/scripts/make_model_fixtures.py): masking from the saved uniforms (`u ≤ t`, BOS kept),
+/// per-token losses, train / eval NELBO reductions and the parameter gradients of the train NELBO.
+final class ObjectiveParityTests: XCTestCase {
+    func model(_ f: SafetensorsFile) throws -> (DiT, Int, Int32, Int) {
+        let m = f.metadata
+        func i(_ k: String) -> Int { Int(m[k]!)! }
+        let c = ModelConfig(vocabSize: i("vocab_size"), hiddenSize: i("hidden_size"), nBlocks: i("n_blocks"), nHeads: i("n_heads"),
+                            condDim: i("cond_dim"), length: i("length"), dropout: 0, causal: m["causal"] == "true")
+        let dit = DiT(config: c, maxBatch: i("batch"), maxTokens: 2 * i("length"))
+        for t in dit.tensors {     // the fixture holds the weights under their reference names
+            let v = try f.floats(t.name)
+            for j in 0..<t.count { dit.parameters[t.offset + j] = v[j] }
+        }
+        return (dit, i("block_size"), Int32(i("mask_id") ), i("batch"))
+    }
+
+    func testDiffusionLossMatchesTorch() throws {
+        for (name, algo) in [("bd3", Algorithm.bd3), ("mdlm", .mdlm)] {
+            let f = try parityFixture(name)
+            let (dit, bs, mask, B) = try model(f)
+            let L = dit.config.length
+            var obj = DiffusionObjective(blockSize: bs, length: L, maskID: mask)
+            obj.ignoreBOS = true
+            let x0 = try f.int32s("input.x0")
+            let tTok = try f.floats("input.t").map(Double.init)
+            let u = try f.floats("input.u")
+            let blockT = (0..<(B * obj.blocksPerSequence)).map { tTok[($0 / obj.blocksPerSequence) * L + ($0 % obj.blocksPerSequence) * bs] }
+            var rng = Xoshiro256(seed: 0)
+            let xt = obj.maskTokens(x0: x0, batch: B, p: obj.moveChance(blockT), interval: .base, uniforms: u, rng: &rng)
+            XCTAssertEqual(xt, try f.int32s("input.xt"), name)
+            let runner = BatchLoss(model: dit, algorithm: algo, objective: obj, maxBatch: B, needsGradients: true)
+            dit.zeroGradients()
+            let train = x0.withUnsafeBufferPointer {
+                runner.evaluate(x0: $0, xt: xt, blockTimes: blockT, batch: B, interval: .base, training: true, weighted: false,
+                                backward: true, dropoutSeed: 0)
+            }
+            XCTAssertEqual(train.tokenNLL, Double(try f.floats("expect.nelbo_train")[0]), accuracy: 1e-5 * train.tokenNLL, name)
+            XCTAssertLessThanOrEqual(relativeError(runner.tokenLosses(batch: B, scale: 1 / Double(train.tokenCount)),
+                                                   try f.floats("expect.loss_tok")), 1e-4, name)
+            XCTAssertEqual(dit.tensors.filter { f.entry("grad." + $0.name) != nil }.count, dit.tensors.count, name)
+            for tensor in dit.tensors where f.entry("grad." + tensor.name) != nil {
+                XCTAssertLessThanOrEqual(relativeError(Array(dit.gradient(named: tensor.name)!), try f.floats("grad." + tensor.name)), 1e-4,
+                                         "\(name) grad \(tensor.name)")
+            }
+            let eval = x0.withUnsafeBufferPointer {
+                runner.evaluate(x0: $0, xt: xt, blockTimes: blockT, batch: B, interval: .base, training: false, weighted: false,
+                                backward: false, dropoutSeed: 0)
+            }
+            XCTAssertEqual(eval.tokenCount, B * (L - 1))
+            XCTAssertEqual(eval.tokenNLL, Double(try f.floats("expect.nelbo_eval")[0]), accuracy: 1e-5 * eval.tokenNLL, name)
+        }
+    }
+
+    func testARLossMatchesTorch() throws {
+        let f = try parityFixture("ar")
+        let (dit, _, mask, B) = try model(f)
+        let L = dit.config.length
+        let runner = BatchLoss(model: dit, algorithm: .ar, objective: DiffusionObjective(blockSize: 1, length: L, maskID: mask),
+                               maxBatch: B, needsGradients: true)
+        let x0 = try f.int32s("input.x0")
+        var rng = Xoshiro256(seed: 0)
+        dit.zeroGradients()
+        let s = x0.withUnsafeBufferPointer {
+            runner.run(x0: $0, batch: B, interval: .base, training: true, weighted: false, backward: true, dropoutSeed: 0, rng: &rng)
+        }
+        XCTAssertEqual(s.tokenCount, B * (L - 1))
+        XCTAssertEqual(s.tokenNLL, Double(try f.floats("expect.nelbo_train")[0]), accuracy: 1e-5 * s.tokenNLL)
+        XCTAssertEqual(dit.tensors.filter { f.entry("grad." + $0.name) != nil }.count, dit.tensors.count)
+        for tensor in dit.tensors where f.entry("grad." + tensor.name) != nil {
+            XCTAssertLessThanOrEqual(relativeError(Array(dit.gradient(named: tensor.name)!), try f.floats("grad." + tensor.name)), 1e-4,
+                                     "ar grad \(tensor.name)")
+        }
+    }
+}

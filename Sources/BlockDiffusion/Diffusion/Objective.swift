@@ -75,16 +75,23 @@ public struct DiffusionObjective: Equatable, Sendable {
     /// `p` is per block (B, nb). Returns x_t (B, L).
     public func maskTokens(x0: [Int32], batch: Int, p: [Double], interval: ClipInterval,
                            rng: inout Xoshiro256) -> [Int32] {
+        let L = length
+        var u = [Float](repeating: 0, count: batch * L)
+        for i in u.indices { u[i] = rng.uniformFloat() }
+        return maskTokens(x0: x0, batch: batch, p: p, interval: interval, uniforms: u, rng: &rng)
+    }
+
+    /// As above with the first-round uniforms given (B, L) — `move = u ≤ p` — e.g. from a parity fixture.
+    /// `rng` is used only for resampling.
+    public func maskTokens(x0: [Int32], batch: Int, p: [Double], interval: ClipInterval, uniforms u: [Float],
+                           rng: inout Xoshiro256) -> [Int32] {
         let L = length, Lb = blockSize, nb = blocksPerSequence
-        precondition(x0.count == batch * L && p.count == batch * nb)
+        precondition(x0.count == batch * L && p.count == batch * nb && u.count == batch * L)
         var xt = x0
         if Lb == 1 && interval.min == 1.0 {
             for i in xt.indices { xt[i] = maskID }
         } else {
-            for i in 0..<(batch * L) {
-                let pb = Float(p[i / Lb])
-                if rng.uniformFloat() <= pb { xt[i] = maskID }
-            }
+            for i in 0..<(batch * L) where u[i] <= Float(p[i / Lb]) { xt[i] = maskID }
             if resample && interval != .base { resampleBlocks(x0: x0, xt: &xt, batch: batch, p: p, interval: interval, rng: &rng) }
         }
         if ignoreBOS { for k in 0..<batch { xt[k * L] = x0[k * L] } }

@@ -56,10 +56,19 @@ public final class BatchLoss {
         precondition(!backward || dLogits.count > 0, "BatchLoss built without gradient buffers")
         if algorithm == .ar { return runAR(x0: x0, batch: B, training: training, backward: backward, gradScale: gradScale, dropoutSeed: dropoutSeed) }
         let obj = objective
-        let nb = obj.blocksPerSequence
         let t = obj.sampleTimes(batch: B, interval: interval, rng: &rng)
-        let p = obj.moveChance(t)
-        let masked = obj.maskTokens(x0: Array(x0), batch: B, p: p, interval: interval, rng: &rng)
+        let masked = obj.maskTokens(x0: Array(x0), batch: B, p: obj.moveChance(t), interval: interval, rng: &rng)
+        return evaluate(x0: x0, xt: masked, blockTimes: t, batch: B, interval: interval, training: training, weighted: weighted,
+                        backward: backward, gradScale: gradScale, dropoutSeed: dropoutSeed)
+    }
+
+    /// The deterministic part of `run` for diffusion: given x_t (B, L) and one t per block (B, nb).
+    public func evaluate(x0: UnsafeBufferPointer<Int32>, xt masked: [Int32], blockTimes t: [Double], batch B: Int,
+                         interval: ClipInterval, training: Bool, weighted: Bool, backward: Bool, gradScale: Double = 1,
+                         dropoutSeed: UInt64) -> LossSummary {
+        let obj = objective
+        let nb = obj.blocksPerSequence
+        precondition(algorithm != .ar && masked.count == B * L && t.count == B * nb)
         let coef = obj.coefficients(t, interval: interval, weighted: weighted)
         let excludeFirst = obj.ignoreBOS && !training
         let count = B * L - (excludeFirst ? B : 0)
@@ -91,6 +100,12 @@ public final class BatchLoss {
                        loss: rowLoss.baseAddress!, dLogits: backward ? dLogits.baseAddress! : nil)
         if backward { model.backward(dLogits: UnsafeBufferPointer(rebasing: dLogits[0..<(B * L * V)])) }
         return summarize(batch: B, perSequence: L, blockSize: obj.blockSize, count: count, scale: s)
+    }
+
+    /// Per-token losses of the last run/evaluate (B, L) — (B, L−1) for AR — unnormalised.
+    public func tokenLosses(batch B: Int, scale s: Double = 1) -> [Float] {
+        let n = algorithm == .ar ? L - 1 : L
+        return (0..<(B * n)).map { Float(Double(rowLoss[$0]) / s) }
     }
 
     func runAR(x0: UnsafeBufferPointer<Int32>, batch B: Int, training: Bool, backward: Bool, gradScale: Double,
