@@ -15,11 +15,11 @@ struct PPL: ParsableCommand {
         commandName: "ppl",
         abstract: "Test perplexity (NELBO; exact for AR and L'=1), bits per token and Var. NELBO.",
         discussion: """
-        JSON on stdout (ppl, nll, bpd, tokens, var_nelbo, …), a table on stderr. Works on any packed
-        sequences stream with the checkpoint's tokenizer (zero-shot), if the block size divides its length.
+        JSON on stdout (ppl, nll, bpd, tokens, var_nelbo, …), a table on stderr. Works on any packed sequences stream made with the checkpoint's tokenizer (zero-shot), if the block size divides its length.
 
         Example:
-          score ppl -m runs/bd3-4/best.safetensors -i owt.test.tok --samples 4 --clip 0.45,0.95 --clip 0.001,1
+          score ppl -m runs/bd3-4/best.safetensors -i owt.test.tok \\
+                --samples 4 --clip 0.45,0.95 --clip 0.001,1
         """)
 
     @Option(name: .shortAndLong, help: "Checkpoint (safetensors written by train).") var model: String

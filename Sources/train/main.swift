@@ -8,13 +8,12 @@ struct Train: ParsableCommand {
         commandName: "train",
         abstract: "Train an AR, MDLM or BD3-LM model on packed token sequences.",
         discussion: """
-        Writes RUN_DIR/last.safetensors and RUN_DIR/best.safetensors (EMA weights, reference tensor names)
-        and RUN_DIR/last.optim.safetensors (optimizer moments, RNG, step). Rerunning the same command on
-        the same RUN_DIR resumes exactly where the run stopped (Ctrl-C writes a checkpoint first).
+        Writes RUN_DIR/last.safetensors and RUN_DIR/best.safetensors (EMA weights, reference tensor names) and RUN_DIR/last.optim.safetensors (optimizer moments, RNG, step). Rerunning the same command on the same RUN_DIR resumes exactly where the run stopped; Ctrl-C writes a checkpoint first (exit 130).
 
         Example:
-          train --data owt.train.tok --valid owt.valid.tok --algo bd3 --block-size 4 \\
-                --config cpu --steps 2000 --batch 8 --warmup 100 --val-every 500 --clip-search -o runs/bd3-4
+          train --data owt.train.tok --valid owt.valid.tok --algo bd3 \\
+                --block-size 4 --config cpu --steps 2000 --batch 8 \\
+                --warmup 100 --val-every 500 --clip-search -o runs/bd3-4
         """)
 
     @Option(help: "Training sequences (pack-blocks output).") var data: String
