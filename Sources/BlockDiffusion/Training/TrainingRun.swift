@@ -58,6 +58,7 @@ extension Trainer {
         let firstStep = step
         var last = Double.nan
         var lastVal: Double? = nil
+        var paused = 0.0   // seconds spent validating / checkpointing, left out of tokens/s
         while step < options.steps {
             if StopSignal.pending != 0 {
                 let s = StopSignal.pending
@@ -67,7 +68,7 @@ extension Trainer {
             }
             let st = try trainStep()
             last = st.loss
-            let elapsed = Date().timeIntervalSince(start)
+            let elapsed = Date().timeIntervalSince(start) - paused
             let done = step - firstStep
             let tps = elapsed > 0 ? Double(done * st.tokens) / elapsed : 0
             if step % logEvery == 0 || step == options.steps || step == firstStep + 1 {
@@ -77,6 +78,8 @@ extension Trainer {
                 metrics?.write(["step": step, "loss": st.loss, "lr": st.lr, "grad_norm": st.gradNorm, "tokens_per_s": tps])
             }
             var saved = false
+            let pauseStart = Date()
+            defer { paused += Date().timeIntervalSince(pauseStart) }
             if options.valEvery > 0 && step % options.valEvery == 0 && step < options.steps, let v = validate() {
                 lastVal = v.nll
                 report(v, metrics: metrics, log: log)
