@@ -3,8 +3,8 @@
 //               weight 1/t (loss_scale), position 0 excluded when ignore_bos; NELBO ≥ NLL, so PPL is an upper bound.
 //   bd3 L' = 1: U[1,1] — every token masked, exact NLL (the reference's eval_nll); K is irrelevant.
 //   ar        : exact NLL of x[1:] given x[:-1].
-// Var-NELBO (§2.6) for each requested clip interval: mean over batches of the unbiased variance of the
-// per-block mean losses.
+// Var-NELBO (§2.6) of the reported interval and of each requested clip interval: mean over batches
+// of the unbiased variance of the per-block mean losses (not for AR).
 import Foundation
 
 public struct PerplexityOptions: Sendable {
@@ -20,7 +20,8 @@ public struct PerplexityResult: Sendable {
     public var tokens: Int
     public var sequences: Int
     public var samples: Int
-    public var interval: ClipInterval
+    /// The t interval of the reported NLL; nil for AR.
+    public var interval: ClipInterval?
     public var exact: Bool
     public var varNELBO: [(ClipInterval, Double)]
     public var ppl: Double { exp(nll) }
@@ -28,7 +29,8 @@ public struct PerplexityResult: Sendable {
 
     public var json: String {
         var o: [String: Any] = ["ppl": ppl, "nll": nll, "bpd": bpd, "tokens": tokens, "sequences": sequences,
-                                "samples": samples, "exact": exact, "interval": [interval.min, interval.max]]
+                                "samples": samples, "exact": exact,
+                                "interval": interval.map { [$0.min, $0.max] as Any } ?? NSNull()]
         var vars: [[String: Any]] = []
         for (c, v) in varNELBO { vars.append(["min": c.min, "max": c.max, "var": v.isFinite ? v : NSNull()]) }
         o["var_nelbo"] = vars
@@ -67,19 +69,23 @@ public enum Perplexity {
         let exact = algo == .ar || report == .tuned
         let K = exact ? 1 : max(1, o.samples)
         var rng = Xoshiro256(seed: o.seed)
-        var accs = o.clips.map { ($0, VarianceAccumulator()) }
+        // Var-NELBO of the reported interval comes from the first of the K draws; the other requested
+        // intervals get one extra draw per batch each.
+        var reportAcc = VarianceAccumulator()
+        var accs = algo == .ar ? [] : o.clips.filter { $0 != report }.map { ($0, VarianceAccumulator()) }
         var nll = 0.0, count = 0
         var rows: [Int32] = []
         var lo = 0
         while lo < data.count {
             let hi = min(data.count, lo + o.batch)
             data.gather(Array(lo..<hi), into: &rows)
-            for _ in 0..<K {
+            for k in 0..<K {
                 let s = rows.withUnsafeBufferPointer {
                     runner.run(x0: $0, batch: hi - lo, interval: report, training: false, weighted: false, backward: false,
                                dropoutSeed: 0, rng: &rng)
                 }
                 nll += s.nllSum; count += s.tokenCount
+                if k == 0 { reportAcc.add(blockMeans: s.blockMeans) }
             }
             for j in accs.indices {
                 let s = rows.withUnsafeBufferPointer {
@@ -91,7 +97,8 @@ public enum Perplexity {
             lo = hi
         }
         return PerplexityResult(nll: nll / Double(count), tokens: count / K, sequences: data.count, samples: K,
-                                interval: report, exact: exact, varNELBO: accs.map { ($0.0, $0.1.varNELBO) })
+                                interval: algo == .ar ? nil : report, exact: exact,
+                                varNELBO: (algo == .ar ? [] : [(report, reportAcc.varNELBO)]) + accs.map { ($0.0, $0.1.varNELBO) })
     }
 
     /// Loads a checkpoint and a test stream and checks they fit together.
