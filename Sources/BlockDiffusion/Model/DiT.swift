@@ -227,24 +227,7 @@ public final class DiT {
 
         embeddingForward(A(aResid[0]), tokenCopy.baseAddress!, P(pEmbed), N, D)
 
-        if config.hasAdaLN {
-            for b in 0..<nCond {
-                let s: Float
-                if config.timeConditioning {
-                    guard let sigma, sigma.count == B else { preconditionFailure("time conditioning needs one sigma per sequence") }
-                    s = sigma[b]
-                } else { s = 0 }
-                timestepEmbedding(A(aFreq + b * timestepFrequencySize), s)
-            }
-            matmulForward(A(aT1), A(aFreq), P(pSig1), P(pSig1b), nCond, timestepFrequencySize, C)
-            siluForward(A(aT1s), A(aT1), nCond * C)
-            matmulForward(A(aT3), A(aT1s), P(pSig2), P(pSig2b), nCond, C, C)
-            siluForward(A(aC), A(aT3), nCond * C)
-            for l in 0..<config.nBlocks {
-                matmulForward(A(aBlocks[l].mod), A(aC), P(pBlocks[l].ada), P(pBlocks[l].adaBias), nCond, C, 6 * D)
-            }
-            matmulForward(A(aModF), A(aC), P(pAdaF), P(pAdaFBias), nCond, C, 2 * D)
-        }
+        computeConditioning(batch: B, nCond: nCond, sigma: sigma)
 
         let p = training ? config.dropout : 0
         for l in 0..<config.nBlocks {
@@ -283,6 +266,30 @@ public final class DiT {
                             rowsPerCond: config.timeConditioning ? lout : nOut, nOut, D)
         matmulForward(A(aLogits), A(aHf), P(pLin), P(pLinBias), nOut, D, V)
         return UnsafeMutableBufferPointer(start: A(aLogits), count: nOut * V)
+    }
+
+    /// c = silu(sigma_map(timestep_embedding(sigma))) and every adaLN output, for nCond rows.
+    func computeConditioning(batch B: Int, nCond: Int, sigma: UnsafeBufferPointer<Float>?) {
+        let D = config.hiddenSize, C = config.condDim
+        guard config.hasAdaLN else { return }
+        do {
+            for b in 0..<nCond {
+                let s: Float
+                if config.timeConditioning {
+                    guard let sigma, sigma.count == B else { preconditionFailure("time conditioning needs one sigma per sequence") }
+                    s = sigma[b]
+                } else { s = 0 }
+                timestepEmbedding(A(aFreq + b * timestepFrequencySize), s)
+            }
+            matmulForward(A(aT1), A(aFreq), P(pSig1), P(pSig1b), nCond, timestepFrequencySize, C)
+            siluForward(A(aT1s), A(aT1), nCond * C)
+            matmulForward(A(aT3), A(aT1s), P(pSig2), P(pSig2b), nCond, C, C)
+            siluForward(A(aC), A(aT3), nCond * C)
+            for l in 0..<config.nBlocks {
+                matmulForward(A(aBlocks[l].mod), A(aC), P(pBlocks[l].ada), P(pBlocks[l].adaBias), nCond, C, 6 * D)
+            }
+            matmulForward(A(aModF), A(aC), P(pAdaF), P(pAdaFBias), nCond, C, 2 * D)
+        }
     }
 
     func outputRowStart(_ layout: AttentionLayout, T: Int, lout: Int) -> Int {
