@@ -111,7 +111,7 @@ public final class DiT {
             var s = BlockActs()
             s.xhat1 = act(N * D); s.rstd1 = act(N); s.h1 = act(N * D); s.qkv = act(N * 3 * D); s.att = act(N * D)
             s.lse = act(maxBatch * H * maxTokens); s.attProj = act(N * D); s.xhat2 = act(N * D); s.rstd2 = act(N)
-            s.h2 = act(N * D); s.fc = act(N * 4 * D); s.gelu = act(N * 4 * D); s.fcProj = act(N * D); s.mod = act(maxBatch * 6 * D)
+            s.h2 = act(N * D); s.fc = act(N * 4 * D) /* pre-activation, then gelu' */; s.gelu = act(N * 4 * D); s.fcProj = act(N * D); s.mod = act(maxBatch * 6 * D)
             aBlocks.append(s)
         }
         aResid2 = act(N * D); aXf = act(N * D); aXhatF = act(N * D); aRstdF = act(N); aHf = act(N * D); aLogits = act(N * V)
@@ -255,7 +255,7 @@ public final class DiT {
             timed("F.normModulate") { normModulateForward(h: A(s.h2), xhat: A(s.xhat2), rstd: A(s.rstd2), x: A(aResid2), weight: P(w.norm2),
                                 shift: mod.map { $0 + 3 * D }, scale: mod.map { $0 + 4 * D }, modStride: 6 * D, rowsPerCond: rowsPerCond, N, D) }
             timed("F.matmul.fc") { matmulForward(A(s.fc), A(s.h2), P(w.fc), P(w.fcBias), N, D, 4 * D) }
-            timed("F.gelu") { geluForward(A(s.gelu), A(s.fc), N * 4 * D) }
+            timed("F.gelu") { geluForward(A(s.gelu), A(s.fc), N * 4 * D, derivative: A(s.fc)) }   // fc now holds gelu'(fc)
             timed("F.matmul.proj") { matmulForward(A(s.fcProj), A(s.gelu), P(w.proj), P(w.projBias), N, 4 * D, D) }
             timed("F.dropout") { dropoutForward(A(s.fcProj), N * D, Dropout(p: p, seed: dropoutSeed, stream: UInt64(2 * l + 1))) }
             timed("F.gateResidual") { gateResidualForward(out: A(aResid[l + 1]), resid: A(aResid2), branch: A(s.fcProj), gate: mod.map { $0 + 5 * D },
@@ -345,7 +345,7 @@ public final class DiT {
                                  gate: mod.map { $0 + 5 * D }, modStride: 6 * D, rowsPerCond: rowsPerCond,
                                  dropout: Dropout(p: p, seed: seed, stream: UInt64(2 * l + 1)), N, D) }
             timed("B.matmul.proj") { matmulBackward(dinp: A(gFc), dweight: G(w.proj), dbias: G(w.projBias), dout: A(gBranch), inp: A(s.gelu), weight: P(w.proj), N, 4 * D, D) }
-            timed("B.gelu") { geluBackward(A(gFc), A(s.fc), A(gFc), N * 4 * D) }
+            timed("B.gelu") { geluBackwardStored(A(gFc), A(s.fc), A(gFc), N * 4 * D) }
             timed("B.matmul.fc") { matmulBackward(dinp: A(gTmp), dweight: G(w.fc), dbias: G(w.fcBias), dout: A(gFc), inp: A(s.h2), weight: P(w.fc), N, D, 4 * D) }
             timed("B.normModulate") { normModulateBackward(dx: dres, dweight: G(w.norm2), dshift: dmod.map { $0 + 3 * D }, dscale: dmod.map { $0 + 4 * D },
                                  dh: A(gTmp), xhat: A(s.xhat2), rstd: A(s.rstd2), weight: P(w.norm2), scale: mod.map { $0 + 4 * D },
