@@ -170,6 +170,7 @@ final class LayerTests: XCTestCase {
         fdCheck("gelu", x: x.p, count: n, analytic: dx.array, h: 1e-3, loss: loss)
         // The derivative stored by the forward (in place of the input, as the model does) gives the same backward.
         let stored = TBuf(n), out2 = TBuf(n), dx2 = TBuf(n)
+        _ = loss()   // fdCheck left `out` at a perturbed point
         stored.p.update(from: x.p, count: n)
         geluForward(out2.p, stored.p, n, derivative: stored.p)
         XCTAssertEqual(out2.array, out.array)
