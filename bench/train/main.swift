@@ -2,7 +2,7 @@
 // sgemm ceiling measured in the same run. A step = forward + loss head + backward + grad-norm clip (1.0) +
 // AdamW (lr 3e-4, betas 0.9/0.999, eps 1e-8, wd 0), matching bench/torch_train.py.
 //
-//   swift run -c release bench-train [--algo ar|mdlm|bd3|all] [--steps 10] [--warmup 2] [--block-size 4]
+//   swift run -c release bench-train [--algo ar|mdlm|bd3|all] [--steps 10] [--warmup 2] [--block-size 4] [--profile]
 //
 // tokens/s counts B·L per step (L, not 2L, for BD3), as the PyTorch script does.
 // GFLOP/s counts useful FLOPs: 6·(matmul FLOPs of the forward) + attention on allowed (q,k) pairs only
@@ -14,7 +14,7 @@ import COpenBLAS
 Runtime.prepareBLAS()
 
 var algos = ["ar", "mdlm", "bd3"]
-var steps = 10, warmup = 2, blockSize = 4
+var steps = 10, warmup = 2, blockSize = 4, profile = false
 var args = CommandLine.arguments.dropFirst().makeIterator()
 while let a = args.next() {
     switch a {
@@ -22,6 +22,7 @@ while let a = args.next() {
     case "--steps": steps = Int(args.next()!)!
     case "--warmup": warmup = Int(args.next()!)!
     case "--block-size": blockSize = Int(args.next()!)!
+    case "--profile": profile = true
     default: FileHandle.standardError.write("unknown option \(a)\n".data(using: .utf8)!); exit(64)
     }
 }
@@ -112,7 +113,7 @@ for algo in algos {
     var tForward = 0.0, tBackward = 0.0
     var t0 = now()
     for s in 0..<(warmup + steps) {
-        if s == warmup { t0 = now(); tForward = 0; tBackward = 0 }
+        if s == warmup { t0 = now(); tForward = 0; tBackward = 0; model.profiling = profile; model.phaseTimes = [:] }
         let bt = batches[s % 4]
         let ta = now()
         let logits = bt.tokens.withUnsafeBufferPointer { model.forward(tokens: $0, batch: B, layout: layout, sigma: nil, training: true, dropoutSeed: UInt64(s)) }
@@ -128,6 +129,11 @@ for algo in algos {
         tForward += tb - ta; tBackward += now() - tb
     }
     let elapsed = now() - t0
+    if profile {
+        for (k, v) in model.phaseTimes.sorted(by: { $0.value > $1.value }) {
+            FileHandle.standardError.write(String(format: "  %-22@ %7.1f ms/step\n", k, v * 1000 / Double(steps)).data(using: .utf8)!)
+        }
+    }
     // Useful FLOPs per step.
     var pairs = 0
     for q in 0..<T { for k in 0..<T where attentionMaskAllowed(layout, T: T, q: q, k: k) { pairs += 1 } }
