@@ -1,0 +1,256 @@
+// safetensors reader/writer (format: 8-byte little-endian header length N, N bytes of JSON header,
+// then the data region; each header entry {"dtype","shape","data_offsets":[begin,end]} is relative to
+// the data region; "__metadata__" is an optional string→string map).
+//
+// Public API:
+//   SafetensorsFile(path:) throws / SafetensorsFile(bytes:) throws   — strict validation
+//     .metadata, .names, .entry(name), .floats(name) -> [Float], .int32s(name) -> [Int32]
+//   SafetensorsWriter: add(name:shape:floats:), add(name:shape:int32s:), add(name:shape:int64s:),
+//     add(name:shape:bools:), write(path:metadata:) (atomic), serialize(metadata:) -> [UInt8]
+import Foundation
+
+public struct SafetensorsEntry: Equatable, Sendable {
+    public let name: String
+    public let dtype: String
+    public let shape: [Int]
+    public let begin: Int   // byte offset within the data region
+    public let end: Int
+    public var count: Int { shape.reduce(1, *) }
+}
+
+public final class SafetensorsFile {
+    public let metadata: [String: String]
+    public let entries: [String: SafetensorsEntry]
+    private let bytes: [UInt8]
+    private let dataStart: Int
+    public let path: String
+
+    public var names: [String] { entries.keys.sorted() }
+    public func entry(_ name: String) -> SafetensorsEntry? { entries[name] }
+
+    public convenience init(path: String) throws {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            var isDir: ObjCBool = false
+            if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
+                throw ModelError("\(path) is a directory, not a safetensors file")
+            }
+            throw ModelError("cannot read safetensors file \(path): missing or unreadable")
+        }
+        try self.init(bytes: [UInt8](data), path: path)
+    }
+
+    static let elementSize: [String: Int] = ["F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4,
+                                             "I16": 2, "I8": 1, "U8": 1, "BOOL": 1]
+
+    public init(bytes: [UInt8], path: String = "<memory>") throws {
+        self.path = path
+        func bad(_ why: String) -> ModelError { ModelError("\(path): corrupt or truncated safetensors file: \(why)") }
+        guard bytes.count >= 8 else { throw bad("shorter than the 8-byte header length") }
+        var n: UInt64 = 0
+        for i in 0..<8 { n |= UInt64(bytes[i]) << (8 * UInt64(i)) }
+        guard n >= 2, n <= UInt64(bytes.count - 8), n < 100_000_000 else {
+            throw bad("header length \(n) does not fit in the file of \(bytes.count) bytes")
+        }
+        let headerEnd = 8 + Int(n)
+        let json: Any
+        do { json = try JSONSerialization.jsonObject(with: Data(bytes[8..<headerEnd])) }
+        catch { throw bad("header is not valid JSON") }
+        guard let dict = json as? [String: Any] else { throw bad("header is not a JSON object") }
+        var meta: [String: String] = [:]
+        var entries: [String: SafetensorsEntry] = [:]
+        for (key, value) in dict {
+            if key == "__metadata__" {
+                guard let m = value as? [String: Any] else { throw bad("__metadata__ is not an object") }
+                for (k, v) in m {
+                    guard let s = v as? String else { throw bad("__metadata__[\(k)] is not a string") }
+                    meta[k] = s
+                }
+                continue
+            }
+            guard let e = value as? [String: Any], let dtype = e["dtype"] as? String,
+                  let shapeAny = e["shape"] as? [Any], let offs = e["data_offsets"] as? [Any], offs.count == 2
+            else { throw bad("entry \(key) lacks dtype/shape/data_offsets") }
+            guard let size = SafetensorsFile.elementSize[dtype] else { throw bad("entry \(key) has unsupported dtype \(dtype)") }
+            var shape: [Int] = []
+            for s in shapeAny {
+                guard let v = (s as? NSNumber)?.int64Value, v >= 0, v < (1 << 40) else { throw bad("entry \(key) has a bad shape") }
+                shape.append(Int(v))
+            }
+            guard let b = (offs[0] as? NSNumber)?.int64Value, let en = (offs[1] as? NSNumber)?.int64Value,
+                  b >= 0, en >= b else { throw bad("entry \(key) has bad data_offsets") }
+            let count = shape.reduce(1, *)
+            guard Int(en - b) == count * size else {
+                throw bad("entry \(key): \(en - b) bytes for \(count) elements of \(dtype)")
+            }
+            entries[key] = SafetensorsEntry(name: key, dtype: dtype, shape: shape, begin: Int(b), end: Int(en))
+        }
+        // Offsets must tile the data region exactly: in range, non-overlapping, no trailing bytes.
+        let dataSize = bytes.count - headerEnd
+        let sorted = entries.values.sorted { ($0.begin, $0.end) < ($1.begin, $1.end) }
+        var cursor = 0
+        for e in sorted {
+            guard e.end <= dataSize else { throw bad("entry \(e.name) ends at \(e.end), past the data region of \(dataSize) bytes (truncated?)") }
+            guard e.begin >= cursor else { throw bad("entry \(e.name) overlaps the previous tensor") }
+            guard e.begin == cursor else { throw bad("gap of \(e.begin - cursor) bytes before entry \(e.name)") }
+            cursor = e.end
+        }
+        guard cursor == dataSize else { throw bad("data region is \(dataSize) bytes but tensors cover \(cursor)") }
+        self.metadata = meta
+        self.entries = entries
+        self.bytes = bytes
+        self.dataStart = headerEnd
+    }
+
+    private func require(_ name: String) throws -> SafetensorsEntry {
+        guard let e = entries[name] else { throw ModelError("\(path): no tensor named \(name)") }
+        return e
+    }
+
+    /// Any float or integer dtype converted to Float.
+    public func floats(_ name: String) throws -> [Float] {
+        let e = try require(name)
+        var out = [Float](repeating: 0, count: e.count)
+        bytes.withUnsafeBytes { raw in
+            let p = raw.baseAddress! + dataStart + e.begin
+            for i in 0..<e.count {
+                switch e.dtype {
+                case "F32": out[i] = Float(bitPattern: p.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self).littleEndian)
+                case "F64": out[i] = Float(Double(bitPattern: p.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self).littleEndian))
+                case "F16": out[i] = Float(Float16(bitPattern: p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self).littleEndian))
+                case "BF16": out[i] = Float(bitPattern: UInt32(p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self).littleEndian) << 16)
+                case "I64": out[i] = Float(Int64(littleEndian: p.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self)))
+                case "I32": out[i] = Float(Int32(littleEndian: p.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self)))
+                case "I16": out[i] = Float(Int16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * i, as: Int16.self)))
+                case "I8": out[i] = Float(p.load(fromByteOffset: i, as: Int8.self))
+                default: out[i] = Float(p.load(fromByteOffset: i, as: UInt8.self))   // U8, BOOL
+                }
+            }
+        }
+        return out
+    }
+
+    /// Integer (or bool) dtypes converted to Int32; values outside Int32 are an error, floats are refused.
+    public func int32s(_ name: String) throws -> [Int32] {
+        let e = try require(name)
+        var out = [Int32](repeating: 0, count: e.count)
+        var overflow = false
+        try bytes.withUnsafeBytes { raw in
+            let p = raw.baseAddress! + dataStart + e.begin
+            for i in 0..<e.count {
+                switch e.dtype {
+                case "I64":
+                    let v = Int64(littleEndian: p.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self))
+                    if v < Int64(Int32.min) || v > Int64(Int32.max) { overflow = true } else { out[i] = Int32(v) }
+                case "I32": out[i] = Int32(littleEndian: p.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self))
+                case "I16": out[i] = Int32(Int16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * i, as: Int16.self)))
+                case "I8": out[i] = Int32(p.load(fromByteOffset: i, as: Int8.self))
+                case "U8", "BOOL": out[i] = Int32(p.load(fromByteOffset: i, as: UInt8.self))
+                default: throw ModelError("\(path): tensor \(name) has dtype \(e.dtype), expected an integer dtype")
+                }
+            }
+        }
+        if overflow { throw ModelError("\(path): tensor \(name) has values outside the Int32 range") }
+        return out
+    }
+}
+
+public struct SafetensorsWriter {
+    private var items: [(name: String, dtype: String, shape: [Int], data: [UInt8])] = []
+    public init() {}
+
+    public mutating func add(name: String, shape: [Int], floats: UnsafeBufferPointer<Float>) {
+        precondition(shape.reduce(1, *) == floats.count, "shape \(shape) does not match \(floats.count) values for \(name)")
+        var d = [UInt8](repeating: 0, count: 4 * floats.count)
+        d.withUnsafeMutableBytes { raw in
+            for i in 0..<floats.count { raw.storeBytes(of: floats[i].bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
+        }
+        items.append((name, "F32", shape, d))
+    }
+    public mutating func add(name: String, shape: [Int], floats: [Float]) {
+        floats.withUnsafeBufferPointer { add(name: name, shape: shape, floats: $0) }
+    }
+    public mutating func add(name: String, shape: [Int], int32s: [Int32]) {
+        precondition(shape.reduce(1, *) == int32s.count)
+        var d = [UInt8](repeating: 0, count: 4 * int32s.count)
+        d.withUnsafeMutableBytes { raw in
+            for i in 0..<int32s.count { raw.storeBytes(of: int32s[i].littleEndian, toByteOffset: 4 * i, as: Int32.self) }
+        }
+        items.append((name, "I32", shape, d))
+    }
+    public mutating func add(name: String, shape: [Int], int64s: [Int64]) {
+        precondition(shape.reduce(1, *) == int64s.count)
+        var d = [UInt8](repeating: 0, count: 8 * int64s.count)
+        d.withUnsafeMutableBytes { raw in
+            for i in 0..<int64s.count { raw.storeBytes(of: int64s[i].littleEndian, toByteOffset: 8 * i, as: Int64.self) }
+        }
+        items.append((name, "I64", shape, d))
+    }
+    public mutating func add(name: String, shape: [Int], bools: [Bool]) {
+        precondition(shape.reduce(1, *) == bools.count)
+        items.append((name, "BOOL", shape, bools.map { $0 ? 1 : 0 }))
+    }
+
+    static func jsonString(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
+            }
+        }
+        return out + "\""
+    }
+
+    /// The whole file as bytes. Tensors are laid out in the order added; header padded with spaces to 8 bytes.
+    public func serialize(metadata: [String: String] = [:]) -> [UInt8] {
+        var parts: [String] = []
+        if !metadata.isEmpty {
+            let m = metadata.keys.sorted().map { "\(Self.jsonString($0)):\(Self.jsonString(metadata[$0]!))" }
+            parts.append("\"__metadata__\":{\(m.joined(separator: ","))}")
+        }
+        var offset = 0
+        for it in items {
+            let shape = it.shape.map(String.init).joined(separator: ",")
+            parts.append("\(Self.jsonString(it.name)):{\"dtype\":\"\(it.dtype)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + it.data.count)]}")
+            offset += it.data.count
+        }
+        var header = Array("{\(parts.joined(separator: ","))}".utf8)
+        while header.count % 8 != 0 { header.append(0x20) }
+        var out: [UInt8] = []
+        out.reserveCapacity(8 + header.count + offset)
+        let n = UInt64(header.count)
+        for i in 0..<8 { out.append(UInt8((n >> (8 * UInt64(i))) & 0xff)) }
+        out += header
+        for it in items { out += it.data }
+        return out
+    }
+
+    /// Atomic write: temp file in the same directory, fsync, rename.
+    public func write(path: String, metadata: [String: String] = [:]) throws {
+        let bytes = serialize(metadata: metadata)
+        let dir = (path as NSString).deletingLastPathComponent
+        let tmp = (dir.isEmpty ? "." : dir) + "/.\((path as NSString).lastPathComponent).tmp-\(getpid())"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw ModelError("cannot create \(tmp): \(String(cString: strerror(errno))); check the output directory") }
+        var ok = true
+        bytes.withUnsafeBytes { raw in
+            var done = 0
+            while done < raw.count {
+                let w = Foundation.write(fd, raw.baseAddress! + done, raw.count - done)
+                if w <= 0 { ok = false; break }
+                done += w
+            }
+        }
+        if ok && fsync(fd) != 0 { ok = false }
+        close(fd)
+        guard ok, rename(tmp, path) == 0 else {
+            unlink(tmp)
+            throw ModelError("cannot write \(path): \(String(cString: strerror(errno))); check disk space and permissions")
+        }
+    }
+}
