@@ -20,17 +20,17 @@ extension BPETokenizer {
     static func readFile(_ path: String, what: String) throws -> Data {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-            throw TokenizerError("\(what) file \(path) does not exist")
+            throw ToolError("\(what) file \(path) does not exist")
         }
-        guard !isDir.boolValue else { throw TokenizerError("\(what) path \(path) is a directory; give a file") }
-        guard let d = FileManager.default.contents(atPath: path) else { throw TokenizerError("cannot read \(what) file \(path)") }
+        guard !isDir.boolValue else { throw ToolError("\(what) path \(path) is a directory; give a file") }
+        guard let d = FileManager.default.contents(atPath: path) else { throw ToolError("cannot read \(what) file \(path)") }
         return d
     }
 
     // MARK: HF tokenizer.json
 
     public static func fromHFJSON(_ data: Data, source: String, appendMissingSpecials: Bool) throws -> BPETokenizer {
-        func bad(_ why: String) -> TokenizerError { TokenizerError("\(source): \(why)") }
+        func bad(_ why: String) -> ToolError { ToolError("\(source): \(why)") }
         guard let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
             throw bad("not a JSON object (expected a Hugging Face tokenizer.json)")
         }
@@ -81,7 +81,7 @@ extension BPETokenizer {
     /// Builds from (byte-level string, id) entries and string merges.
     static func fromVocab(_ entries: [(String, Int)], merges: [(String, String)], specialNames: Set<String>,
                           appendMissingSpecials: Bool, source: String) throws -> BPETokenizer {
-        func bad(_ why: String) -> TokenizerError { TokenizerError("\(source): \(why)") }
+        func bad(_ why: String) -> ToolError { ToolError("\(source): \(why)") }
         let n = entries.count
         var tokens = [[UInt8]?](repeating: nil, count: n)
         var specials = [BPESpecialToken]()
@@ -144,7 +144,7 @@ extension BPETokenizer {
     /// in rank order: the two parts that BPE with only the lower ranks leaves (tiktoken's and
     /// HF's converters do the same).
     public static func fromTiktoken(_ data: Data, source: String) throws -> BPETokenizer {
-        func bad(_ why: String) -> TokenizerError { TokenizerError("\(source): \(why)") }
+        func bad(_ why: String) -> ToolError { ToolError("\(source): \(why)") }
         guard let text = String(data: data, encoding: .utf8) else { throw bad("not a text file") }
         var byRank = [[UInt8]?]()
         var lineNo = 0
@@ -195,7 +195,7 @@ extension BPETokenizer {
     // MARK: vocab.json + merges.txt
 
     public static func fromVocabAndMerges(vocab vocabData: Data, merges mergesData: Data, source: String) throws -> BPETokenizer {
-        func bad(_ why: String) -> TokenizerError { TokenizerError("\(source): \(why)") }
+        func bad(_ why: String) -> ToolError { ToolError("\(source): \(why)") }
         guard let vocab = (try? JSONSerialization.jsonObject(with: vocabData)) as? [String: Any] else { throw bad("vocab.json is not a JSON object") }
         var entries = [(String, Int)]()
         for (k, v) in vocab {

@@ -20,12 +20,6 @@ import Foundation
 // BPE semantics (HF `tokenizers` BPE model): inside one pre-token, repeatedly apply the adjacent
 // pair with the lowest merge rank, the leftmost one among equals, until no pair has a merge.
 
-/// A tokenizer file or training input that cannot be used; the message says what to do.
-public struct TokenizerError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ message: String) { description = message }
-}
-
 public struct BPESpecialToken: Equatable {
     public var name: String
     public var id: Int32
@@ -40,6 +34,8 @@ public final class BPETokenizer {
     public var vocabSize: Int { tokenBytes.count }
     public let bosId: Int32, eosId: Int32, padId: Int32, maskId: Int32   // -1 = absent
     public private(set) var fingerprint: UInt64 = 0
+    /// The ids a token stream header records: bos = eos = "<|endoftext|>", mask, pad.
+    public var special: SpecialTokens { SpecialTokens(bos: bosId, eos: eosId, mask: maskId, pad: padId) }
 
     public static let endOfText = "<|endoftext|>", padName = "[PAD]", maskName = "[MASK]"
 
@@ -54,7 +50,7 @@ public final class BPETokenizer {
         specialTokens = specials
         var special = [Bool](repeating: false, count: tokens.count)
         for s in specials {
-            guard s.id >= 0 && Int(s.id) < tokens.count else { throw TokenizerError("special token \(s.name) has id \(s.id) outside the vocabulary (0..<\(tokens.count))") }
+            guard s.id >= 0 && Int(s.id) < tokens.count else { throw ToolError("special token \(s.name) has id \(s.id) outside the vocabulary (0..<\(tokens.count))") }
             special[Int(s.id)] = true
         }
         isSpecial = special
@@ -62,11 +58,11 @@ public final class BPETokenizer {
         var table = ByteStringTable(capacity: tokens.count)
         var idOfIndex = [Int32]()
         for (id, bytes) in tokens.enumerated() where !special[id] {
-            guard !bytes.isEmpty else { throw TokenizerError("token \(id) is empty") }
+            guard !bytes.isEmpty else { throw ToolError("token \(id) is empty") }
             let (index, inserted) = bytes.withUnsafeBufferPointer { b in
                 table.insert(b.baseAddress!, b.count, hash: hashBytes(b.baseAddress!, b.count))
             }
-            guard inserted else { throw TokenizerError("tokens \(idOfIndex[index]) and \(id) have the same bytes") }
+            guard inserted else { throw ToolError("tokens \(idOfIndex[index]) and \(id) have the same bytes") }
             idOfIndex.append(Int32(id))
         }
         func lookup(_ bytes: [UInt8]) -> Int32? {
@@ -77,7 +73,7 @@ public final class BPETokenizer {
         }
         var b2i = [Int32](repeating: -1, count: 256)
         for b in 0..<256 {
-            guard let id = lookup([UInt8(b)]) else { throw TokenizerError("the vocabulary has no token for byte 0x\(String(b, radix: 16)); not a byte-level BPE vocabulary") }
+            guard let id = lookup([UInt8(b)]) else { throw ToolError("the vocabulary has no token for byte 0x\(String(b, radix: 16)); not a byte-level BPE vocabulary") }
             b2i[b] = id
         }
         byteToId = b2i
@@ -86,10 +82,10 @@ public final class BPETokenizer {
         ms.reserveCapacity(mergePairs.count)
         for (rank, (a, b)) in mergePairs.enumerated() {
             guard a >= 0, b >= 0, Int(a) < tokens.count, Int(b) < tokens.count, !special[Int(a)], !special[Int(b)] else {
-                throw TokenizerError("merge \(rank) refers to an unknown or special token")
+                throw ToolError("merge \(rank) refers to an unknown or special token")
             }
             guard let r = lookup(tokens[Int(a)] + tokens[Int(b)]) else {
-                throw TokenizerError("merge \(rank) (\(a), \(b)) produces a token missing from the vocabulary")
+                throw ToolError("merge \(rank) (\(a), \(b)) produces a token missing from the vocabulary")
             }
             pt.insert(a, b, rank: Int32(rank), result: r)
             ms.append((a, b, r))

@@ -113,7 +113,7 @@ public struct BPETrainer {
     /// Learns merges from word counts; returns the tokenizer with specials appended.
     public func train(_ words: WordCounts, progress: ((Int, Int) -> Void)? = nil) throws -> BPETokenizer {
         guard vocabSize >= BPETrainer.minimumVocabSize else {
-            throw TokenizerError("vocab size \(vocabSize) is too small: need at least \(BPETrainer.minimumVocabSize) (256 bytes + 3 specials)")
+            throw ToolError("vocab size \(vocabSize) is too small: need at least \(BPETrainer.minimumVocabSize) (256 bytes + 3 specials)")
         }
         let target = vocabSize - BPETrainer.specialNames.count
         // Tokens: bytes in GPT-2 order.

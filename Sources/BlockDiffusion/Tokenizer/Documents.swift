@@ -12,7 +12,7 @@ public enum DocumentFormat: String, CaseIterable, Sendable {
 public final class DocumentReader {
     public let path: String
     public let format: DocumentFormat
-    private let fd: Int32
+    private let source: ByteSource
     private var buffer: [UInt8] = []
     private var start = 0           // first unconsumed byte in buffer
     private var eof = false
@@ -22,18 +22,8 @@ public final class DocumentReader {
     public init(path: String, format: DocumentFormat) throws {
         self.path = path
         self.format = format
-        if path == "-" {
-            fd = 0
-        } else {
-            var st = stat()
-            guard stat(path, &st) == 0 else { throw TokenizerError("input \(path) does not exist (or cannot be read)") }
-            if (st.st_mode & S_IFMT) == S_IFDIR { throw TokenizerError("input \(path) is a directory; give files (e.g. \(path)/*.txt)") }
-            fd = open(path, O_RDONLY)
-            guard fd >= 0 else { throw TokenizerError("cannot open \(path): \(String(cString: strerror(errno)))") }
-        }
+        source = try openInput(path)
     }
-
-    deinit { if fd > 0 { close(fd) } }
 
     private var name: String { path == "-" ? "stdin" : path }
 
@@ -44,13 +34,12 @@ public final class DocumentReader {
         let chunk = 1 << 20
         let old = buffer.count
         buffer += [UInt8](repeating: 0, count: chunk)
-        var got = 0
-        while true {
-            got = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress! + old, chunk) }
-            if got < 0 && errno == EINTR { continue }
-            break
+        let got: Int
+        do {
+            got = try buffer.withUnsafeMutableBytes { try source.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[old...])) }
+        } catch {
+            buffer.removeLast(chunk); throw error
         }
-        guard got >= 0 else { buffer.removeLast(chunk); throw TokenizerError("error reading \(name): \(String(cString: strerror(errno)))") }
         buffer.removeLast(chunk - got)
         if got == 0 { eof = true }
         return got > 0
@@ -104,10 +93,10 @@ public final class DocumentReader {
                 if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
                 let obj = try? JSONSerialization.jsonObject(with: Data(line), options: [.fragmentsAllowed])
                 guard let dict = obj as? [String: Any] else {
-                    throw TokenizerError("\(name) line \(lineNumber): not a JSON object (expected {\"text\": ...} per line)")
+                    throw ToolError("\(name) line \(lineNumber): not a JSON object (expected {\"text\": ...} per line)")
                 }
                 guard let text = dict["text"] as? String else {
-                    throw TokenizerError("\(name) line \(lineNumber): no string field \"text\"")
+                    throw ToolError("\(name) line \(lineNumber): no string field \"text\"")
                 }
                 return Array(text.utf8)
             }
