@@ -82,19 +82,12 @@ public struct BPETrainer {
     }
 
     func countParallel(_ docs: [[UInt8]], workers: Int) -> WordCounts {
-        // One big document is cut at line breaks so both workers get work; a cut at "\n" keeps
-        // pieces identical except where a whitespace run spans the cut, so cut only after a
-        // "\n" that is followed by a non-whitespace ASCII byte (that boundary is always a split).
+        // A big document is cut where the pre-tokenizer's pieces do not change (ParallelEncoder).
         var parts = [ArraySlice<UInt8>]()
         for d in docs {
             if d.count < 1 << 20 { parts.append(d[...]); continue }
-            var s = 0
-            let step = d.count / (workers * 4) + 1
-            while s < d.count {
-                var e = min(d.count, s + step)
-                while e < d.count && !(d[e - 1] == 0x0A && d[e] > 0x20 && d[e] < 0x7F && d[e] != 0x27) { e += 1 }
-                parts.append(d[s..<e]); s = e
-            }
+            let cuts = ParallelEncoder.safeCuts(d, target: d.count / (workers * 4) + 1)
+            for k in 0..<(cuts.count - 1) { parts.append(d[cuts[k]..<cuts[k + 1]]) }
         }
         var results = [WordCounts](repeating: WordCounts(), count: workers)
         results.withUnsafeMutableBufferPointer { r in

@@ -1,6 +1,7 @@
 import Foundation
 
 /// How input files are cut into documents (for `tokenize train` and `tokenize encode`):
+/// Empty documents are skipped everywhere.
 ///   text  — the whole file is one document (bytes as they are);
 ///   lines — one document per line; the "\n" (and a "\r" before it) is dropped, empty lines skipped;
 ///   jsonl — one JSON object per line, the document is its "text" string (UTF-8); blank lines skipped.
@@ -81,7 +82,7 @@ public final class DocumentReader {
         case .text:
             while try fill() {}
             done = true
-            return Array(buffer[start...])
+            return buffer.count > start ? Array(buffer[start...]) : nil
         case .lines:
             while let line = try nextLine() {
                 if !line.isEmpty { return Array(line) }
@@ -98,6 +99,7 @@ public final class DocumentReader {
                 guard let text = dict["text"] as? String else {
                     throw ToolError("\(name) line \(lineNumber): no string field \"text\"")
                 }
+                if text.isEmpty { continue }
                 return Array(text.utf8)
             }
             done = true

@@ -4,9 +4,12 @@ import Foundation
 /// document alone, in input order, whatever the thread count.
 ///
 /// Work is cut into pieces of roughly equal bytes: whole documents, and big documents cut at
-/// "safe" points — just after a "\n" followed by a printable ASCII non-space byte. There the
-/// pre-tokenizer always ends a piece ("\n" can only be in a whitespace piece, which ends before a
-/// non-space) and starts the next one afresh, so the cut changes no id.
+/// "safe" points — just after a "\n" that sits between two printable ASCII non-space bytes
+/// ("x\nY"). There the pre-tokenizer makes "\n" a piece of its own both in the whole document
+/// and in either part (a whitespace run of one scalar before a non-space; at the end of the
+/// first part the run is still just "\n"), and the next piece starts afresh after it — so the
+/// cut changes no id. (After " \n" it would not be safe: at the end of a part the whole run
+/// " \n" is one piece, in the whole document it is " " + "\n".)
 public final class ParallelEncoder {
     public let tokenizer: BPETokenizer
     public let threads: Int
@@ -23,12 +26,17 @@ public final class ParallelEncoder {
         var cuts = [0]
         var e = target
         while e < doc.count {
-            while e < doc.count && !(doc[e - 1] == 0x0A && doc[e] > 0x20 && doc[e] < 0x7F) { e += 1 }
+            while e < doc.count && !isSafeCut(doc, e) { e += 1 }
             if e < doc.count { cuts.append(e) }
             e += target
         }
         cuts.append(doc.count)
         return cuts
+    }
+
+    @inline(__always)
+    static func isSafeCut(_ doc: [UInt8], _ e: Int) -> Bool {
+        e >= 2 && doc[e - 1] == 0x0A && doc[e] > 0x20 && doc[e] < 0x7F && doc[e - 2] > 0x20 && doc[e - 2] < 0x7F
     }
 
     public func encode(_ docs: [[UInt8]]) -> [[Int32]] {
