@@ -266,3 +266,180 @@ struct SplitMix {
         return z ^ (z >> 31)
     }
 }
+
+/// The `tokenize` executable: exit codes, bad inputs, atomic outputs, byte-exact round trips.
+final class TokenizeCLITests: XCTestCase {
+    var tmp: URL!
+
+    override func setUpWithError() throws {
+        tmp = FileManager.default.temporaryDirectory.appendingPathComponent("tokcli-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+    }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: tmp) }
+
+    /// The built executable sits next to the test bundle.
+    var binary: String {
+        let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let candidates = [dir, dir.deletingLastPathComponent()].map { $0.appendingPathComponent("tokenize").path }
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[0]
+    }
+
+    @discardableResult
+    func run(_ args: [String], stdin: [UInt8]? = nil) throws -> (code: Int32, out: [UInt8], err: String) {
+        XCTAssertTrue(FileManager.default.isExecutableFile(atPath: binary), "build the tokenize executable first (swift build)")
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary)
+        p.arguments = args
+        // stdin and stderr through files (no pipe deadlocks), stdout through a pipe.
+        let errURL = tmp.appendingPathComponent(".stderr"), inURL = tmp.appendingPathComponent(".stdin")
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: inURL.path, contents: Data(stdin ?? []))
+        defer { try? FileManager.default.removeItem(at: errURL); try? FileManager.default.removeItem(at: inURL) }
+        let errHandle = try FileHandle(forWritingTo: errURL), inHandle = try FileHandle(forReadingFrom: inURL)
+        let outPipe = Pipe()
+        p.standardOutput = outPipe; p.standardError = errHandle; p.standardInput = inHandle
+        try p.run()
+        let out = outPipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        try errHandle.close(); try inHandle.close()
+        return (p.terminationStatus, Array(out), String(decoding: try Data(contentsOf: errURL), as: UTF8.self))
+    }
+
+    func file(_ name: String, _ bytes: [UInt8]) throws -> String {
+        let u = tmp.appendingPathComponent(name)
+        try Data(bytes).write(to: u)
+        return u.path
+    }
+
+    var tokenizerPath: String { TokenizerTests.path("ours.json") }
+
+    func testHelpShowsExamples() throws {
+        for sub in ["train", "import", "encode", "decode", "stats"] {
+            let r = try run([sub, "--help"])
+            XCTAssertEqual(r.code, 0)
+            XCTAssertTrue(String(decoding: r.out, as: UTF8.self).contains("Example"), sub)
+        }
+    }
+
+    func testVocabSizeTooSmallExits64() throws {
+        let f = try file("a.txt", Array("hello".utf8))
+        let r = try run(["train", "--vocab-size", "258", "-o", tmp.appendingPathComponent("t.json").path, f])
+        XCTAssertEqual(r.code, 64, r.err)
+        XCTAssertTrue(r.err.contains("too small"), r.err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp.appendingPathComponent("t.json").path))
+    }
+
+    func testTrainBadInputs() throws {
+        let out = tmp.appendingPathComponent("t.json").path
+        // A directory instead of a file.
+        var r = try run(["train", "--vocab-size", "300", "-o", out, tmp.path])
+        XCTAssertEqual(r.code, 1); XCTAssertTrue(r.err.contains("directory"), r.err)
+        // Empty input.
+        r = try run(["train", "--vocab-size", "300", "-o", out, try file("empty.txt", [])])
+        XCTAssertEqual(r.code, 1); XCTAssertTrue(r.err.contains("no text"), r.err)
+        // Missing file.
+        r = try run(["train", "--vocab-size", "300", "-o", out, tmp.appendingPathComponent("nope.txt").path])
+        XCTAssertEqual(r.code, 1); XCTAssertTrue(r.err.contains("does not exist"), r.err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+        // Malformed jsonl names the line.
+        r = try run(["train", "--vocab-size", "300", "--input-format", "jsonl", "-o", out, try file("bad.jsonl", Array("{\"text\":\"a\"}\n{oops\n".utf8))])
+        XCTAssertEqual(r.code, 1); XCTAssertTrue(r.err.contains("line 2"), r.err)
+    }
+
+    func testUnwritableOutputExits1AndLeavesNoFile() throws {
+        let f = try file("a.txt", Array("hello hello world".utf8))
+        // Output into a directory that does not exist.
+        var r = try run(["train", "--vocab-size", "300", "-o", tmp.appendingPathComponent("no/such/dir/t.json").path, f])
+        XCTAssertEqual(r.code, 1, r.err)
+        // Output path that is an existing directory: the rename fails; no temp file may remain.
+        let d = tmp.appendingPathComponent("outdir")
+        try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+        r = try run(["train", "--vocab-size", "300", "-o", d.path, f])
+        XCTAssertEqual(r.code, 1, r.err)
+        r = try run(["encode", "-t", tokenizerPath, "-o", d.path, f])
+        XCTAssertEqual(r.code, 1, r.err)
+        let left = try FileManager.default.contentsOfDirectory(atPath: tmp.path).sorted()
+        XCTAssertEqual(left, ["a.txt", "outdir"])
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: d.path), [])
+    }
+
+    func testTrainWritesTokenizerHFLoads() throws {
+        let f = TokenizerTests.path("sample.txt")
+        let out = tmp.appendingPathComponent("t.json").path
+        let r = try run(["train", "--vocab-size", "280", "--input-format", "lines", "-o", out, f])
+        XCTAssertEqual(r.code, 0, r.err)
+        let tok = try BPETokenizer.load(path: out)
+        XCTAssertEqual(tok.vocabSize, 280)
+        XCTAssertEqual(tok.maskId, 279)
+    }
+
+    /// Binary garbage and invalid UTF-8 survive encode → decode byte for byte, the stream does
+    /// not depend on the thread count, and the jsonl view keeps the exact bytes.
+    func testEncodeDecodeRoundTripBinary() throws {
+        var rng = SplitMix(seed: 11)
+        var garbage = (0..<200_000).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        garbage += Array("\nplain text\n after \u{00e9}\n".utf8) + [0xFF, 0xC3]
+        let f = try file("g.bin", garbage)
+        let s1 = tmp.appendingPathComponent("g1.docs").path, s2 = tmp.appendingPathComponent("g2.docs").path
+        XCTAssertEqual(try run(["encode", "-t", tokenizerPath, "--threads", "1", "-o", s1, f]).code, 0)
+        XCTAssertEqual(try run(["encode", "-t", tokenizerPath, "--threads", "2", "-o", s2, f]).code, 0)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: s1)), try Data(contentsOf: URL(fileURLWithPath: s2)))
+        var r = try run(["decode", "-t", tokenizerPath, "-i", s1, "--raw"])
+        XCTAssertEqual(r.code, 0, r.err)
+        XCTAssertTrue(r.out == garbage, "raw decode differs from the input")
+        // Without -t the stream's recorded tokenizer path is used.
+        r = try run(["decode", "-i", s1, "--raw"])
+        XCTAssertEqual(r.code, 0, r.err)
+        XCTAssertTrue(r.out == garbage)
+        r = try run(["decode", "-t", tokenizerPath, "-i", s1, "--jsonl"])
+        XCTAssertEqual(r.code, 0, r.err)
+        let obj = try JSONSerialization.jsonObject(with: Data(r.out.dropLast())) as! [String: Any]
+        XCTAssertEqual(obj["id"] as? Int, 0)
+        XCTAssertEqual(Array(Data(base64Encoded: obj["bytes_base64"] as! String)!), garbage)
+    }
+
+    func testLinesAndJSONLDocuments() throws {
+        let text = "first line\nsecond line\n\nthird  line \n"
+        let f = try file("l.txt", Array(text.utf8))
+        let s = tmp.appendingPathComponent("l.docs").path
+        XCTAssertEqual(try run(["encode", "-t", tokenizerPath, "--input-format", "lines", "-o", s, f]).code, 0)
+        var r = try run(["decode", "-t", tokenizerPath, "-i", s])
+        XCTAssertEqual(String(decoding: r.out, as: UTF8.self), "first line\nsecond line\nthird  line \n")
+        r = try run(["stats", s])
+        XCTAssertTrue(String(decoding: r.out, as: UTF8.self).contains("records 3"), String(decoding: r.out, as: UTF8.self))
+        // jsonl from stdin; ids per document as the library gives them.
+        let tok = try BPETokenizer.load(path: tokenizerPath)
+        r = try run(["encode", "-t", tokenizerPath, "--input-format", "jsonl", "--ids-text"],
+                    stdin: Array("{\"text\": \"it's 42\"}\n{\"text\": \"na\\u00efve\\ttab\"}\n".utf8))
+        XCTAssertEqual(r.code, 0, r.err)
+        let want = [tok.encode(Array("it's 42".utf8)), tok.encode(Array("naïve\ttab".utf8))]
+            .map { $0.map(String.init).joined(separator: " ") }.joined(separator: "\n") + "\n"
+        XCTAssertEqual(String(decoding: r.out, as: UTF8.self), want)
+        // Empty input: a valid stream with no records.
+        r = try run(["encode", "-t", tokenizerPath, "-o", s, try file("e.txt", [])])
+        XCTAssertEqual(r.code, 0, r.err)
+        XCTAssertTrue(String(decoding: try run(["stats", s]).out, as: UTF8.self).contains("records 0"))
+    }
+
+    func testDecodeRefusesAnotherTokenizer() throws {
+        let f = try file("a.txt", Array("hello".utf8))
+        let s = tmp.appendingPathComponent("a.docs").path
+        XCTAssertEqual(try run(["encode", "-t", tokenizerPath, "-o", s, f]).code, 0)
+        let r = try run(["decode", "-t", TokenizerTests.path("hf.json"), "-i", s])
+        XCTAssertEqual(r.code, 1)
+        XCTAssertTrue(r.err.contains("tokenizer mismatch"), r.err)
+    }
+
+    func testImportValidation() throws {
+        var r = try run(["import", "-o", tmp.appendingPathComponent("x.json").path])
+        XCTAssertEqual(r.code, 64)
+        r = try run(["import", "--hf", TokenizerTests.path("hf.json"), "-o", tmp.appendingPathComponent("x.json").path])
+        XCTAssertEqual(r.code, 0, r.err)
+        let tok = try BPETokenizer.load(path: tmp.appendingPathComponent("x.json").path)
+        XCTAssertEqual(tok.vocabSize, 1002)       // + <|endoftext|>, [MASK]
+        XCTAssertEqual(tok.maskId, 1001)
+        r = try run(["import", "--tiktoken", try file("bad.tiktoken", [0x00, 0xFF, 0x20, 0x31]), "-o", tmp.appendingPathComponent("y.json").path])
+        XCTAssertEqual(r.code, 1)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp.appendingPathComponent("y.json").path))
+    }
+}
