@@ -145,6 +145,8 @@ struct Encode: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output stream (\"-\" = stdout).") var output: String = "-"
     @Option(name: .long, help: "Encoding threads.") var threads: Int = 2
     @Flag(name: .long, help: "Write to stdout even if it is a terminal.") var force = false
+    @Flag(name: .long, help: "Print a summary to stderr: documents, bytes, tokens, encoding time and MB/s (encoding only, without loading, reading and writing).")
+    var report = false
     @Flag(name: .long, help: "Write ids as text instead of a stream: one line per document, ids separated by spaces (for inspection and parity checks).")
     var idsText = false
     @Argument(help: "Input files (none or \"-\" = stdin).") var files: [String] = []
@@ -166,8 +168,15 @@ struct Encode: ParsableCommand {
             var nextId: UInt64 = 0
             var batch = [[UInt8]]()
             var bytes = 0
+            var totalBytes = 0, totalTokens = 0
+            var encodeSeconds = 0.0
             func flush() throws {
-                for ids in encoder.encode(batch) {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                let encoded = encoder.encode(batch)
+                encodeSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+                totalBytes += bytes
+                for ids in encoded {
+                    totalTokens += ids.count
                     if let w = writer {
                         try w.write(TokenRecord(id: nextId, tokens: ids))
                     } else {
@@ -188,6 +197,9 @@ struct Encode: ParsableCommand {
             try flush()
             try writer?.finish()
             try out.commit()
+            if report {
+                stderrLine("tokenize encode: \(nextId) documents, \(totalBytes) bytes → \(totalTokens) tokens; encoding \(String(format: "%.3f", encodeSeconds)) s = \(String(format: "%.2f", Double(totalBytes) / 1e6 / max(encodeSeconds, 1e-9))) MB/s on \(threads) thread(s)")
+            }
         } catch {
             out.abort()
             throw error

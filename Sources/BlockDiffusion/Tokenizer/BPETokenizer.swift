@@ -161,11 +161,20 @@ public final class BPEEncoder {
     private var cacheIds: [Int32] = []
     private var symbols: [Int32] = []
     private var ranks: [Int32] = []
+    private let pairs: PairLookup                       // private copies: see PairLookup
+    private let byteToId: UnsafeMutablePointer<Int32>
     static let cacheLimit = 1 << 18           // entries; the cache is emptied when full
     static let cacheMaxPiece = 256            // longer pieces are not cached
     static let heapThreshold = 48             // pieces with more bytes use the heap merger
 
-    init(_ tok: BPETokenizer) { self.tok = tok }
+    init(_ tok: BPETokenizer) {
+        self.tok = tok
+        pairs = PairLookup(tok.pairs)
+        byteToId = .allocate(capacity: 256)
+        tok.byteToId.withUnsafeBufferPointer { byteToId.initialize(from: $0.baseAddress!, count: 256) }
+    }
+
+    deinit { pairs.deallocate(); byteToId.deallocate() }
 
     public func encode(_ bytes: [UInt8]) -> [Int32] {
         var out = [Int32]()
@@ -185,7 +194,7 @@ public final class BPEEncoder {
 
     @inline(__always)
     func encodePiece(_ p: UnsafePointer<UInt8>, _ n: Int, into out: inout [Int32]) {
-        if n == 1 { out.append(tok.byteToId[Int(p[0])]); return }
+        if n == 1 { out.append(byteToId[Int(p[0])]); return }
         let cacheable = n <= BPEEncoder.cacheMaxPiece
         var h: UInt64 = 0
         if cacheable {
@@ -198,7 +207,7 @@ public final class BPEEncoder {
             }
         }
         symbols.removeAll(keepingCapacity: true)
-        for k in 0..<n { symbols.append(tok.byteToId[Int(p[k])]) }
+        for k in 0..<n { symbols.append(byteToId[Int(p[k])]) }
         if n > BPEEncoder.heapThreshold { mergeWithHeap(&symbols) } else { mergeNaive(&symbols) }
         out.append(contentsOf: symbols)
         if cacheable {
@@ -214,7 +223,6 @@ public final class BPEEncoder {
     /// Short pieces: keep the rank of every adjacent pair; repeatedly merge the lowest (leftmost
     /// among equals). O(n²) but n is small and only neighbours are looked up again.
     func mergeNaive(_ sym: inout [Int32]) {
-        let pairs = tok.pairs
         ranks.removeAll(keepingCapacity: true)
         for i in 0..<(sym.count - 1) { ranks.append(pairs.lookup(sym[i], sym[i + 1]).rank) }
         while sym.count > 1 {
@@ -232,7 +240,6 @@ public final class BPEEncoder {
     /// Long pieces: doubly linked symbols and a binary min-heap of (rank, position); stale heap
     /// entries are skipped when popped. Same result as `mergeNaive` (lowest rank, then leftmost).
     func mergeWithHeap(_ sym: inout [Int32]) {
-        let pairs = tok.pairs
         let n = sym.count
         var next = [Int](0..<n).map { $0 + 1 }     // n = end
         var prev = [Int](0..<n).map { $0 - 1 }

@@ -106,10 +106,10 @@ struct ByteStringTable {
 
 /// Map from an ordered pair of token ids to a merge: its rank and the id it produces.
 struct PairTable {
-    private var keys: [UInt64]
-    private var ranks: [Int32]
-    private var results: [Int32]
-    private var mask: Int
+    fileprivate(set) var keys: [UInt64]
+    fileprivate(set) var ranks: [Int32]
+    fileprivate(set) var results: [Int32]
+    fileprivate(set) var mask: Int
     private(set) var count = 0
     static let empty = UInt64.max
 
@@ -143,6 +143,41 @@ struct PairTable {
     }
 
     /// (rank, result) of the pair's merge, rank = Int32.max when there is none.
+    @inline(__always)
+    func lookup(_ a: Int32, _ b: Int32) -> (rank: Int32, result: Int32) {
+        let k = PairTable.key(a, b)
+        var slot = PairTable.slotHash(k) & mask
+        while true {
+            let s = keys[slot]
+            if s == k { return (ranks[slot], results[slot]) }
+            if s == PairTable.empty { return (Int32.max, -1) }
+            slot = (slot + 1) & mask
+        }
+    }
+}
+
+/// A private copy of a PairTable in raw memory, one per encoder thread. Reading shared Swift
+/// arrays from several threads retains/releases their buffers — atomic writes to one shared cache
+/// line — which serialised the threads; raw pointers owned by each encoder have no refcount.
+struct PairLookup {
+    let keys: UnsafeMutablePointer<UInt64>
+    let ranks: UnsafeMutablePointer<Int32>
+    let results: UnsafeMutablePointer<Int32>
+    let mask: Int
+
+    init(_ t: PairTable) {
+        let n = t.mask + 1
+        let k = UnsafeMutablePointer<UInt64>.allocate(capacity: n)
+        let r = UnsafeMutablePointer<Int32>.allocate(capacity: n)
+        let x = UnsafeMutablePointer<Int32>.allocate(capacity: n)
+        t.keys.withUnsafeBufferPointer { k.initialize(from: $0.baseAddress!, count: n) }
+        t.ranks.withUnsafeBufferPointer { r.initialize(from: $0.baseAddress!, count: n) }
+        t.results.withUnsafeBufferPointer { x.initialize(from: $0.baseAddress!, count: n) }
+        keys = k; ranks = r; results = x; mask = t.mask
+    }
+
+    func deallocate() { keys.deallocate(); ranks.deallocate(); results.deallocate() }
+
     @inline(__always)
     func lookup(_ a: Int32, _ b: Int32) -> (rank: Int32, result: Int32) {
         let k = PairTable.key(a, b)

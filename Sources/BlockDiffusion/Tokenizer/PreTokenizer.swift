@@ -43,7 +43,12 @@ public enum PreTokenizer {
     /// Classes of scalars U+0000…U+3FFFF (BMP, SMP with emoji, SIP with CJK extensions) in one
     /// table; the rare planes above are looked up on demand.
     static let tableLimit: UInt32 = 0x40000
-    static let classTable: [UInt8] = (0..<tableLimit).map { computeClass($0) }
+    /// Raw memory, allocated once and never freed: threads read it without touching a refcount.
+    nonisolated(unsafe) static let classTable: UnsafePointer<UInt8> = {
+        let p = UnsafeMutablePointer<UInt8>.allocate(capacity: Int(tableLimit))
+        for v in 0..<tableLimit { p[Int(v)] = computeClass(v) }
+        return UnsafePointer(p)
+    }()
 
     @inline(__always)
     static func classOf(_ v: UInt32, _ table: UnsafePointer<UInt8>) -> UInt8 {
@@ -84,8 +89,8 @@ public enum PreTokenizer {
     /// the input exactly.
     @inline(__always)
     public static func split(_ p: UnsafePointer<UInt8>, count n: Int, _ piece: (Int, Int) -> Void) {
-        classTable.withUnsafeBufferPointer { tb in
-            let table = tb.baseAddress!
+        do {
+            let table = classTable
             var i = 0
             while i < n {
                 let b = p[i]
