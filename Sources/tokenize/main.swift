@@ -14,7 +14,7 @@ struct Tokenize: ParsableCommand {
         Example:
           tokenize train --vocab-size 8192 -o tok.json corpus.txt
           tokenize encode -t tok.json --input-format lines corpus.txt -o docs.bd3
-          tokenize decode -t tok.json -i docs.bd3 | head
+          tokenize decode -t tok.json -i docs.bd3 -o corpus-again.txt
         """,
         subcommands: [Train.self, Import.self, Encode.self, Decode.self, Stats.self])
 }
@@ -169,11 +169,17 @@ struct Encode: ParsableCommand {
             var batch = [[UInt8]]()
             var bytes = 0
             var totalBytes = 0, totalTokens = 0
-            var encodeSeconds = 0.0
+            var encodeSeconds = 0.0, encodeCPU = 0.0
+            func cpuSeconds() -> Double {
+                var ts = timespec()
+                clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+                return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+            }
             func flush() throws {
-                let t0 = DispatchTime.now().uptimeNanoseconds
+                let t0 = DispatchTime.now().uptimeNanoseconds, c0 = cpuSeconds()
                 let encoded = encoder.encode(batch)
                 encodeSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+                encodeCPU += cpuSeconds() - c0
                 totalBytes += bytes
                 for ids in encoded {
                     totalTokens += ids.count
@@ -198,7 +204,7 @@ struct Encode: ParsableCommand {
             try writer?.finish()
             try out.commit()
             if report {
-                stderrLine("tokenize encode: \(nextId) documents, \(totalBytes) bytes → \(totalTokens) tokens; encoding \(String(format: "%.3f", encodeSeconds)) s = \(String(format: "%.2f", Double(totalBytes) / 1e6 / max(encodeSeconds, 1e-9))) MB/s on \(threads) thread(s)")
+                stderrLine("tokenize encode: \(nextId) documents, \(totalBytes) bytes → \(totalTokens) tokens; encoding \(String(format: "%.3f", encodeSeconds)) s = \(String(format: "%.2f", Double(totalBytes) / 1e6 / max(encodeSeconds, 1e-9))) MB/s on \(threads) thread(s); CPU \(String(format: "%.3f", encodeCPU)) s")
             }
         } catch {
             out.abort()
@@ -220,7 +226,7 @@ struct Decode: ParsableCommand {
         path recorded in the stream by `tokenize encode` is used.
 
         Example:
-          tokenize decode -t tok.json -i train.docs --jsonl | head -3
+          tokenize decode -t tok.json -i train.docs --jsonl -o train.jsonl
         """)
 
     @Option(name: [.customShort("t"), .long], help: "tokenizer.json (default: the one recorded in the stream)") var tokenizer: String?
