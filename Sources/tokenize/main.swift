@@ -67,9 +67,19 @@ struct Train: ParsableCommand {
     func run() throws {
         var trainer = BPETrainer(vocabSize: vocabSize)
         trainer.threads = threads
-        let words = try trainer.countWords(files: files, format: inputFormat)
+        // Progress on stderr only when it is a terminal.
+        let tty = isatty(2) != 0
+        let words = try trainer.countWords(files: files, format: inputFormat) { bytes in
+            if tty { FileHandle.standardError.write("\rtokenize train: counted \(bytes / 1_000_000) MB".data(using: .utf8)!) }
+        }
         if words.distinct == 0 { throw ToolError("the input has no text: nothing to train on (check the files and --input-format)") }
-        let tok = try trainer.train(words)
+        if tty { stderrLine("\rtokenize train: \(words.distinct) distinct pieces") }
+        let tok = try trainer.train(words) { have, target in
+            if tty && (have % 500 == 0 || have == target) {
+                FileHandle.standardError.write("\rtokenize train: vocabulary \(have)/\(target) (before specials)".data(using: .utf8)!)
+            }
+        }
+        if tty { stderrLine("") }
         if tok.vocabSize < vocabSize {
             stderrLine("tokenize train: warning: the input only supports \(tok.vocabSize - 3) merges+bytes; vocabulary is \(tok.vocabSize), not \(vocabSize) (give more text)")
         }

@@ -55,7 +55,9 @@ public struct BPETrainer {
 
     /// Counts the documents of the files (in parallel over `threads` workers: documents are
     /// handed out in batches; the merged counts do not depend on the split).
-    public func countWords(files: [String], format: DocumentFormat) throws -> WordCounts {
+    /// `progress(bytes counted so far)` is called after each batch.
+    public func countWords(files: [String], format: DocumentFormat, progress: ((Int) -> Void)? = nil) throws -> WordCounts {
+        var counted = 0
         var total = WordCounts()
         let workers = max(1, threads)
         for file in files {
@@ -69,6 +71,8 @@ public struct BPETrainer {
                 } else {
                     total.add(countParallel(batch, workers: workers))
                 }
+                counted += batchBytes
+                progress?(counted)
                 batch.removeAll(keepingCapacity: true); batchBytes = 0
             }
             while let doc = try reader.next() {
