@@ -4,7 +4,10 @@
 //   public let header: StreamHeader
 //   public func next() throws -> TokenRecord?    nil only after a valid end marker, a complete zstd
 //                                                frame (checksum verified) and nothing after it
-//   public func require(kind:...) throws         one-line refusal of the wrong kind of stream
+//   public convenience init(path: String) throws "-" = stdin
+//   public func require(kind:tool:) throws        one-line refusal of the wrong kind of stream
+//   public func require(tokenizerFingerprint:vocabSize:tool:) throws   ... or of another tokenizer
+//   public func readAll() throws -> [TokenRecord]
 //
 // Truncation and corruption always throw a ToolError naming the record number and byte offset;
 // a damaged stream never reads as a shorter one. Decompression uses ZSTD_decompressStream and
@@ -35,6 +38,7 @@ public final class TokenStreamReader {
     private var frameOpen = false          // inside a zstd frame that has not ended yet
     private var afterEnd = false           // an end marker was read; only another stream may follow
     private var done = false
+    private var failure: Error?
     private var segmentRecords: UInt64 = 0
     private var body: [UInt8] = []
     private var width = 0
@@ -70,7 +74,26 @@ public final class TokenStreamReader {
         width = StreamFormat.tokenWidth(vocabSize: header.vocabSize)
     }
 
+    /// Opens a file ("-" = stdin) and reads its header; messages name the file.
+    public convenience init(path: String) throws {
+        try self.init(source: try openInput(path), name: path == "-" ? "stdin" : "'\(path)'")
+    }
+
     deinit { if let d = dctx { ZSTD_freeDCtx(d) } }
+
+    /// Refuses a stream made with another tokenizer (fingerprint 0 on either side = unknown, accepted)
+    /// or another vocabulary size, with a one-line reason.
+    public func require(tokenizerFingerprint: UInt64, vocabSize: Int, tool: String) throws {
+        if header.vocabSize != vocabSize {
+            throw ToolError("\(tool): \(name) has vocabulary size \(header.vocabSize) but the model expects \(vocabSize): "
+                            + "re-tokenize the data with the model's tokenizer")
+        }
+        if tokenizerFingerprint != 0 && header.tokenizerFingerprint != 0 && header.tokenizerFingerprint != tokenizerFingerprint {
+            throw ToolError("\(tool): \(name) was tokenized with another tokenizer (fingerprint "
+                            + String(format: "%016llx", header.tokenizerFingerprint) + ", expected "
+                            + String(format: "%016llx", tokenizerFingerprint) + "): re-tokenize it with the model's tokenizer")
+        }
+    }
 
     /// Refuses a stream of another kind with a one-line reason.
     public func require(kind: StreamKind, tool: String) throws {
@@ -95,25 +118,36 @@ public final class TokenStreamReader {
         return all
     }
 
+    /// The next record; nil only at the verified end. After an error every call rethrows it.
     public func next() throws -> TokenRecord? {
+        if let error = failure { throw error }
+        do {
+            return try nextRecord()
+        } catch {
+            failure = error
+            throw error
+        }
+    }
+
+    private func nextRecord() throws -> TokenRecord? {
         while !done {
             let start = payloadOffset
             var tag: UInt8 = 0
             if try readPayload(into: &tag, count: 1) == 0 {
                 if afterEnd { done = true; return nil }
-                throw ToolError("\(name) is truncated: it ends at byte \(start) after \(recordsRead) records "
+                throw ToolError("\(name) is truncated: it ends at byte \(start)\(offsetNote) after \(recordsRead) records "
                                 + "without an end marker (the writer was interrupted or the file was cut short); "
                                 + "regenerate it")
             }
             if afterEnd {
                 // Only another complete stream may follow an end marker (concatenated shards).
                 guard tag == StreamFormat.magic[0] else {
-                    throw ToolError("\(name) has unexpected bytes after the end of the stream (byte \(start)): "
+                    throw ToolError("\(name) has unexpected bytes after the end of the stream (byte \(start)\(offsetNote)): "
                                     + "the file was appended to or corrupted; regenerate it")
                 }
                 let next = try TokenStreamReader.readHeader(self, first: false, firstByteRead: true)
                 guard next.isCompatible(with: header) else {
-                    throw ToolError("\(name) concatenates streams with different headers (at byte \(start)): "
+                    throw ToolError("\(name) concatenates streams with different headers (at byte \(start)\(offsetNote)): "
                                     + "kind, vocabulary, tokenizer, special ids and fields must match; "
                                     + "write the parts into separate files")
                 }
@@ -152,6 +186,8 @@ public final class TokenStreamReader {
         ToolError("\(name) is corrupted: \(what)\(isCompressed ? " (byte offsets are in the decompressed stream)" : ""); "
                   + "regenerate it")
     }
+
+    private var offsetNote: String { isCompressed ? " of the decompressed stream" : "" }
 
     private static func readHeader(_ r: TokenStreamReader, first: Bool, firstByteRead: Bool = false) throws -> StreamHeader {
         let start = r.payloadOffset - (firstByteRead ? 1 : 0)
@@ -314,7 +350,7 @@ public final class TokenStreamReader {
         let start = payloadOffset
         let got = try readPayload(into: dst, count: count)
         if got < count {
-            throw ToolError("\(name) is truncated: it ends at byte \(start + UInt64(got)) inside \(what) "
+            throw ToolError("\(name) is truncated: it ends at byte \(start + UInt64(got))\(offsetNote) inside \(what) "
                             + "(after \(recordsRead) complete records); the writer was interrupted or the file was "
                             + "cut short: regenerate it")
         }

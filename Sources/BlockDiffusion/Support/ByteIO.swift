@@ -5,6 +5,7 @@
 //   public func openInput(_ path: String) throws -> ByteSource      "-" = stdin
 //   public final class FileSource: ByteSource                       a POSIX file descriptor
 //   public final class OutputFile: ByteSink                         atomic file or stdout
+//   public final class FileSink: ByteSink                           an open descriptor (pipe), not atomic
 //   public final class MemorySink / MemorySource                    for tests and in-memory pipelines
 //
 // OutputFile is the only way tools write results: bytes go to a temp file in the destination's
@@ -50,7 +51,7 @@ public final class FileSource: ByteSource {
             let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
             if n >= 0 { return n }
             if errno == EINTR { continue }
-            throw ToolError("cannot read \(name): \(errnoText(errno))")
+            throw ToolError("cannot read \(name): \(errnoText(errno)) (check the file or device and rerun)")
         }
     }
 }
@@ -90,6 +91,7 @@ public final class OutputFile: ByteSink {
     private var buffer: [UInt8] = []
     private let bufferLimit = 1 << 20
     private var state: State = .open
+    private var registrySlot = -1
     private enum State { case open, committed, aborted }
 
     /// Display name for messages.
@@ -133,6 +135,7 @@ public final class OutputFile: ByteSink {
             }
             fd = f
             tempPath = tmp
+            registrySlot = TempFileRegistry.register(tmp)
         }
         buffer.reserveCapacity(bufferLimit)
     }
@@ -176,15 +179,18 @@ public final class OutputFile: ByteSink {
             let code = errno
             fd = -1
             abort()
-            throw ToolError("cannot write '\(path)': close failed: \(errnoText(code))")
+            throw ToolError("cannot write '\(path)': close failed: \(errnoText(code)) (is the disk full or the "
+                            + "network filesystem gone? fix it and rerun)")
         }
         fd = -1
         if rename(tmp, path) != 0 {
             let code = errno
             abort()
-            throw ToolError("cannot rename the finished output to '\(path)': \(errnoText(code))")
+            throw ToolError("cannot rename the finished output to '\(path)': \(errnoText(code)) (check that the "
+                            + "directory is writable)")
         }
         state = .committed
+        TempFileRegistry.unregister(registrySlot)
         // Make the rename itself durable; failure here is not worth failing the tool.
         let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
         let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -200,6 +206,7 @@ public final class OutputFile: ByteSink {
             if fd >= 0 { close(fd) }
             fd = -1
             unlink(tmp)
+            TempFileRegistry.unregister(registrySlot)
         }
     }
 
@@ -210,24 +217,58 @@ public final class OutputFile: ByteSink {
     }
 
     private func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
-        var done = 0
-        while done < bytes.count {
-            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
-            if n > 0 { done += n; continue }
-            if n < 0 && errno == EINTR { continue }
-            let code = n < 0 ? errno : EIO
+        if let code = writeFully(fd: fd, bytes) {
             abort()   // never leave a partial file, even if the caller forgets to abort
-            switch code {
-            case EPIPE:
-                throw ToolError("cannot write \(name): the reading end of the pipe was closed "
-                                + "(the next command exited early; see its error)")
-            case ENOSPC:
-                throw ToolError("cannot write \(name): no space left on device (free some disk space and rerun)")
-            case EDQUOT:
-                throw ToolError("cannot write \(name): disk quota exceeded (free some space and rerun)")
-            default:
-                throw ToolError("cannot write \(name): \(errnoText(code))")
-            }
+            throw ToolError(writeFailure(code, name: name))
+        }
+    }
+}
+
+/// Writes all of `bytes` to `fd`, retrying short writes and EINTR; returns errno on failure.
+func writeFully(fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32? {
+    var done = 0
+    while done < bytes.count {
+        let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+        if n > 0 { done += n; continue }
+        if n < 0 && errno == EINTR { continue }
+        return n < 0 ? errno : EIO
+    }
+    return nil
+}
+
+func writeFailure(_ code: Int32, name: String) -> String {
+    switch code {
+    case EPIPE:
+        return "cannot write \(name): the reading end of the pipe was closed (the next command exited early; see its error)"
+    case ENOSPC:
+        return "cannot write \(name): no space left on device (free some disk space and rerun)"
+    case EDQUOT:
+        return "cannot write \(name): disk quota exceeded (free some space and rerun)"
+    default:
+        return "cannot write \(name): \(errnoText(code))"
+    }
+}
+
+/// Writes to an existing file descriptor (a pipe, a socket, /dev/null), buffered until flush().
+/// Not atomic: use OutputFile for results. Closes the descriptor on deinit only if `owns`.
+public final class FileSink: ByteSink {
+    public let fd: Int32
+    public let name: String
+    private let owns: Bool
+    private var buffer: [UInt8] = []
+    public init(fd: Int32, name: String, owns: Bool = false) {
+        self.fd = fd; self.name = name; self.owns = owns
+    }
+    deinit { if owns { close(fd) } }
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        buffer.append(contentsOf: bytes)
+        if buffer.count >= 1 << 20 { try flush() }
+    }
+    public func flush() throws {
+        guard !buffer.isEmpty else { return }
+        defer { buffer.removeAll(keepingCapacity: true) }
+        if let code = buffer.withUnsafeBytes({ writeFully(fd: fd, $0) }) {
+            throw ToolError(writeFailure(code, name: name))
         }
     }
 }
