@@ -4,6 +4,7 @@
 # docs/benchmarks.md, section "Tokenizer").
 #
 #   bench/tokenizer/run.sh            # corpus and GPT-2 ranks are made in $BENCH_DIR on first use
+#   BENCH_CORPUS=out/corpora/bench-10mb.txt bench/tokenizer/run.sh   # any other text file (≥ 10 MB)
 #
 # Needs: Debian packages sword-text-web + diatheke (World English Bible) and python3-doc (the
 # Python 3 documentation sources) for ≈18 MB of real English text; pip (openai-whisper sdist for
@@ -13,7 +14,9 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=${BENCH_DIR:-${TMPDIR:-/tmp}/bd3-tokenizer-bench}
 mkdir -p "$WORK"
 
-if [ ! -s "$WORK/corpus.txt" ]; then
+if [ -n "${BENCH_CORPUS:-}" ]; then
+    cp "$BENCH_CORPUS" "$WORK/corpus.txt"
+elif [ ! -s "$WORK/corpus.txt" ]; then
     command -v diatheke >/dev/null || { echo "install diatheke and sword-text-web (apt-get install diatheke sword-text-web)" >&2; exit 1; }
     docs=$(ls -d /usr/share/doc/python3*/html/_sources 2>/dev/null | head -1)
     [ -n "$docs" ] || { echo "install python3-doc (apt-get install python3-doc)" >&2; exit 1; }
