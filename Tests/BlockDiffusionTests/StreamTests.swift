@@ -300,6 +300,14 @@ final class StreamTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("'documents'") && "\($0)".contains("tokenize"), "\($0)")
         }
         XCTAssertNoThrow(try reader.require(kind: .samples, tool: "refine"))
+        XCTAssertNoThrow(try reader.require(tokenizerFingerprint: 0, vocabSize: 10, tool: "score"))
+        XCTAssertThrowsError(try reader.require(tokenizerFingerprint: 0, vocabSize: 11, tool: "score"))
+        let fingerprinted = try TokenStreamReader(source: MemorySource(try encodeStream(
+            StreamHeader(kind: .samples, vocabSize: 10, tokenizerFingerprint: 5), [], compress: false)))
+        XCTAssertNoThrow(try fingerprinted.require(tokenizerFingerprint: 5, vocabSize: 10, tool: "score"))
+        XCTAssertThrowsError(try fingerprinted.require(tokenizerFingerprint: 6, vocabSize: 10, tool: "score")) {
+            XCTAssertTrue("\($0)".contains("another tokenizer"), "\($0)")
+        }
     }
 
     func testWriterRejectsInconsistentRecords() throws {

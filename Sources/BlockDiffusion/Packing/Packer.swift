@@ -345,8 +345,7 @@ public func runPackBlocks(options: PackOptions, input: String, destination: Pack
     guard outputs.count == names.count else {
         throw ToolError("internal error: \(names.count) splits but \(outputs.count) outputs")
     }
-    let inputName = input == "-" ? "stdin" : "'\(input)'"
-    let reader = try TokenStreamReader(source: try openInput(input), name: inputName)
+    let reader = try TokenStreamReader(path: input)
     let packer = try Packer(options: options, input: reader.header)
     if options.mode == .pad && packer.padFromEOS {
         log("note: the input declares no PAD id; padding with EOS (\(packer.padId))")

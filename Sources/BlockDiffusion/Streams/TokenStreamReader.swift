@@ -4,7 +4,10 @@
 //   public let header: StreamHeader
 //   public func next() throws -> TokenRecord?    nil only after a valid end marker, a complete zstd
 //                                                frame (checksum verified) and nothing after it
-//   public func require(kind:...) throws         one-line refusal of the wrong kind of stream
+//   public convenience init(path: String) throws "-" = stdin
+//   public func require(kind:tool:) throws        one-line refusal of the wrong kind of stream
+//   public func require(tokenizerFingerprint:vocabSize:tool:) throws   ... or of another tokenizer
+//   public func readAll() throws -> [TokenRecord]
 //
 // Truncation and corruption always throw a ToolError naming the record number and byte offset;
 // a damaged stream never reads as a shorter one. Decompression uses ZSTD_decompressStream and
@@ -70,7 +73,26 @@ public final class TokenStreamReader {
         width = StreamFormat.tokenWidth(vocabSize: header.vocabSize)
     }
 
+    /// Opens a file ("-" = stdin) and reads its header; messages name the file.
+    public convenience init(path: String) throws {
+        try self.init(source: try openInput(path), name: path == "-" ? "stdin" : "'\(path)'")
+    }
+
     deinit { if let d = dctx { ZSTD_freeDCtx(d) } }
+
+    /// Refuses a stream made with another tokenizer (fingerprint 0 on either side = unknown, accepted)
+    /// or another vocabulary size, with a one-line reason.
+    public func require(tokenizerFingerprint: UInt64, vocabSize: Int, tool: String) throws {
+        if header.vocabSize != vocabSize {
+            throw ToolError("\(tool): \(name) has vocabulary size \(header.vocabSize) but the model expects \(vocabSize): "
+                            + "re-tokenize the data with the model's tokenizer")
+        }
+        if tokenizerFingerprint != 0 && header.tokenizerFingerprint != 0 && header.tokenizerFingerprint != tokenizerFingerprint {
+            throw ToolError("\(tool): \(name) was tokenized with another tokenizer (fingerprint "
+                            + String(format: "%016llx", header.tokenizerFingerprint) + ", expected "
+                            + String(format: "%016llx", tokenizerFingerprint) + "): re-tokenize it with the model's tokenizer")
+        }
+    }
 
     /// Refuses a stream of another kind with a one-line reason.
     public func require(kind: StreamKind, tool: String) throws {

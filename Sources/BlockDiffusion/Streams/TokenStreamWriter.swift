@@ -109,7 +109,9 @@ public final class TokenStreamWriter {
     func encodeRecord(_ r: TokenRecord) throws -> [UInt8] {
         let n = r.tokens.count
         let number = recordCount
-        func bad(_ what: String) -> ToolError { ToolError("internal error: record \(number) (id \(r.id)): \(what)") }
+        func bad(_ what: String) -> ToolError {
+            ToolError("internal error: record \(number) (id \(r.id)) cannot be written: \(what) (a bug in this tool; please report it)")
+        }
         if header.fields.contains(.confidence) != (r.confidence != nil) {
             throw bad(header.fields.contains(.confidence) ? "confidence missing but the stream declares it"
                                                           : "has confidence but the stream does not declare it")
@@ -222,7 +224,8 @@ public final class TokenStreamWriter {
 
     static func check(_ code: Int, _ what: String) throws {
         if ZSTD_isError(code) != 0 {
-            throw ToolError("zstd could not \(what): \(String(cString: ZSTD_getErrorName(code)))")
+            throw ToolError("zstd could not \(what): \(String(cString: ZSTD_getErrorName(code)))"
+                            + (what.hasPrefix("set level") ? " (use a level from 1 to 19)" : ""))
         }
     }
 }

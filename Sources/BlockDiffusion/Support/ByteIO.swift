@@ -51,7 +51,7 @@ public final class FileSource: ByteSource {
             let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
             if n >= 0 { return n }
             if errno == EINTR { continue }
-            throw ToolError("cannot read \(name): \(errnoText(errno))")
+            throw ToolError("cannot read \(name): \(errnoText(errno)) (check the file or device and rerun)")
         }
     }
 }
@@ -179,13 +179,15 @@ public final class OutputFile: ByteSink {
             let code = errno
             fd = -1
             abort()
-            throw ToolError("cannot write '\(path)': close failed: \(errnoText(code))")
+            throw ToolError("cannot write '\(path)': close failed: \(errnoText(code)) (is the disk full or the "
+                            + "network filesystem gone? fix it and rerun)")
         }
         fd = -1
         if rename(tmp, path) != 0 {
             let code = errno
             abort()
-            throw ToolError("cannot rename the finished output to '\(path)': \(errnoText(code))")
+            throw ToolError("cannot rename the finished output to '\(path)': \(errnoText(code)) (check that the "
+                            + "directory is writable)")
         }
         state = .committed
         TempFileRegistry.unregister(registrySlot)
