@@ -257,12 +257,4 @@ struct MergeQueue {
 
 struct UncheckedSendable<T>: @unchecked Sendable { let value: T }
 
-/// Runs body(0..<n) on n threads and waits. The caller guarantees the iterations touch disjoint
-/// state (each writes only its own slot).
-func parallelFor(_ n: Int, _ body: (Int) -> Void) {
-    if n == 1 { body(0); return }
-    withoutActuallyEscaping(body) { b in
-        let box = UncheckedSendable(value: b)
-        DispatchQueue.concurrentPerform(iterations: n) { box.value($0) }
-    }
-}
+// (parallelFor: the identical one in Model/Layers.swift)
