@@ -162,8 +162,10 @@ public enum ScorerCommand {
             let r: ScorerResponse
             do { r = try decoder.decode(ScorerResponse.self, from: Data(line)) } catch {
                 let s = String(decoding: line, as: UTF8.self)
-                if s.contains("NaN") || s.contains("Infinity") {
-                    throw ToolError("scorer command `\(command)` answered sample \(id) with a non-finite number: \(preview(line)); fix the scorer")
+                // Shaped like an answer but not decodable: a number is the problem (NaN, 1e999, 2.5 tokens).
+                let shaped = s.hasPrefix("{") && s.contains("\"id\"") && s.contains("\"nll\"") && s.contains("\"tokens\"")
+                if shaped || s.contains("NaN") || s.contains("Infinity") {
+                    throw ToolError("scorer command `\(command)` answered sample \(id) with a non-finite or invalid number: \(preview(line)); nll must be a finite float, tokens an integer")
                 }
                 throw ToolError("scorer command `\(command)` printed garbage for sample \(id): \(preview(line)); expected {\"id\": \(id), \"nll\": <nats>, \"tokens\": <count>} (log to stderr, not stdout)")
             }
