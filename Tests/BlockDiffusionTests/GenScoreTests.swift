@@ -415,4 +415,59 @@ final class GenScoreTests: XCTestCase {
             XCTAssertTrue($0 is GenerativeUsageError, "\($0)")
         }
     }
+
+    // MARK: command line
+
+    func binary(_ name: String) throws -> String {
+        var candidates = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()]
+        let b = Bundle(for: GenScoreTests.self).bundleURL
+        candidates += [b.deletingLastPathComponent(), b.appendingPathComponent("debug"), b.appendingPathComponent("release")]
+        for c in candidates where FileManager.default.isExecutableFile(atPath: c.appendingPathComponent(name).path) {
+            return c.appendingPathComponent(name).path
+        }
+        throw XCTSkip("\(name) not built next to the tests; run swift build first")
+    }
+
+    func runTool(_ path: String, _ args: [String]) throws -> (code: Int32, out: String, err: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: path)
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        env["BD3_NO_REEXEC"] = "1"
+        p.environment = env
+        let o = Pipe(), e = Pipe()
+        p.standardOutput = o; p.standardError = e
+        try p.run()
+        let od = o.fileHandleForReading.readDataToEndOfFile(), ed = e.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: od, as: UTF8.self), String(decoding: ed, as: UTF8.self))
+    }
+
+    func testCommandLine() throws {
+        let score = try binary("score")
+        let ckpt = try makeARCheckpoint(ctx: 8)
+        let recs = [TokenRecord(id: 5, tokens: [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 4], nfe: 9, stages: ["draft"]),
+                    TokenRecord(id: 6, tokens: [3, 7, 7, 7], nfe: 3, stages: ["draft"])]
+        let sink = MemorySink()
+        let w = try TokenStreamWriter(sink: sink, header: StreamHeader(kind: .samples, vocabSize: GenScoreTests.V, tokenizerFingerprint: 0xAB,
+                                                                       special: SpecialTokens(bos: 3, eos: 3, mask: 39, pad: 3)))
+        for r in recs { try w.write(r) }
+        try w.finish()
+        let input = dir + "/samples.tok"
+        try Data(sink.bytes).write(to: URL(fileURLWithPath: input))
+        let r = try runTool(score, ["gen", "--scorer", ckpt, "-i", input, "--per-sample"])
+        XCTAssertEqual(r.code, 0, r.err)
+        let j = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+        let lib = try GenerativeScoring.run(input: try TokenStreamReader(path: input), scorer: .checkpoint(ckpt), options: GenerativeOptions())
+        XCTAssertEqual(j["gen_ppl"] as! Double, lib.genPPL, accuracy: 1e-9 * lib.genPPL)
+        XCTAssertEqual(j["nfe"] as! Double, 6)
+        XCTAssertEqual((j["per_sample"] as? [[String: Any]])?.count, 2)
+        XCTAssertTrue(r.err.contains("gen PPL"), r.err)
+        // Usage errors exit 64, runtime failures 1.
+        XCTAssertEqual(try runTool(score, ["gen", "-i", input]).code, 64)
+        XCTAssertEqual(try runTool(score, ["gen", "--scorer", ckpt, "--scorer-cmd", "cat", "-i", input]).code, 64)
+        XCTAssertEqual(try runTool(score, ["gen", "--scorer-cmd", "cat", "-i", input]).code, 64)      // no -t
+        let bad = try runTool(score, ["gen", "--scorer", dir + "/missing.safetensors", "-i", input])
+        XCTAssertEqual(bad.code, 1, bad.err)
+    }
 }

@@ -27,7 +27,7 @@ public struct ScorerRequest: Sendable {
 
     /// One protocol line (with its newline): {"id":…,"text":…}; the text JSON-escaped.
     public var line: [UInt8] {
-        let d = try! JSONSerialization.data(withJSONObject: ["id": NSNumber(value: id), "text": text], options: [.sortedKeys])
+        let d = try! JSONSerialization.data(withJSONObject: ["id": NSNumber(value: id), "text": text], options: [.sortedKeys, .withoutEscapingSlashes])
         return Array(d) + [0x0A]
     }
 }

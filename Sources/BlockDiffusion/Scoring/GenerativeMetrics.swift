@@ -169,7 +169,7 @@ public struct GenerativeReport: Sendable {
                  "entropy": s.entropy, "nfe": NSNumber(value: s.nfe), "degenerate": s.degenerate]
             }
         }
-        let d = try! JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])
+        let d = try! JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes])
         return String(decoding: d, as: UTF8.self)
     }
 
