@@ -44,9 +44,13 @@ struct Gen: ParsableCommand {
             o.stride = stride; o.maxTokens = maxTokens; o.degenerateBelow = degenerateBelow
             if let t = tokenizer { o.samplesTokenizer = try BPETokenizer.load(path: t) }
             if let t = scorerTokenizer { o.scorerTokenizer = try BPETokenizer.load(path: t) }
+            if isatty(STDERR_FILENO) != 0 {
+                o.progress = { n in FileHandle.standardError.write(Data("\rscored \(n) samples".utf8)) }
+            }
             let reader = try TokenStreamReader(path: input)
             let choice: GenerativeScorerChoice = scorer.map { .checkpoint($0) } ?? .command(scorerCommand!)
             let report = try GenerativeScoring.run(input: reader, scorer: choice, options: o)
+            if o.progress != nil { FileHandle.standardError.write(Data("\r".utf8)) }
             guard !report.samples.isEmpty else { throw ToolError("\(input) holds no samples; nothing to score") }
             FileHandle.standardError.write(Data(report.table.utf8))
             print(report.json(perSample: perSample))

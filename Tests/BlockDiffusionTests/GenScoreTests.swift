@@ -326,6 +326,29 @@ final class GenScoreTests: XCTestCase {
         XCTAssertEqual(r.meanNFE, 195)
     }
 
+    /// With --scorer-tokenizer, entropy and distinct-n are over the re-tokenised sample; the text sent is unchanged.
+    func testCommandEntropyUsesScorerTokenizer() throws {
+        let a = try byteTokenizer(), b = try byteTokenizer(merges: [("a", "b")])
+        let cmd = try script("len.sh", """
+            while IFS= read -r line; do
+              id=$(printf '%s' "$line" | sed -E 's/^[{]"id":([0-9]+),.*$/\\1/')
+              printf '{"id":%s,"nll":%s,"tokens":1}\\n' "$id" "${#line}"
+            done
+            """)
+        var o = GenerativeOptions(); o.samplesTokenizer = a
+        let plain = try GenerativeScoring.run(input: try byteStream(["abab ab xy"], tok: a), scorer: .command(cmd), options: o)
+        o.scorerTokenizer = b
+        var seen = 0
+        o.progress = { seen = $0 }
+        let re = try GenerativeScoring.run(input: try byteStream(["abab ab xy"], tok: a), scorer: .command(cmd), options: o)
+        let ids = [a.eosId] + a.encode(Array("abab ab xy".utf8))
+        XCTAssertEqual(plain.samples[0].entropy, unigramEntropy(ids), accuracy: 1e-12)
+        XCTAssertEqual(re.samples[0].entropy, unigramEntropy(Retokenizer(from: a, to: b)(ids)), accuracy: 1e-12)
+        XCTAssertNotEqual(plain.samples[0].entropy, re.samples[0].entropy, accuracy: 1e-3)
+        XCTAssertEqual(plain.samples[0].nll, re.samples[0].nll)       // same request line
+        XCTAssertEqual(seen, 1)
+    }
+
     /// The shipped unigram scorer, checked against the same model computed here.
     func testUnigramScorerAggregation() throws {
         let python = ["/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3"].first { FileManager.default.isExecutableFile(atPath: $0) }

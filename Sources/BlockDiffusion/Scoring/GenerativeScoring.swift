@@ -12,7 +12,7 @@
 // --scorer-tokenizer when given, else the samples' own ids. Prompt tokens are scored like the rest.
 //
 // Public API:
-//   GenerativeOptions { samplesTokenizer, scorerTokenizer, stride, maxTokens, degenerateBelow }
+//   GenerativeOptions { samplesTokenizer, scorerTokenizer, stride, maxTokens, degenerateBelow, progress }
 //   GenerativeScorerChoice .checkpoint(path) | .command(cmd)
 //   GenerativeScoring.run(input:scorer:options:) throws -> GenerativeReport
 import Foundation
@@ -28,6 +28,8 @@ public struct GenerativeOptions {
     /// Keep only the first N scorer tokens of each sample (the reference truncates to the model length).
     public var maxTokens: Int?
     public var degenerateBelow = 4.0
+    /// Called on the calling thread after each scored sample with the running count.
+    public var progress: ((Int) -> Void)?
     public init() {}
 }
 
@@ -68,6 +70,7 @@ public enum GenerativeScoring {
                 let (nll, n) = ar.score(toks)
                 samples.append(score(r, nll: nll, tokens: n, scorerTokens: toks, threshold: o.degenerateBelow))
                 distinct.add(toks, excluding: ar.eos)
+                o.progress?(samples.count)
             }
             return report(samples, distinct, ar.description, o.degenerateBelow)
 
@@ -89,6 +92,7 @@ public enum GenerativeScoring {
             try ScorerCommand.run(command: cmd, next: next) { resp, meta in
                 samples.append(score(meta.0, nll: resp.nll, tokens: resp.tokens, scorerTokens: meta.1, threshold: o.degenerateBelow))
                 distinct.add(meta.1, excluding: eos)
+                o.progress?(samples.count)
             }
             return report(samples, distinct, "command `\(cmd)`", o.degenerateBelow)
         }
