@@ -428,6 +428,21 @@ final class GenScoreTests: XCTestCase {
         try assertCommandFails("exit 0", naming: "sample 100", "before answering", texts: (0..<50).map { String(repeating: "x", count: 5000 + $0) })
     }
 
+    /// Ids use the full u64 range on both sides of the protocol; text is escaped to one line.
+    func testProtocolLinesRoundTripLargeIds() throws {
+        let line = ScorerRequest(id: UInt64.max, text: "a\nb\"c/é").line
+        XCTAssertEqual(line.last, 0x0A)
+        XCTAssertFalse(line.dropLast().contains(0x0A))
+        let s = String(decoding: line, as: UTF8.self)
+        XCTAssertTrue(s.hasPrefix("{\"id\":18446744073709551615,"), s)
+        let back = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line)) as? [String: Any])
+        XCTAssertEqual(back["text"] as? String, "a\nb\"c/é")
+        let r = try JSONDecoder().decode(ScorerResponse.self, from: Data(#"{"id":18446744073709551615,"nll":1.25,"tokens":3,"extra":true}"#.utf8))
+        XCTAssertEqual(r, ScorerResponse(id: UInt64.max, nll: 1.25, tokens: 3))
+        let rep = GenerativeReport(samples: [SampleScore(id: UInt64.max, nll: 1, tokens: 1, length: 2, entropy: 0.5, nfe: 1, stages: [], degenerate: true)], distinct: [], scorer: "x")
+        XCTAssertTrue(rep.json(perSample: true).contains("18446744073709551615"))
+    }
+
     func testCommandNeedsTheSamplesTokenizer() throws {
         let tok = try byteTokenizer()
         XCTAssertThrowsError(try GenerativeScoring.run(input: try byteStream(["a"], tok: tok), scorer: .command("cat"), options: GenerativeOptions())) {
