@@ -143,6 +143,8 @@ final class GenScoreTests: XCTestCase {
         let ids: [Int32] = [256, 97, 98, 32, 99] + spelled + [120]
         XCTAssertEqual(r(ids), [257, 256, 32, 99, 257, 120])
         XCTAssertEqual(Retokenizer.encode(Array("x<|endoftext|>".utf8), with: b), [120, 257])
+        // "[MASK]" text stays ordinary text: the scorer is never fed its mask id.
+        XCTAssertFalse(Retokenizer.encode(Array("a[MASK]".utf8), with: b).contains(b.maskId))
     }
 
     // MARK: AR checkpoint scorer

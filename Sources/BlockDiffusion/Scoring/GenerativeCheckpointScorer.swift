@@ -96,8 +96,7 @@ public struct Retokenizer {
 
     public init(from: BPETokenizer, to: BPETokenizer) {
         self.from = from; self.to = to
-        // Longest first, so a name that is a prefix of another never wins.
-        names = to.specialTokens.map { (Array($0.name.utf8), $0.id) }.filter { !$0.0.isEmpty }.sorted { $0.0.count > $1.0.count }
+        names = Retokenizer.specialNames(to)
     }
 
     public func text(_ ids: [Int32]) -> [UInt8] { from.decode(ids) }
@@ -106,8 +105,15 @@ public struct Retokenizer {
 
     /// Splits `bytes` at special-token names, encoding the pieces in between as ordinary text.
     public static func encode(_ bytes: [UInt8], with tok: BPETokenizer) -> [Int32] {
-        let names = tok.specialTokens.map { (Array($0.name.utf8), $0.id) }.filter { !$0.0.isEmpty }.sorted { $0.0.count > $1.0.count }
-        return split(bytes, with: tok, specials: names)
+        return split(bytes, with: tok, specials: specialNames(tok))
+    }
+
+    /// The specials matched in text, longest first (a name that is a prefix of another never wins).
+    /// Not [MASK]: a scorer must never be fed its mask id (its logit is excluded: NLL would be 1e6),
+    /// and the literal text "[MASK]" can only come from ordinary tokens (masked samples are refused).
+    static func specialNames(_ tok: BPETokenizer) -> [([UInt8], Int32)] {
+        tok.specialTokens.filter { $0.id != tok.maskId && !$0.name.isEmpty }.map { (Array($0.name.utf8), $0.id) }
+            .sorted { $0.0.count > $1.0.count }
     }
 
     static func split(_ bytes: [UInt8], with tok: BPETokenizer, specials names: [([UInt8], Int32)]) -> [Int32] {
