@@ -8,18 +8,18 @@ struct Gen: ParsableCommand {
         commandName: "gen",
         abstract: "Generative perplexity, entropy, distinct-n and NFEs of a samples stream under a scorer model.",
         discussion: """
-        The scorer is an AR checkpoint (train --algo ar) or an external command speaking the line protocol
-        of docs/scorer-protocol.md (e.g. pipelines/scorers/hf_gpt2.py, the papers' GPT-2 Large scorer).
-        Samples made with another tokenizer than the checkpoint's are decoded with -t and re-tokenised
-        with --scorer-tokenizer. Long samples are scored in sliding windows (context = the checkpoint's
-        length, --stride default context/2); EOS targets are not scored. JSON on stdout (gen_ppl = mean
-        of per-sample PPLs, gen_ppl_tokens = token-weighted, nfe, entropy, degenerate, distinct_1..4,
-        length_median, length_max, stages; with --per-sample also "per_sample": [...]); a table on stderr.
+        The scorer is an AR checkpoint (train --algo ar) or an external command speaking the line protocol of docs/scorer-protocol.md (e.g. pipelines/scorers/hf_gpt2.py, the papers' GPT-2 Large scorer). Samples made with another tokenizer than the checkpoint's are decoded with -t and re-tokenised with --scorer-tokenizer.
+
+        Long samples are scored in sliding windows (context = the checkpoint's length, --stride default context/2); EOS targets are not scored.
+
+        JSON on stdout: gen_ppl (mean of per-sample PPLs), gen_ppl_tokens (token-weighted), nfe, entropy, degenerate, distinct_1..4, length_median, length_max, stages; with --per-sample also "per_sample": [...]. A table on stderr. See docs/score-gen.md.
 
         Examples:
           score gen --scorer runs/ar/best.safetensors -i samples.tok > gen.json
-          score gen --scorer runs/ar/best.safetensors -t owt.tokenizer.json --scorer-tokenizer gpt2.tokenizer.json -i samples.tok
-          score gen --scorer-cmd 'python3 pipelines/scorers/hf_gpt2.py --model gpt2-large' -t tokenizer.json --per-sample -i samples.tok
+          score gen --scorer ar.safetensors -t ours.json \\
+                    --scorer-tokenizer gpt2.json -i samples.tok
+          score gen -t tokenizer.json --per-sample -i samples.tok \\
+                    --scorer-cmd 'python3 pipelines/scorers/hf_gpt2.py'
         """)
 
     @Option(help: "AR checkpoint (safetensors written by train --algo ar).") var scorer: String?
