@@ -60,6 +60,8 @@ public enum GenerativeScoring {
                 try requireTokenizer(to, matches: ar.info.fingerprint, vocab: ar.vocabSize, what: "the scorer \(path) (--scorer-tokenizer)")
                 retok = Retokenizer(from: from, to: to)
             }
+            // A checkpoint without eos_id metadata: take the EOS of the tokens it is fed.
+            if ar.eos < 0 { ar.eos = retok?.to.eosId ?? h.special.eos }
             while let r = try input.next() {
                 try refuseMasks(r, h)
                 var toks = retok.map { $0(r.tokens) } ?? r.tokens
