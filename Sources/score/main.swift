@@ -7,7 +7,7 @@ struct Score: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "score",
         abstract: "Score a model on token streams.",
-        subcommands: [PPL.self])
+        subcommands: [PPL.self, Gen.self])
 }
 
 struct PPL: ParsableCommand {

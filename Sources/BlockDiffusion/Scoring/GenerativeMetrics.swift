@@ -1,0 +1,201 @@
+// `score gen` arithmetic (spec §3.2): sliding windows, unigram entropy, distinct-n, per-sample scores
+// and their aggregates. Everything here is pure; GenerativeScoring.swift feeds it.
+//
+// Public API:
+//   GenerativeWindows.plan(length:context:stride:) -> [ScoringWindow]     the reference's sliding window
+//   ScoringWindow { start, end, scoreFrom }          input tokens [start, end), targets [scoreFrom, end)
+//   unigramEntropy(_ tokens:) -> Double              Σ −p ln p over the token frequencies (nats)
+//   DistinctNGrams (add(_:excluding:), ratio(n))     distinct-n over a set of samples, n = 1…4
+//   SampleScore                                       one sample's NLL sum, scored tokens, entropy, NFE, …
+//   GenerativeReport(samples:distinct:scorer:degenerateBelow:)   aggregates, json(perSample:), table
+import Foundation
+
+/// One forward window of the scorer: it reads tokens [start, end) and contributes the NLL of the
+/// targets at positions [scoreFrom, end) (each predicted from the tokens before it inside the window).
+public struct ScoringWindow: Equatable, Sendable, CustomStringConvertible {
+    public var start: Int
+    public var end: Int
+    public var scoreFrom: Int
+    public init(start: Int, end: Int, scoreFrom: Int) { self.start = start; self.end = end; self.scoreFrom = scoreFrom }
+    public var description: String { "[\(start),\(end)) scores [\(scoreFrom),\(end))" }
+}
+
+public enum GenerativeWindows {
+    /// The reference's sliding window (bd3lms `record_generative_perplexity`):
+    ///   count = max(1, ⌈(n − ctx + stride) / stride⌉)
+    ///   window 0 = [0, min(ctx, n)), scoring positions 1…end−1;
+    ///   window i ≥ 1 starts at i·stride, ends at min(start + ctx, n) and scores only
+    ///   [start + ctx − stride, end) — the positions past the previous window's end (for ctx 1024 and
+    ///   stride 512: its last 512 positions). So every position 1…n−1 is scored exactly once, with
+    ///   between ctx − stride and ctx − 1 tokens of context once the sample is longer than ctx.
+    /// Needs 1 ≤ stride < ctx (stride = ctx would leave the first token of a window without context).
+    public static func plan(length n: Int, context ctx: Int, stride: Int) -> [ScoringWindow] {
+        precondition(ctx >= 2 && stride >= 1 && stride < ctx, "need 1 ≤ stride < context")
+        if n <= ctx { return [ScoringWindow(start: 0, end: n, scoreFrom: min(1, n))] }
+        let count = (n - ctx + stride + stride - 1) / stride
+        var out = [ScoringWindow(start: 0, end: ctx, scoreFrom: 1)]
+        for i in 1..<count {
+            let start = i * stride
+            out.append(ScoringWindow(start: start, end: min(start + ctx, n), scoreFrom: start + ctx - stride))
+        }
+        return out
+    }
+}
+
+/// Unigram entropy of one sample in nats: Σ −p ln p with p the frequency of each distinct token
+/// (the reference's `torch.special.entr(counts / counts.sum()).sum()`). 0 for an empty sample.
+public func unigramEntropy(_ tokens: [Int32]) -> Double {
+    guard !tokens.isEmpty else { return 0 }
+    var counts: [Int32: Int] = [:]
+    for t in tokens { counts[t, default: 0] += 1 }
+    let n = Double(tokens.count)
+    var h = 0.0
+    for c in counts.values { let p = Double(c) / n; h -= p * log(p) }
+    return h
+}
+
+/// distinct-n over a set of samples: (number of distinct n-grams) / (number of n-grams), n-grams
+/// taken inside each sample. N-grams containing an excluded token (EOS/BOS) are not counted, so
+/// document separators do not create spurious n-grams.
+public struct DistinctNGrams: Sendable {
+    struct Gram: Hashable { var a, b, c, d: Int32 }
+    public static let maxN = 4
+    var seen: [Set<Gram>] = Array(repeating: [], count: DistinctNGrams.maxN)
+    public private(set) var total = [Int](repeating: 0, count: DistinctNGrams.maxN)
+    public init() {}
+
+    public mutating func add(_ tokens: [Int32], excluding excluded: Int32 = -1) {
+        for n in 1...DistinctNGrams.maxN where tokens.count >= n {
+            for i in 0...(tokens.count - n) {
+                var g = Gram(a: -1, b: -1, c: -1, d: -1)
+                var ok = true
+                for k in 0..<n {
+                    let t = tokens[i + k]
+                    if t == excluded && excluded >= 0 { ok = false; break }
+                    switch k { case 0: g.a = t; case 1: g.b = t; case 2: g.c = t; default: g.d = t }
+                }
+                guard ok else { continue }
+                total[n - 1] += 1
+                seen[n - 1].insert(g)
+            }
+        }
+    }
+
+    public func distinctCount(_ n: Int) -> Int { seen[n - 1].count }
+    /// distinct-n ∈ [0, 1]; NaN when the set has no n-gram.
+    public func ratio(_ n: Int) -> Double { total[n - 1] == 0 ? .nan : Double(seen[n - 1].count) / Double(total[n - 1]) }
+}
+
+/// One scored sample.
+public struct SampleScore: Equatable, Sendable {
+    public var id: UInt64
+    /// Sum of the token NLLs in nats, over the `tokens` scored (valid, non-EOS) targets.
+    public var nll: Double
+    public var tokens: Int
+    /// The sample's length in its own tokens (the stream's record).
+    public var length: Int
+    /// Unigram entropy (nats) of the sample as the scorer sees it (re-tokenised when it was).
+    public var entropy: Double
+    public var nfe: UInt64
+    public var stages: [String]
+    public var degenerate: Bool
+    public init(id: UInt64, nll: Double, tokens: Int, length: Int, entropy: Double, nfe: UInt64, stages: [String], degenerate: Bool) {
+        self.id = id; self.nll = nll; self.tokens = tokens; self.length = length; self.entropy = entropy
+        self.nfe = nfe; self.stages = stages; self.degenerate = degenerate
+    }
+    /// exp(mean NLL over the scored tokens); NaN when nothing was scored.
+    public var ppl: Double { tokens > 0 ? exp(nll / Double(tokens)) : .nan }
+}
+
+/// The aggregates `score gen` prints.
+public struct GenerativeReport: Sendable {
+    public var samples: [SampleScore]
+    public var distinct: [Double]        // distinct-1 … distinct-4
+    public var scorer: String
+    public var degenerateBelow: Double
+
+    public init(samples: [SampleScore], distinct: [Double], scorer: String, degenerateBelow: Double = 4) {
+        self.samples = samples; self.distinct = distinct; self.scorer = scorer; self.degenerateBelow = degenerateBelow
+    }
+
+    var scored: [SampleScore] { samples.filter { $0.tokens > 0 } }
+    /// Arithmetic mean of the per-sample PPLs (the papers' number, `log_sample_stats.py`); samples
+    /// with no scored token are left out (counted in `unscored`).
+    public var genPPL: Double { let s = scored; return s.isEmpty ? .nan : s.map(\.ppl).reduce(0, +) / Double(s.count) }
+    /// Token-weighted: exp(total NLL / total scored tokens) (the reference's in-process metric).
+    public var genPPLTokens: Double { let n = totalTokens; return n > 0 ? exp(totalNLL / Double(n)) : .nan }
+    public var totalNLL: Double { samples.reduce(0) { $0 + $1.nll } }
+    public var totalTokens: Int { samples.reduce(0) { $0 + $1.tokens } }
+    public var meanNFE: Double { samples.isEmpty ? .nan : Double(samples.reduce(0.0) { $0 + Double($1.nfe) }) / Double(samples.count) }
+    public var meanEntropy: Double { samples.isEmpty ? .nan : samples.reduce(0) { $0 + $1.entropy } / Double(samples.count) }
+    public var degenerateIDs: [UInt64] { samples.filter(\.degenerate).map(\.id) }
+    public var lengthMax: Int { samples.map(\.length).max() ?? 0 }
+    /// Median as numpy's: the mean of the two middle values for an even count.
+    public var lengthMedian: Double {
+        let s = samples.map(\.length).sorted()
+        guard !s.isEmpty else { return .nan }
+        return s.count % 2 == 1 ? Double(s[s.count / 2]) : Double(s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+    /// Distinct stage histories with their sample counts, most frequent first (ties in first-seen order).
+    public var stageHistories: [(history: [String], samples: Int)] {
+        var order: [[String]] = [], counts: [[String]: Int] = [:]
+        for s in samples {
+            if counts[s.stages] == nil { order.append(s.stages) }
+            counts[s.stages, default: 0] += 1
+        }
+        let indexed = order.enumerated().map { ($0.offset, $0.element, counts[$0.element]!) }
+        return indexed.sorted { $0.2 != $1.2 ? $0.2 > $1.2 : $0.0 < $1.0 }.map { ($0.1, $0.2) }
+    }
+
+    static func num(_ x: Double) -> Any { x.isFinite ? x : NSNull() }
+
+    /// One JSON object (sorted keys). `perSample` adds "per_sample": [{id, tokens, length, nll, ppl,
+    /// entropy, nfe, degenerate}] in input order.
+    public func json(perSample: Bool) -> String {
+        var o: [String: Any] = [
+            "gen_ppl": Self.num(genPPL), "gen_ppl_tokens": Self.num(genPPLTokens),
+            "nll": Self.num(totalTokens > 0 ? totalNLL / Double(totalTokens) : .nan), "tokens": totalTokens,
+            "nfe": Self.num(meanNFE), "entropy": Self.num(meanEntropy),
+            "length_median": Self.num(lengthMedian), "length_max": lengthMax, "samples": samples.count,
+            "unscored": samples.count - scored.count, "scorer": scorer,
+            "degenerate": ["count": degenerateIDs.count, "ids": degenerateIDs.map { NSNumber(value: $0) },
+                           "entropy_below": degenerateBelow] as [String: Any],
+            "stages": stageHistories.map { ["history": $0.history, "samples": $0.samples] as [String: Any] },
+        ]
+        for n in 1...DistinctNGrams.maxN { o["distinct_\(n)"] = Self.num(n <= distinct.count ? distinct[n - 1] : .nan) }
+        if perSample {
+            o["per_sample"] = samples.map { s -> [String: Any] in
+                ["id": NSNumber(value: s.id), "tokens": s.tokens, "length": s.length, "nll": s.nll, "ppl": Self.num(s.ppl),
+                 "entropy": s.entropy, "nfe": NSNumber(value: s.nfe), "degenerate": s.degenerate]
+            }
+        }
+        let d = try! JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes])
+        return String(decoding: d, as: UTF8.self)
+    }
+
+    /// A readable summary for stderr.
+    public var table: String {
+        func f(_ x: Double, _ p: Int = 3) -> String { x.isFinite ? String(format: "%.\(p)f", x) : "n/a" }
+        var s = "generative perplexity of \(samples.count) sample\(samples.count == 1 ? "" : "s") under \(scorer)\n"
+        s += "  gen PPL (mean of per-sample)   \(f(genPPL))\n"
+        s += "  gen PPL (token-weighted)       \(f(genPPLTokens))   over \(totalTokens) tokens\n"
+        s += "  NFE (mean)                     \(f(meanNFE, 1))\n"
+        s += "  entropy (mean, nats)           \(f(meanEntropy))\n"
+        s += "  length median / max            \(f(lengthMedian, 1)) / \(lengthMax)\n"
+        s += "  distinct-1..4                  " + (0..<DistinctNGrams.maxN).map { f($0 < distinct.count ? distinct[$0] : .nan) }.joined(separator: " ") + "\n"
+        let deg = degenerateIDs
+        s += "  degenerate (entropy < \(f(degenerateBelow, 1)))    \(deg.count)"
+        if !deg.isEmpty { s += "  ids " + deg.prefix(20).map(String.init).joined(separator: ",") + (deg.count > 20 ? ",…" : "") }
+        s += "\n"
+        if samples.count > scored.count { s += "  unscored (no valid token)      \(samples.count - scored.count)\n" }
+        let hist = stageHistories
+        if !hist.isEmpty {
+            s += "  stage histories\n"
+            for h in hist.prefix(10) {
+                s += "    \(h.samples)× " + (h.history.isEmpty ? "(none)" : h.history.joined(separator: " → ")) + "\n"
+            }
+            if hist.count > 10 { s += "    … \(hist.count - 10) more\n" }
+        }
+        return s
+    }
+}

@@ -1,0 +1,127 @@
+// `score gen` (spec §3.2): generative perplexity of a `samples` stream under a scorer model.
+//
+//   scorer = AR checkpoint (default; `train --algo ar`)  or  an external command (docs/scorer-protocol.md)
+//   per sample: ids → (re-tokenised when the tokenizers differ) → NLL sum over the scored targets
+//               (sliding window, EOS targets excluded) → ppl = exp(nll / tokens), unigram entropy,
+//               degenerate when entropy < 4 nats
+//   report    : GenerativeReport (gen_ppl = mean of per-sample PPLs, gen_ppl_tokens = token-weighted, …)
+//
+// Which tokens: with a checkpoint, the scorer's tokens (the samples' ids themselves when both use the
+// same tokenizer; fingerprint 0 = unknown counts as the same when the vocabulary sizes agree). With a
+// command, the text goes to the command; entropy and distinct-n use the samples re-tokenised with
+// --scorer-tokenizer when given, else the samples' own ids. Prompt tokens are scored like the rest.
+//
+// Public API:
+//   GenerativeOptions { samplesTokenizer, scorerTokenizer, stride, maxTokens, degenerateBelow, progress }
+//   GenerativeScorerChoice .checkpoint(path) | .command(cmd)
+//   GenerativeScoring.run(input:scorer:options:) throws -> GenerativeReport
+import Foundation
+
+public struct GenerativeOptions {
+    /// The tokenizer of the samples (needed to decode them: always with a command, and with a
+    /// checkpoint of another tokenizer).
+    public var samplesTokenizer: BPETokenizer?
+    /// The scorer's tokenizer (needed with a checkpoint of another tokenizer; optional with a command).
+    public var scorerTokenizer: BPETokenizer?
+    /// Sliding-window stride (checkpoint scorer); default context / 2.
+    public var stride: Int?
+    /// Keep only the first N scorer tokens of each sample (the reference truncates to the model length).
+    public var maxTokens: Int?
+    public var degenerateBelow = 4.0
+    /// Called on the calling thread after each scored sample with the running count.
+    public var progress: ((Int) -> Void)?
+    public init() {}
+}
+
+public enum GenerativeScorerChoice {
+    case checkpoint(String)
+    case command(String)
+}
+
+public enum GenerativeScoring {
+    public static func run(input: TokenStreamReader, scorer: GenerativeScorerChoice, options o: GenerativeOptions) throws -> GenerativeReport {
+        let h = input.header
+        guard h.kind == .samples || h.kind == .documents else {
+            throw ToolError("score gen needs a 'samples' stream (from draft/refine) or 'documents', not '\(h.kind)'")
+        }
+        if let t = o.samplesTokenizer { try requireTokenizer(t, matches: h.tokenizerFingerprint, vocab: h.vocabSize, what: "the samples (-t)") }
+        var samples: [SampleScore] = []
+        var distinct = DistinctNGrams()
+        switch scorer {
+        case .checkpoint(let path):
+            let ar = try ARCheckpointScorer(path: path, stride: o.stride)
+            let same = h.vocabSize == ar.vocabSize
+                && (h.tokenizerFingerprint == ar.info.fingerprint || h.tokenizerFingerprint == 0 || ar.info.fingerprint == 0)
+            var retok: Retokenizer? = nil
+            if !same {
+                guard let from = o.samplesTokenizer, let to = o.scorerTokenizer else {
+                    throw GenerativeUsageError("the samples' tokenizer (fingerprint \(hex(h.tokenizerFingerprint)), vocabulary \(h.vocabSize)) differs from the scorer's (\(hex(ar.info.fingerprint)), \(ar.vocabSize)): give both -t SAMPLES_TOKENIZER.json and --scorer-tokenizer SCORER_TOKENIZER.json to re-tokenise")
+                }
+                try requireTokenizer(to, matches: ar.info.fingerprint, vocab: ar.vocabSize, what: "the scorer \(path) (--scorer-tokenizer)")
+                retok = Retokenizer(from: from, to: to)
+            }
+            // A checkpoint without eos_id metadata: take the EOS of the tokens it is fed.
+            if ar.eos < 0 { ar.eos = retok?.to.eosId ?? h.special.eos }
+            while let r = try input.next() {
+                try refuseMasks(r, h)
+                var toks = retok.map { $0(r.tokens) } ?? r.tokens
+                if let m = o.maxTokens, toks.count > m { toks.removeLast(toks.count - m) }
+                if let bad = toks.first(where: { $0 < 0 || Int($0) >= ar.vocabSize }) {
+                    throw ToolError("sample \(r.id): token \(bad) is outside the scorer's vocabulary (0..<\(ar.vocabSize)); use the scorer's tokenizer")
+                }
+                let (nll, n) = ar.score(toks)
+                samples.append(score(r, nll: nll, tokens: n, scorerTokens: toks, threshold: o.degenerateBelow))
+                distinct.add(toks, excluding: ar.eos)
+                o.progress?(samples.count)
+            }
+            return report(samples, distinct, ar.description, o.degenerateBelow)
+
+        case .command(let cmd):
+            guard let from = o.samplesTokenizer else {
+                throw GenerativeUsageError("--scorer-cmd sends text: give the samples' tokenizer with -t TOKENIZER.json to decode them")
+            }
+            if o.maxTokens != nil { throw GenerativeUsageError("--max-tokens applies to a checkpoint scorer; a scorer command truncates itself (e.g. hf_gpt2.py --max-length)") }
+            let retok = o.scorerTokenizer.map { Retokenizer(from: from, to: $0) }
+            let eos = o.scorerTokenizer?.eosId ?? h.special.eos
+            // Runs on the writer thread; the reader thread only sees the prepared values.
+            let next: () throws -> (ScorerRequest, (TokenRecord, [Int32]))? = {
+                guard let r = try input.next() else { return nil }
+                try refuseMasks(r, h)
+                let toks = retok.map { $0(r.tokens) } ?? r.tokens
+                let text = String(decoding: from.decode(r.tokens), as: UTF8.self)
+                return (ScorerRequest(id: r.id, text: text), (r, toks))
+            }
+            try ScorerCommand.run(command: cmd, next: next) { resp, meta in
+                samples.append(score(meta.0, nll: resp.nll, tokens: resp.tokens, scorerTokens: meta.1, threshold: o.degenerateBelow))
+                distinct.add(meta.1, excluding: eos)
+                o.progress?(samples.count)
+            }
+            return report(samples, distinct, "command `\(cmd)`", o.degenerateBelow)
+        }
+    }
+
+    static func score(_ r: TokenRecord, nll: Double, tokens: Int, scorerTokens: [Int32], threshold: Double) -> SampleScore {
+        let e = unigramEntropy(scorerTokens)
+        return SampleScore(id: r.id, nll: nll, tokens: tokens, length: r.tokens.count, entropy: e, nfe: r.nfe,
+                           stages: r.stages, degenerate: e < threshold)
+    }
+
+    static func report(_ s: [SampleScore], _ d: DistinctNGrams, _ scorer: String, _ threshold: Double) -> GenerativeReport {
+        GenerativeReport(samples: s, distinct: (1...DistinctNGrams.maxN).map { d.ratio($0) }, scorer: scorer, degenerateBelow: threshold)
+    }
+
+    static func refuseMasks(_ r: TokenRecord, _ h: StreamHeader) throws {
+        let m = h.special.mask
+        guard m >= 0 else { return }
+        let n = r.tokens.reduce(0) { $0 + ($1 == m ? 1 : 0) }
+        if n > 0 {
+            throw ToolError("sample \(r.id) still has \(n) [MASK] token\(n == 1 ? "" : "s"); score finished samples (the output of draft or refine, not remask)")
+        }
+    }
+
+    static func requireTokenizer(_ t: BPETokenizer, matches fingerprint: UInt64, vocab: Int, what: String) throws {
+        if t.vocabSize != vocab || (fingerprint != 0 && t.fingerprint != fingerprint) {
+            throw GenerativeUsageError("tokenizer (fingerprint \(hex(t.fingerprint)), vocabulary \(t.vocabSize)) is not the one of \(what): fingerprint \(hex(fingerprint)), vocabulary \(vocab)")
+        }
+    }
+}

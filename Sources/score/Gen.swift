@@ -1,0 +1,59 @@
+// `score gen`: generative perplexity of samples under a scorer (register `Gen.self` in Score's subcommands).
+import ArgumentParser
+import BlockDiffusion
+import Foundation
+
+struct Gen: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gen",
+        abstract: "Generative perplexity, entropy, distinct-n and NFEs of a samples stream under a scorer model.",
+        discussion: """
+        The scorer is an AR checkpoint (train --algo ar) or an external command speaking the line protocol of docs/scorer-protocol.md (e.g. pipelines/scorers/hf_gpt2.py, the papers' GPT-2 Large scorer). Samples made with another tokenizer than the checkpoint's are decoded with -t and re-tokenised with --scorer-tokenizer.
+
+        Long samples are scored in sliding windows (context = the checkpoint's length, --stride default context/2); EOS targets are not scored.
+
+        JSON on stdout: gen_ppl (mean of per-sample PPLs), gen_ppl_tokens (token-weighted), nfe, entropy, degenerate, distinct_1..4, length_median, length_max, stages; with --per-sample also "per_sample": [...]. A table on stderr. See docs/score-gen.md.
+
+        Examples:
+          score gen --scorer runs/ar/best.safetensors -i samples.tok > gen.json
+          score gen --scorer ar.safetensors -t ours.json \\
+                    --scorer-tokenizer gpt2.json -i samples.tok
+          score gen -t tokenizer.json --per-sample -i samples.tok \\
+                    --scorer-cmd 'python3 pipelines/scorers/hf_gpt2.py'
+        """)
+
+    @Option(help: "AR checkpoint (safetensors written by train --algo ar).") var scorer: String?
+    @Option(name: .customLong("scorer-cmd"), help: "Scorer command, run with /bin/sh -c (docs/scorer-protocol.md).") var scorerCommand: String?
+    @Option(name: [.customShort("t"), .customLong("tokenizer")], help: "tokenizer.json of the samples.") var tokenizer: String?
+    @Option(name: .customLong("scorer-tokenizer"), help: "tokenizer.json of the scorer.") var scorerTokenizer: String?
+    @Option(name: .shortAndLong, help: "Samples stream ('-' = stdin).") var input: String = "-"
+    @Flag(name: .customLong("per-sample"), help: "Add per-sample rows (id, tokens, nll, ppl, entropy, nfe, degenerate) to the JSON.") var perSample = false
+    @Option(help: "Sliding-window stride in tokens (checkpoint scorer; default: context/2).") var stride: Int?
+    @Option(name: .customLong("max-tokens"), help: "Score only the first N scorer tokens of each sample (checkpoint scorer).") var maxTokens: Int?
+    @Option(name: .customLong("degenerate-below"), help: "Entropy (nats) under which a sample counts as degenerate.") var degenerateBelow: Double = 4
+
+    func validate() throws {
+        guard (scorer == nil) != (scorerCommand == nil) else { throw ValidationError("give exactly one of --scorer CKPT and --scorer-cmd CMD") }
+        if let s = stride, s < 1 { throw ValidationError("--stride must be ≥ 1") }
+        if let m = maxTokens, m < 2 { throw ValidationError("--max-tokens must be ≥ 2") }
+    }
+
+    func run() throws {
+        do {
+            var o = GenerativeOptions()
+            o.stride = stride; o.maxTokens = maxTokens; o.degenerateBelow = degenerateBelow
+            if let t = tokenizer { o.samplesTokenizer = try BPETokenizer.load(path: t) }
+            if let t = scorerTokenizer { o.scorerTokenizer = try BPETokenizer.load(path: t) }
+            if isatty(STDERR_FILENO) != 0 {
+                o.progress = { n in FileHandle.standardError.write(Data("\rscored \(n) samples".utf8)) }
+            }
+            let reader = try TokenStreamReader(path: input)
+            let choice: GenerativeScorerChoice = scorer.map { .checkpoint($0) } ?? .command(scorerCommand!)
+            let report = try GenerativeScoring.run(input: reader, scorer: choice, options: o)
+            if o.progress != nil { FileHandle.standardError.write(Data("\r".utf8)) }
+            guard !report.samples.isEmpty else { throw ToolError("\(input) holds no samples; nothing to score") }
+            FileHandle.standardError.write(Data(report.table.utf8))
+            print(report.json(perSample: perSample))
+        } catch let e as GenerativeUsageError { throw ValidationError(e.description) }
+    }
+}
