@@ -11,6 +11,9 @@ let package = Package(
         .library(name: "BlockDiffusion", targets: ["BlockDiffusion"]),
         .executable(name: "tokenize", targets: ["tokenize"]),
         .executable(name: "pack-blocks", targets: ["pack-blocks"]),
+        .executable(name: "draft", targets: ["draft"]),
+        .executable(name: "remask", targets: ["remask"]),
+        .executable(name: "refine", targets: ["refine"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -27,6 +30,9 @@ let package = Package(
 
         .executableTarget(name: "tokenize", dependencies: ["BlockDiffusion", argumentParser]),
         .executableTarget(name: "pack-blocks", dependencies: ["BlockDiffusion", argumentParser]),
+        .executableTarget(name: "draft", dependencies: ["BlockDiffusion", argumentParser]),
+        .executableTarget(name: "remask", dependencies: ["BlockDiffusion", argumentParser]),
+        .executableTarget(name: "refine", dependencies: ["BlockDiffusion", argumentParser]),
 
         .testTarget(name: "BlockDiffusionTests", dependencies: ["BlockDiffusion"],
                     resources: [.copy("Fixtures")]),
