@@ -226,6 +226,38 @@ final class SamplerTests: XCTestCase {
         }
     }
 
+    func testMultiBlockDraftReplaysWithTheNonCachedWindowForward() throws {
+        // Every write of a 4-block draft (prompt spanning into block 1) replayed with the model's own
+        // .blockCausal window forward: the confidences must be the window probabilities of the chosen tokens.
+        let model = makeSamplingModel(samplingConfig(length: 16), seed: 15)
+        let ck = try loadCheckpoint(model, blockSize: 4)
+        var o = options(2, length: 16, block: 4); o.batch = 2; o.nucleus = 0.95
+        let ref = DiT(config: model.config, maxBatch: 1, maxTokens: 16)
+        ref.parameters.update(from: UnsafeBufferPointer(model.parameters))
+        for r in try draftRecords(ck, o, prompts: [[7, 8, 9, 10, 11]]) {
+            let order = (r.promptLength..<16).sorted { r.unmaskStep![$0] < r.unmaskStep![$1] }
+            var x = [Int32](repeating: 22, count: 16)
+            for i in 0..<r.promptLength { x[i] = r.tokens[i] }
+            for pos in order {
+                let blk = pos / 4
+                let win = Array(x[0..<((blk + 1) * 4)])
+                let logits = win.withUnsafeBufferPointer { ref.forward(tokens: $0, batch: 1, layout: .blockCausal(blockSize: 4), sigma: nil, training: false, dropoutSeed: 0) }
+                var p = subsProbabilities(logits: logits.baseAddress! + (pos % 4) * 23, count: 23, maskId: 22)
+                nucleusFilter(&p, topP: 0.95)
+                XCTAssertEqual(Double(r.confidence![pos]), p[Int(r.tokens[pos])], accuracy: 1e-4, "pos \(pos)")
+                XCTAssertGreaterThan(p[Int(r.tokens[pos])], 0, "a token outside the nucleus was drawn")
+                x[pos] = r.tokens[pos]
+            }
+        }
+    }
+
+    func testPromptStreamGivesNSamplesPerPrompt() throws {
+        let ck = try loadCheckpoint(makeSamplingModel(samplingConfig(), seed: 16), blockSize: 4)
+        let recs = try draftRecords(ck, options(2, length: 8, block: 4), prompts: [[1], [2, 3]])
+        XCTAssertEqual(recs.map(\.id), [0, 1, 2, 3])
+        XCTAssertEqual(recs.map { Array($0.tokens[0..<$0.promptLength]) }, [[21, 1], [21, 1], [21, 2, 3], [21, 2, 3]])
+    }
+
     func testDDPMDraftAndReuseWithoutNFE() throws {
         let ck = try loadCheckpoint(makeSamplingModel(samplingConfig(), seed: 4), blockSize: 4)
         var o = options(2, length: 16, block: 4); o.sampler = .ddpm; o.steps = 50

@@ -5,7 +5,8 @@
 //     while the block has masks: forward(block | cache) → p_x0 = SUBS softmax (float64) → nucleus → update
 //       first-hitting: one uniformly chosen masked position per forward gets a Gumbel-max draw from p_x0
 //       ddpm (T steps per block, t_i = 1 − i/T, s = t − 1/T): every masked position draws from
-//            q = p_x0(1 − s/t), q[m] = s/t ; p_x0 is reused without a forward (and without an NFE) while
+//            q = p_x0(1 − s/t), q[m] = s/t (as the mixture: stays masked w.p. s/t, else Gumbel-max from p_x0);
+//            p_x0 is reused without a forward (and without an NFE) while
 //            nothing in the block changed. The last step has s = 0 (t = 1/T), so every mask is filled and
 //            the reference's linspace(1,0,T) t=0 step (mask_prob = −inf → NaN, spec §10.3) never happens.
 //     store_kv forward of the finished block (not an NFE); stop rules (draft) after each block.
@@ -165,9 +166,13 @@ public final class BlockSampler {
             for b in todo {
                 var changed = false
                 for pos in maskedPositions(cs[b], r) {
+                    // Categorical on q = p(1 − s/t) ⊕ [mask: s/t] drawn as its mixture: stay masked with
+                    // probability s/t, else a Gumbel-max draw from p (same distribution, no V-sized q per step).
+                    let u = cs[b].rng.nextDouble()
+                    if u < s / t { continue }
                     let p = cache[b]![pos]!
-                    let tok = gumbelSample(p: ddpmTransition(p, t: t, s: s, maskId: Int(maskId)), rng: &cs[b].rng)
-                    if tok != Int(maskId) { write(&cs[b], pos, tok, p); changed = true }
+                    let tok = gumbelSample(p: p, rng: &cs[b].rng)
+                    write(&cs[b], pos, tok, p); changed = true
                 }
                 if changed { cache[b] = nil }
             }
