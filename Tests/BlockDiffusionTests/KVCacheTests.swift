@@ -69,6 +69,18 @@ final class KVCacheTests: XCTestCase {
         }
     }
 
+    func testSelectedOutputRowsEqualTheFullLogits() throws {
+        let model = makeSamplingModel(samplingConfig(length: 16), seed: 23)
+        let cache = try CachedDiT(model: model, maxBatch: 2, maxChunk: 4, capacity: 16)
+        let blk: [Int32] = [1, 2, 3, 4, 5, 22, 7, 22]
+        cache.forward(tokens: [9, 8, 7, 6, 5, 4, 3, 2], batch: 2, store: true, logits: false)
+        let full = Array(cache.forward(tokens: blk, batch: 2, store: false))
+        let rows = [6, 1, 5]
+        let some = Array(cache.forward(tokens: blk, batch: 2, store: false, rows: rows))
+        XCTAssertEqual(some.count, 3 * 23)
+        for (k, r) in rows.enumerated() { XCTAssertEqual(Array(some[(k * 23)..<((k + 1) * 23)]), Array(full[(r * 23)..<((r + 1) * 23)])) }
+    }
+
     func testPyTorchSamplingWindowFixture() throws {
         let url = try fixtureURL("bd3_window")
         let file = try SafetensorsFile(path: url.path)

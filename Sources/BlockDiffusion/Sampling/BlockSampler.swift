@@ -133,13 +133,19 @@ public final class BlockSampler {
         while true {
             let todo = cs.indices.filter { b in cs[b].active && hasMask(cs[b], r) }
             if todo.isEmpty { return }
-            let logits = engine.forward(tokens: gather(cs, r), batch: cs.count, store: false)
+            // The position does not depend on the logits: pick first, then compute only those rows.
+            var picks: [Int] = []
             for b in todo {
-                cs[b].nfe += 1
                 let masked = maskedPositions(cs[b], r)
                 let draw = min(masked.count - 1, Int(cs[b].rng.nextDouble() * Double(masked.count)))
-                let pos = masked[draw]
-                let p = probabilities(logits, row: b * r.count + pos - r.lowerBound)
+                picks.append(masked[draw])
+            }
+            let rows = zip(todo, picks).map { b, pos in b * r.count + pos - r.lowerBound }
+            let logits = engine.forward(tokens: gather(cs, r), batch: cs.count, store: false, rows: rows)
+            for (k, b) in todo.enumerated() {
+                cs[b].nfe += 1
+                let pos = picks[k]
+                let p = probabilities(logits, row: k)
                 let tok = gumbelSample(p: p, rng: &cs[b].rng)
                 write(&cs[b], pos, tok, p)
             }
@@ -154,12 +160,16 @@ public final class BlockSampler {
             if todo.isEmpty { return }
             let t = 1 - Double(i) / Double(T)
             let s = i == T - 1 ? 0 : t - 1 / Double(T)
-            if todo.contains(where: { cache[$0] == nil }) {
-                let logits = engine.forward(tokens: gather(cs, r), batch: cs.count, store: false)
-                for b in todo where cache[b] == nil {
+            let need = todo.filter { cache[$0] == nil }
+            if !need.isEmpty {
+                let wanted = need.map { b in maskedPositions(cs[b], r) }
+                let rows = zip(need, wanted).flatMap { b, ps in ps.map { b * r.count + $0 - r.lowerBound } }
+                let logits = engine.forward(tokens: gather(cs, r), batch: cs.count, store: false, rows: rows)
+                var k = 0
+                for (b, ps) in zip(need, wanted) {
                     cs[b].nfe += 1
                     var m: [Int: [Double]] = [:]
-                    for pos in maskedPositions(cs[b], r) { m[pos] = probabilities(logits, row: b * r.count + pos - r.lowerBound) }
+                    for pos in ps { m[pos] = probabilities(logits, row: k); k += 1 }
                     cache[b] = m
                 }
             }
@@ -187,19 +197,19 @@ public final class BlockSampler {
         precondition(prefix >= 1 && cs.allSatisfy { $0.promptLength == prefix }, "AR sampling needs a common non-empty prefix")
         if prefix >= len { return }
         let V = engine.config.vocabSize
-        var logits = UnsafeBufferPointer<Float>(start: nil, count: 0)
-        var lastRow = 0
+        var logits = UnsafeBufferPointer<Float>(start: nil, count: 0)   // (B, V): next-token logits per canvas
         var s = 0
         while s < prefix {
             let e = min(prefix, s + engine.maxChunk)
-            logits = engine.forward(tokens: gather(cs, s..<e), batch: B, store: true, causal: true)
-            lastRow = e - s - 1; s = e
+            let n = e - s
+            logits = engine.forward(tokens: gather(cs, s..<e), batch: B, store: true, causal: true,
+                                    logits: e == prefix, rows: (0..<B).map { $0 * n + n - 1 })
+            s = e
         }
-        var n = lastRow + 1
         for pos in prefix..<len {
             for b in cs.indices where cs[b].active {
                 cs[b].nfe += 1
-                var p = subsProbabilities(logits: logits.baseAddress! + (b * n + lastRow) * V, count: V, maskId: Int(maskId))
+                var p = subsProbabilities(logits: logits.baseAddress! + b * V, count: V, maskId: Int(maskId))
                 nucleusFilter(&p, topP: settings.nucleus)
                 let tok = gumbelSample(p: p, rng: &cs[b].rng)
                 write(&cs[b], pos, tok, p)
@@ -207,7 +217,6 @@ public final class BlockSampler {
             }
             if !cs.contains(where: { $0.active }) || pos + 1 == len { break }
             logits = engine.forward(tokens: gather(cs, pos..<(pos + 1)), batch: B, store: true, causal: true)
-            n = 1; lastRow = 0
         }
     }
 }

@@ -19,7 +19,8 @@
 //
 // Public API:
 //   CachedDiT(model:maxBatch:maxChunk:capacity:)   model weights are read in place (never written)
-//   forward(tokens:batch:store:causal:logits:) -> UnsafeBufferPointer<Float>  (B, n, V); empty when logits=false
+//   forward(tokens:batch:store:causal:logits:rows:) -> UnsafeBufferPointer<Float>  (B, n, V), or (rows.count, V)
+//       for the given flat rows b·n+i only; empty when logits=false
 //   reset(), cached (positions in the window), dropped (positions slid out so far)
 import Foundation
 import COpenBLAS
@@ -118,7 +119,8 @@ public final class CachedDiT {
     /// tokens (B, n) row-major. Returns logits (B, n, V) (a view valid until the next call), or an empty
     /// buffer when `logits` is false (a store-only forward skips the output layer).
     @discardableResult
-    public func forward(tokens: [Int32], batch B: Int, store: Bool, causal: Bool = false, logits wantLogits: Bool = true) -> UnsafeBufferPointer<Float> {
+    public func forward(tokens: [Int32], batch B: Int, store: Bool, causal: Bool = false, logits wantLogits: Bool = true,
+                        rows: [Int]? = nil) -> UnsafeBufferPointer<Float> {
         precondition(B >= 1 && B <= maxBatch && tokens.count % B == 0)
         let n = tokens.count / B
         precondition(n >= 1 && n <= maxChunk, "chunk of \(n) tokens exceeds \(maxChunk)")
@@ -165,11 +167,20 @@ public final class CachedDiT {
         }
         if store { cached += n }
         guard wantLogits else { return UnsafeBufferPointer(start: logitsBuf.baseAddress!, count: 0) }
+        // Output layer, optionally only for the requested rows (the sampler needs few of them; the output
+        // matmul over V is a large share of a forward).
+        var src = UnsafePointer(X), nOut = N
+        if let rows {
+            precondition(rows.allSatisfy { $0 >= 0 && $0 < N }, "output rows outside the chunk")
+            for (k, r) in rows.enumerated() { (X2 + k * D).update(from: X + r * D, count: D) }
+            src = UnsafePointer(X2); nOut = rows.count
+            if nOut == 0 { return UnsafeBufferPointer(start: logitsBuf.baseAddress!, count: 0) }
+        }
         let mf: UnsafePointer<Float>? = modF.map { UnsafePointer($0.baseAddress!) }
-        normModulateForward(h: Hb, xhat: xhat.baseAddress!, rstd: rstd.baseAddress!, x: X, weight: normF,
-                            shift: mf, scale: mf.map { $0 + D }, modStride: 2 * D, rowsPerCond: N, N, D)
-        matmulForward(logitsBuf.baseAddress!, Hb, lin, linBias, N, D, V)
-        return UnsafeBufferPointer(start: logitsBuf.baseAddress!, count: N * V)
+        normModulateForward(h: Hb, xhat: xhat.baseAddress!, rstd: rstd.baseAddress!, x: src, weight: normF,
+                            shift: mf, scale: mf.map { $0 + D }, modStride: 2 * D, rowsPerCond: nOut, nOut, D)
+        matmulForward(logitsBuf.baseAddress!, Hb, lin, linBias, nOut, D, V)
+        return UnsafeBufferPointer(start: logitsBuf.baseAddress!, count: nOut * V)
     }
 
     /// Drops the oldest `k` cached positions of every layer and sequence.
