@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "draft", targets: ["draft"]),
         .executable(name: "remask", targets: ["remask"]),
         .executable(name: "refine", targets: ["refine"]),
+        .executable(name: "bench-train", targets: ["bench-train"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -33,6 +34,8 @@ let package = Package(
         .executableTarget(name: "draft", dependencies: ["BlockDiffusion", argumentParser]),
         .executableTarget(name: "remask", dependencies: ["BlockDiffusion", argumentParser]),
         .executableTarget(name: "refine", dependencies: ["BlockDiffusion", argumentParser]),
+        // Training throughput benchmark of the model (model helper); see docs/benchmarks.md.
+        .executableTarget(name: "bench-train", dependencies: ["BlockDiffusion", "COpenBLAS"], path: "bench/train"),
 
         .testTarget(name: "BlockDiffusionTests", dependencies: ["BlockDiffusion"],
                     resources: [.copy("Fixtures")]),

@@ -168,6 +168,14 @@ final class LayerTests: XCTestCase {
         let dx = TBuf(n)
         geluBackward(dx.p, x.p, wo.p, n)
         fdCheck("gelu", x: x.p, count: n, analytic: dx.array, h: 1e-3, loss: loss)
+        // The derivative stored by the forward (in place of the input, as the model does) gives the same backward.
+        let stored = TBuf(n), out2 = TBuf(n), dx2 = TBuf(n)
+        _ = loss()   // fdCheck left `out` at a perturbed point
+        stored.p.update(from: x.p, count: n)
+        geluForward(out2.p, stored.p, n, derivative: stored.p)
+        XCTAssertEqual(out2.array, out.array)
+        geluBackwardStored(dx2.p, stored.p, wo.p, n)
+        for i in 0..<n { XCTAssertEqual(dx2[i], dx[i], accuracy: 1e-6) }
     }
 
     func testSiluAndTimestepEmbedding() {

@@ -235,3 +235,62 @@ final class ModelTests: XCTestCase {
         XCTAssertNotEqual(u, v)
     }
 }
+
+final class ModelKVCacheTests: XCTestCase {
+    /// Feeding clean blocks through the cache (store) and then the noisy block equals the sampling window.
+    func testCachedBlocksEqualSamplingWindow() {
+        for time in [false, true] {
+            let cfg = tinyConfig(time: time)
+            let L = 8, bs = 2, V = cfg.vocabSize, B = 2
+            let model = DiT(config: cfg, maxBatch: B, maxTokens: 2 * L)
+            randomizeAll(model, seed: 21)
+            var rng = SplitMix64(seed: 22)
+            let x0 = (0..<(B * L)).map { _ in Int32(rng.next() % UInt64(V - 1)) }
+            let sigma: [Float] = time ? [0.4, 1.1] : [0, 0]
+            let cache = model.makeKVCache(batch: B, capacity: L)
+            for k in 0..<(L / bs) {
+                // Noisy block k: some tokens masked.
+                var noisy: [Int32] = [], window: [Int32] = []
+                for b in 0..<B {
+                    let blk = (0..<bs).map { i in i == 0 || rng.nextDouble() < 0.5 ? Int32(V - 1) : x0[b * L + k * bs + i] }
+                    noisy += blk
+                    window += x0[(b * L)..<(b * L + k * bs)] + blk
+                }
+                let cached = sigma.withUnsafeBufferPointer { s in noisy.withUnsafeBufferPointer {
+                    Array(model.forwardCached(tokens: $0, batch: B, cache: cache, store: false, sigma: s)) } }
+                XCTAssertEqual(cache.count, k * bs)
+                let ref = sigma.withUnsafeBufferPointer { s in window.withUnsafeBufferPointer {
+                    Array(model.forward(tokens: $0, batch: B, layout: .blockCausal(blockSize: bs), sigma: s, training: false, dropoutSeed: 0)) } }
+                XCTAssertEqual(cached.count, ref.count)
+                XCTAssertLessThanOrEqual(relativeError(cached, ref), 1e-5, "block \(k) time \(time)")
+                // Store the clean block k.
+                var clean: [Int32] = []
+                for b in 0..<B { clean += x0[(b * L + k * bs)..<(b * L + (k + 1) * bs)] }
+                sigma.withUnsafeBufferPointer { s in clean.withUnsafeBufferPointer { _ = model.forwardCached(tokens: $0, batch: B, cache: cache, store: true, sigma: s) } }
+            }
+            // Full cache slid: holds the last capacity − L' tokens, shifted left, contents preserved.
+            XCTAssertEqual(cache.count, L - bs)
+        }
+    }
+
+    func testSlidingKeepsTheNewestBlocks() {
+        let cfg = tinyConfig()
+        let model = DiT(config: cfg, maxBatch: 1, maxTokens: 8)
+        randomizeAll(model, seed: 23)
+        let cache = model.makeKVCache(batch: 1, capacity: 6)
+        let blocks: [[Int32]] = [[1, 2], [3, 4], [5, 6], [7, 8]]
+        blocks[0].withUnsafeBufferPointer { _ = model.forwardCached(tokens: $0, batch: 1, cache: cache, store: true, sigma: nil) }
+        blocks[1].withUnsafeBufferPointer { _ = model.forwardCached(tokens: $0, batch: 1, cache: cache, store: true, sigma: nil) }
+        let before = Array(cache.kv[0..<(6 * 2 * 32)])   // layer 0, sequence 0
+        blocks[2].withUnsafeBufferPointer { _ = model.forwardCached(tokens: $0, batch: 1, cache: cache, store: true, sigma: nil) }
+        XCTAssertEqual(cache.count, 4)
+        let after = Array(cache.kv[0..<(6 * 2 * 32)])
+        // Block 1 moved to slot 0; block 2 (written at slot 2 before the slide) is now at slot 1.
+        XCTAssertEqual(Array(after[0..<(2 * 64)]), Array(before[(2 * 64)..<(4 * 64)]))
+        XCTAssertNotEqual(Array(after[(2 * 64)..<(4 * 64)]), Array(before[(2 * 64)..<(4 * 64)]))
+        blocks[3].withUnsafeBufferPointer { _ = model.forwardCached(tokens: $0, batch: 1, cache: cache, store: true, sigma: nil) }
+        XCTAssertEqual(cache.count, 4)
+        cache.reset()
+        XCTAssertEqual(cache.count, 0)
+    }
+}

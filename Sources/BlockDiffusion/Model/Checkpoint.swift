@@ -32,8 +32,9 @@ extension DiT {
         try load(file: SafetensorsFile(path: path))
     }
 
+    /// `ignoreUnknown`: skip tensors that are not parameters (e.g. fixture files that also hold inputs).
     @discardableResult
-    public func load(file: SafetensorsFile) throws -> [String: Float] {
+    public func load(file: SafetensorsFile, ignoreUnknown: Bool = false) throws -> [String: Float] {
         var byName: [String: String] = [:]   // stripped name -> stored name
         for stored in file.names {
             var n = stored
@@ -67,9 +68,9 @@ extension DiT {
                 guard v.count == ref.count, zip(v, ref).allSatisfy({ abs($0 - $1) <= 1e-6 * max(1, abs($1)) }) else {
                     throw ModelError("\(file.path): rotary inv_freq does not match head dim \(config.headDim) with base 10000")
                 }
-            } else if e.count == 1 && e.shape.count <= 1 {
+            } else if e.count == 1 && e.shape.count <= 1 && !name.hasPrefix("backbone.") {
                 extras[name] = try file.floats(stored)[0]
-            } else {
+            } else if !ignoreUnknown {
                 throw ModelError("\(file.path): unexpected tensor \(name) \(e.shape) not in this model")
             }
         }

@@ -46,6 +46,15 @@ public final class DiT {
     var gResid = 0, gTmp = 0, gBranch = 0, gFc = 0, gQkv = 0, gAtt = 0, gXf = 0, gHf = 0, gMod = 0, gModF = 0, gC = 0, gT = 0
 
     let rotary: RotaryTable
+    /// Per-phase wall time (seconds) accumulated over forward/backward calls while `profiling` is on (benchmarks).
+    public var profiling = false
+    public var phaseTimes: [String: Double] = [:]
+    @inline(__always) func timed(_ name: String, _ body: () -> Void) {
+        if !profiling { body(); return }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        body()
+        phaseTimes[name, default: 0] += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+    }
     let positions: UnsafeMutableBufferPointer<Int32>
     let tokenCopy: UnsafeMutableBufferPointer<Int32>
 
@@ -55,6 +64,8 @@ public final class DiT {
 
     public init(config: ModelConfig, maxBatch: Int, maxTokens: Int) {
         precondition((try? config.validate()) != nil, "invalid model config \(config)")
+        // All BLAS parallelism is ours (rows split across workers, heads across workers): see matmulForward.
+        openblas_set_num_threads(1)
         self.config = config; self.maxBatch = maxBatch; self.maxTokens = maxTokens
         let V = config.vocabSize, D = config.hiddenSize, C = config.condDim, L = config.nBlocks
         var off = 0
@@ -100,7 +111,7 @@ public final class DiT {
             var s = BlockActs()
             s.xhat1 = act(N * D); s.rstd1 = act(N); s.h1 = act(N * D); s.qkv = act(N * 3 * D); s.att = act(N * D)
             s.lse = act(maxBatch * H * maxTokens); s.attProj = act(N * D); s.xhat2 = act(N * D); s.rstd2 = act(N)
-            s.h2 = act(N * D); s.fc = act(N * 4 * D); s.gelu = act(N * 4 * D); s.fcProj = act(N * D); s.mod = act(maxBatch * 6 * D)
+            s.h2 = act(N * D); s.fc = act(N * 4 * D) /* pre-activation, then gelu' */; s.gelu = act(N * 4 * D); s.fcProj = act(N * D); s.mod = act(maxBatch * 6 * D)
             aBlocks.append(s)
         }
         aResid2 = act(N * D); aXf = act(N * D); aXhatF = act(N * D); aRstdF = act(N); aHf = act(N * D); aLogits = act(N * V)
@@ -139,6 +150,14 @@ public final class DiT {
     public func blockOutput(_ l: Int) -> UnsafeBufferPointer<Float> {
         let (B, T) = (last!.batch, last!.T)
         return UnsafeBufferPointer(start: A(aResid[l + 1]), count: B * T * config.hiddenSize)
+    }
+    /// Residual stream i from the last forward: 0 = embedding output, l + 1 = output of block l. (B, T, D)
+    public func residualStream(_ i: Int) -> UnsafeBufferPointer<Float> {
+        UnsafeBufferPointer(start: A(aResid[i]), count: last!.batch * last!.T * config.hiddenSize)
+    }
+    /// Final-layer adaLN output (nc, 2D) = [shift, scale] from the last forward (diffusion models only).
+    public var finalModulation: UnsafeBufferPointer<Float> {
+        UnsafeBufferPointer(start: A(aModF), count: last!.nCond * 2 * config.hiddenSize)
     }
     /// adaLN output (nc, 6D) of block `l` (chunks sh1,sc1,g1,sh2,sc2,g2) from the last forward.
     public func modulation(_ l: Int) -> UnsafeBufferPointer<Float> {
@@ -215,9 +234,54 @@ public final class DiT {
         last = (B, T, layout, training, dropoutSeed, nCond, lout)
         let rowsPerCond = config.timeConditioning ? T : N
 
-        embeddingForward(A(aResid[0]), tokenCopy.baseAddress!, P(pEmbed), N, D)
+        timed("F.embedding") { embeddingForward(A(aResid[0]), tokenCopy.baseAddress!, P(pEmbed), N, D) }
 
-        if config.hasAdaLN {
+        timed("F.computeConditioning") { computeConditioning(batch: B, nCond: nCond, sigma: sigma) }
+
+        let p = training ? config.dropout : 0
+        for l in 0..<config.nBlocks {
+            let s = aBlocks[l], w = pBlocks[l]
+            let mod: FloatPtr? = config.hasAdaLN ? A(s.mod) : nil
+            let x = A(aResid[l])
+            timed("F.normModulate") { normModulateForward(h: A(s.h1), xhat: A(s.xhat1), rstd: A(s.rstd1), x: x, weight: P(w.norm1),
+                                shift: mod, scale: mod.map { $0 + D }, modStride: 6 * D, rowsPerCond: rowsPerCond, N, D) }
+            timed("F.matmul.qkv") { matmulForward(A(s.qkv), A(s.h1), P(w.qkv), nil, N, D, 3 * D) }
+            timed("F.rotaryApply") { rotaryApply(A(s.qkv), positions: positions.baseAddress!, T: T, table: rotary, nHeads: H, N, inverse: false) }
+            timed("F.attention") { attentionForward(out: A(s.att), lse: A(s.lse), qkv: A(s.qkv), plan: plan!, B: B, nHeads: H, headDim: d) }
+            timed("F.matmul.attnOut") { matmulForward(A(s.attProj), A(s.att), P(w.attnOut), nil, N, D, D) }
+            timed("F.dropout") { dropoutForward(A(s.attProj), N * D, Dropout(p: p, seed: dropoutSeed, stream: UInt64(2 * l))) }
+            timed("F.gateResidual") { gateResidualForward(out: A(aResid2), resid: x, branch: A(s.attProj), gate: mod.map { $0 + 2 * D },
+                                modStride: 6 * D, rowsPerCond: rowsPerCond, N, D) }
+            timed("F.normModulate") { normModulateForward(h: A(s.h2), xhat: A(s.xhat2), rstd: A(s.rstd2), x: A(aResid2), weight: P(w.norm2),
+                                shift: mod.map { $0 + 3 * D }, scale: mod.map { $0 + 4 * D }, modStride: 6 * D, rowsPerCond: rowsPerCond, N, D) }
+            timed("F.matmul.fc") { matmulForward(A(s.fc), A(s.h2), P(w.fc), P(w.fcBias), N, D, 4 * D) }
+            timed("F.gelu") { geluForward(A(s.gelu), A(s.fc), N * 4 * D, derivative: A(s.fc)) }   // fc now holds gelu'(fc)
+            timed("F.matmul.proj") { matmulForward(A(s.fcProj), A(s.gelu), P(w.proj), P(w.projBias), N, 4 * D, D) }
+            timed("F.dropout") { dropoutForward(A(s.fcProj), N * D, Dropout(p: p, seed: dropoutSeed, stream: UInt64(2 * l + 1))) }
+            timed("F.gateResidual") { gateResidualForward(out: A(aResid[l + 1]), resid: A(aResid2), branch: A(s.fcProj), gate: mod.map { $0 + 5 * D },
+                                modStride: 6 * D, rowsPerCond: rowsPerCond, N, D) }
+        }
+
+        // Output layer on the output rows only.
+        let nOut = B * lout
+        let xl = A(aResid[config.nBlocks])
+        for b in 0..<B {
+            let src = xl + (b * T + (T == lout ? 0 : outputRowStart(layout, T: T, lout: lout))) * D
+            (A(aXf) + b * lout * D).update(from: src, count: lout * D)
+        }
+        let modF: FloatPtr? = config.hasAdaLN ? A(aModF) : nil
+        timed("F.normModulate") { normModulateForward(h: A(aHf), xhat: A(aXhatF), rstd: A(aRstdF), x: A(aXf), weight: P(pNormF),
+                            shift: modF, scale: modF.map { $0 + D }, modStride: 2 * D,
+                            rowsPerCond: config.timeConditioning ? lout : nOut, nOut, D) }
+        timed("F.matmul.pLin") { matmulForward(A(aLogits), A(aHf), P(pLin), P(pLinBias), nOut, D, V) }
+        return UnsafeMutableBufferPointer(start: A(aLogits), count: nOut * V)
+    }
+
+    /// c = silu(sigma_map(timestep_embedding(sigma))) and every adaLN output, for nCond rows.
+    func computeConditioning(batch B: Int, nCond: Int, sigma: UnsafeBufferPointer<Float>?) {
+        let D = config.hiddenSize, C = config.condDim
+        guard config.hasAdaLN else { return }
+        do {
             for b in 0..<nCond {
                 let s: Float
                 if config.timeConditioning {
@@ -235,44 +299,6 @@ public final class DiT {
             }
             matmulForward(A(aModF), A(aC), P(pAdaF), P(pAdaFBias), nCond, C, 2 * D)
         }
-
-        let p = training ? config.dropout : 0
-        for l in 0..<config.nBlocks {
-            let s = aBlocks[l], w = pBlocks[l]
-            let mod: FloatPtr? = config.hasAdaLN ? A(s.mod) : nil
-            let x = A(aResid[l])
-            normModulateForward(h: A(s.h1), xhat: A(s.xhat1), rstd: A(s.rstd1), x: x, weight: P(w.norm1),
-                                shift: mod, scale: mod.map { $0 + D }, modStride: 6 * D, rowsPerCond: rowsPerCond, N, D)
-            matmulForward(A(s.qkv), A(s.h1), P(w.qkv), nil, N, D, 3 * D)
-            rotaryApply(A(s.qkv), positions: positions.baseAddress!, T: T, table: rotary, nHeads: H, N, inverse: false)
-            attentionForward(out: A(s.att), lse: A(s.lse), qkv: A(s.qkv), plan: plan!, B: B, nHeads: H, headDim: d)
-            matmulForward(A(s.attProj), A(s.att), P(w.attnOut), nil, N, D, D)
-            dropoutForward(A(s.attProj), N * D, Dropout(p: p, seed: dropoutSeed, stream: UInt64(2 * l)))
-            gateResidualForward(out: A(aResid2), resid: x, branch: A(s.attProj), gate: mod.map { $0 + 2 * D },
-                                modStride: 6 * D, rowsPerCond: rowsPerCond, N, D)
-            normModulateForward(h: A(s.h2), xhat: A(s.xhat2), rstd: A(s.rstd2), x: A(aResid2), weight: P(w.norm2),
-                                shift: mod.map { $0 + 3 * D }, scale: mod.map { $0 + 4 * D }, modStride: 6 * D, rowsPerCond: rowsPerCond, N, D)
-            matmulForward(A(s.fc), A(s.h2), P(w.fc), P(w.fcBias), N, D, 4 * D)
-            geluForward(A(s.gelu), A(s.fc), N * 4 * D)
-            matmulForward(A(s.fcProj), A(s.gelu), P(w.proj), P(w.projBias), N, 4 * D, D)
-            dropoutForward(A(s.fcProj), N * D, Dropout(p: p, seed: dropoutSeed, stream: UInt64(2 * l + 1)))
-            gateResidualForward(out: A(aResid[l + 1]), resid: A(aResid2), branch: A(s.fcProj), gate: mod.map { $0 + 5 * D },
-                                modStride: 6 * D, rowsPerCond: rowsPerCond, N, D)
-        }
-
-        // Output layer on the output rows only.
-        let nOut = B * lout
-        let xl = A(aResid[config.nBlocks])
-        for b in 0..<B {
-            let src = xl + (b * T + (T == lout ? 0 : outputRowStart(layout, T: T, lout: lout))) * D
-            (A(aXf) + b * lout * D).update(from: src, count: lout * D)
-        }
-        let modF: FloatPtr? = config.hasAdaLN ? A(aModF) : nil
-        normModulateForward(h: A(aHf), xhat: A(aXhatF), rstd: A(aRstdF), x: A(aXf), weight: P(pNormF),
-                            shift: modF, scale: modF.map { $0 + D }, modStride: 2 * D,
-                            rowsPerCond: config.timeConditioning ? lout : nOut, nOut, D)
-        matmulForward(A(aLogits), A(aHf), P(pLin), P(pLinBias), nOut, D, V)
-        return UnsafeMutableBufferPointer(start: A(aLogits), count: nOut * V)
     }
 
     func outputRowStart(_ layout: AttentionLayout, T: Int, lout: Int) -> Int {
@@ -294,19 +320,19 @@ public final class DiT {
         let ada = config.hasAdaLN
 
         // Output layer.
-        matmulBackward(dinp: A(gHf), dweight: G(pLin), dbias: G(pLinBias), dout: dLogits.baseAddress!, inp: A(aHf), weight: P(pLin), nOut, D, V)
+        timed("B.matmul.pLin") { matmulBackward(dinp: A(gHf), dweight: G(pLin), dbias: G(pLinBias), dout: dLogits.baseAddress!, inp: A(aHf), weight: P(pLin), nOut, D, V) }
         if ada { A(gModF).update(repeating: 0, count: nCond * 2 * D) }
         A(gXf).update(repeating: 0, count: nOut * D)
-        normModulateBackward(dx: A(gXf), dweight: G(pNormF), dshift: ada ? A(gModF) : nil, dscale: ada ? A(gModF) + D : nil,
+        timed("B.normModulate") { normModulateBackward(dx: A(gXf), dweight: G(pNormF), dshift: ada ? A(gModF) : nil, dscale: ada ? A(gModF) + D : nil,
                              dh: A(gHf), xhat: A(aXhatF), rstd: A(aRstdF), weight: P(pNormF), scale: ada ? A(aModF) + D : nil,
-                             modStride: 2 * D, rowsPerCond: config.timeConditioning ? lout : nOut, nOut, D)
+                             modStride: 2 * D, rowsPerCond: config.timeConditioning ? lout : nOut, nOut, D) }
         let dres = A(gResid)
         if lout != T { dres.update(repeating: 0, count: N * D) }
         let start = outputRowStart(layout, T: T, lout: lout)
         for b in 0..<B { (dres + (b * T + start) * D).update(from: A(gXf) + b * lout * D, count: lout * D) }
         if ada {
             A(gC).update(repeating: 0, count: nCond * C)
-            matmulBackward(dinp: A(gC), accumulateInput: true, dweight: G(pAdaF), dbias: G(pAdaFBias), dout: A(gModF), inp: A(aC), weight: P(pAdaF), nCond, C, 2 * D)
+            timed("B.matmul.pAdaF") { matmulBackward(dinp: A(gC), accumulateInput: true, dweight: G(pAdaF), dbias: G(pAdaFBias), dout: A(gModF), inp: A(aC), weight: P(pAdaF), nCond, C, 2 * D) }
         }
 
         for l in stride(from: config.nBlocks - 1, through: 0, by: -1) {
@@ -315,38 +341,38 @@ public final class DiT {
             let dmod: FloatPtr? = ada ? A(gMod) : nil
             if let dmod { dmod.update(repeating: 0, count: nCond * 6 * D) }
             // MLP branch: x_{l+1} = resid2 + g2 drop(fcProj)
-            gateResidualBackward(dbranch: A(gBranch), dgate: dmod.map { $0 + 5 * D }, dout: dres, branch: A(s.fcProj),
+            timed("B.gateResidual") { gateResidualBackward(dbranch: A(gBranch), dgate: dmod.map { $0 + 5 * D }, dout: dres, branch: A(s.fcProj),
                                  gate: mod.map { $0 + 5 * D }, modStride: 6 * D, rowsPerCond: rowsPerCond,
-                                 dropout: Dropout(p: p, seed: seed, stream: UInt64(2 * l + 1)), N, D)
-            matmulBackward(dinp: A(gFc), dweight: G(w.proj), dbias: G(w.projBias), dout: A(gBranch), inp: A(s.gelu), weight: P(w.proj), N, 4 * D, D)
-            geluBackward(A(gFc), A(s.fc), A(gFc), N * 4 * D)
-            matmulBackward(dinp: A(gTmp), dweight: G(w.fc), dbias: G(w.fcBias), dout: A(gFc), inp: A(s.h2), weight: P(w.fc), N, D, 4 * D)
-            normModulateBackward(dx: dres, dweight: G(w.norm2), dshift: dmod.map { $0 + 3 * D }, dscale: dmod.map { $0 + 4 * D },
+                                 dropout: Dropout(p: p, seed: seed, stream: UInt64(2 * l + 1)), N, D) }
+            timed("B.matmul.proj") { matmulBackward(dinp: A(gFc), dweight: G(w.proj), dbias: G(w.projBias), dout: A(gBranch), inp: A(s.gelu), weight: P(w.proj), N, 4 * D, D) }
+            timed("B.gelu") { geluBackwardStored(A(gFc), A(s.fc), A(gFc), N * 4 * D) }
+            timed("B.matmul.fc") { matmulBackward(dinp: A(gTmp), dweight: G(w.fc), dbias: G(w.fcBias), dout: A(gFc), inp: A(s.h2), weight: P(w.fc), N, D, 4 * D) }
+            timed("B.normModulate") { normModulateBackward(dx: dres, dweight: G(w.norm2), dshift: dmod.map { $0 + 3 * D }, dscale: dmod.map { $0 + 4 * D },
                                  dh: A(gTmp), xhat: A(s.xhat2), rstd: A(s.rstd2), weight: P(w.norm2), scale: mod.map { $0 + 4 * D },
-                                 modStride: 6 * D, rowsPerCond: rowsPerCond, N, D)
+                                 modStride: 6 * D, rowsPerCond: rowsPerCond, N, D) }
             // Attention branch: resid2 = x_l + g1 drop(attProj)
-            gateResidualBackward(dbranch: A(gBranch), dgate: dmod.map { $0 + 2 * D }, dout: dres, branch: A(s.attProj),
+            timed("B.gateResidual") { gateResidualBackward(dbranch: A(gBranch), dgate: dmod.map { $0 + 2 * D }, dout: dres, branch: A(s.attProj),
                                  gate: mod.map { $0 + 2 * D }, modStride: 6 * D, rowsPerCond: rowsPerCond,
-                                 dropout: Dropout(p: p, seed: seed, stream: UInt64(2 * l)), N, D)
-            matmulBackward(dinp: A(gAtt), dweight: G(w.attnOut), dbias: nil, dout: A(gBranch), inp: A(s.att), weight: P(w.attnOut), N, D, D)
-            attentionBackward(dqkv: A(gQkv), dout: A(gAtt), out: A(s.att), lse: A(s.lse), qkv: A(s.qkv), plan: plan!, B: B, nHeads: H, headDim: d)
-            rotaryApply(A(gQkv), positions: positions.baseAddress!, T: T, table: rotary, nHeads: H, N, inverse: true)
-            matmulBackward(dinp: A(gTmp), dweight: G(w.qkv), dbias: nil, dout: A(gQkv), inp: A(s.h1), weight: P(w.qkv), N, D, 3 * D)
-            normModulateBackward(dx: dres, dweight: G(w.norm1), dshift: dmod, dscale: dmod.map { $0 + D },
+                                 dropout: Dropout(p: p, seed: seed, stream: UInt64(2 * l)), N, D) }
+            timed("B.matmul.attnOut") { matmulBackward(dinp: A(gAtt), dweight: G(w.attnOut), dbias: nil, dout: A(gBranch), inp: A(s.att), weight: P(w.attnOut), N, D, D) }
+            timed("B.attention") { attentionBackward(dqkv: A(gQkv), dout: A(gAtt), out: A(s.att), lse: A(s.lse), qkv: A(s.qkv), plan: plan!, B: B, nHeads: H, headDim: d) }
+            timed("B.rotaryApply") { rotaryApply(A(gQkv), positions: positions.baseAddress!, T: T, table: rotary, nHeads: H, N, inverse: true) }
+            timed("B.matmul.qkv") { matmulBackward(dinp: A(gTmp), dweight: G(w.qkv), dbias: nil, dout: A(gQkv), inp: A(s.h1), weight: P(w.qkv), N, D, 3 * D) }
+            timed("B.normModulate") { normModulateBackward(dx: dres, dweight: G(w.norm1), dshift: dmod, dscale: dmod.map { $0 + D },
                                  dh: A(gTmp), xhat: A(s.xhat1), rstd: A(s.rstd1), weight: P(w.norm1), scale: mod.map { $0 + D },
-                                 modStride: 6 * D, rowsPerCond: rowsPerCond, N, D)
+                                 modStride: 6 * D, rowsPerCond: rowsPerCond, N, D) }
             if let dmod {
-                matmulBackward(dinp: A(gC), accumulateInput: true, dweight: G(w.ada), dbias: G(w.adaBias), dout: dmod, inp: A(aC), weight: P(w.ada), nCond, C, 6 * D)
+                timed("B.matmul.ada") { matmulBackward(dinp: A(gC), accumulateInput: true, dweight: G(w.ada), dbias: G(w.adaBias), dout: dmod, inp: A(aC), weight: P(w.ada), nCond, C, 6 * D) }
             }
         }
-        embeddingBackward(G(pEmbed), dres, tokenCopy.baseAddress!, N, D)
+        timed("B.embedding") { embeddingBackward(G(pEmbed), dres, tokenCopy.baseAddress!, N, D) }
 
         if ada {
             // c = silu(t3), t3 = W2 silu(t1) + b2, t1 = W1 freq + b1
             siluBackward(A(gC), A(aT3), A(gC), nCond * C)
-            matmulBackward(dinp: A(gT), dweight: G(pSig2), dbias: G(pSig2b), dout: A(gC), inp: A(aT1s), weight: P(pSig2), nCond, C, C)
+            timed("B.matmul.pSig2") { matmulBackward(dinp: A(gT), dweight: G(pSig2), dbias: G(pSig2b), dout: A(gC), inp: A(aT1s), weight: P(pSig2), nCond, C, C) }
             siluBackward(A(gT), A(aT1), A(gT), nCond * C)
-            matmulBackward(dinp: nil, dweight: G(pSig1), dbias: G(pSig1b), dout: A(gT), inp: A(aFreq), weight: P(pSig1), nCond, timestepFrequencySize, C)
+            timed("B.matmul.pSig1") { matmulBackward(dinp: nil, dweight: G(pSig1), dbias: G(pSig1b), dout: A(gT), inp: A(aFreq), weight: P(pSig1), nCond, timestepFrequencySize, C) }
         }
     }
 }

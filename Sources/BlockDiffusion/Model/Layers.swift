@@ -35,19 +35,27 @@ func parallelChunks(_ count: Int, grain: Int = 16, _ body: (Range<Int>) -> Void)
 
 // MARK: - Matmul (Linear): out (N, OC) = inp (N, C) · weight (OC, C)ᵀ + bias (OC)
 
+/// Matmuls are split across the workers by output rows, each piece a single-threaded sgemm (DiT.init sets
+/// OpenBLAS to 1 thread): on 2 cores this avoids OpenBLAS's idle threads spinning while our own parallel
+/// loops run, and keeps the work split deterministic.
+@inline(__always)
+func splitCount(_ rows: Int, _ work: Int) -> Int { work < (1 << 18) ? 1 : max(1, min(workerCount, rows / 16)) }
+
 func matmulForward(_ out: FloatPtr, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
                    _ N: Int, _ C: Int, _ OC: Int) {
     if N == 0 { return }
-    var beta: Float = 0
-    if let bias {
-        // Seed the output with the bias so sgemm adds onto it (beta = 1).
-        parallelChunks(N, grain: 64) { rows in
-            for r in rows { (out + r * OC).update(from: bias, count: OC) }
+    let parts = splitCount(N, N * C * OC)
+    parallelFor(parts) { part in
+        let r0 = N * part / parts, r1 = N * (part + 1) / parts
+        var beta: Float = 0
+        if let bias {
+            // Seed the output with the bias so sgemm adds onto it (beta = 1).
+            for r in r0..<r1 { (out + r * OC).update(from: bias, count: OC) }
+            beta = 1
         }
-        beta = 1
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(r1 - r0), Int32(OC), Int32(C),
+                    1, inp + r0 * C, Int32(C), weight, Int32(C), beta, out + r0 * OC, Int32(OC))
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(N), Int32(OC), Int32(C),
-                1, inp, Int32(C), weight, Int32(C), beta, out, Int32(OC))
 }
 
 /// dinp (N, C) = dout · weight (overwrite if `accumulateInput` is false, else +=);
@@ -57,12 +65,20 @@ func matmulBackward(dinp: FloatPtr?, accumulateInput: Bool = false, dweight: Flo
                     _ N: Int, _ C: Int, _ OC: Int) {
     if N == 0 { return }
     if let dinp {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(N), Int32(C), Int32(OC),
-                    1, dout, Int32(OC), weight, Int32(C), accumulateInput ? 1 : 0, dinp, Int32(C))
+        let parts = splitCount(N, N * C * OC)
+        parallelFor(parts) { part in
+            let r0 = N * part / parts, r1 = N * (part + 1) / parts
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(r1 - r0), Int32(C), Int32(OC),
+                        1, dout + r0 * OC, Int32(OC), weight, Int32(C), accumulateInput ? 1 : 0, dinp + r0 * C, Int32(C))
+        }
     }
     if let dweight {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(OC), Int32(C), Int32(N),
-                    1, dout, Int32(OC), inp, Int32(C), 1, dweight, Int32(C))
+        let parts = splitCount(OC, N * C * OC)
+        parallelFor(parts) { part in
+            let o0 = OC * part / parts, o1 = OC * (part + 1) / parts
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(o1 - o0), Int32(C), Int32(N),
+                        1, dout + o0, Int32(OC), inp, Int32(C), 1, dweight + o0 * C, Int32(C))
+        }
     }
     if let dbias { columnSums(dbias, dout, N, OC) }
 }
@@ -139,23 +155,23 @@ func normModulateBackward(dx: FloatPtr, dweight: FloatPtr, dshift: FloatPtr?, ds
                           weight: UnsafePointer<Float>, scale: UnsafePointer<Float>?, modStride: Int, rowsPerCond: Int,
                           _ N: Int, _ D: Int) {
     let nCond = (N + rowsPerCond - 1) / rowsPerCond
-    // Pass 1: parameter/modulation gradients, reduced over rows, parallel over columns.
+    // Pass 1: parameter/modulation gradients, reduced over rows (row-major sweep), parallel over column ranges.
     parallelChunks(D, grain: 32) { cols in
+        let w = cols.count, j0 = cols.lowerBound
+        var sumG = [Double](repeating: 0, count: w), sumGX = sumG
         for c in 0..<nCond {
             let r0 = c * rowsPerCond, r1 = min(N, r0 + rowsPerCond)
-            for j in cols {
-                var dw: Double = 0, dsh: Double = 0, dsc: Double = 0
-                let s1: Float = scale.map { 1 + $0[c * modStride + j] } ?? 1
-                for r in r0..<r1 {
-                    let g = Double(dh[r * D + j]), xh = Double(xhat[r * D + j])
-                    dw += g * Double(s1) * xh
-                    dsh += g
-                    dsc += g * xh * Double(weight[j])
-                }
-                dweight[j] += Float(dw)
+            for j in 0..<w { sumG[j] = 0; sumGX[j] = 0 }
+            for r in r0..<r1 {
+                let g = dh + r * D + j0, xh = xhat + r * D + j0
+                for j in 0..<w { sumG[j] += Double(g[j]); sumGX[j] += Double(g[j] * xh[j]) }
+            }
+            for j in 0..<w {
+                let s1: Double = scale.map { 1 + Double($0[c * modStride + j0 + j]) } ?? 1
+                dweight[j0 + j] += Float(s1 * sumGX[j])
                 if let dshift, let dscale {
-                    dshift[c * modStride + j] += Float(dsh)
-                    dscale[c * modStride + j] += Float(dsc)
+                    dshift[c * modStride + j0 + j] += Float(sumG[j])
+                    dscale[c * modStride + j0 + j] += Float(sumGX[j] * Double(weight[j0 + j]))
                 }
             }
         }
@@ -245,13 +261,16 @@ func gateResidualBackward(dbranch: FloatPtr, dgate: FloatPtr?, dout: UnsafePoint
     if let dgate {
         let nCond = (N + rowsPerCond - 1) / rowsPerCond
         parallelChunks(D, grain: 32) { cols in
+            let w = cols.count, j0 = cols.lowerBound
+            var acc = [Double](repeating: 0, count: w)
             for c in 0..<nCond {
                 let r0 = c * rowsPerCond, r1 = min(N, r0 + rowsPerCond)
-                for j in cols {
-                    var acc: Double = 0
-                    for r in r0..<r1 { acc += Double(dout[r * D + j]) * Double(branch[r * D + j]) }
-                    dgate[c * modStride + j] += Float(acc)
+                for j in 0..<w { acc[j] = 0 }
+                for r in r0..<r1 {
+                    let g = dout + r * D + j0, b = branch + r * D + j0
+                    for j in 0..<w { acc[j] += Double(g[j] * b[j]) }
                 }
+                for j in 0..<w { dgate[c * modStride + j0 + j] += Float(acc[j]) }
             }
         }
     }
@@ -261,11 +280,22 @@ func gateResidualBackward(dbranch: FloatPtr, dgate: FloatPtr?, dout: UnsafePoint
 
 let geluK: Float = 0.7978845608028654   // sqrt(2/pi)
 
-func geluForward(_ out: FloatPtr, _ inp: UnsafePointer<Float>, _ count: Int) {
+/// tanh through one expf (glibc tanhf goes through expm1f and was ~10% of a training step). Absolute error
+/// ~1e-7, which is all GELU needs (it multiplies by x and adds 1).
+@inline(__always)
+func fastTanh(_ u: Float) -> Float { 1 - 2 / (1 + expf(2 * u)) }
+
+/// out = gelu(inp). If `derivative` is given, gelu'(inp) is stored there too (same tanh), so the backward is a
+/// plain product; the model keeps it in place of the pre-activation, which nothing else needs.
+func geluForward(_ out: FloatPtr, _ inp: UnsafePointer<Float>, _ count: Int, derivative: FloatPtr? = nil) {
     parallelChunks(count, grain: 4096) { range in
         for i in range {
             let x = inp[i]
-            out[i] = 0.5 * x * (1 + tanhf(geluK * (x + 0.044715 * x * x * x)))
+            let t = fastTanh(geluK * (x + 0.044715 * x * x * x))
+            out[i] = 0.5 * x * (1 + t)
+            if let derivative {
+                derivative[i] = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * geluK * (1 + 3 * 0.044715 * x * x)
+            }
         }
     }
 }
@@ -275,12 +305,17 @@ func geluBackward(_ dinp: FloatPtr, _ inp: UnsafePointer<Float>, _ dout: UnsafeP
     parallelChunks(count, grain: 4096) { range in
         for i in range {
             let x = inp[i]
-            let u = geluK * (x + 0.044715 * x * x * x)
-            let t = tanhf(u)
-            let sech2 = 1 - t * t
-            let grad = 0.5 * (1 + t) + 0.5 * x * sech2 * geluK * (1 + 3 * 0.044715 * x * x)
+            let t = fastTanh(geluK * (x + 0.044715 * x * x * x))
+            let grad = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * geluK * (1 + 3 * 0.044715 * x * x)
             dinp[i] = dout[i] * grad
         }
+    }
+}
+
+/// dinp = dout * derivative (the gelu' stored by the forward); may alias.
+func geluBackwardStored(_ dinp: FloatPtr, _ derivative: UnsafePointer<Float>, _ dout: UnsafePointer<Float>, _ count: Int) {
+    parallelChunks(count, grain: 4096) { range in
+        for i in range { dinp[i] = dout[i] * derivative[i] }
     }
 }
 

@@ -46,18 +46,24 @@ public enum LossHeads {
                 }
                 let m = Int(maskId)
                 var mx = -Float.infinity
-                for j in 0..<V { mx = max(mx, j == m ? lg[j] + subsNegInfinity : lg[j]) }
+                for j in 0..<V { mx = max(mx, lg[j]) }
+                // The mask logit is pushed down by 1e6: it only matters if it is the sole finite logit.
+                if lg[m] == mx { mx = -Float.infinity; for j in 0..<V { mx = max(mx, j == m ? lg[j] + subsNegInfinity : lg[j]) } }
+                // One expf per entry: the exponentials go straight into the gradient row (or a scratch row).
                 var s: Float = 0
-                for j in 0..<V { s += expf((j == m ? lg[j] + subsNegInfinity : lg[j]) - mx) }
-                let lse = mx + logf(s)
                 let t = Int(x0[r])
-                let lpT = (t == m ? lg[t] + subsNegInfinity : lg[t]) - lse
-                loss[r] = -w * lpT
                 if let dLogits {
                     let dl = dLogits + r * V
-                    let inv = 1 / s
-                    for j in 0..<V { dl[j] = w * expf((j == m ? lg[j] + subsNegInfinity : lg[j]) - mx) * inv }
+                    for j in 0..<V { let e = expf((j == m ? lg[j] + subsNegInfinity : lg[j]) - mx); dl[j] = e; s += e }
+                    let lse = mx + logf(s)
+                    loss[r] = -w * ((t == m ? lg[t] + subsNegInfinity : lg[t]) - lse)
+                    let scale = w / s
+                    for j in 0..<V { dl[j] *= scale }
                     dl[t] -= w
+                } else {
+                    for j in 0..<V { s += expf((j == m ? lg[j] + subsNegInfinity : lg[j]) - mx) }
+                    let lse = mx + logf(s)
+                    loss[r] = -w * ((t == m ? lg[t] + subsNegInfinity : lg[t]) - lse)
                 }
             }
         }
@@ -79,16 +85,19 @@ public enum LossHeads {
                 var mx = -Float.infinity
                 for j in 0..<V { mx = max(mx, j == m ? subsNegInfinity : lg[j]) }
                 var s: Float = 0
-                for j in 0..<V { s += expf((j == m ? subsNegInfinity : lg[j]) - mx) }
-                let lse = mx + logf(s)
                 let t = Int(targets[r])
-                loss[r] = -w * ((t == m ? subsNegInfinity : lg[t]) - lse)
                 if let dLogits {
                     let dl = dLogits + r * V
-                    let inv = 1 / s
-                    for j in 0..<V { dl[j] = j == m ? 0 : w * expf(lg[j] - mx) * inv }
+                    for j in 0..<V { let e = expf((j == m ? subsNegInfinity : lg[j]) - mx); dl[j] = e; s += e }
+                    let scale = w / s
+                    for j in 0..<V { dl[j] *= scale }
+                    dl[m] = 0       // the mask logit is overwritten, so it has no gradient
                     if t != m { dl[t] -= w }
+                } else {
+                    for j in 0..<V { s += expf((j == m ? subsNegInfinity : lg[j]) - mx) }
                 }
+                let lse = mx + logf(s)
+                loss[r] = -w * ((t == m ? subsNegInfinity : lg[t]) - lse)
             }
         }
         var total: Double = 0

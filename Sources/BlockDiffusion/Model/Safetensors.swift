@@ -91,6 +91,7 @@ public final class SafetensorsFile {
         for e in sorted {
             guard e.end <= dataSize else { throw bad("entry \(e.name) ends at \(e.end), past the data region of \(dataSize) bytes (truncated?)") }
             guard e.begin >= cursor else { throw bad("entry \(e.name) overlaps the previous tensor") }
+            guard e.begin == cursor else { throw bad("gap of \(e.begin - cursor) bytes before entry \(e.name)") }
             cursor = e.end
         }
         guard cursor == dataSize else { throw bad("data region is \(dataSize) bytes but tensors cover \(cursor)") }
