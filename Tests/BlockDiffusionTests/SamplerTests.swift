@@ -115,6 +115,28 @@ final class SamplerTests: XCTestCase {
         XCTAssertEqual(r, [0.1, 0.6, 0.3])
     }
 
+    func testNucleusMatchesItsFullSortTwin() {
+        var rng = SplitMix64(seed: 4)
+        for trial in 0..<200 {
+            let V = 1 + Int(rng.next() % 300)
+            // Mixtures of peaked, flat, tiny and exactly-zero entries, with ties.
+            var p = (0..<V).map { _ -> Double in
+                switch rng.next() % 5 {
+                case 0: return 0
+                case 1: return 1e-300 * rng.nextDouble()
+                case 2: return 0.25
+                default: return pow(rng.nextDouble(), 8)
+                }
+            }
+            if p.allSatisfy({ $0 == 0 }) { p[0] = 1 }
+            let z = p.reduce(0, +); p = p.map { $0 / z }
+            let top = [0.05, 0.5, 0.9, 0.99, 0.999999][trial % 5]
+            var a = p, b = p
+            nucleusFilter(&a, topP: top); naiveNucleusFilter(&b, topP: top)
+            XCTAssertEqual(a, b, "trial \(trial)")
+        }
+    }
+
     func testGumbelArgmaxFixedU() {
         // 0.2/−ln 0.9 = 1.898, 0.5/−ln 0.1 = 0.217, 0.3/−ln 0.5 = 0.433 → index 0 though p[1] is largest.
         XCTAssertEqual(gumbelArgmax(p: [0.2, 0.5, 0.3], u: [0.9, 0.1, 0.5]), 0)

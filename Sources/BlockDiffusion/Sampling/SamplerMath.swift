@@ -25,15 +25,43 @@ public func subsProbabilities(logits: UnsafePointer<Float>, count V: Int, maskId
 }
 
 /// Reference nucleus rule, in place. top_p ≥ 1 returns the input unchanged (the reference short-circuits).
+/// Only the entries that can be kept are sorted: entries are binned by binary exponent in one pass, and the
+/// bins are accumulated from the top until their mass exceeds top_p; everything below that bin is smaller
+/// than every candidate and comes after a cumsum > top_p, so it is dropped exactly as with a full sort.
 public func nucleusFilter(_ p: inout [Double], topP: Double) {
     guard topP < 1 else { return }
-    // Descending order; equal values keep index order (deterministic).
+    let V = p.count
+    guard V > 0 else { return }
+    // Bin b = −exponent (p = m·2^e, m ∈ [1, 2), so larger p → smaller bin); zeros go to the last bin.
+    let nBins = 1100
+    var mass = [Double](repeating: 0, count: nBins)
+    @inline(__always) func bin(_ x: Double) -> Int { x > 0 ? min(nBins - 2, max(0, -Int(x.exponent))) : nBins - 1 }
+    for x in p { mass[bin(x)] += x }
+    var cut = nBins - 1, acc = 0.0
+    for b in 0..<nBins { acc += mass[b]; if acc > topP { cut = b; break } }
+    var cand: [Int] = []
+    for i in 0..<V where bin(p[i]) <= cut { cand.append(i) }
+    cand.sort { p[$0] != p[$1] ? p[$0] > p[$1] : $0 < $1 }   // descending; ties by index (deterministic)
+    var keep = [Bool](repeating: false, count: V)
+    var cum = 0.0
+    for (rank, i) in cand.enumerated() {
+        cum += p[i]
+        if cum <= topP || rank == 0 { keep[i] = true } else { break }   // cumsum is monotone: nothing later is kept
+    }
+    var sum = 0.0
+    for i in 0..<V { if keep[i] { sum += p[i] } else { p[i] = 0 } }
+    for i in 0..<V { p[i] /= sum }
+}
+
+/// Naive twin: full descending sort (the reference's formulation).
+func naiveNucleusFilter(_ p: inout [Double], topP: Double) {
+    guard topP < 1 else { return }
     let order = p.indices.sorted { p[$0] != p[$1] ? p[$0] > p[$1] : $0 < $1 }
     var keep = [Bool](repeating: false, count: p.count)
     var cum = 0.0
     for (rank, i) in order.enumerated() {
         cum += p[i]
-        if cum <= topP || rank == 0 { keep[i] = true } else { break }   // cumsum is monotone: nothing later is kept
+        keep[i] = cum <= topP || rank == 0
     }
     var sum = 0.0
     for i in p.indices { if keep[i] { sum += p[i] } else { p[i] = 0 } }
@@ -51,10 +79,11 @@ public func gumbelArgmax(p: [Double], u: [Double]) -> Int {
     return best
 }
 
-/// Gumbel-max with uniforms drawn from `rng` (one per entry, in index order).
+/// Gumbel-max with uniforms drawn from `rng`, one per NON-ZERO entry in index order (a zero entry can never
+/// win: its value is 0 while a positive entry's is > 0; skipping it changes the stream, not the distribution).
 public func gumbelSample<R: RandomNumberGenerator>(p: [Double], rng: inout R) -> Int {
     var best = 0, bestV = -Double.infinity
-    for i in p.indices {
+    for i in p.indices where p[i] > 0 {
         let u = Double(rng.next() >> 11) * 0x1.0p-53
         let v = p[i] / (1e-10 - log(u + 1e-10))
         if v > bestV { bestV = v; best = i }
