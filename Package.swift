@@ -13,6 +13,9 @@ let package = Package(
         .executable(name: "pack-blocks", targets: ["pack-blocks"]),
         .executable(name: "train", targets: ["train"]),
         .executable(name: "score", targets: ["score"]),
+        .executable(name: "draft", targets: ["draft"]),
+        .executable(name: "remask", targets: ["remask"]),
+        .executable(name: "refine", targets: ["refine"]),
         .executable(name: "bench-train", targets: ["bench-train"]),
     ],
     dependencies: [
@@ -32,6 +35,9 @@ let package = Package(
         .executableTarget(name: "pack-blocks", dependencies: ["BlockDiffusion", argumentParser]),
         .executableTarget(name: "train", dependencies: ["BlockDiffusion", argumentParser]),
         .executableTarget(name: "score", dependencies: ["BlockDiffusion", argumentParser]),
+        .executableTarget(name: "draft", dependencies: ["BlockDiffusion", argumentParser]),
+        .executableTarget(name: "remask", dependencies: ["BlockDiffusion", argumentParser]),
+        .executableTarget(name: "refine", dependencies: ["BlockDiffusion", argumentParser]),
         // Training throughput benchmark of the model (model helper); see docs/benchmarks.md.
         .executableTarget(name: "bench-train", dependencies: ["BlockDiffusion", "COpenBLAS"], path: "bench/train"),
 

@@ -1,0 +1,170 @@
+// refine: fills the MASK positions of a partially masked samples stream with block diffusion of block size B
+// (blocks left to right over the KV cache; B ≥ the length = one global bidirectional block). Kept tokens and
+// their confidence/unmaskStep are untouched; filled tokens get fresh snapshot confidences; unmaskStep of new
+// tokens continues the record's NFE count (global forward index); nfe accumulates; a stage entry is appended.
+// Input records without confidences get 1 for kept tokens (0 for masks) and unmaskStep 0.
+// Consecutive records of equal length are batched (up to `batch`); each record's seed is canvasSeed(seed, id).
+//
+// remask: ⌊γ·n⌋ of the n non-prompt positions become MASK (confidence 0, unmaskStep 0):
+//   snapshot  lowest recorded confidences (ties: lower position first); needs a stream with confidences
+//   posthoc   lowest confidence from a fresh forward over the finished sequence, nothing masked, full attention:
+//             p(token_i) = softmax of row i's logits without the mask token (no SUBS carry-over, which would
+//             give 1 everywhere) — the paper's "another forward pass on the generated sequence to obtain
+//             likelihood values". AR checkpoints: p(token_i | tokens < i) from the causal forward.
+//   random    uniform choice (partial Fisher–Yates, seeded by canvasSeed(seed, id)).
+//
+// Public API:
+//   RefineOptions, runRefine(checkpoint:options:reader:writer:)
+//   RemaskPolicy, remaskRecord(_:policy:ratio:maskId:seed:scores:), posthocConfidence(engine:tokens:maskId:),
+//   runRemask(policy:ratio:seed:checkpoint:reader:writer:)
+import Foundation
+
+public struct RefineOptions: Sendable {
+    public var blockSize: Int? = nil
+    public var sampler: SamplerKind = .firstHitting
+    public var steps = 1000
+    public var nucleus = 1.0
+    public var seed: UInt64 = 0
+    public var batch = 1
+    public init() {}
+}
+
+@discardableResult
+public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOptions, reader: TokenStreamReader,
+                      writer: TokenStreamWriter, source: String = "input") throws -> Int {
+    guard !ck.config.causal else { throw ToolError("\(ck.path) is an AR checkpoint; refine needs a diffusion (BD3-LM/MDLM) checkpoint") }
+    guard o.nucleus > 0 && o.nucleus <= 1 else { throw SamplingUsageError("--nucleus must be in (0, 1] (got \(o.nucleus))") }
+    guard o.steps >= 1, o.batch >= 1 else { throw SamplingUsageError("--steps and --batch must be at least 1") }
+    try ck.requireCompatible(reader.header, source: source)
+    let bs = o.blockSize ?? ck.blockSize
+    guard bs >= 1 else { throw SamplingUsageError("--block-size must be at least 1") }
+    let settings = SamplerSettings(kind: o.sampler, steps: o.steps, nucleus: o.nucleus, blockSize: bs)
+    let mask = ck.special.mask
+    var samplers: [Int: BlockSampler] = [:]   // by length (the window depends on it when one block covers it)
+    var written = 0
+    var pending: [TokenRecord] = []
+
+    func flush() throws {
+        guard !pending.isEmpty else { return }
+        let len = pending[0].tokens.count
+        let key = bs >= len ? len : 0
+        if samplers[key] == nil {
+            samplers[key] = try BlockSampler(model: ck.model, settings: settings, maskId: mask, maxBatch: o.batch, maxLength: max(len, min(bs, len)))
+        }
+        var cs = pending.map { r -> Canvas in
+            let conf = r.confidence ?? r.tokens.map { $0 == mask ? 0 : 1 }
+            let steps = r.unmaskStep ?? [UInt32](repeating: 0, count: r.tokens.count)
+            return Canvas(tokens: r.tokens, confidence: conf, unmaskStep: steps, nfe: r.nfe,
+                          promptLength: r.promptLength, seed: canvasSeed(o.seed, r.id))
+        }
+        samplers[key]!.run(&cs)
+        for (r, c) in zip(pending, cs) {
+            guard !c.tokens.contains(mask) else { throw ToolError("internal error: a MASK is left in record \(r.id)") }
+            var out = r
+            out.tokens = c.tokens; out.confidence = c.confidence; out.unmaskStep = c.unmaskStep; out.nfe = c.nfe
+            out.stages.append("refine \(settings.summary) seed=\(o.seed) nfe=\(c.nfe - r.nfe)")
+            try writer.write(out)
+            written += 1
+        }
+        pending.removeAll()
+    }
+
+    while let r = try reader.next() {
+        let len = r.tokens.count
+        guard len >= 1 else { try flush(); var out = r; out.stages.append("refine (empty)"); try writer.write(out); written += 1; continue }
+        if bs < len && len % bs != 0 {
+            throw SamplingUsageError("block size \(bs) does not divide the length \(len) of record \(r.id)")
+        }
+        if let bad = r.tokens.first(where: { $0 < 0 || Int($0) >= ck.vocabSize }) {
+            throw ToolError("\(source): record \(r.id) holds token \(bad) outside the checkpoint's vocabulary")
+        }
+        if let p = pending.first, p.tokens.count != len { try flush() }
+        pending.append(r)
+        if pending.count == o.batch { try flush() }
+    }
+    try flush()
+    return written
+}
+
+public enum RemaskPolicy: String, CaseIterable, Sendable { case snapshot, posthoc, random }
+
+/// Masks ⌊ratio·n⌋ non-prompt positions of one record. `scores` are the confidences ranked for posthoc
+/// (for snapshot the record's own). Kept positions keep their values.
+public func remaskRecord(_ r: TokenRecord, policy: RemaskPolicy, ratio: Double, maskId: Int32, seed: UInt64,
+                         scores: [Float]? = nil) throws -> TokenRecord {
+    let n = r.tokens.count - r.promptLength
+    let k = Int((ratio * Double(max(n, 0))).rounded(.down))
+    let candidates = Array(max(0, r.promptLength)..<r.tokens.count)
+    var chosen: [Int]
+    switch policy {
+    case .snapshot, .posthoc:
+        guard let s = policy == .snapshot ? r.confidence : scores else {
+            throw ToolError("record \(r.id) has no confidences; the snapshot policy needs a stream written by draft or refine")
+        }
+        chosen = Array(candidates.sorted { s[$0] != s[$1] ? s[$0] < s[$1] : $0 < $1 }.prefix(k))
+    case .random:
+        var rng = SplitMix64(seed: canvasSeed(seed, r.id))
+        var c = candidates
+        for i in 0..<k {
+            let j = i + min(c.count - i - 1, Int(rng.nextDouble() * Double(c.count - i)))
+            c.swapAt(i, j)
+        }
+        chosen = Array(c.prefix(k))
+    }
+    var out = r
+    for p in chosen {
+        out.tokens[p] = maskId
+        out.confidence?[p] = 0
+        out.unmaskStep?[p] = 0
+    }
+    out.stages.append("remask policy=\(policy.rawValue) ratio=\(ratio) masked=\(k)" + (policy == .random ? " seed=\(seed)" : ""))
+    return out
+}
+
+/// Post-hoc confidence: one forward over the whole sequence (nothing masked). Diffusion: full attention,
+/// p(token_i) from row i without the mask logit. AR: p(token_i | < i) from row i−1; position 0 gets 1.
+public func posthocConfidence(engine: CachedDiT, tokens: [Int32], maskId: Int32) -> [Float] {
+    engine.reset()
+    let V = engine.config.vocabSize, causal = engine.config.causal
+    let logits = engine.forward(tokens: tokens, batch: 1, store: false, causal: causal)
+    return tokens.indices.map { i in
+        let row = causal ? i - 1 : i
+        if row < 0 { return 1 }
+        let p = subsProbabilities(logits: logits.baseAddress! + row * V, count: V, maskId: Int(maskId))
+        return Float(p[Int(tokens[i])])
+    }
+}
+
+@discardableResult
+public func runRemask(policy: RemaskPolicy, ratio: Double, seed: UInt64, checkpoint ck: SamplingCheckpoint?,
+                      reader: TokenStreamReader, writer: TokenStreamWriter, source: String = "input") throws -> Int {
+    guard ratio >= 0 && ratio <= 1 else { throw SamplingUsageError("--ratio must be in [0, 1] (got \(ratio))") }
+    let h = reader.header
+    guard h.special.mask >= 0 || ck != nil else {
+        throw ToolError("\(source) has no mask id in its header; give -m CHECKPOINT or remask a stream written by draft")
+    }
+    if policy == .snapshot && !h.fields.contains(.confidence) {
+        throw ToolError("\(source) has no confidences; the snapshot policy needs a stream written by draft or refine (use --policy random or posthoc)")
+    }
+    if let ck { try ck.requireCompatible(h, source: source) }
+    let mask = h.special.mask >= 0 ? h.special.mask : ck!.special.mask
+    var engines: [Int: CachedDiT] = [:]
+    var n = 0
+    while let r = try reader.next() {
+        if let bad = r.tokens.first(where: { $0 < 0 || Int($0) >= h.vocabSize }) {
+            throw ToolError("\(source): record \(r.id) holds token \(bad) outside the vocabulary")
+        }
+        var scores: [Float]? = nil
+        if policy == .posthoc {
+            guard let ck else { throw SamplingUsageError("--policy posthoc needs -m CHECKPOINT") }
+            let len = r.tokens.count
+            if len > 0 {
+                if engines[len] == nil { engines[len] = try CachedDiT(model: ck.model, maxBatch: 1, maxChunk: len, capacity: max(len, ck.config.length)) }
+                scores = posthocConfidence(engine: engines[len]!, tokens: r.tokens.map { $0 == mask ? mask : $0 }, maskId: mask)
+            } else { scores = [] }
+        }
+        try writer.write(remaskRecord(r, policy: policy, ratio: ratio, maskId: mask, seed: seed, scores: scores))
+        n += 1
+    }
+    return n
+}
