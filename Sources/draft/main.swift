@@ -98,9 +98,7 @@ struct Draft: ParsableCommand {
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
         if let b = blockSize, b < 1 { throw ValidationError("--block-size must be at least 1") }
         if prompt != nil && promptTokens != nil { throw ValidationError("give either --prompt or --prompt-tokens, not both") }
-        if prompt != nil {
-            throw ValidationError("--prompt TEXT needs the tokenizer library, which this build does not include yet; tokenize the prompt with `tokenize` and pass --prompt-tokens STREAM")
-        }
+        if prompt != nil && tokenizer == nil { throw ValidationError("--prompt TEXT needs -t tokenizer.json (the checkpoint's tokenizer)") }
         if tokenizer != nil && prompt == nil { throw ValidationError("-t/--tokenizer is only used with --prompt") }
         _ = try parsedShard()
     }
@@ -112,6 +110,12 @@ struct Draft: ParsableCommand {
             let (h, p) = try readPromptStream(path: promptTokens)
             try ck.requireCompatible(h, source: promptTokens)
             prompts = p
+        } else if let prompt, let tokenizer {
+            let tok = try BPETokenizer.load(path: tokenizer)
+            if ck.fingerprint != 0 && tok.fingerprint != ck.fingerprint {
+                throw ToolError("\(tokenizer): tokenizer fingerprint \(String(format: "%016llx", tok.fingerprint)) differs from the checkpoint's \(String(format: "%016llx", ck.fingerprint)); pass the tokenizer the model was trained with")
+            }
+            prompts = [tok.encode(Array(prompt.utf8))]
         }
         var o = DraftOptions()
         o.samples = samples; o.length = length ?? maxLength!; o.variableLength = maxLength != nil
