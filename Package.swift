@@ -11,6 +11,8 @@ let package = Package(
         .library(name: "BlockDiffusion", targets: ["BlockDiffusion"]),
         .executable(name: "tokenize", targets: ["tokenize"]),
         .executable(name: "pack-blocks", targets: ["pack-blocks"]),
+        .executable(name: "train", targets: ["train"]),
+        .executable(name: "score", targets: ["score"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -27,6 +29,8 @@ let package = Package(
 
         .executableTarget(name: "tokenize", dependencies: ["BlockDiffusion", argumentParser]),
         .executableTarget(name: "pack-blocks", dependencies: ["BlockDiffusion", argumentParser]),
+        .executableTarget(name: "train", dependencies: ["BlockDiffusion", argumentParser]),
+        .executableTarget(name: "score", dependencies: ["BlockDiffusion", argumentParser]),
 
         .testTarget(name: "BlockDiffusionTests", dependencies: ["BlockDiffusion"],
                     resources: [.copy("Fixtures")]),

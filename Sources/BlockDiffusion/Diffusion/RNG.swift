@@ -1,0 +1,69 @@
+// Seedable, serialisable random numbers for training and scoring.
+//
+// xoshiro256** (Blackman & Vigna): 256 bits of state, period 2^256−1, passes BigCrush, and its whole
+// state is four UInt64 — so a checkpoint can store it and a resumed run draws exactly the numbers an
+// uninterrupted run would have drawn. Seeding runs SplitMix64 over the user's seed (the authors'
+// recommendation) so nearby seeds give unrelated streams.
+
+/// xoshiro256** generator. `state` is public so checkpoints can save and restore it.
+public struct Xoshiro256: RandomNumberGenerator, Equatable, Sendable {
+    public var state: (UInt64, UInt64, UInt64, UInt64)
+
+    public init(seed: UInt64) {
+        var sm = seed
+        func splitmix() -> UInt64 {
+            sm &+= 0x9E37_79B9_7F4A_7C15
+            var z = sm
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        state = (splitmix(), splitmix(), splitmix(), splitmix())
+    }
+
+    /// Restores a saved state (four words, as returned by `words`).
+    public init(words: [UInt64]) {
+        precondition(words.count == 4, "xoshiro256 state is 4 words")
+        state = (words[0], words[1], words[2], words[3])
+        if words.allSatisfy({ $0 == 0 }) { state.0 = 1 }  // the all-zero state is a fixed point
+    }
+
+    public var words: [UInt64] { [state.0, state.1, state.2, state.3] }
+
+    public static func == (a: Xoshiro256, b: Xoshiro256) -> Bool { a.words == b.words }
+
+    @inline(__always) static func rotl(_ x: UInt64, _ k: UInt64) -> UInt64 { (x << k) | (x >> (64 - k)) }
+
+    public mutating func next() -> UInt64 {
+        let result = Xoshiro256.rotl(state.1 &* 5, 7) &* 9
+        let t = state.1 << 17
+        state.2 ^= state.0
+        state.3 ^= state.1
+        state.1 ^= state.2
+        state.0 ^= state.3
+        state.2 ^= t
+        state.3 = Xoshiro256.rotl(state.3, 45)
+        return result
+    }
+
+    /// Uniform in [0, 1) with 24 random bits (every Float32 multiple of 2^-24).
+    public mutating func uniformFloat() -> Float { Float(next() >> 40) * 0x1p-24 }
+
+    /// Uniform in [0, 1) with 53 random bits.
+    public mutating func uniformDouble() -> Double { Double(next() >> 11) * 0x1p-53 }
+
+    /// Uniform integer in [0, n) without modulo bias (Lemire's multiply-shift with rejection).
+    public mutating func uniformInt(_ n: Int) -> Int {
+        precondition(n > 0)
+        let bound = UInt64(n)
+        var m = next().multipliedFullWidth(by: bound)
+        if m.low < bound {
+            let threshold = (0 &- bound) % bound
+            while m.low < threshold { m = next().multipliedFullWidth(by: bound) }
+        }
+        return Int(m.high)
+    }
+
+    /// A child seed for a sub-stream (e.g. dropout), drawn from this stream.
+    public mutating func split() -> UInt64 { next() }
+}

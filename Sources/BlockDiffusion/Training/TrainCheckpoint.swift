@@ -1,0 +1,149 @@
+// Checkpoint metadata and the resume files (layout described at the top of Trainer.swift).
+//
+// Weights-file __metadata__ keys (all strings), read by `score` and the sampling tools:
+//   model_config (JSON ModelConfig), algo (ar|mdlm|bd3), block_size, seq_len, noise, reweight,
+//   vocab_size, mask_id, bos_id, eos_id, pad_id, tokenizer_fingerprint (16 hex digits),
+//   sampling_eps_min, sampling_eps_max (exact decimals; also stored as the reference's scalar
+//   tensors of the same names), step, val_nll (when validated), training (JSON of TrainOptions), format=pt.
+import Foundation
+
+public struct CheckpointInfo: Sendable {
+    public var config: ModelConfig
+    public var algorithm: Algorithm
+    public var blockSize: Int
+    public var length: Int
+    public var vocabSize: Int
+    public var special: SpecialTokens
+    public var fingerprint: UInt64
+    public var interval: ClipInterval
+    public var schedule: String
+    public var step: Int
+    public var metadata: [String: String]
+
+    /// Reads the metadata of a weights file written by `train` (or by the model's own save, with defaults).
+    public static func read(_ file: SafetensorsFile) throws -> CheckpointInfo {
+        let m = file.metadata
+        guard let cj = m["model_config"], let config = try? JSONDecoder().decode(ModelConfig.self, from: Data(cj.utf8)) else {
+            throw ToolError("\(file.path): no model_config in the checkpoint metadata; was it written by train?")
+        }
+        let algo = Algorithm(rawValue: m["algo"] ?? (config.causal ? "ar" : "bd3")) ?? .bd3
+        let L = Int(m["seq_len"] ?? "") ?? config.length
+        func id(_ k: String) -> Int32 { Int32(m[k] ?? "") ?? -1 }
+        let special = SpecialTokens(bos: id("bos_id"), eos: id("eos_id"),
+                                    mask: m["mask_id"].flatMap { Int32($0) } ?? Int32(config.vocabSize - 1), pad: id("pad_id"))
+        let lo = Double(m["sampling_eps_min"] ?? "") ?? 1e-3
+        let hi = Double(m["sampling_eps_max"] ?? "") ?? 1
+        return CheckpointInfo(config: config, algorithm: algo,
+                              blockSize: Int(m["block_size"] ?? "") ?? (algo == .ar ? 1 : L), length: L,
+                              vocabSize: Int(m["vocab_size"] ?? "") ?? config.vocabSize, special: special,
+                              fingerprint: UInt64(m["tokenizer_fingerprint"] ?? "", radix: 16) ?? 0,
+                              interval: ClipInterval(lo, hi), schedule: m["noise"] ?? "loglinear",
+                              step: Int(m["step"] ?? "") ?? 0, metadata: m)
+    }
+
+    /// Refuses data whose tokenizer differs from the one the checkpoint was trained with.
+    public func requireCompatible(_ h: StreamHeader, path: String) throws {
+        if fingerprint != 0 && h.tokenizerFingerprint != fingerprint {
+            throw ToolError("\(path): tokenizer fingerprint \(hex(h.tokenizerFingerprint)) differs from the checkpoint's \(hex(fingerprint)); tokenize the data with the checkpoint's tokenizer")
+        }
+        if h.vocabSize != vocabSize {
+            throw ToolError("\(path): vocabulary size \(h.vocabSize) differs from the checkpoint's \(vocabSize); tokenize the data with the checkpoint's tokenizer")
+        }
+    }
+}
+
+func hex(_ x: UInt64) -> String { String(format: "%016llx", x) }
+func exact(_ x: Double) -> String { String(format: "%.17g", x) }
+
+extension Trainer {
+    public func weightsMetadata(valNLL: Double?) -> [String: String] {
+        let h = train.header
+        var m: [String: String] = [
+            "algo": options.algorithm.rawValue, "block_size": "\(loss.objective.blockSize)", "seq_len": "\(train.length)",
+            "noise": options.schedule.name, "reweight": options.reweighting.name, "vocab_size": "\(h.vocabSize)",
+            "mask_id": "\(h.special.mask)", "bos_id": "\(h.special.bos)", "eos_id": "\(h.special.eos)", "pad_id": "\(h.special.pad)",
+            "tokenizer_fingerprint": hex(h.tokenizerFingerprint), "sampling_eps_min": exact(interval.min),
+            "sampling_eps_max": exact(interval.max), "step": "\(step)", "training": options.json, "format": "pt",
+        ]
+        if let v = valNLL { m["val_nll"] = exact(v) }
+        return m
+    }
+
+    /// Writes RUN_DIR/last.optim.safetensors then RUN_DIR/last.safetensors (and best.safetensors when `best`).
+    public func saveCheckpoint(runDir: String, best: Bool, valNLL: Double?) throws {
+        try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
+        var w = SafetensorsWriter()
+        let n = model.parameterCount
+        w.add(name: "live", shape: [n], floats: UnsafeBufferPointer(model.parameters))
+        w.add(name: "adam_m", shape: [n], floats: UnsafeBufferPointer(adam.m))
+        w.add(name: "adam_v", shape: [n], floats: UnsafeBufferPointer(adam.v))
+        let meta: [String: String] = [
+            "step": "\(step)", "adam_step": "\(adam.step)", "ema_updates": "\(ema.updates)",
+            "rng": rng.words.map { String($0) }.joined(separator: ","),
+            "order_epoch": "\(order.epoch)", "order_position": "\(order.position)",
+            "interval_min": exact(interval.min), "interval_max": exact(interval.max),
+            "best_nll": exact(bestNLL), "training": options.json,
+        ]
+        do { try w.write(path: runDir + "/last.optim.safetensors", metadata: meta) } catch { throw ToolError("\(error)") }
+        ema.swap(with: model.parameters)
+        defer { ema.swap(with: model.parameters) }
+        let scalars: [String: Float] = ["sampling_eps_min": Float(interval.min), "sampling_eps_max": Float(interval.max)]
+        let wm = weightsMetadata(valNLL: valNLL)
+        do {
+            try model.save(safetensors: runDir + "/last.safetensors", metadata: wm, extraScalars: scalars)
+            if best { try model.save(safetensors: runDir + "/best.safetensors", metadata: wm, extraScalars: scalars) }
+        } catch { throw ToolError("\(error)") }
+    }
+
+    /// Restores everything `saveCheckpoint` wrote; afterwards training continues exactly.
+    public func resume(runDir: String) throws {
+        let optPath = runDir + "/last.optim.safetensors", wPath = runDir + "/last.safetensors"
+        let opt: SafetensorsFile, weights: SafetensorsFile
+        do { opt = try SafetensorsFile(path: optPath); weights = try SafetensorsFile(path: wPath) } catch { throw ToolError("\(error)") }
+        let info = try CheckpointInfo.read(weights)
+        try info.requireCompatible(train.header, path: "training data")
+        guard info.config == model.config else {
+            throw ToolError("\(wPath): model config differs from this run's; use another -o directory or the same --config/--set")
+        }
+        guard info.algorithm == options.algorithm, info.blockSize == loss.objective.blockSize else {
+            throw ToolError("\(wPath): was trained as \(info.algorithm.rawValue) with block size \(info.blockSize); resume with the same --algo/--block-size or use --init")
+        }
+        let m = opt.metadata
+        guard let s = Int(m["step"] ?? ""), s == info.step else {
+            throw ToolError("\(optPath) and \(wPath) are from different steps; delete \(optPath) to restart from the weights with --init")
+        }
+        do {
+            try model.load(file: weights)
+            ema.restore(updates: Int(m["ema_updates"] ?? "") ?? 0, shadow: Array(model.parameters))
+            let live = try opt.floats("live")
+            guard live.count == model.parameterCount else { throw ToolError("\(optPath): parameter count mismatch") }
+            _ = model.parameters.update(fromContentsOf: live)
+            adam.restore(step: Int(m["adam_step"] ?? "") ?? s, m: try opt.floats("adam_m"), v: try opt.floats("adam_v"))
+        } catch let e as ToolError { throw e } catch { throw ToolError("\(error)") }
+        let words = (m["rng"] ?? "").split(separator: ",").compactMap { UInt64($0) }
+        guard words.count == 4 else { throw ToolError("\(optPath): missing RNG state") }
+        rng = Xoshiro256(words: words)
+        order = BatchOrder(rows: train.count, seed: options.seed, epoch: Int(m["order_epoch"] ?? "") ?? 0,
+                           position: Int(m["order_position"] ?? "") ?? 0)
+        interval = ClipInterval(Double(m["interval_min"] ?? "") ?? 1e-3, Double(m["interval_max"] ?? "") ?? 1)
+        bestNLL = Double(m["best_nll"] ?? "") ?? .infinity
+        step = s
+    }
+
+    /// `--init`: starts from another checkpoint's weights (e.g. pretrained at L' = L, fine-tuned at L' = 4).
+    /// Parameters and EMA both start from the loaded weights; the optimizer starts fresh.
+    public func initialize(from path: String) throws {
+        let file: SafetensorsFile
+        do { file = try SafetensorsFile(path: path) } catch { throw ToolError("\(error)") }
+        let info = try CheckpointInfo.read(file)
+        try info.requireCompatible(train.header, path: "training data")
+        guard info.config.vocabSize == model.config.vocabSize, info.config.hiddenSize == model.config.hiddenSize,
+              info.config.nBlocks == model.config.nBlocks, info.config.nHeads == model.config.nHeads,
+              info.config.condDim == model.config.condDim, info.config.causal == model.config.causal else {
+            throw ToolError("\(path): its model size differs from this run's; pass the same --config/--set as when it was trained")
+        }
+        do { try model.load(file: file) } catch { throw ToolError("\(error)") }
+        ema.reset(to: UnsafeBufferPointer(model.parameters))
+    }
+}
+

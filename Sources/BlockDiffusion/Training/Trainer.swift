@@ -1,0 +1,173 @@
+// The training loop (spec §7): AdamW + warmup LR + global-norm clipping + gradient accumulation +
+// EMA, validation on the EMA weights with the Var-NELBO clip search (bd3), and checkpoints that let
+// a killed run resume bit-for-bit.
+//
+// Checkpoint layout in RUN_DIR (both written atomically, optimizer file first):
+//   last.safetensors, best.safetensors — the EMA weights under the reference state_dict names
+//       (what validation, `score` and sampling use; the reference's released checkpoints are EMA
+//       weights too), the reference scalar buffers `sampling_eps_min/max` (learned clip interval),
+//       and __metadata__ (keys in `CheckpointInfo`). The reference loads this file as is.
+//   last.optim.safetensors — tensors `live` (the raw, non-EMA parameters), `adam_m`, `adam_v`
+//       (flat, in parameter-buffer order) and __metadata__ with step, RNG words, data cursor,
+//       EMA update count, clip interval (exact decimal), best validation NLL. Not needed for eval.
+import Foundation
+
+public struct TrainOptions: Sendable {
+    public var algorithm: Algorithm = .bd3
+    public var blockSize = 4
+    public var steps = 1000
+    public var batch = 8
+    public var accumulate = 1
+    public var lr = 3e-4
+    public var warmup = 2500
+    public var cosine = false
+    public var schedule: NoiseSchedule = .loglinear
+    public var reweighting: Reweighting = .none
+    public var clipSearch = false
+    public var interval: ClipInterval = .base
+    public var seed: UInt64 = 1
+    public var valEvery = 0
+    public var valBatches = 100
+    public var saveEvery = 500
+    public var emaDecay = 0.9999
+    public var gradClip = 1.0
+    public var resample = true
+    public var antithetic = true
+    public var tunedRule: TunedRule = .exact
+    public var ignoreBOS = true
+    public init() {}
+
+    /// JSON summary stored in checkpoint metadata.
+    public var json: String {
+        let d: [String: String] = [
+            "algo": algorithm.rawValue, "block_size": "\(blockSize)", "steps": "\(steps)", "batch": "\(batch)",
+            "accumulate": "\(accumulate)", "lr": "\(lr)", "warmup": "\(warmup)", "lr_schedule": cosine ? "cosine" : "constant",
+            "noise": schedule.name, "reweight": reweighting.name, "clip_search": "\(clipSearch)", "seed": "\(seed)",
+            "val_every": "\(valEvery)", "val_batches": "\(valBatches)", "ema": "\(emaDecay)", "grad_clip": "\(gradClip)",
+            "resample": "\(resample)", "antithetic": "\(antithetic)", "tuned_rule": tunedRule.rawValue, "ignore_bos": "\(ignoreBOS)",
+        ]
+        let data = try! JSONSerialization.data(withJSONObject: d, options: [.sortedKeys])
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+public struct StepStats: Sendable {
+    public var step: Int, loss: Double, lr: Double, gradNorm: Double, tokens: Int
+}
+
+public struct ValidationStats: Sendable {
+    public var nll: Double
+    public var tokens: Int
+    public var interval: ClipInterval          // the interval the NLL is reported for
+    public var variances: [(ClipInterval, Double)]
+    public var chosen: ClipInterval?           // argmin Var-NELBO (clip search)
+}
+
+public final class Trainer {
+    public let model: DiT
+    public var options: TrainOptions
+    public let train: SequenceData
+    public let valid: SequenceData?
+    public let loss: BatchLoss
+    public let adam: AdamW
+    public let ema: EMA
+    public internal(set) var step = 0
+    public var interval: ClipInterval
+    public var rng: Xoshiro256
+    public var order: BatchOrder
+    public var bestNLL = Double.infinity
+    var x0: [Int32] = []
+
+    public init(model: DiT, options: TrainOptions, train: SequenceData, valid: SequenceData?) {
+        self.model = model; self.options = options; self.train = train; self.valid = valid
+        let L = train.length
+        let bs = options.algorithm == .mdlm ? L : (options.algorithm == .ar ? 1 : options.blockSize)
+        var obj = DiffusionObjective(blockSize: bs, length: L, maskID: train.header.special.mask)
+        obj.schedule = options.schedule; obj.reweighting = options.reweighting
+        obj.resample = options.resample; obj.antithetic = options.antithetic; obj.tunedRule = options.tunedRule
+        obj.ignoreBOS = options.algorithm == .ar ? false : options.ignoreBOS
+        loss = BatchLoss(model: model, algorithm: options.algorithm, objective: obj, maxBatch: options.batch, needsGradients: true)
+        adam = AdamW(count: model.parameterCount)
+        ema = EMA(parameters: UnsafeBufferPointer(model.parameters), decay: options.emaDecay)
+        interval = options.interval
+        rng = Xoshiro256(seed: options.seed)
+        order = BatchOrder(rows: train.count, seed: options.seed)
+    }
+
+    public var lrSchedule: LRSchedule {
+        options.cosine ? .cosine(lr: options.lr, totalSteps: options.steps) : .constantWarmup(lr: options.lr, warmup: options.warmup)
+    }
+
+    /// One optimizer step over `accumulate` micro-batches. Throws on a non-finite loss (nothing updated).
+    public func trainStep() throws -> StepStats {
+        var sched = loss.objective.schedule
+        sched.setTrainingProgress(step: step, maxSteps: options.steps)
+        loss.objective.schedule = sched
+        model.zeroGradients()
+        var total = 0.0, tokens = 0
+        let B = options.batch
+        for _ in 0..<options.accumulate {
+            train.gather(order.next(B), into: &x0)
+            let seed = rng.split()
+            let s = x0.withUnsafeBufferPointer {
+                loss.run(x0: $0, batch: B, interval: interval, training: true, weighted: true, backward: true,
+                         gradScale: 1 / Double(options.accumulate), dropoutSeed: seed, rng: &rng)
+            }
+            total += s.tokenNLL; tokens += B * train.length
+        }
+        let l = total / Double(options.accumulate)
+        guard l.isFinite else {
+            throw ToolError("training loss is \(l) at step \(step + 1); lower --lr or check the data (run stopped, last checkpoint kept)")
+        }
+        let norm = GradientClipping.clip(model.gradients, maxNorm: options.gradClip)
+        guard norm.isFinite else {
+            throw ToolError("gradient norm is \(norm) at step \(step + 1); lower --lr (run stopped, last checkpoint kept)")
+        }
+        let lr = lrSchedule.lr(afterSteps: step)
+        adam.update(parameters: model.parameters, gradients: UnsafeBufferPointer(model.gradients), lr: Float(lr))
+        ema.update(UnsafeBufferPointer(model.parameters))
+        step += 1
+        return StepStats(step: step, loss: l, lr: lr, gradNorm: norm, tokens: tokens)
+    }
+
+    /// The interval whose NLL is reported: U[1,1] for bd3 with L' = 1 (exact NLL), else (1e-3, 1).
+    public var reportedInterval: ClipInterval {
+        options.algorithm == .bd3 && loss.objective.blockSize == 1 ? .tuned : .base
+    }
+
+    /// Validation on the EMA weights: NELBO over up to `valBatches` batches and, with the clip search,
+    /// the Var-NELBO of every grid interval; the argmin becomes the training interval.
+    /// Uses its own fixed-seed RNG so it neither perturbs nor depends on the training stream.
+    public func validate() -> ValidationStats? {
+        guard let valid else { return nil }
+        ema.swap(with: model.parameters)
+        defer { ema.swap(with: model.parameters) }
+        let report = reportedInterval
+        let grid = options.clipSearch && options.algorithm == .bd3 ? ClipSearch.grid(blockSize: loss.objective.blockSize) : [report]
+        var accs = grid.map { ($0, VarianceAccumulator()) }
+        var rng = Xoshiro256(seed: options.seed ^ 0xA5A5_5A5A_0F0F_F0F0)
+        var nll = 0.0, count = 0
+        let B = options.batch
+        let nBatches = min((valid.count + B - 1) / B, options.valBatches)
+        var rows: [Int32] = []
+        for b in 0..<nBatches {
+            let lo = b * B, hi = min(valid.count, lo + B)
+            valid.gather(Array(lo..<hi), into: &rows)
+            for j in accs.indices {
+                let s = rows.withUnsafeBufferPointer {
+                    loss.run(x0: $0, batch: hi - lo, interval: accs[j].0, training: false, weighted: false, backward: false,
+                             dropoutSeed: 0, rng: &rng)
+                }
+                if accs[j].0 == report { nll += s.nllSum; count += s.tokenCount }
+                accs[j].1.add(blockMeans: s.blockMeans)
+            }
+        }
+        var chosen: ClipInterval? = nil
+        if options.clipSearch && options.algorithm == .bd3, let best = ClipSearch.best(accs) {
+            chosen = best
+            interval = best
+        }
+        return ValidationStats(nll: count > 0 ? nll / Double(count) : .nan, tokens: count, interval: report,
+                               variances: accs.map { ($0.0, $0.1.varNELBO) }, chosen: chosen)
+    }
+}

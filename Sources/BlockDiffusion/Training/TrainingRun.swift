@@ -1,0 +1,118 @@
+// The outer loop of `train`: steps, progress on stderr, JSONL metrics, periodic validation and
+// checkpoints, and a clean stop on SIGINT/SIGTERM (checkpoint, then exit so a rerun resumes).
+import Foundation
+
+/// SIGINT/SIGTERM set a flag that the loop polls between optimizer steps.
+public enum StopSignal {
+    nonisolated(unsafe) static var received: sig_atomic_t = 0
+
+    public static func install() {
+        signal(SIGINT) { s in StopSignal.received = s }
+        signal(SIGTERM) { s in StopSignal.received = s }
+    }
+    public static var pending: Int32 { Int32(received) }
+    /// For tests.
+    public static func raiseForTesting(_ s: Int32) { received = sig_atomic_t(s) }
+    public static func reset() { received = 0 }
+}
+
+/// Appends JSON lines to a metrics file.
+public final class MetricsLog {
+    let handle: FileHandle
+    public init(path: String) throws {
+        if !FileManager.default.fileExists(atPath: path) {
+            guard FileManager.default.createFile(atPath: path, contents: nil) else {
+                throw ToolError("cannot create metrics file \(path); check the directory exists and is writable")
+            }
+        }
+        guard let h = FileHandle(forWritingAtPath: path) else { throw ToolError("cannot open metrics file \(path)") }
+        h.seekToEndOfFile()
+        handle = h
+    }
+    public func write(_ object: [String: Any]) {
+        guard let d = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
+        handle.write(d); handle.write(Data("\n".utf8))
+    }
+}
+
+public struct RunOutcome: Sendable {
+    public var step: Int
+    public var lastLoss: Double
+    public var stoppedBySignal: Int32?
+}
+
+extension Trainer {
+    /// Runs until `options.steps`, or until a stop signal (checkpoint written, outcome.stoppedBySignal set).
+    /// A non-finite loss throws (the last checkpoint stays as it was).
+    public func run(runDir: String, metrics: MetricsLog?, logEvery: Int = 10, log: (String) -> Void) throws -> RunOutcome {
+        let start = Date()
+        let firstStep = step
+        var last = Double.nan
+        var lastVal: Double? = nil
+        while step < options.steps {
+            if StopSignal.pending != 0 {
+                let s = StopSignal.pending
+                try saveCheckpoint(runDir: runDir, best: false, valNLL: lastVal)
+                log("stopped by signal \(s) at step \(step); checkpoint written to \(runDir), rerun the same command to resume")
+                return RunOutcome(step: step, lastLoss: last, stoppedBySignal: s)
+            }
+            let st = try trainStep()
+            last = st.loss
+            let elapsed = Date().timeIntervalSince(start)
+            let done = step - firstStep
+            let tps = elapsed > 0 ? Double(done * st.tokens) / elapsed : 0
+            if step % logEvery == 0 || step == options.steps || step == firstStep + 1 {
+                let eta = done > 0 ? elapsed / Double(done) * Double(options.steps - step) : 0
+                log(String(format: "step %d/%d  loss %.4f  lr %.2e  |g| %.3f  %.0f tok/s  ETA %@",
+                           step, options.steps, st.loss, st.lr, st.gradNorm, tps, Trainer.duration(eta)))
+                metrics?.write(["step": step, "loss": st.loss, "lr": st.lr, "grad_norm": st.gradNorm, "tokens_per_s": tps])
+            }
+            var saved = false
+            if options.valEvery > 0 && step % options.valEvery == 0 && step < options.steps, let v = validate() {
+                lastVal = v.nll
+                report(v, metrics: metrics, log: log)
+                let isBest = v.nll < bestNLL
+                if isBest { bestNLL = v.nll }
+                try saveCheckpoint(runDir: runDir, best: isBest, valNLL: v.nll)
+                saved = true
+            }
+            if !saved && options.saveEvery > 0 && step % options.saveEvery == 0 && step < options.steps {
+                try saveCheckpoint(runDir: runDir, best: false, valNLL: lastVal)
+            }
+        }
+        // Final validation + checkpoint.
+        var isBest = false
+        if let v = validate() {
+            lastVal = v.nll
+            report(v, metrics: metrics, log: log)
+            isBest = v.nll < bestNLL
+            if isBest { bestNLL = v.nll }
+        } else {
+            isBest = true   // without validation data, the last weights are the best we have
+        }
+        try saveCheckpoint(runDir: runDir, best: isBest, valNLL: lastVal)
+        return RunOutcome(step: step, lastLoss: last, stoppedBySignal: nil)
+    }
+
+    func report(_ v: ValidationStats, metrics: MetricsLog?, log: (String) -> Void) {
+        var line = String(format: "valid step %d  nll %.4f  ppl %.2f  (%@, %d tokens)", step, v.nll, exp(v.nll), v.interval.description, v.tokens)
+        if let c = v.chosen { line += "  clip → \(c)" }
+        log(line)
+        var obj: [String: Any] = ["step": step, "val_nll": v.nll, "val_ppl": exp(v.nll), "val_tokens": v.tokens]
+        if v.variances.count > 1 || v.chosen != nil {
+            var vars: [String: Double] = [:]
+            for (c, x) in v.variances where x.isFinite { vars[String(format: "%.3f-%.3f", c.min, c.max)] = x }
+            obj["var_nelbo"] = vars
+        }
+        if let c = v.chosen { obj["clip"] = [c.min, c.max] }
+        metrics?.write(obj)
+    }
+
+    static func duration(_ s: Double) -> String {
+        guard s.isFinite else { return "?" }
+        let t = Int(s.rounded())
+        if t >= 3600 { return "\(t / 3600)h\(String(format: "%02d", (t % 3600) / 60))m" }
+        if t >= 60 { return "\(t / 60)m\(String(format: "%02d", t % 60))s" }
+        return "\(t)s"
+    }
+}

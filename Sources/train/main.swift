@@ -1,0 +1,69 @@
+// train: fit an AR, MDLM or BD3-LM model on a packed `sequences` stream (thin shell over Trainer).
+import ArgumentParser
+import BlockDiffusion
+import Foundation
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train an AR, MDLM or BD3-LM model on packed token sequences.",
+        discussion: """
+        Writes RUN_DIR/last.safetensors and RUN_DIR/best.safetensors (EMA weights, reference tensor names)
+        and RUN_DIR/last.optim.safetensors (optimizer moments, RNG, step). Rerunning the same command on
+        the same RUN_DIR resumes exactly where the run stopped (Ctrl-C writes a checkpoint first).
+
+        Example:
+          train --data owt.train.tok --valid owt.valid.tok --algo bd3 --block-size 4 \\
+                --config cpu --steps 2000 --batch 8 --warmup 100 --val-every 500 --clip-search -o runs/bd3-4
+        """)
+
+    @Option(help: "Training sequences (pack-blocks output).") var data: String
+    @Option(help: "Validation sequences (same tokenizer and length).") var valid: String?
+    @Option(help: "ar, mdlm or bd3.") var algo: String = "bd3"
+    @Option(help: "Block size L' for bd3 (must divide the sequence length).") var blockSize: Int = 4
+    @Option(help: "Model size: tiny, small or cpu.") var config: String = "cpu"
+    @Option(name: .customLong("set"), help: "Override key=value (hidden_size, n_blocks, n_heads, cond_dim, dropout, ema, grad_clip, resample, antithetic, tuned_rule, ignore_bos, mu, sigma, p_min, w1, mu1, sigma1, sigma2, m_start, m_end, tau_scale).")
+    var sets: [String] = []
+    @Option(help: "Optimizer steps.") var steps: Int = 1000
+    @Option(help: "Sequences per micro-batch.") var batch: Int = 8
+    @Option(help: "Micro-batches per optimizer step.") var accumulate: Int = 1
+    @Option(help: "Peak learning rate.") var lr: Double = 3e-4
+    @Option(help: "Linear warmup steps (constant schedule).") var warmup: Int = 2500
+    @Option(help: "constant (warmup then constant) or cosine (10% warmup from 1e-6, cosine to 1e-6).") var lrSchedule: String = "constant"
+    @Option(help: "Noise schedule: loglinear, square, square_root, log, cosine, gaussian, bimodal_gaussian.") var schedule: String = "loglinear"
+    @Option(help: "Loss reweighting: none, edm, iddpm, sigmoid[:k], fm, simple (training loss only).") var reweight: String = "none"
+    @Flag(help: "Search the clipped interval U[a,b] minimising Var-NELBO at each validation (bd3).") var clipSearch = false
+    @Option(help: "Fixed (initial) clip interval 'a,b' for t ~ U[a,b].") var clip: String?
+    @Option(help: "Start from this checkpoint's weights (e.g. trained at another block size).") var `init`: String?
+    @Option(help: "Random seed.") var seed: UInt64 = 1
+    @Option(help: "Validate (on EMA weights) every N steps; 0 = only at the end.") var valEvery: Int = 0
+    @Option(help: "At most this many validation batches.") var valBatches: Int = 100
+    @Option(help: "Write last.* every N steps.") var saveEvery: Int = 500
+    @Option(help: "Print progress every N steps.") var logEvery: Int = 10
+    @Option(help: "Append JSON-lines metrics to this file.") var metrics: String?
+    @Option(name: .shortAndLong, help: "Run directory.") var output: String
+
+    func run() throws {
+        guard let a = Algorithm(rawValue: algo) else { throw ValidationError("--algo must be ar, mdlm or bd3") }
+        guard lrSchedule == "constant" || lrSchedule == "cosine" else { throw ValidationError("--lr-schedule must be constant or cosine") }
+        guard logEvery >= 1 else { throw ValidationError("--log-every must be ≥ 1") }
+        var r = TrainRequest()
+        r.data = data; r.valid = valid; r.algorithm = a; r.blockSize = blockSize; r.configName = config; r.sets = sets
+        r.steps = steps; r.batch = batch; r.accumulate = accumulate; r.lr = lr; r.warmup = warmup
+        r.cosine = lrSchedule == "cosine"; r.schedule = schedule; r.reweight = reweight; r.clipSearch = clipSearch
+        r.clip = clip; r.initPath = `init`; r.seed = seed; r.valEvery = valEvery; r.valBatches = valBatches
+        r.saveEvery = saveEvery; r.runDir = output
+        let trainer: Trainer, how: String
+        do { (trainer, how) = try TrainSetup.make(r) } catch let e as TrainingUsageError { throw ValidationError(e.description) }
+        let log: (String) -> Void = { FileHandle.standardError.write(Data(("train: " + $0 + "\n").utf8)) }
+        log(how)
+        let m = try metrics.map { try MetricsLog(path: $0) }
+        StopSignal.install()
+        let out = try trainer.run(runDir: output, metrics: m, logEvery: logEvery, log: log)
+        if let s = out.stoppedBySignal { throw ExitCode(128 + s) }
+        log(String(format: "done: step %d, last loss %.4f; checkpoints in %@", out.step, out.lastLoss, output))
+    }
+}
+
+Runtime.prepareTool()
+Train.main()

@@ -1,0 +1,112 @@
+import XCTest
+import Foundation
+@testable import BlockDiffusion
+
+final class ScoreTests: XCTestCase {
+    var dir = ""
+    override func setUpWithError() throws { dir = TinyRun.tempDir("score") }
+    override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
+
+    /// A freshly initialised model has a zero output layer, so every masked token gets
+    /// −log p = ln(V−1) (mask column excluded): exact for AR and L' = 1, and in expectation for the NELBO.
+    func testZeroOutputModelGivesLogVMinusOne() throws {
+        let data = dir + "/test.tok"
+        try TinyRun.writeStream(data, rows: TinyRun.rows(16))
+        let expected = log(Double(TinyRun.V - 1))
+        for (algo, bs) in [(Algorithm.ar, 1), (.bd3, 1), (.bd3, 4), (.mdlm, 16)] {
+            var r = TinyRun.request(dir: dir, data: data, valid: nil, algo: algo, steps: 0)
+            r.blockSize = bs; r.runDir = dir + "/\(algo.rawValue)\(bs)"
+            let (t, _) = try TrainSetup.make(r)
+            _ = try t.run(runDir: r.runDir, metrics: nil) { _ in }      // 0 steps: writes the initial weights
+            let (m, info, d) = try Perplexity.load(checkpoint: r.runDir + "/last.safetensors", data: data, batch: 4)
+            var o = PerplexityOptions(); o.batch = 4; o.samples = 8; o.clips = [.base, ClipInterval(0.45, 0.95)]
+            let res = Perplexity.evaluate(model: m, info: info, data: d, options: o)
+            if algo == .ar || bs == 1 {
+                XCTAssertTrue(res.exact)
+                XCTAssertEqual(res.nll, expected, accuracy: 1e-5, "\(algo) \(bs)")
+                XCTAssertEqual(res.tokens, 16 * 15)   // AR: L−1 targets; L'=1: position 0 (BOS) excluded
+            } else {
+                XCTAssertFalse(res.exact)
+                XCTAssertEqual(res.nll, expected, accuracy: 0.1 * expected, "\(algo) \(bs)")
+                XCTAssertEqual(res.tokens, 16 * 15)
+            }
+            XCTAssertEqual(res.bpd, res.nll / M_LN2, accuracy: 1e-12)
+            XCTAssertEqual(res.varNELBO.count, 2)
+            if algo == .bd3 && bs == 4 {
+                // Clipping t away from 0 removes the large 1/t weights: lower variance than U[1e-3, 1].
+                XCTAssertLessThan(res.varNELBO[1].1, res.varNELBO[0].1)
+            }
+            let json = try JSONSerialization.jsonObject(with: Data(res.json.utf8)) as! [String: Any]
+            for k in ["ppl", "nll", "bpd", "tokens", "var_nelbo"] { XCTAssertNotNil(json[k], k) }
+        }
+    }
+
+    // MARK: command-line tools
+
+    func binary(_ name: String) throws -> String {
+        // The built products sit next to the test bundle (.build/<triple>/<config>/).
+        var candidates = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()]
+        let b = Bundle(for: ScoreTests.self).bundleURL
+        candidates += [b.deletingLastPathComponent(), b.appendingPathComponent("debug"), b.appendingPathComponent("release")]
+        for c in candidates {
+            let p = c.appendingPathComponent(name).path
+            if FileManager.default.isExecutableFile(atPath: p) { return p }
+        }
+        struct Missing: Error, CustomStringConvertible { let description: String }
+        throw Missing(description: "\(name) not found next to the tests (\(candidates.map(\.path))); run swift build first")
+    }
+
+    func runTool(_ path: String, _ args: [String]) throws -> (code: Int32, out: String, err: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: path)
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        env["BD3_NO_REEXEC"] = "1"
+        p.environment = env
+        let o = Pipe(), e = Pipe()
+        p.standardOutput = o; p.standardError = e
+        try p.run()
+        let od = o.fileHandleForReading.readDataToEndOfFile(), ed = e.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: od, as: UTF8.self), String(decoding: ed, as: UTF8.self))
+    }
+
+    func testCommandLineTrainAndScore() throws {
+        let train = try binary("train"), score = try binary("score")
+        let data = dir + "/train.tok", valid = dir + "/valid.tok"
+        try TinyRun.writeStream(data, rows: TinyRun.rows(8))
+        try TinyRun.writeStream(valid, rows: TinyRun.rows(4))
+        let common = ["--data", data, "--valid", valid, "--config", "cpu", "--set", "hidden_size=32", "--set", "n_blocks=1",
+                      "--set", "n_heads=2", "--set", "cond_dim=16", "--batch", "4", "--warmup", "0", "--lr", "1e-3"]
+        // Usage errors → 64.
+        var r = try runTool(train, common + ["--block-size", "5", "-o", dir + "/bad"])
+        XCTAssertEqual(r.code, 64, r.err); XCTAssertTrue(r.err.contains("does not divide"), r.err)
+        r = try runTool(train, common + ["--algo", "gpt", "-o", dir + "/bad"])
+        XCTAssertEqual(r.code, 64, r.err)
+        // Runtime error → 1 (missing data file).
+        r = try runTool(train, ["--data", dir + "/missing.tok", "-o", dir + "/bad"])
+        XCTAssertEqual(r.code, 1, r.err)
+        // A real run with metrics and the clip search.
+        let run = dir + "/run"
+        r = try runTool(train, common + ["--steps", "3", "--val-every", "2", "--clip-search", "--metrics", dir + "/m.jsonl",
+                                        "--log-every", "1", "-o", run])
+        XCTAssertEqual(r.code, 0, r.err)
+        XCTAssertTrue(r.err.contains("step 3/3"), r.err)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: run + "/best.safetensors"))
+        // Rerun resumes (and has nothing left to do).
+        r = try runTool(train, common + ["--steps", "3", "-o", run])
+        XCTAssertEqual(r.code, 0, r.err); XCTAssertTrue(r.err.contains("resuming"), r.err)
+        // score ppl: JSON on stdout, table on stderr.
+        r = try runTool(score, ["ppl", "-m", run + "/best.safetensors", "-i", valid, "--batch", "2", "--clip", "0.45,0.95"])
+        XCTAssertEqual(r.code, 0, r.err)
+        let json = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+        XCTAssertEqual(json["tokens"] as? Int, 4 * 15)
+        XCTAssertGreaterThan(json["ppl"] as! Double, 1)
+        XCTAssertTrue(r.err.contains("Var. NELBO"), r.err)
+        // score usage / runtime errors.
+        r = try runTool(score, ["ppl", "-m", run + "/best.safetensors", "-i", valid, "--clip", "0.9,0.1"])
+        XCTAssertEqual(r.code, 64, r.err)
+        r = try runTool(score, ["ppl", "-m", dir + "/nope.safetensors", "-i", valid])
+        XCTAssertEqual(r.code, 1, r.err)
+    }
+}
