@@ -249,7 +249,7 @@ final class SEDDTests: XCTestCase {
         model.zeroGradients()
         var rng3 = Xoshiro256(seed: 5)
         _ = x0.withUnsafeBufferPointer { runner.run(x0: $0, batch: B, training: true, backward: true, dropoutSeed: 0, rng: &rng3) }
-        XCTAssertGreaterThan(model.gradient(named: "output_layer.linear.weight")!.reduce(0) { $0 + abs($1) }, 0)
+        XCTAssertGreaterThan(model.gradient(named: "backbone.output_layer.linear.weight")!.reduce(0) { $0 + abs($1) }, 0)
     }
 
     /// SEDD perplexity of the zero-output model is about V−1 (NELBO per token ≈ ln(V−1) in expectation).
