@@ -380,3 +380,29 @@ final class SEDDTests: XCTestCase {
                                              options: SEDDSamplerOptions(steps: 4, length: 8, maskID: 10, prompt: [0])))
     }
 }
+
+extension SEDDTests {
+    /// Through the `LossRunner` protocol (the trainer's view) SEDD and the diffusion loss run the same call.
+    func testLossRunnerProtocol() {
+        let V = 13, L = 8, B = 2
+        let model = tinySEDDModel(V: V, L: L, maxBatch: B)
+        let runner: any LossRunner = SEDDBatchLoss(model: model, length: L, maskID: Int32(V - 1), maxBatch: B, needsGradients: true)
+        let x0: [Int32] = (0..<(B * L)).map { (i: Int) -> Int32 in Int32(i % (V - 1)) }
+        var r1 = Xoshiro256(seed: 11), r2 = Xoshiro256(seed: 11)
+        model.zeroGradients()
+        let a = x0.withUnsafeBufferPointer { runner.run(x0: $0, batch: B, interval: .base, training: true, weighted: true, backward: true,
+                                                        gradScale: 0.5, dropoutSeed: 0, rng: &r1) }
+        let g1 = Array(model.gradients)
+        model.zeroGradients()
+        let b = x0.withUnsafeBufferPointer { (runner as! SEDDBatchLoss).run(x0: $0, batch: B, training: true, backward: true,
+                                                                             gradScale: 1, dropoutSeed: 0, rng: &r2) }
+        XCTAssertEqual(a, b)
+        XCTAssertGreaterThan(a.tokenNLL, 0)
+        // gradScale scales the accumulated gradient linearly.
+        let g2 = Array(model.gradients)
+        var maxDiff: Float = 0, maxG: Float = 0
+        for i in g1.indices { maxDiff = max(maxDiff, abs(2 * g1[i] - g2[i])); maxG = max(maxG, abs(g2[i])) }
+        XCTAssertGreaterThan(maxG, 0)
+        XCTAssertLessThanOrEqual(maxDiff, 1e-5 * maxG)
+    }
+}
