@@ -468,3 +468,32 @@ extension SEDDTests {
         XCTAssertLessThan(after, 0.7 * before, "SEDD loss \(before) → \(after)")
     }
 }
+
+extension SEDDTests {
+    /// draft → samples stream → reader: records in id order with tokens, confidence, unmask steps, NFE, stage.
+    func testDraftWritesASamplesStream() throws {
+        let V = 11, L = 8
+        let model = tinySEDDModel(V: V, L: L, maxBatch: 2)
+        let sampler = try SEDDSampler(model: model, options: SEDDSamplerOptions(steps: 4, length: L, maskID: Int32(V - 1), prompt: [0]))
+        let sink = MemorySink()
+        let header = StreamHeader(kind: .samples, vocabSize: V, tokenizerFingerprint: 0,
+                                  special: SpecialTokens(bos: 0, eos: 0, mask: Int32(V - 1), pad: -1), fields: .all, attributes: ["tool": "draft"])
+        let writer = try TokenStreamWriter(sink: sink, header: header)
+        var direct: [TokenRecord] = []
+        try sampler.draft(count: 5, batch: 2, seed: 8) { direct.append($0); try writer.write($0) }
+        try writer.finish()
+        let reader = try TokenStreamReader(source: MemorySource(sink.bytes))
+        var back: [TokenRecord] = []
+        while let r = try reader.next() { back.append(r) }
+        XCTAssertEqual(back, direct)
+        XCTAssertEqual(back.map { $0.id }, [0, 1, 2, 3, 4])
+        for r in back {
+            XCTAssertEqual(r.nfe, 4); XCTAssertEqual(r.promptLength, 1); XCTAssertEqual(r.tokens.count, L)
+            XCTAssertFalse(r.tokens.contains(Int32(V - 1)))
+        }
+        // Same (seed, count, batch) → same stream.
+        var again: [TokenRecord] = []
+        sampler.draft(count: 5, batch: 2, seed: 8) { again.append($0) }
+        XCTAssertEqual(again, direct)
+    }
+}

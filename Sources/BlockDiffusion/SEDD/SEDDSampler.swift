@@ -126,6 +126,24 @@ public final class SEDDSampler {
         }
     }
 
+    /// `draft --algo sedd`: `count` samples in batches of at most `batch`, handed to `write` in id order
+    /// 0..<count as samples-stream records (header fields `TokenFields.all`). Batch j is sampled with seed
+    /// `split` j+1 of Xoshiro256(seed), so the output depends only on (seed, count, batch).
+    public func draft(count: Int, batch: Int, seed: UInt64, write: (TokenRecord) throws -> Void) rethrows {
+        precondition(count >= 0 && batch >= 1 && batch <= model.maxBatch)
+        var seeds = Xoshiro256(seed: seed)
+        var id: UInt64 = 0
+        var left = count
+        while left > 0 {
+            let b = min(batch, left)
+            for s in sample(batch: b, seed: seeds.split()) {
+                try write(s.record(id: id, options: options))
+                id += 1
+            }
+            left -= b
+        }
+    }
+
     // MARK: one step, one row (float64)
 
     /// Transition probabilities of one row from its logits: score → (nucleus) → staggered → ⊙ T(x, dσ),
