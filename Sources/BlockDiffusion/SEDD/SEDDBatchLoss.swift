@@ -11,6 +11,9 @@
 //
 // The per-token mean of dσ·ℓ over t ~ U[ε, 1) is a Monte-Carlo estimate of the SEDD NELBO per token,
 // so `SEDDPerplexity` reports exp(mean) as an upper bound on the perplexity, like the diffusion models.
+//
+// `LossRunner` is the batch-loss interface the trainer needs; `BatchLoss` (diffusion/AR) and
+// `SEDDBatchLoss` both conform, so `Trainer` can hold `any LossRunner` and pick by --algo.
 import Foundation
 
 /// What the trainer and the scorer need from a batch loss, so `Trainer` can hold either the diffusion/AR
