@@ -14,6 +14,8 @@ public struct TrainRequest: Sendable {
     public var valid: String? = nil
     public var algorithm: Algorithm = .bd3
     public var blockSize = 4
+    /// `--block-mix` spec (bd3): see `BlockMix.parse`. Overrides `blockSize` (which becomes the draft size).
+    public var blockMix: String? = nil
     public var configName = "cpu"
     public var sets: [String] = []
     public var steps = 1000
@@ -111,15 +113,21 @@ public enum TrainSetup {
         guard train.header.special.mask >= 0 || r.algorithm == .ar else {
             throw ToolError("\(r.data): the stream declares no mask token; diffusion training needs one (tokenizer with [MASK])")
         }
-        if r.algorithm == .bd3 {
+        if r.algorithm == .bd3 && r.blockMix == nil {
             guard r.blockSize >= 1, L % r.blockSize == 0 else {
                 throw TrainingUsageError("--block-size \(r.blockSize) does not divide the sequence length \(L)")
             }
+        }
+        var mix: BlockMix? = nil
+        if let spec = r.blockMix {
+            guard r.algorithm == .bd3 else { throw TrainingUsageError("--block-mix applies to --algo bd3 only") }
+            mix = try BlockMix.parse(spec, length: L)
         }
         if r.algorithm == .ar && L < 2 { throw TrainingUsageError("AR training needs sequences of at least 2 tokens") }
 
         var o = TrainOptions()
         o.algorithm = r.algorithm; o.blockSize = r.algorithm == .bd3 ? r.blockSize : (r.algorithm == .ar ? 1 : L)
+        if let m = mix { o.blockMix = m; o.blockSize = m.draftSize }
         o.steps = r.steps; o.batch = r.batch; o.accumulate = r.accumulate; o.lr = r.lr; o.warmup = r.warmup
         o.cosine = r.cosine; o.schedule = schedule; o.reweighting = reweighting; o.clipSearch = r.clipSearch
         if let c = r.clip { o.interval = try parseInterval(c) }
