@@ -3,6 +3,7 @@
 //               weight 1/t (loss_scale), position 0 excluded when ignore_bos; NELBO ≥ NLL, so PPL is an upper bound.
 //   bd3 L' = 1: U[1,1] — every token masked, exact NLL (the reference's eval_nll); K is irrelevant.
 //   ar        : exact NLL of x[1:] given x[:-1].
+//   sedd      : score-entropy NELBO (SEDDPerplexity), K draws of one t per sequence; no Var-NELBO.
 // Var-NELBO (§2.6) of the reported interval and of each requested clip interval: mean over batches
 // of the unbiased variance of the per-block mean losses (not for AR).
 import Foundation
@@ -59,6 +60,14 @@ public enum Perplexity {
     public static func evaluate(model: DiT, info: CheckpointInfo, data: SequenceData, options o: PerplexityOptions) -> PerplexityResult {
         let L = data.length
         let algo = info.algorithm
+        if algo == .sedd {
+            // SEDD: NELBO of the score-entropy loss, K draws of one t per sequence (SEDD/SEDDBatchLoss.swift).
+            let noise = SEDDNoise(rawValue: info.metadata["sedd_noise"] ?? "") ?? .bd3lms
+            var r = SEDDPerplexity.evaluate(model: model, data: data, maskID: info.special.mask, noise: noise,
+                                            samples: o.samples, batch: o.batch, seed: o.seed)
+            r.blockSize = L
+            return r
+        }
         let bs = algo == .mdlm ? L : (algo == .ar ? 1 : (o.blockSize ?? info.blockSize))
         var obj = DiffusionObjective(blockSize: bs, length: L, maskID: info.special.mask)
         obj.schedule = NoiseSchedule.named(info.schedule) ?? .loglinear

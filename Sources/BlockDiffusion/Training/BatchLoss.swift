@@ -11,7 +11,9 @@
 import Foundation
 
 public enum Algorithm: String, CaseIterable, Sendable {
-    case ar, mdlm, bd3
+    /// `sedd`: score-entropy discrete diffusion with time conditioning (SEDD/SEDDBatchLoss.swift);
+    /// `BatchLoss` does not run it (the trainer and `score` use `SEDDBatchLoss`), it only sizes inputs.
+    case ar, mdlm, bd3, sedd
 }
 
 public final class BatchLoss {
@@ -43,7 +45,7 @@ public final class BatchLoss {
 
     /// Model input length per sequence for this algorithm.
     public static func inputLength(_ a: Algorithm, length L: Int) -> Int {
-        switch a { case .ar: return L - 1; case .mdlm: return L; case .bd3: return 2 * L }
+        switch a { case .ar: return L - 1; case .mdlm, .sedd: return L; case .bd3: return 2 * L }
     }
 
     /// Runs the batch `x0` (B, L). `training` selects the denominator (all tokens) and dropout;
@@ -54,6 +56,7 @@ public final class BatchLoss {
                     rng: inout Xoshiro256) -> LossSummary {
         precondition(B <= maxBatch && x0.count == B * L)
         precondition(!backward || dLogits.count > 0, "BatchLoss built without gradient buffers")
+        precondition(algorithm != .sedd, "SEDD batches run through SEDDBatchLoss")
         if algorithm == .ar { return runAR(x0: x0, batch: B, training: training, backward: backward, gradScale: gradScale, dropoutSeed: dropoutSeed) }
         let obj = objective
         let t = obj.sampleTimes(batch: B, interval: interval, rng: &rng)

@@ -8,6 +8,8 @@
 // Mixed-scale runs add block_mix (canonical `BlockMix` spelling, e.g. "bimodal:4,256,0.1"; block_size is
 // then the draft size and sampling_eps_* its interval) and clip_by_block (JSON {"4":[β,ω],"256":[β,ω]},
 // exact decimals), and val_nll_by_block (JSON {"4":nll,…}) when validated.
+// SEDD checkpoints (algo=sedd, model_config.timeConditioning = true, block_size = L) add sedd_noise
+// (bd3lms | loglinear, the σ(t) of `SEDDNoise`).
 import Foundation
 
 public struct CheckpointInfo: Sendable {
@@ -37,10 +39,10 @@ public struct CheckpointInfo: Sendable {
         guard let cj = m["model_config"], let config = try? JSONDecoder().decode(ModelConfig.self, from: Data(cj.utf8)) else {
             throw ToolError("\(file.path): no model_config in the checkpoint metadata; was it written by train?")
         }
-        guard !config.timeConditioning else {
-            throw ToolError("\(file.path): a time-conditioned (SEDD) model; train and score ppl handle ar, mdlm and bd3 checkpoints")
+        let algo = Algorithm(rawValue: m["algo"] ?? (config.causal ? "ar" : (config.timeConditioning ? "sedd" : "bd3"))) ?? .bd3
+        guard config.timeConditioning == (algo == .sedd) else {
+            throw ToolError("\(file.path): algo \(algo.rawValue) with a \(config.timeConditioning ? "" : "non-")time-conditioned model; the checkpoint metadata is inconsistent")
         }
-        let algo = Algorithm(rawValue: m["algo"] ?? (config.causal ? "ar" : "bd3")) ?? .bd3
         let L = Int(m["seq_len"] ?? "") ?? config.length
         func id(_ k: String) -> Int32 { Int32(m[k] ?? "") ?? -1 }
         let special = SpecialTokens(bos: id("bos_id"), eos: id("eos_id"),
@@ -89,6 +91,7 @@ extension Trainer {
             "sampling_eps_max": exact(interval.max), "step": "\(step)", "training": options.json, "format": "pt",
         ]
         if let v = valNLL { m["val_nll"] = exact(v) }
+        if options.algorithm == .sedd { m["sedd_noise"] = options.seddNoise.rawValue }
         if let mix = options.blockMix {
             m["block_mix"] = mix.description
             m["clip_by_block"] = Trainer.intervalsJSON(intervals)

@@ -38,6 +38,8 @@ public struct TrainOptions: Sendable {
     public var antithetic = true
     public var tunedRule: TunedRule = .exact
     public var ignoreBOS = true
+    /// σ(t) / move chance of `--algo sedd` (`--set sedd_noise=bd3lms|loglinear`).
+    public var seddNoise: SEDDNoise = .bd3lms
     public init() {}
 
     /// JSON summary stored in checkpoint metadata.
@@ -47,7 +49,7 @@ public struct TrainOptions: Sendable {
             "accumulate": "\(accumulate)", "lr": "\(lr)", "warmup": "\(warmup)", "lr_schedule": cosine ? "cosine" : "constant",
             "noise": schedule.name, "reweight": reweighting.name, "clip_search": "\(clipSearch)", "seed": "\(seed)",
             "val_every": "\(valEvery)", "val_batches": "\(valBatches)", "ema": "\(emaDecay)", "grad_clip": "\(gradClip)", "weight_decay": "\(weightDecay)",
-            "block_mix": blockMix?.description ?? "none",
+            "block_mix": blockMix?.description ?? "none", "sedd_noise": seddNoise.rawValue,
             "resample": "\(resample)", "antithetic": "\(antithetic)", "tuned_rule": tunedRule.rawValue, "ignore_bos": "\(ignoreBOS)",
         ]
         let data = try! JSONSerialization.data(withJSONObject: d, options: [.sortedKeys])
@@ -86,7 +88,11 @@ public final class Trainer {
     public var options: TrainOptions
     public let train: SequenceData
     public let valid: SequenceData?
+    /// The diffusion/AR batch runner. For `sedd` it only carries the objective (time sampling, masking
+    /// options, schedule hook); the batches run through `sedd`.
     public let loss: BatchLoss
+    /// The SEDD batch runner (`--algo sedd`), nil otherwise.
+    public let sedd: SEDDBatchLoss?
     public let adam: AdamW
     public let ema: EMA
     public internal(set) var step = 0
@@ -111,12 +117,21 @@ public final class Trainer {
     public init(model: DiT, options: TrainOptions, train: SequenceData, valid: SequenceData?) {
         self.model = model; self.options = options; self.train = train; self.valid = valid
         let L = train.length
-        let bs = options.algorithm == .mdlm ? L : (options.algorithm == .ar ? 1 : options.blockSize)
+        let bs = options.algorithm == .mdlm || options.algorithm == .sedd ? L : (options.algorithm == .ar ? 1 : options.blockSize)
         var obj = DiffusionObjective(blockSize: bs, length: L, maskID: train.header.special.mask)
         obj.schedule = options.schedule; obj.reweighting = options.reweighting
         obj.resample = options.resample; obj.antithetic = options.antithetic; obj.tunedRule = options.tunedRule
         obj.ignoreBOS = options.algorithm == .ar ? false : options.ignoreBOS
-        loss = BatchLoss(model: model, algorithm: options.algorithm, objective: obj, maxBatch: options.batch, needsGradients: true)
+        if options.algorithm == .sedd {
+            let s = SEDDBatchLoss(model: model, noise: options.seddNoise, length: L, maskID: train.header.special.mask,
+                                  maxBatch: options.batch, needsGradients: true)
+            s.objective = obj
+            sedd = s
+        } else {
+            sedd = nil
+        }
+        loss = BatchLoss(model: model, algorithm: options.algorithm, objective: obj, maxBatch: options.batch,
+                         needsGradients: options.algorithm != .sedd)
         adam = AdamW(count: model.parameterCount)
         adam.weightDecay = options.weightDecay
         ema = EMA(parameters: UnsafeBufferPointer(model.parameters), decay: options.emaDecay)
@@ -146,6 +161,12 @@ public final class Trainer {
                 s = x0.withUnsafeBufferPointer {
                     loss.runMixed(x0: $0, batch: B, sizes: sizes, order: mix.sizes, intervals: intervals, weighted: true,
                                   gradScale: 1 / Double(options.accumulate), rng: &rng)
+                }
+            } else if let sedd {
+                let seed = rng.split()
+                s = x0.withUnsafeBufferPointer {
+                    sedd.run(x0: $0, batch: B, interval: interval, training: true, backward: true,
+                             gradScale: 1 / Double(options.accumulate), dropoutSeed: seed, rng: &rng)
                 }
             } else {
                 let seed = rng.split()
@@ -209,8 +230,9 @@ public final class Trainer {
                 valid.gather(Array(lo..<hi), into: &rows)
                 for j in accs.indices {
                     let s = rows.withUnsafeBufferPointer {
-                        loss.run(x0: $0, batch: hi - lo, interval: accs[j].0, training: false, weighted: false, backward: false,
-                                 dropoutSeed: 0, rng: &rng)
+                        sedd?.run(x0: $0, batch: hi - lo, interval: accs[j].0, training: false, backward: false, dropoutSeed: 0, rng: &rng)
+                        ?? loss.run(x0: $0, batch: hi - lo, interval: accs[j].0, training: false, weighted: false, backward: false,
+                                    dropoutSeed: 0, rng: &rng)
                     }
                     if accs[j].0 == report { nll += s.nllSum; count += s.tokenCount }
                     accs[j].1.add(blockMeans: s.blockMeans)
