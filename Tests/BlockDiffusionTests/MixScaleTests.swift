@@ -296,6 +296,21 @@ final class MixScaleTests: XCTestCase {
         XCTAssertEqual(json["block_size"] as? Int, 16)
         r = try runTool(score, ["ppl", "-m", run + "/best.safetensors", "-i", validPath, "--block-size", "3"])
         XCTAssertEqual(r.code, 64, r.err)
+        // --algo sedd end to end: train (+ resume with more steps), then score ppl on the SEDD checkpoint.
+        let sedd = dir + "/sedd"
+        r = try runTool(train, common + ["--algo", "sedd", "--steps", "2", "-o", sedd])
+        XCTAssertEqual(r.code, 0, r.err)
+        r = try runTool(train, common + ["--algo", "sedd", "--steps", "3", "-o", sedd])
+        XCTAssertEqual(r.code, 0, r.err); XCTAssertTrue(r.err.contains("resuming"), r.err)
+        r = try runTool(score, ["ppl", "-m", sedd + "/best.safetensors", "-i", validPath, "--batch", "2"])
+        XCTAssertEqual(r.code, 0, r.err)
+        let sj = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+        XCTAssertEqual(sj["tokens"] as? Int, 4 * 15)
+        XCTAssertGreaterThan(sj["ppl"] as! Double, 1)
+        r = try runTool(score, ["ppl", "-m", sedd + "/best.safetensors", "-i", validPath, "--block-size", "4"])
+        XCTAssertEqual(r.code, 64, r.err)
+        r = try runTool(train, common + ["--algo", "sedd", "--reweight", "edm", "--steps", "1", "-o", dir + "/bad-sedd"])
+        XCTAssertEqual(r.code, 64, r.err)
     }
 }
 
