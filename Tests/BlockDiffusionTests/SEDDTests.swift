@@ -58,6 +58,7 @@ final class SEDDTests: XCTestCase {
         XCTAssertEqual(a.count, b.count, what, file: file, line: line)
         guard a.count == b.count else { return }
         let e = relErr(a, b)
+        if ProcessInfo.processInfo.environment["SEDD_VERBOSE"] != nil { print("SEDD-PARITY", what, a.count, e) }
         XCTAssertLessThanOrEqual(e, tol ?? self.tol, "\(what): relative error \(e)", file: file, line: line)
     }
 
@@ -249,7 +250,7 @@ final class SEDDTests: XCTestCase {
         model.zeroGradients()
         var rng3 = Xoshiro256(seed: 5)
         _ = x0.withUnsafeBufferPointer { runner.run(x0: $0, batch: B, training: true, backward: true, dropoutSeed: 0, rng: &rng3) }
-        XCTAssertGreaterThan(model.gradient(named: "output_layer.linear.weight")!.reduce(0) { $0 + abs($1) }, 0)
+        XCTAssertGreaterThan(model.gradient(named: "backbone.output_layer.linear.weight")!.reduce(0) { $0 + abs($1) }, 0)
     }
 
     /// SEDD perplexity of the zero-output model is about V−1 (NELBO per token ≈ ln(V−1) in expectation).
@@ -355,6 +356,11 @@ final class SEDDTests: XCTestCase {
         // Deterministic by seed; another seed gives another sample.
         XCTAssertEqual(sampler.sample(batch: B, seed: 42), out)
         XCTAssertNotEqual(sampler.sample(batch: B, seed: 43).map { $0.tokens }, out.map { $0.tokens })
+        // The samples-stream record carries the same fields.
+        let rec = out[0].record(id: 9, options: o)
+        XCTAssertEqual(rec.tokens, out[0].tokens); XCTAssertEqual(rec.confidence, out[0].confidence)
+        XCTAssertEqual(rec.unmaskStep, out[0].unmaskStep); XCTAssertEqual(rec.nfe, UInt64(T)); XCTAssertEqual(rec.promptLength, 1)
+        XCTAssertEqual(rec.stages, ["draft sedd T=\(T) nucleus=1.0 noise=bd3lms nfe=\(T)"])
         // With nucleus and the loglinear variant, and T = 1, the invariants still hold.
         o.nucleus = 0.9; o.noise = .loglinear; o.steps = 1; o.prompt = [0, 5]
         let s1 = try SEDDSampler(model: model, options: o).sample(batch: 2, seed: 1)

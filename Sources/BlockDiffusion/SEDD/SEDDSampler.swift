@@ -47,6 +47,12 @@ public struct SEDDSample: Equatable, Sendable {
     public var promptLength: Int
     /// Function evaluations as the reference counts them (T).
     public var nfe: Int
+    /// The samples-stream record (fields confidence + unmaskStep), with stage text
+    /// "draft sedd T=… nucleus=… nfe=…".
+    public func record(id: UInt64, options o: SEDDSamplerOptions) -> TokenRecord {
+        TokenRecord(id: id, tokens: tokens, confidence: confidence, unmaskStep: unmaskStep, nfe: UInt64(nfe),
+                    promptLength: promptLength, stages: ["draft sedd T=\(o.steps) nucleus=\(o.nucleus) noise=\(o.noise.rawValue) nfe=\(nfe)"])
+    }
     /// Forwards actually run: T + 1 (final denoise included), fewer if every position was unmasked early
     /// (the forward is skipped when no MASK is left; the reference would still run it).
     public var forwardPasses: Int
