@@ -102,11 +102,11 @@ public final class Trainer {
     public var intervals: [Int: ClipInterval]
     /// The draft (or only) block size's interval: the reference's `sampling_eps_min/max`.
     public var interval: ClipInterval {
-        get { intervals[options.blockSize] ?? .base }
-        set { intervals[options.blockSize] = newValue }
+        get { intervals[blockSizes[0]] ?? .base }
+        set { intervals[blockSizes[0]] = newValue }
     }
-    /// The block sizes trained: the mix's sizes (draft first), or the single size.
-    public var blockSizes: [Int] { options.blockMix?.sizes ?? [loss.objective.blockSize] }
+    /// The block sizes trained: the mix's sizes (draft first), or the single size (1 for AR, L for MDLM/SEDD).
+    public let blockSizes: [Int]
     public var rng: Xoshiro256
     public var order: BatchOrder
     public var bestNLL = Double.infinity
@@ -117,7 +117,9 @@ public final class Trainer {
     public init(model: DiT, options: TrainOptions, train: SequenceData, valid: SequenceData?) {
         self.model = model; self.options = options; self.train = train; self.valid = valid
         let L = train.length
-        let bs = options.algorithm == .mdlm || options.algorithm == .sedd ? L : (options.algorithm == .ar ? 1 : options.blockSize)
+        precondition(options.blockMix == nil || options.algorithm == .bd3, "a block mix needs bd3")
+        let bs = options.blockMix?.draftSize
+            ?? (options.algorithm == .mdlm || options.algorithm == .sedd ? L : (options.algorithm == .ar ? 1 : options.blockSize))
         var obj = DiffusionObjective(blockSize: bs, length: L, maskID: train.header.special.mask)
         obj.schedule = options.schedule; obj.reweighting = options.reweighting
         obj.resample = options.resample; obj.antithetic = options.antithetic; obj.tunedRule = options.tunedRule
@@ -135,8 +137,9 @@ public final class Trainer {
         adam = AdamW(count: model.parameterCount)
         adam.weightDecay = options.weightDecay
         ema = EMA(parameters: UnsafeBufferPointer(model.parameters), decay: options.emaDecay)
+        blockSizes = options.blockMix?.sizes ?? [bs]
         intervals = [:]
-        for b in options.blockMix?.sizes ?? [bs] { intervals[b] = options.interval }
+        for b in blockSizes { intervals[b] = options.interval }
         rng = Xoshiro256(seed: options.seed)
         order = BatchOrder(rows: train.count, seed: options.seed)
     }
