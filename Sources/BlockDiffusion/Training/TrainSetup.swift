@@ -200,7 +200,7 @@ public enum TrainSetup {
             try trainer.initialize(from: ip)
             return (trainer, "initialised from \(ip)")
         }
-        return (trainer, "fresh \(config.nBlocks)-layer model, \(model.parameterCount) parameters")
+        return (trainer, "fresh \(config.nBlocks)-layer model, \(model.parameterCount) parameters" + (mix.map { ", block mix \($0)" } ?? ""))
     }
 
     static func readConfig(_ path: String) throws -> ModelConfig {
