@@ -13,7 +13,19 @@
 // so `SEDDPerplexity` reports exp(mean) as an upper bound on the perplexity, like the diffusion models.
 import Foundation
 
-public final class SEDDBatchLoss {
+/// What the trainer and the scorer need from a batch loss, so `Trainer` can hold either the diffusion/AR
+/// `BatchLoss` or `SEDDBatchLoss` (`let loss: any LossRunner`). `weighted` selects the reweighting of the
+/// diffusion objective; SEDD has none, so SEDDBatchLoss accepts and ignores it.
+public protocol LossRunner: AnyObject {
+    var objective: DiffusionObjective { get set }
+    func run(x0: UnsafeBufferPointer<Int32>, batch B: Int, interval: ClipInterval, training: Bool,
+             weighted: Bool, backward: Bool, gradScale: Double, dropoutSeed: UInt64,
+             rng: inout Xoshiro256) -> LossSummary
+}
+
+extension BatchLoss: LossRunner {}
+
+public final class SEDDBatchLoss: LossRunner {
     public let model: DiT
     public var noise: SEDDNoise
     /// Time sampling and masking (antithetic, BOS rule) are the diffusion objective's with one block per sequence.
@@ -46,8 +58,10 @@ public final class SEDDBatchLoss {
 
     /// Runs the batch x0 (B, L): draws t and x_t from `rng`, forward (+ backward with gradients of
     /// tokenNLL·gradScale accumulated into the model). `training` selects dropout and the denominator.
+    /// `weighted` is ignored (no reweighting for SEDD; it exists for `LossRunner`).
     public func run(x0: UnsafeBufferPointer<Int32>, batch B: Int, interval: ClipInterval = .base, training: Bool,
-                    backward: Bool, gradScale: Double = 1, dropoutSeed: UInt64, rng: inout Xoshiro256) -> LossSummary {
+                    weighted: Bool = false, backward: Bool, gradScale: Double = 1, dropoutSeed: UInt64,
+                    rng: inout Xoshiro256) -> LossSummary {
         precondition(B <= maxBatch && x0.count == B * L)
         let t = objective.sampleTimes(batch: B, interval: interval, rng: &rng)
         let masked = objective.maskTokens(x0: Array(x0), batch: B, p: t.map { noise.moveChance($0) }, interval: interval, rng: &rng)
