@@ -19,6 +19,7 @@ struct Draft: ParsableCommand {
         Examples:
           draft -m run/best.safetensors -n 8 --length 1024 --block-size 4 --nucleus 0.9 -o drafts.tok
           draft -m mdlm.safetensors -n 4 --length 256 --sampler ddpm --steps 256 -o mdlm.tok
+          draft -m sedd.safetensors -n 4 --length 256 --steps 1000 -o sedd.tok     (SEDD: analytic sampler, NFE = T)
           draft -m run/last.safetensors -n 2 --max-length 2048 --prompt-tokens prompt.tok -o long.tok
         """)
 

@@ -497,3 +497,43 @@ extension SEDDTests {
         XCTAssertEqual(again, direct)
     }
 }
+
+/// `draft` on a SEDD checkpoint goes through the analytic sampler: full length, no MASK left,
+/// NFE = T, prompt kept, deterministic by seed, and the usage limits of full-sequence sampling.
+final class SEDDDraftTests: XCTestCase {
+    func seddCheckpoint() throws -> SamplingCheckpoint {
+        var c = samplingConfig()
+        c.timeConditioning = true
+        let m = makeSamplingModel(c, seed: 5)
+        return try SamplingCheckpoint.load(path: try saveCheckpoint(m, blockSize: 8, algo: "sedd"))
+    }
+
+    func testDraftUsesAnalyticSampler() throws {
+        let ck = try seddCheckpoint()
+        XCTAssertEqual(ck.algorithm, "sedd")
+        var o = DraftOptions()
+        o.samples = 3; o.length = 8; o.steps = 6; o.batch = 2; o.seed = 11; o.entropyStop = false
+        let a = try draftRecords(ck, o, prompts: [[21, 3]])
+        XCTAssertEqual(a.count, 3)
+        for r in a {
+            XCTAssertEqual(r.tokens.count, 8)
+            XCTAssertFalse(r.tokens.contains(22), "MASK left in \(r.tokens)")
+            XCTAssertEqual(Array(r.tokens.prefix(2)), [21, 3])
+            XCTAssertEqual(r.promptLength, 2)
+            XCTAssertEqual(r.nfe, 6)
+            XCTAssertTrue(r.stages.first?.hasPrefix("draft sedd") ?? false)
+        }
+        XCTAssertEqual(a, try draftRecords(ck, o, prompts: [[21, 3]]))
+        o.seed = 12
+        XCTAssertNotEqual(a.map(\.tokens), try draftRecords(ck, o, prompts: [[21, 3]]).map(\.tokens))
+    }
+
+    func testDraftLimits() throws {
+        let ck = try seddCheckpoint()
+        var o = DraftOptions()
+        o.samples = 1; o.length = 16; o.steps = 4
+        XCTAssertThrowsError(try draftRecords(ck, o)) { XCTAssertTrue($0 is SamplingUsageError) }
+        o.length = 8; o.variableLength = true
+        XCTAssertThrowsError(try draftRecords(ck, o)) { XCTAssertTrue($0 is SamplingUsageError) }
+    }
+}

@@ -74,6 +74,7 @@ public func runDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions,
     for p in prefixes where p.contains(where: { $0 < 0 || Int($0) >= ck.vocabSize || $0 == sp.mask }) {
         throw SamplingUsageError("the prompt holds a token outside the vocabulary or the mask id")
     }
+    if ck.algorithm == "sedd" { return try runSEDDDraft(checkpoint: ck, options: o, prefixes: prefixes, writer: writer) }
     let settings = try resolveDraftSettings(o, checkpoint: ck, promptLengths: prefixes.map(\.count))
     let sampler = try BlockSampler(model: ck.model, settings: settings, maskId: sp.mask,
                                    maxBatch: min(o.batch, o.samples), maxLength: o.length)
@@ -131,4 +132,34 @@ func draftStop(_ c: inout Canvas, end: Int, options o: DraftOptions, eos: Int32)
         c.degenerate = true
         if !c.mustFinish { c.active = false }
     }
+}
+
+/// SEDD checkpoints: the analytic (Tweedie τ-leaping) sampler over the whole sequence, `--steps` T
+/// (NFE = T), with the final denoising step. Fixed length ≤ the model length; one prompt at a time.
+func runSEDDDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions, prefixes: [[Int32]],
+                  writer: TokenStreamWriter) throws -> Int {
+    guard !o.variableLength else { throw SamplingUsageError("SEDD samples a fixed length: use --length, not --max-length") }
+    guard o.length <= ck.config.length else {
+        throw SamplingUsageError("SEDD samples the whole sequence at once: --length must be at most the model length \(ck.config.length)")
+    }
+    guard o.shard.count == 1 else { throw SamplingUsageError("--shard is not supported for SEDD checkpoints yet") }
+    let batch = max(1, min(o.batch, o.samples))
+    let model = DiT(config: ck.config, maxBatch: batch, maxTokens: o.length)
+    model.parameters.update(fromContentsOf: ck.model.parameters)
+    var written = 0
+    for (j, prefix) in prefixes.enumerated() {
+        var so = SEDDSamplerOptions(steps: o.steps, length: o.length, maskID: ck.special.mask, prompt: prefix)
+        so.nucleus = o.nucleus
+        so.noise = ck.seddNoise
+        let sampler: SEDDSampler
+        do { sampler = try SEDDSampler(model: model, options: so) } catch { throw SamplingUsageError("\(error)") }
+        try sampler.draft(count: o.samples, batch: batch, seed: o.seed &+ UInt64(j)) { r in
+            var r = r
+            r.id = UInt64(j * o.samples) + r.id
+            if r.stages.isEmpty { r.stages = ["draft sedd analytic T=\(o.steps) nucleus=\(o.nucleus) seed=\(o.seed)"] }
+            try writer.write(r)
+            written += 1
+        }
+    }
+    return written
 }

@@ -16,6 +16,8 @@ public struct SamplingCheckpoint {
     public let blockSize: Int
     public let special: SpecialTokens
     public let fingerprint: UInt64
+    /// σ(t) of a SEDD checkpoint (metadata `sedd_noise`).
+    public var seddNoise: SEDDNoise = .bd3lms
     public var vocabSize: Int { model.config.vocabSize }
     public var config: ModelConfig { model.config }
 
@@ -37,9 +39,10 @@ public struct SamplingCheckpoint {
         for i in 0..<model.parameters.count where !model.parameters[i].isFinite {
             throw ToolError("\(path): parameter \(i) is not finite; the checkpoint is corrupt")
         }
-        let algo = m["algo"] ?? (config.causal ? "ar" : "bd3")
-        guard ["ar", "mdlm", "bd3"].contains(algo) else { throw ToolError("\(path): unknown algo '\(algo)' in the metadata (expected ar, mdlm or bd3)") }
+        let algo = m["algo"] ?? (config.causal ? "ar" : config.timeConditioning ? "sedd" : "bd3")
+        guard ["ar", "mdlm", "bd3", "sedd"].contains(algo) else { throw ToolError("\(path): unknown algo '\(algo)' in the metadata (expected ar, mdlm, bd3 or sedd)") }
         if (algo == "ar") != config.causal { throw ToolError("\(path): algo '\(algo)' does not match the model config (causal=\(config.causal))") }
+        if (algo == "sedd") != config.timeConditioning { throw ToolError("\(path): algo '\(algo)' does not match the model config (timeConditioning=\(config.timeConditioning)); the checkpoint is inconsistent") }
         let L = Int(m["seq_len"] ?? "") ?? config.length
         let bs = Int(m["block_size"] ?? "") ?? (algo == "ar" ? 1 : L)
         func id(_ k: String, _ override: Int32?) -> Int32 { override ?? Int32(m[k] ?? "") ?? -1 }
@@ -51,7 +54,9 @@ public struct SamplingCheckpoint {
         }
         if !config.causal && special.mask < 0 { throw ToolError("\(path): diffusion checkpoints need a mask id (--mask-id)") }
         let fp = UInt64(m["tokenizer_fingerprint"] ?? "", radix: 16) ?? 0
-        return SamplingCheckpoint(path: path, model: model, algorithm: algo, blockSize: max(1, bs), special: special, fingerprint: fp)
+        let seddNoise = SEDDNoise(rawValue: m["sedd_noise"] ?? SEDDNoise.bd3lms.rawValue) ?? .bd3lms
+        return SamplingCheckpoint(path: path, model: model, algorithm: algo, blockSize: max(1, bs), special: special, fingerprint: fp,
+                                  seddNoise: seddNoise)
     }
 
     /// Refuses a stream written with another tokenizer (fingerprint, when both are known) or vocabulary.
