@@ -17,9 +17,13 @@ deps:
 build: deps
 	$(SWIFT) build -c release
 
+# XCTest only (the suite has no swift-testing tests); the last line is the plain "N passed, N failed" summary.
 test: deps
 	$(SWIFT) build
-	$(SWIFT) test 2>&1 | tee .build/test.log | grep -vE "^Test Case .* (started|passed)" ; exit $${PIPESTATUS[0]}
+	@set -o pipefail; $(SWIFT) test --disable-swift-testing 2>&1 | tee .build/test.log | grep -vE "^Test Case .* (started|passed)"; rc=$$?; \
+	  total=$$(grep -oE "Executed [0-9]+ tests?, with [0-9]+ failures?" .build/test.log | tail -1); \
+	  n=$$(echo "$$total" | grep -oE "[0-9]+" | head -1); f=$$(echo "$$total" | grep -oE "[0-9]+" | sed -n 2p); \
+	  [ -n "$$n" ] && echo "$$((n - f)) passed, $$f failed"; exit $$rc
 
 include pipelines/demo.mk
 include pipelines/corpora.mk
