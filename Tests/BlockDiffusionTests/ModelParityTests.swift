@@ -138,6 +138,14 @@ final class ModelParityTests: XCTestCase {
     }
 
     func testBD3Parity() throws { try runSubsCase("bd3") }
+    /// The same with the SIMD exp/GELU paths forced on (they are the release default, off in debug for speed).
+    func testBD3ParitySIMD() throws {
+        let saved = fastMathSIMD
+        fastMathSIMD = true
+        defer { fastMathSIMD = saved }
+        try runSubsCase("bd3")
+        try testARParity()
+    }
     func testMDLMParity() throws { try runSubsCase("mdlm") }
 
     func testARParity() throws {
