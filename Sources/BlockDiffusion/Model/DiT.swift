@@ -212,7 +212,7 @@ public final class DiT {
         precondition(B >= 1 && B <= maxBatch && tokens.count % B == 0, "batch \(B) must be in 1...\(maxBatch) and divide the token count")
         let T = tokens.count / B
         precondition(T >= 1 && T <= maxTokens, "sequence length \(T) exceeds maxTokens \(maxTokens)")
-        let D = config.hiddenSize, V = config.vocabSize, H = config.nHeads, d = config.headDim, C = config.condDim
+        let D = config.hiddenSize, V = config.vocabSize, H = config.nHeads, d = config.headDim
         let N = B * T
         switch layout {
         case .blockDiffusion(let bs):
