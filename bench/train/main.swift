@@ -77,7 +77,7 @@ for algo in algos {
     let mask = Int32(V - 1)
     let T = algo == "bd3" ? 2 * L : L
     let layout: AttentionLayout = algo == "ar" ? .causal : (algo == "mdlm" ? .full : .blockDiffusion(blockSize: blockSize))
-    let model = DiT(config: cfg, maxBatch: B, maxTokens: T)
+    let model = DiT(config: cfg, maxBatch: B, maxTokens: T, maxOutputTokens: L)
     model.initialize(seed: 1)
     var opt = AdamW(model.parameterCount)
     var rng = SplitMix64(seed: 7)

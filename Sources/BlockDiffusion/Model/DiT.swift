@@ -24,6 +24,8 @@ public final class DiT {
     public let config: ModelConfig
     public let maxBatch: Int
     public let maxTokens: Int
+    /// Logit rows per sequence the buffers hold (BD3 needs only L = maxTokens/2; the (rows, V) logits dominate memory).
+    public let maxOutputTokens: Int
     public private(set) var tensors: [ParameterTensor] = []
     public let parameters: UnsafeMutableBufferPointer<Float>
     public let gradients: UnsafeMutableBufferPointer<Float>
@@ -63,11 +65,14 @@ public final class DiT {
     var plan: AttentionPlan?
     var lastBlockPlan: AttentionPlan?
 
-    public init(config: ModelConfig, maxBatch: Int, maxTokens: Int) {
+    /// maxTokens: model input length per sequence (2L for BD3). maxOutputTokens: logit rows per sequence
+    /// (default maxTokens; pass L for BD3 training to halve the logits buffer).
+    public init(config: ModelConfig, maxBatch: Int, maxTokens: Int, maxOutputTokens: Int? = nil) {
         precondition((try? config.validate()) != nil, "invalid model config \(config)")
         // All BLAS parallelism is ours (rows split across workers, heads across workers): see matmulForward.
         openblas_set_num_threads(1)
         self.config = config; self.maxBatch = maxBatch; self.maxTokens = maxTokens
+        self.maxOutputTokens = min(maxOutputTokens ?? maxTokens, maxTokens)
         let V = config.vocabSize, D = config.hiddenSize, C = config.condDim, L = config.nBlocks
         var off = 0
         var table: [ParameterTensor] = []
@@ -115,7 +120,7 @@ public final class DiT {
             s.h2 = act(N * D); s.fc = act(N * 4 * D) /* pre-activation, then gelu' */; s.gelu = act(N * 4 * D); s.fcProj = act(N * D); s.mod = act(maxBatch * 6 * D)
             aBlocks.append(s)
         }
-        aResid2 = act(N * D); aXf = act(N * D); aXhatF = act(N * D); aRstdF = act(N); aHf = act(N * D); aLogits = act(N * V)
+        aResid2 = act(N * D); aXf = act(N * D); aXhatF = act(N * D); aRstdF = act(N); aHf = act(N * D); aLogits = act(maxBatch * self.maxOutputTokens * V)
         aFreq = act(maxBatch * timestepFrequencySize); aT1 = act(maxBatch * C); aT1s = act(maxBatch * C)
         aT3 = act(maxBatch * C); aC = act(maxBatch * C); aModF = act(maxBatch * 2 * D)
         gResid = act(N * D); gTmp = act(N * D); gBranch = act(N * D); gFc = act(N * 4 * D); gQkv = act(N * 3 * D)
@@ -232,6 +237,7 @@ public final class DiT {
         }
         if plan == nil || plan!.layout != layout || plan!.T != T { plan = AttentionPlan(layout: layout, T: T) }
         let lout = outputLength(layout: layout, tokensPerSequence: T)
+        precondition(lout <= maxOutputTokens, "\(lout) logit rows per sequence exceed maxOutputTokens \(maxOutputTokens)")
         let nCond = config.timeConditioning ? B : 1
         last = (B, T, layout, training, dropoutSeed, nCond, lout)
         let rowsPerCond = config.timeConditioning ? T : N

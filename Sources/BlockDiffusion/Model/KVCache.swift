@@ -84,7 +84,7 @@ extension DiT {
         precondition(!config.causal, "the block KV cache is for diffusion models")
         let Lb = tokens.count / B
         let start = cache.count, n = start + Lb
-        precondition(Lb >= 1 && tokens.count == B * Lb && n <= cache.capacity && B * Lb <= maxBatch * maxTokens,
+        precondition(Lb >= 1 && tokens.count == B * Lb && n <= cache.capacity && B * Lb <= maxBatch * maxTokens && Lb <= maxOutputTokens,
                      "block of \(Lb) tokens does not fit (cache holds \(start) of \(cache.capacity))")
         let D = config.hiddenSize, V = config.vocabSize, H = config.nHeads, d = config.headDim
         let N = B * Lb
