@@ -80,7 +80,7 @@ extension DiT {
     @discardableResult
     public func forwardCached(tokens: UnsafeBufferPointer<Int32>, batch B: Int, cache: KVCache, store: Bool,
                               sigma: UnsafeBufferPointer<Float>?) -> UnsafeMutableBufferPointer<Float> {
-        precondition(B == cache.batch, "cache was made for batch \(cache.batch)")
+        precondition(B == cache.batch && B <= maxBatch, "cache was made for batch \(cache.batch); the model holds at most \(maxBatch)")
         precondition(!config.causal, "the block KV cache is for diffusion models")
         let Lb = tokens.count / B
         let start = cache.count, n = start + Lb
@@ -95,7 +95,7 @@ extension DiT {
         let nCond = config.timeConditioning ? B : 1
         last = nil   // no backward through a cached forward
         let rowsPerCond = config.timeConditioning ? Lb : N
-        let table = RotaryTable(headDim: d, maxPositions: n)
+        let table = n <= rotary.maxPositions ? rotary : RotaryTable(headDim: d, maxPositions: n)
         let plan = AttentionPlan.suffixQueries(T: n, from: start)
 
         embeddingForward(A(aResid[0]), tokenCopy.baseAddress!, P(pEmbed), N, D)
