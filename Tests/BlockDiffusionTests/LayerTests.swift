@@ -268,6 +268,7 @@ final class LayerTests: XCTestCase {
         // Fully masked tiles are skipped: BD3 with small blocks computes well under the dense (2L)².
         let plan = AttentionPlan(layout: .blockDiffusion(blockSize: 4), T: 512, tileRows: 64)
         XCTAssertLessThan(plan.computedFraction, 0.4)
+        XCTAssertLessThan(AttentionPlan(layout: .blockDiffusion(blockSize: 4), T: 512).computedFraction, 0.29)   // default 16-row tiles
         XCTAssertLessThan(AttentionPlan(layout: .causal, T: 512, tileRows: 64).computedFraction, 0.6)
     }
 
