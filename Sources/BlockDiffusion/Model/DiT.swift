@@ -224,7 +224,7 @@ public final class DiT {
         switch layout {
         case .blockDiffusion(let bs):
             precondition(T % 2 == 0 && bs >= 1 && (T / 2) % bs == 0, "block diffusion needs T = 2L with L a multiple of the block size")
-        case .blockCausal(let bs): precondition(bs >= 1)
+        case .blockCausal(let bs): precondition(bs >= 1 && T % bs == 0, "the sampling window must hold whole blocks of \(bs)")
         default: break
         }
         for i in 0..<N {
