@@ -8,15 +8,21 @@
 //   AR (config.causal): no adaLN and no sigma_map: h = LN(x), gates are 1.
 //   logits = (LNf(x)(1+scf)+shf) Wlinᵀ + blin for the output rows only (x_t half for BD3)
 //
+// BD3's last block computes only the x_t rows after their K, V (the x_0 rows are needed only as keys/values).
+// DiT.init sets OpenBLAS to one thread: every matmul is split across the 2 workers by us (see Layers.swift).
+//
 // Public API:
-//   DiT(config:maxBatch:maxTokens:)   allocates parameters, gradients, activations once
+//   DiT(config:maxBatch:maxTokens:maxOutputTokens:)   allocates parameters, gradients, activations once
+//                                     (maxTokens = 2L for BD3; maxOutputTokens = logit rows per sequence)
 //   tensors: [ParameterTensor]        reference state_dict names (with the `backbone.` prefix)
 //   parameters / gradients            flat buffers; tensor(named:) / gradient(named:) views
 //   initialize(seed:)                 reference init (adaLN + output linear zero)
 //   forward(tokens:batch:layout:sigma:training:dropoutSeed:) -> logits (B, Lout, V)
 //   backward(dLogits:)                accumulates into gradients; zeroGradients()
 //   outputLength(layout:tokensPerSequence:), blockOutput(_:), modulation(_:), condition
-//   save(safetensors:metadata:extraScalars:), load(safetensors:) -> extra scalar buffers
+//   residualStream(_:), finalModulation; profiling / phaseTimes (per-phase wall time)
+//   save(safetensors:metadata:extraScalars:), load(safetensors:) / load(file:ignoreUnknown:) -> extra scalars
+//   makeKVCache(batch:capacity:), forwardCached(tokens:batch:cache:store:sigma:)   (KVCache.swift)
 import Foundation
 import COpenBLAS
 
