@@ -250,12 +250,16 @@ final class ModelParityTests: XCTestCase {
         let bd3 = try parityFixture("bd3")
         let (cfg, _, _, _) = config(bd3)
         let model = DiT(config: cfg, maxBatch: 1, maxTokens: 4)
-        let extras = try model.load(file: try parityFixture("bd3.weights"))
+        let weights = try parityFixture("bd3.weights")
+        XCTAssertEqual(try ModelConfig.inferred(from: weights, nHeads: cfg.nHeads, length: cfg.length, dropout: 0), cfg)
+        XCTAssertNil(ModelConfig.stored(in: weights))
+        let extras = try model.load(file: weights)
         XCTAssertEqual(extras["sampling_eps_min"], 0.45)
         XCTAssertEqual(extras["sampling_eps_max"], 0.95)
         for t in model.tensors { XCTAssertEqual(Array(model.tensor(named: t.name)!), try bd3.floats(t.name), t.name) }
         let ar = try parityFixture("ar")
         let arModel = DiT(config: config(ar).0, maxBatch: 1, maxTokens: 4)
+        XCTAssertEqual(try ModelConfig.inferred(from: try parityFixture("ar.weights"), nHeads: 4, length: 16, dropout: 0, condDim: 16), config(ar).0)
         XCTAssertEqual(try arModel.load(file: try parityFixture("ar.weights")), [:])
         // The diffusion file does not load into the AR model (and vice versa).
         XCTAssertThrowsError(try arModel.load(file: try parityFixture("bd3.weights")))
