@@ -72,6 +72,11 @@ final class LayerTests: XCTestCase {
         fdCheck("matmul dx", x: x.p, count: x.count, analytic: dx.array, loss: loss)
         fdCheck("matmul dw", x: w.p, count: w.count, analytic: dw.array, loss: loss)
         fdCheck("matmul db", x: b.p, count: b.count, analytic: db.array, loss: loss)
+        // Large bias gradients go through sgemv (split over column ranges); the twin is the plain column sum.
+        let big = TBuf(random: 300 * 301, &rng), viaBLAS = TBuf(301, fill: 0.5), naive = TBuf(301, fill: 0.5)
+        biasGradient(viaBLAS.p, big.p, 300, 301)
+        for r in 0..<300 { for c in 0..<301 { naive[c] += big[r * 301 + c] } }
+        for c in 0..<301 { XCTAssertEqual(viaBLAS[c], naive[c], accuracy: 1e-3) }
     }
 
     func testEmbeddingForwardAndGradient() {
@@ -268,6 +273,7 @@ final class LayerTests: XCTestCase {
         // Fully masked tiles are skipped: BD3 with small blocks computes well under the dense (2L)².
         let plan = AttentionPlan(layout: .blockDiffusion(blockSize: 4), T: 512, tileRows: 64)
         XCTAssertLessThan(plan.computedFraction, 0.4)
+        XCTAssertLessThan(AttentionPlan(layout: .blockDiffusion(blockSize: 4), T: 512).computedFraction, 0.29)   // default 16-row tiles
         XCTAssertLessThan(AttentionPlan(layout: .causal, T: 512, tileRows: 64).computedFraction, 0.6)
     }
 
@@ -294,6 +300,41 @@ final class LayerTests: XCTestCase {
                     fdCheck("attention \(layout)", x: qkv.p, count: qkv.count, analytic: dq.array, h: 1e-3, tol: 1e-2, loss: loss)
                 }
             }
+        }
+    }
+
+    // MARK: SIMD fast math (release default; forced on here so debug runs check it too)
+
+    func testFastMathSIMDAgainstScalarTwins() {
+        let saved = fastMathSIMD
+        fastMathSIMD = true
+        defer { fastMathSIMD = saved }
+        var rng = SplitMix64(seed: 30)
+        let n = 203   // not a multiple of 8: exercises the scalar tail
+        let x = TBuf(random: n, &rng, scale: 60, offset: -30)     // softmax use: arguments ≤ 0 after the shift
+        x[0] = -.infinity; x[1] = 31.5; x[2] = -87; x[3] = 0
+        let e = TBuf(n); e.p.update(from: x.p, count: n)
+        let shift: Float = 31.5
+        let sum = expShiftSum(e.p, n, shift)
+        var ref = 0.0
+        for i in 0..<n {
+            let r = exp(Double(x[i] - shift))   // same float argument as the kernel
+            ref += r
+            if r > 1e-30 { XCTAssertEqual(Double(e[i]), r, accuracy: 3e-7 * r, "exp(\(x[i]))") } else { XCTAssertLessThan(e[i], 1e-30) }
+        }
+        XCTAssertEqual(Double(sum), ref, accuracy: 1e-6 * ref)
+        XCTAssertEqual(maxOf(x.p, n), x.array.max()!)
+        let y = TBuf(random: n, &rng); let yc = y.array
+        scaleInPlace(y.p, n, 0.25)
+        for i in 0..<n { XCTAssertEqual(y[i], yc[i] * 0.25) }
+        // GELU and its stored derivative through the SIMD path vs the naive twin and the scalar backward.
+        let g = TBuf(random: n, &rng, scale: 6), out = TBuf(n), der = TBuf(n), dref = TBuf(n), ones = TBuf(n, fill: 1)
+        geluForward(out.p, g.p, n, derivative: der.p)
+        fastMathSIMD = false
+        geluBackward(dref.p, g.p, ones.p, n)
+        for i in 0..<n {
+            XCTAssertEqual(out[i], naiveGelu(g[i]), accuracy: 2e-6 * max(1, abs(out[i])))
+            XCTAssertEqual(der[i], dref[i], accuracy: 2e-6)
         }
     }
 

@@ -80,7 +80,21 @@ func matmulBackward(dinp: FloatPtr?, accumulateInput: Bool = false, dweight: Flo
                         1, dout + o0, Int32(OC), inp, Int32(C), 1, dweight + o0 * C, Int32(C))
         }
     }
-    if let dbias { columnSums(dbias, dout, N, OC) }
+    if let dbias { biasGradient(dbias, dout, N, OC) }
+}
+
+/// dbias (OC) += column sums of dout (N, OC), as sgemv with a ones vector, split over column ranges.
+func biasGradient(_ dbias: FloatPtr, _ dout: UnsafePointer<Float>, _ N: Int, _ OC: Int) {
+    if N * OC < (1 << 16) { columnSums(dbias, dout, N, OC); return }
+    let ones = [Float](repeating: 1, count: N)
+    ones.withUnsafeBufferPointer { one in
+        let parts = max(1, min(workerCount, OC / 64))
+        parallelFor(parts) { part in
+            let c0 = OC * part / parts, c1 = OC * (part + 1) / parts
+            cblas_sgemv(CblasRowMajor, CblasTrans, Int32(N), Int32(c1 - c0), 1, dout + c0, Int32(OC),
+                        one.baseAddress!, 1, 1, dbias + c0, 1)
+        }
+    }
 }
 
 /// acc (C) += Σ_rows m (N, C), parallel over column ranges so no two workers touch the same output.
@@ -289,13 +303,22 @@ func fastTanh(_ u: Float) -> Float { 1 - 2 / (1 + expf(2 * u)) }
 /// plain product; the model keeps it in place of the pre-activation, which nothing else needs.
 func geluForward(_ out: FloatPtr, _ inp: UnsafePointer<Float>, _ count: Int, derivative: FloatPtr? = nil) {
     parallelChunks(count, grain: 4096) { range in
-        for i in range {
+        var i = range.lowerBound
+        let src = UnsafeRawPointer(inp), dst = UnsafeMutableRawPointer(out), der = derivative.map { UnsafeMutableRawPointer($0) }
+        while fastMathSIMD && i + 8 <= range.upperBound {
+            let (v, g) = geluSIMD(src.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
+            dst.storeBytes(of: v, toByteOffset: 4 * i, as: SIMD8<Float>.self)
+            der?.storeBytes(of: g, toByteOffset: 4 * i, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < range.upperBound {
             let x = inp[i]
             let t = fastTanh(geluK * (x + 0.044715 * x * x * x))
             out[i] = 0.5 * x * (1 + t)
             if let derivative {
                 derivative[i] = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * geluK * (1 + 3 * 0.044715 * x * x)
             }
+            i += 1
         }
     }
 }
