@@ -64,7 +64,9 @@ def main():
     draft = f"{b}/draft -m {bd3} -n {n} --length {L} --block-size 4 --no-entropy-stop --seed {a.seed} --batch 1"
     remask = f"{b}/remask --policy snapshot --ratio 0.25"
     refine = f"{b}/refine -m {bd3} --block-size 4 --seed {a.seed + 1}"
-    score = f"{b}/score gen --scorer {ar}"
+    # score gen's unigram entropy sums over a Swift Dictionary, whose order changes per process (random hash
+    # seed), so its last digit varies run to run; deterministic hashing makes the JSON comparable byte for byte.
+    score = f"SWIFT_DETERMINISTIC_HASHING=1 {b}/score gen --scorer {ar} --per-sample"
     pipe_cmd = f"set -o pipefail; {draft} -o - | {remask} | {refine} | {score} > {w}/pipe.json 2>/dev/null"
     files_cmd = (f"set -e; {draft} -o {w}/f-draft.tok; {remask} -i {w}/f-draft.tok -o {w}/f-remask.tok; "
                  f"{refine} -i {w}/f-remask.tok -o {w}/f-refine.tok; {score} -i {w}/f-refine.tok > {w}/files.json 2>/dev/null")
