@@ -35,6 +35,7 @@ def main():
     ap.add_argument("--pipe-samples", type=int, default=8)
     ap.add_argument("--pipe-length", type=int, default=512)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--skip-pipe", action="store_true", help="only the KV-cache measurements")
     a = ap.parse_args()
     b, w = a.bin, a.work
     os.makedirs(w, exist_ok=True)
@@ -59,6 +60,9 @@ def main():
                  "cpu_ms_per_token": round(1000 * cpu / toks, 3), "loadavg_1m": os.getloadavg()[0]}
             rows.append(r); print(json.dumps(r), flush=True)
 
+    if a.skip_pipe:
+        print_table(rows)
+        return
     # Pipe vs files: same commands, same seeds.
     n, L = a.pipe_samples, a.pipe_length
     draft = f"{b}/draft -m {bd3} -n {n} --length {L} --block-size 4 --no-entropy-stop --seed {a.seed} --batch 1"
@@ -80,7 +84,16 @@ def main():
     print(json.dumps({"bench": "pipe_vs_files_same_metrics", "identical": same}), flush=True)
     print(json.dumps({"bench": "loadavg", "before": load0, "after": os.getloadavg()}), flush=True)
 
-    # Markdown summary.
+    print_table(rows)
+    best = {k: min((p for p in pipe if p[0] == k), key=lambda p: p[1]) for k in ("files", "pipe")}
+    print(f"\npipe vs files ({n} × {L} tokens, best of 2): files {best['files'][1]:.2f} s wall / {best['files'][2]:.2f} s CPU, "
+          f"pipe {best['pipe'][1]:.2f} s wall / {best['pipe'][2]:.2f} s CPU, wall ratio files/pipe "
+          f"{best['files'][1] / best['pipe'][1]:.2f}; metrics JSON identical: {same}")
+    if not same:
+        sys.exit("pipe and files gave different metrics")
+
+
+def print_table(rows):
     print("\n| length | samples | KV cache | wall s | tokens/s | ms/token | CPU ms/token | speed-up (cache / none) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -88,12 +101,6 @@ def main():
         sp = f"{r['tokens_per_s'] / other[0]['tokens_per_s']:.1f}×" if r["kv_cache"] and other else ""
         print(f"| {r['length']} | {r['samples']} | {'yes' if r['kv_cache'] else 'no'} | {r['wall_s']} | {r['tokens_per_s']} | "
               f"{r['ms_per_token']} | {r['cpu_ms_per_token']} | {sp} |")
-    best = {k: min((p for p in pipe if p[0] == k), key=lambda p: p[1]) for k in ("files", "pipe")}
-    print(f"\npipe vs files ({n} × {L} tokens, best of 2): files {best['files'][1]:.2f} s wall / {best['files'][2]:.2f} s CPU, "
-          f"pipe {best['pipe'][1]:.2f} s wall / {best['pipe'][2]:.2f} s CPU, wall ratio files/pipe "
-          f"{best['files'][1] / best['pipe'][1]:.2f}; metrics JSON identical: {same}")
-    if not same:
-        sys.exit("pipe and files gave different metrics")
 
 
 if __name__ == "__main__":
