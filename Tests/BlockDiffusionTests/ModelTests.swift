@@ -158,7 +158,16 @@ final class ModelTests: XCTestCase {
         var count = c.vocabSize * 256 + (64 * 256 + 64 + 64 * 64 + 64)
         count += 8 * (256 + 768 * 256 + 256 * 256 + 256 + 1024 * 256 + 1024 + 256 * 1024 + 256 + 1536 * 64 + 1536)
         count += 256 + 50258 * 256 + 50258 + 512 * 64 + 512
-        XCTAssertEqual(count, 32_941_010)   // the formula the table follows, checked on the small model above
+        XCTAssertEqual(count, 32_941_010)
+        // The real table at that size (≈ 260 MB of parameters + gradients, freed at the end of the test).
+        XCTAssertEqual(DiT(config: c, maxBatch: 1, maxTokens: 2).parameterCount, 32_941_010)
+        var arSmall = ModelConfig.named("small", vocabSize: 50258)!
+        arSmall.causal = true
+        // AR small: 162,246,482 (spec §1.5), computed from the shapes without allocating the model.
+        let D = 768
+        let arCount = 50258 * D + 12 * (D + 3 * D * D + D * D + D + 4 * D * D + 4 * D + 4 * D * D + D) + D + 50258 * D + 50258
+        XCTAssertEqual(arCount, 162_246_482)
+        XCTAssertFalse(arSmall.hasAdaLN)
         XCTAssertEqual(ModelConfig.named("small", vocabSize: 5)?.hiddenSize, 768)
         XCTAssertEqual(ModelConfig.named("cpu", vocabSize: 5)?.length, 256)
         XCTAssertNil(ModelConfig.named("huge", vocabSize: 5))
