@@ -17,6 +17,7 @@ let package = Package(
         .executable(name: "remask", targets: ["remask"]),
         .executable(name: "refine", targets: ["refine"]),
         .executable(name: "bench-train", targets: ["bench-train"]),
+        .executable(name: "bench-sampling-ckpt", targets: ["bench-sampling-ckpt"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -40,6 +41,8 @@ let package = Package(
         .executableTarget(name: "refine", dependencies: ["BlockDiffusion", argumentParser]),
         // Training throughput benchmark of the model (model helper); see docs/benchmarks.md.
         .executableTarget(name: "bench-train", dependencies: ["BlockDiffusion", "COpenBLAS"], path: "bench/train"),
+        // Random-weight checkpoints for the sampling benchmark (bench/sampling/run.sh).
+        .executableTarget(name: "bench-sampling-ckpt", dependencies: ["BlockDiffusion"], path: "bench/sampling/ckpt"),
 
         .testTarget(name: "BlockDiffusionTests", dependencies: ["BlockDiffusion"],
                     resources: [.copy("Fixtures")]),

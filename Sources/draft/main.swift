@@ -75,6 +75,9 @@ struct Draft: ParsableCommand {
     @Option(name: .customLong("eos-id"), help: "EOS id if the checkpoint metadata lacks it.")
     var eosId: Int32?
 
+    @Flag(name: .customLong("no-kv-cache"), help: "No KV cache: every forward runs the window of finished blocks + the current block (at most the model length) through the block-causal mask (the reference's kv_cache=False; slower, for comparison).")
+    var noKVCache = false
+
     @Option(name: [.short, .long], help: "Output samples stream ('-' = stdout).")
     var output: String = "-"
 
@@ -121,11 +124,12 @@ struct Draft: ParsableCommand {
         var o = DraftOptions()
         o.samples = samples; o.length = length ?? maxLength!; o.variableLength = maxLength != nil
         o.blockSize = blockSize; o.sampler = sampler; o.steps = steps; o.nucleus = nucleus; o.seed = seed
-        o.batch = batch; o.entropyStop = !noEntropyStop; o.shard = try parsedShard()
+        o.batch = batch; o.entropyStop = !noEntropyStop; o.shard = try parsedShard(); o.kvCache = !noKVCache
         let bs = ck.config.causal ? 1 : (blockSize ?? ck.blockSize)
         var attrs = ["block_size": "\(bs)", "sampler": sampler.rawValue, "nucleus": "\(nucleus)", "seed": "\(seed)",
                      "length": "\(o.length)", "var_length": "\(o.variableLength)"]
         if let shard { attrs["shard"] = shard }
+        if noKVCache { attrs["kv_cache"] = "false" }
         do {
             try withSamplesOutput(path: output, header: ck.samplesHeader(tool: "draft", attributes: attrs), allowTerminal: force) { w in
                 try runDraft(checkpoint: ck, options: o, prompts: prompts, writer: w) { line in

@@ -42,6 +42,9 @@ struct Refine: ParsableCommand {
     @Option(name: [.short, .long], help: "Input samples stream ('-' = stdin).")
     var input: String = "-"
 
+    @Flag(name: .customLong("no-kv-cache"), help: "No KV cache: every forward runs the window of finished blocks + the current block (at most the model length) through the block-causal mask (the reference's kv_cache=False; slower, for comparison).")
+    var noKVCache = false
+
     @Option(name: [.short, .long], help: "Output stream ('-' = stdout).")
     var output: String = "-"
 
@@ -64,7 +67,7 @@ struct Refine: ParsableCommand {
         if h.special.mask < 0 { h.special = ck.special }
         h.attributes["tool"] = "refine"
         var o = RefineOptions()
-        o.blockSize = blockSize; o.sampler = sampler; o.steps = steps; o.nucleus = nucleus; o.seed = seed; o.batch = batch
+        o.blockSize = blockSize; o.sampler = sampler; o.steps = steps; o.nucleus = nucleus; o.seed = seed; o.batch = batch; o.kvCache = !noKVCache
         do {
             try withSamplesOutput(path: output, header: h, allowTerminal: force) { w in
                 try runRefine(checkpoint: ck, options: o, reader: reader, writer: w, source: name)

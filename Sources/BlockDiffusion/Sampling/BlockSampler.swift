@@ -19,7 +19,8 @@
 //
 // Public API:
 //   SamplerKind (.firstHitting, .ddpm), SamplerSettings, Canvas
-//   BlockSampler(model:settings:maskId:maxBatch:maxLength:)   run(_:stop:) fills every MASK of equal-length canvases
+//   BlockSampler(model:settings:maskId:maxBatch:maxLength:kvCache:)   run(_:stop:) fills every MASK of equal-length
+//       canvases; kvCache = false uses WindowDiT (no cache, the window through .blockCausal; see WindowForward.swift)
 import Foundation
 
 public enum SamplerKind: String, CaseIterable, Sendable {
@@ -69,19 +70,21 @@ public func canvasSeed(_ seed: UInt64, _ id: UInt64, _ attempt: UInt64 = 0) -> U
 }
 
 public final class BlockSampler {
-    public let engine: CachedDiT
+    public let engine: SamplingEngine
     public let settings: SamplerSettings
     public let maskId: Int32
     public let causal: Bool
     let arChunk = 64
 
-    /// maxLength: the longest canvas (sets the window when one block covers it).
-    public init(model: DiT, settings: SamplerSettings, maskId: Int32, maxBatch: Int, maxLength: Int) throws {
+    /// maxLength: the longest canvas (sets the window when one block covers it). kvCache = false: every forward
+    /// runs the whole window through `.blockCausal` (WindowDiT, the reference's kv_cache=False path).
+    public init(model: DiT, settings: SamplerSettings, maskId: Int32, maxBatch: Int, maxLength: Int, kvCache: Bool = true) throws {
         self.settings = settings; self.maskId = maskId; causal = model.config.causal
         let block = causal ? 1 : min(settings.blockSize, maxLength)
         let capacity = max(model.config.length, block)
         let chunk = causal ? min(arChunk, capacity) : block
-        engine = try CachedDiT(model: model, maxBatch: maxBatch, maxChunk: chunk, capacity: capacity)
+        engine = kvCache ? try CachedDiT(model: model, maxBatch: maxBatch, maxChunk: chunk, capacity: capacity)
+                         : try WindowDiT(model: model, maxBatch: maxBatch, maxChunk: chunk, capacity: capacity)
     }
 
     /// Fills every MASK of the canvases (all of equal length). `stop(&canvas, end)` runs after each finished

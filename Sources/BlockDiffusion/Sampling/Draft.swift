@@ -9,6 +9,8 @@
 //        variable length → truncate to len − 256 (never into the prompt) and stop;
 //        fixed length → regenerate with a fresh seed, up to 10 attempts; the 10th is kept and its stage entry
 //        says "degenerate" (the reference raises instead).
+//   kvCache = false (`--no-kv-cache`): the reference's no-cache path (WindowDiT); same samples within the model
+//   length up to float rounding, a different (recomputed) window past it; stage entries say "kv-cache=off".
 //   sample i of prompt j has id j·N + i and seed canvasSeed(seed, id, attempt): results do not depend on --batch
 //   except through float rounding of the batched matrix products.
 //
@@ -34,6 +36,8 @@ public struct DraftOptions: Sendable {
     public var batch = 1
     public var entropyStop = true
     public var shard: (index: Int, count: Int) = (0, 1)
+    /// false: no KV cache, every forward runs the window through `.blockCausal` (reference kv_cache=False).
+    public var kvCache = true
     public init() {}
 }
 
@@ -77,9 +81,9 @@ public func runDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions,
     if ck.algorithm == "sedd" { return try runSEDDDraft(checkpoint: ck, options: o, prefixes: prefixes, writer: writer) }
     let settings = try resolveDraftSettings(o, checkpoint: ck, promptLengths: prefixes.map(\.count))
     let sampler = try BlockSampler(model: ck.model, settings: settings, maskId: sp.mask,
-                                   maxBatch: min(o.batch, o.samples), maxLength: o.length)
-    let stageBase = ck.config.causal ? "draft ar nucleus=\(o.nucleus) seed=\(o.seed)"
-                                     : "draft \(settings.summary) seed=\(o.seed)"
+                                   maxBatch: min(o.batch, o.samples), maxLength: o.length, kvCache: o.kvCache)
+    let stageBase = (ck.config.causal ? "draft ar nucleus=\(o.nucleus) seed=\(o.seed)"
+                                      : "draft \(settings.summary) seed=\(o.seed)") + (o.kvCache ? "" : " kv-cache=off")
     var written = 0
     for (j, prefix) in prefixes.enumerated() {
         // This shard's sample ids of prompt j.

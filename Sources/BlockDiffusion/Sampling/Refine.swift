@@ -26,6 +26,8 @@ public struct RefineOptions: Sendable {
     public var nucleus = 1.0
     public var seed: UInt64 = 0
     public var batch = 1
+    /// false: no KV cache (WindowDiT, the reference's kv_cache=False path).
+    public var kvCache = true
     public init() {}
 }
 
@@ -49,7 +51,7 @@ public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOption
         let len = pending[0].tokens.count
         let key = bs >= len ? len : 0
         if samplers[key] == nil {
-            samplers[key] = try BlockSampler(model: ck.model, settings: settings, maskId: mask, maxBatch: o.batch, maxLength: max(len, min(bs, len)))
+            samplers[key] = try BlockSampler(model: ck.model, settings: settings, maskId: mask, maxBatch: o.batch, maxLength: max(len, min(bs, len)), kvCache: o.kvCache)
         }
         var cs = pending.map { r -> Canvas in
             let conf = r.confidence ?? r.tokens.map { $0 == mask ? 0 : 1 }
@@ -62,7 +64,7 @@ public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOption
             guard !c.tokens.contains(mask) else { throw ToolError("internal error: a MASK is left in record \(r.id)") }
             var out = r
             out.tokens = c.tokens; out.confidence = c.confidence; out.unmaskStep = c.unmaskStep; out.nfe = c.nfe
-            out.stages.append("refine \(settings.summary) seed=\(o.seed) nfe=\(c.nfe - r.nfe)")
+            out.stages.append("refine \(settings.summary) seed=\(o.seed)" + (o.kvCache ? "" : " kv-cache=off") + " nfe=\(c.nfe - r.nfe)")
             try writer.write(out)
             written += 1
         }

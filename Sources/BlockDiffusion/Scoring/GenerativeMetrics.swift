@@ -50,7 +50,8 @@ public func unigramEntropy(_ tokens: [Int32]) -> Double {
     for t in tokens { counts[t, default: 0] += 1 }
     let n = Double(tokens.count)
     var h = 0.0
-    for c in counts.values { let p = Double(c) / n; h -= p * log(p) }
+    // Sum in token order: Dictionary order changes per process, and float addition is not associative.
+    for (_, c) in counts.sorted(by: { $0.key < $1.key }) { let p = Double(c) / n; h -= p * log(p) }
     return h
 }
 
