@@ -83,24 +83,6 @@ final class KVCacheTests: XCTestCase {
         XCTAssertNotEqual(Array(some[0..<23]), Array(full[(5 * 23)..<(6 * 23)]))
     }
 
-    /// Cross-check with the model helper's own cached forward (Model/KVCache.swift), sliding included.
-    func testAgreesWithTheModelsCachedForward() throws {
-        let L = 8, bs = 4, B = 2
-        let model = makeSamplingModel(samplingConfig(length: L), seed: 24)
-        let mine = try CachedDiT(model: model, maxBatch: B, maxChunk: bs, capacity: L)
-        let twin = DiT(config: model.config, maxBatch: B, maxTokens: L)
-        twin.parameters.update(from: UnsafeBufferPointer(model.parameters))
-        let theirs = twin.makeKVCache(batch: B, capacity: L)
-        var rng = SplitMix64(seed: 3)
-        for step in 0..<5 {
-            let blk = (0..<(B * bs)).map { _ in Int32(rng.next() % 23) }
-            let a = Array(mine.forward(tokens: blk, batch: B, store: true))
-            let b = blk.withUnsafeBufferPointer { Array(twin.forwardCached(tokens: $0, batch: B, cache: theirs, store: true, sigma: nil)) }
-            for i in a.indices { XCTAssertEqual(a[i], b[i], accuracy: 1e-4, "block \(step)") }
-        }
-        XCTAssertEqual(mine.dropped, 12)
-    }
-
     func testPyTorchSamplingWindowFixture() throws {
         let url = try fixtureURL("bd3_window")
         let file = try SafetensorsFile(path: url.path)

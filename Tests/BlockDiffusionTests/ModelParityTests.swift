@@ -231,16 +231,16 @@ final class ModelParityTests: XCTestCase {
             for b in 0..<B { last += all[((b * T + T - bs) * V)..<((b * T + T) * V)] }
             assertClose(logits, last, "window\(k) logits")
             assertClose(logits, try f.floats("expect.window\(k).train_logits"), "window\(k) train_logits")
-            // KV-cache path: clean blocks one at a time (store), then the noisy block.
-            let cache = model.makeKVCache(batch: B, capacity: cfg.length)
+            // The sampler's KV-cache engine: clean blocks one at a time (store), then the noisy block.
+            let cache = try CachedDiT(model: model, maxBatch: B, maxChunk: bs, capacity: cfg.length)
             for j in 0..<(k - 1) {
                 var clean: [Int32] = []
                 for b in 0..<B { clean += w[(b * T + j * bs)..<(b * T + (j + 1) * bs)] }
-                clean.withUnsafeBufferPointer { _ = model.forwardCached(tokens: $0, batch: B, cache: cache, store: true, sigma: nil) }
+                _ = cache.forward(tokens: clean, batch: B, store: true)
             }
             var noisy: [Int32] = []
             for b in 0..<B { noisy += w[(b * T + T - bs)..<(b * T + T)] }
-            let cached = noisy.withUnsafeBufferPointer { Array(model.forwardCached(tokens: $0, batch: B, cache: cache, store: false, sigma: nil)) }
+            let cached = Array(cache.forward(tokens: noisy, batch: B, store: false))
             assertClose(cached, last, "window\(k) kv-cache logits")
         }
     }

@@ -22,7 +22,7 @@
 //   outputLength(layout:tokensPerSequence:), blockOutput(_:), modulation(_:), condition
 //   residualStream(_:), finalModulation; profiling / phaseTimes (per-phase wall time)
 //   save(safetensors:metadata:extraScalars:), load(safetensors:) / load(file:ignoreUnknown:) -> extra scalars
-//   makeKVCache(batch:capacity:), forwardCached(tokens:batch:cache:store:sigma:)   (KVCache.swift)
+//   (cached sampling lives in Sampling/CachedForward.swift: CachedDiT reads these parameters)
 import Foundation
 import COpenBLAS
 
