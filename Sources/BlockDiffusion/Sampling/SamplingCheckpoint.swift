@@ -1,5 +1,5 @@
 // A checkpoint for the sampling tools: DiT.save weights + __metadata__ (keys as written by `train`,
-// objectives branch Training/TrainCheckpoint.swift): model_config (JSON, required), algo (ar|mdlm|bd3),
+// parsed by Training/TrainCheckpoint.swift's CheckpointInfo.read): model_config (JSON, required), algo (ar|mdlm|bd3),
 // block_size, seq_len, mask_id, bos_id, eos_id, pad_id, tokenizer_fingerprint (16 hex digits).
 // Missing special ids can be given on the command line (--mask-id/--bos-id/--eos-id); the mask defaults
 // to V−1 for diffusion checkpoints (the reference's mask = V−1).
@@ -26,37 +26,29 @@ public struct SamplingCheckpoint {
         do { file = try SafetensorsFile(path: path) } catch {
             throw ToolError("cannot read checkpoint \(path): \(error)")
         }
-        let m = file.metadata
-        guard let cj = m["model_config"] else {
-            throw ToolError("\(path): no model_config in the safetensors metadata; give a checkpoint written by train (DiT.save)")
-        }
-        let config: ModelConfig
-        do { config = try JSONDecoder().decode(ModelConfig.self, from: Data(cj.utf8)); try config.validate() } catch {
-            throw ToolError("\(path): unreadable model_config metadata (\(error)); the checkpoint is corrupt")
+        // The metadata is parsed once, by the trainer's reader (same keys, same defaults).
+        let info = try CheckpointInfo.read(file)
+        let config = info.config
+        do { try config.validate() } catch { throw ToolError("\(path): invalid model_config metadata (\(error)); the checkpoint is corrupt") }
+        if (info.algorithm == .ar) != config.causal {
+            throw ToolError("\(path): algo '\(info.algorithm.rawValue)' does not match the model config (causal=\(config.causal))")
         }
         let model = DiT(config: config, maxBatch: 1, maxTokens: 1)
         do { try model.load(file: file) } catch { throw ToolError("\(path): \(error)") }
         for i in 0..<model.parameters.count where !model.parameters[i].isFinite {
             throw ToolError("\(path): parameter \(i) is not finite; the checkpoint is corrupt")
         }
-        let algo = m["algo"] ?? (config.causal ? "ar" : config.timeConditioning ? "sedd" : "bd3")
-        guard ["ar", "mdlm", "bd3", "sedd"].contains(algo) else { throw ToolError("\(path): unknown algo '\(algo)' in the metadata (expected ar, mdlm, bd3 or sedd)") }
-        if (algo == "ar") != config.causal { throw ToolError("\(path): algo '\(algo)' does not match the model config (causal=\(config.causal))") }
-        if (algo == "sedd") != config.timeConditioning { throw ToolError("\(path): algo '\(algo)' does not match the model config (timeConditioning=\(config.timeConditioning)); the checkpoint is inconsistent") }
-        let L = Int(m["seq_len"] ?? "") ?? config.length
-        let bs = Int(m["block_size"] ?? "") ?? (algo == "ar" ? 1 : L)
-        func id(_ k: String, _ override: Int32?) -> Int32 { override ?? Int32(m[k] ?? "") ?? -1 }
-        let special = SpecialTokens(bos: id("bos_id", bosId), eos: id("eos_id", eosId),
-                                    mask: maskId ?? Int32(m["mask_id"] ?? "") ?? Int32(config.vocabSize - 1),
-                                    pad: id("pad_id", nil))
+        var special = info.special
+        if let maskId { special.mask = maskId }
+        if let bosId { special.bos = bosId }
+        if let eosId { special.eos = eosId }
         for (name, v) in [("mask", special.mask), ("bos", special.bos), ("eos", special.eos)] where v >= Int32(config.vocabSize) {
             throw ToolError("\(path): \(name) id \(v) is outside the vocabulary of \(config.vocabSize)")
         }
         if !config.causal && special.mask < 0 { throw ToolError("\(path): diffusion checkpoints need a mask id (--mask-id)") }
-        let fp = UInt64(m["tokenizer_fingerprint"] ?? "", radix: 16) ?? 0
-        let seddNoise = SEDDNoise(rawValue: m["sedd_noise"] ?? SEDDNoise.bd3lms.rawValue) ?? .bd3lms
-        return SamplingCheckpoint(path: path, model: model, algorithm: algo, blockSize: max(1, bs), special: special, fingerprint: fp,
-                                  seddNoise: seddNoise)
+        let seddNoise = SEDDNoise(rawValue: file.metadata["sedd_noise"] ?? SEDDNoise.bd3lms.rawValue) ?? .bd3lms
+        return SamplingCheckpoint(path: path, model: model, algorithm: info.algorithm.rawValue, blockSize: max(1, info.blockSize),
+                                  special: special, fingerprint: info.fingerprint, seddNoise: seddNoise)
     }
 
     /// Refuses a stream written with another tokenizer (fingerprint, when both are known) or vocabulary.

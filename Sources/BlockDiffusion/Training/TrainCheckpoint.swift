@@ -39,7 +39,10 @@ public struct CheckpointInfo: Sendable {
         guard let cj = m["model_config"], let config = try? JSONDecoder().decode(ModelConfig.self, from: Data(cj.utf8)) else {
             throw ToolError("\(file.path): no model_config in the checkpoint metadata; was it written by train?")
         }
-        let algo = Algorithm(rawValue: m["algo"] ?? (config.causal ? "ar" : (config.timeConditioning ? "sedd" : "bd3"))) ?? .bd3
+        let algoName = m["algo"] ?? (config.causal ? "ar" : (config.timeConditioning ? "sedd" : "bd3"))
+        guard let algo = Algorithm(rawValue: algoName) else {
+            throw ToolError("\(file.path): unknown algo '\(algoName)' in the checkpoint metadata (expected ar, mdlm, bd3 or sedd)")
+        }
         guard config.timeConditioning == (algo == .sedd) else {
             throw ToolError("\(file.path): algo \(algo.rawValue) with a \(config.timeConditioning ? "" : "non-")time-conditioned model; the checkpoint metadata is inconsistent")
         }
