@@ -41,6 +41,8 @@ DID_VOCAB ?= 4096
 DID_L ?= 128
 DID_CONFIG ?= cpu
 DID_SET ?=
+# the AR scorer is smaller (it ships with the demo; data/ holds at most 16 MB of binaries)
+DID_AR_SET ?= hidden_size=128 n_heads=4
 DID_BATCH ?= 16
 DID_LR ?= 1e-3
 DID_WARMUP ?= 50
@@ -64,7 +66,7 @@ DID_SCORE_FLAGS ?=
 
 did_bs = $(if $(filter L,$(1)),$(DID_L),$(1))
 DID_SETS := $(foreach s,$(DID_SET),--set $(s))
-DID_TRAIN = $(BIN)/train --data $(DID)/seq.train.tok --valid $(DID)/seq.valid.tok --config $(DID_CONFIG) $(DID_SETS) \
+DID_TRAIN = $(BIN)/train --data $(DID)/seq.train.tok --valid $(DID)/seq.valid.tok --config $(DID_CONFIG) \
     --batch $(DID_BATCH) --lr $(DID_LR) --warmup $(DID_WARMUP) --val-every $(DID_VAL_EVERY) --val-batches 8 \
     --seed $(DID_SEED) --log-every 50 $(DID_TRAIN_FLAGS)
 DID_SCORER := $(DID)/ar/best.safetensors
@@ -87,15 +89,15 @@ $(DID)/seq.valid.tok $(DID)/seq.test.tok: $(DID)/seq.train.tok ;
 # ---- models -------------------------------------------------------------------------------
 DID_DATA := $(DID)/seq.train.tok $(DID)/seq.valid.tok
 $(DID)/pre/best.safetensors: $(DID_DATA)
-	$(DID_TRAIN) --algo mdlm --steps $(DID_PRE_STEPS) --metrics $(@D)/metrics.jsonl -o $(@D) 2> $(@D).log || { tail -5 $(@D).log; exit 1; }
+	$(DID_TRAIN) $(DID_SETS) --algo mdlm --steps $(DID_PRE_STEPS) --metrics $(@D)/metrics.jsonl -o $(@D) 2> $(@D).log || { tail -5 $(@D).log; exit 1; }
 $(DID)/plain/best.safetensors: $(DID_DATA) $(DID)/pre/best.safetensors
-	$(DID_TRAIN) --algo bd3 --block-size 4 --init $(DID)/pre/best.safetensors --steps $(DID_STEPS) \
+	$(DID_TRAIN) $(DID_SETS) --algo bd3 --block-size 4 --init $(DID)/pre/best.safetensors --steps $(DID_STEPS) \
 	    --metrics $(@D)/metrics.jsonl -o $(@D) 2> $(@D).log || { tail -5 $(@D).log; exit 1; }
 $(DID)/mix/best.safetensors: $(DID_DATA) $(DID)/pre/best.safetensors
-	$(DID_TRAIN) --algo bd3 --block-mix $(DID_MIX) --init $(DID)/pre/best.safetensors --steps $(DID_STEPS) \
+	$(DID_TRAIN) $(DID_SETS) --algo bd3 --block-mix $(DID_MIX) --init $(DID)/pre/best.safetensors --steps $(DID_STEPS) \
 	    --metrics $(@D)/metrics.jsonl -o $(@D) 2> $(@D).log || { tail -5 $(@D).log; exit 1; }
 $(DID)/ar/best.safetensors: $(DID_DATA)
-	$(DID_TRAIN) --algo ar --steps $(DID_AR_STEPS) --metrics $(@D)/metrics.jsonl -o $(@D) 2> $(@D).log || { tail -5 $(@D).log; exit 1; }
+	$(DID_TRAIN) $(foreach x,$(DID_AR_SET),--set $(x)) --algo ar --steps $(DID_AR_STEPS) --metrics $(@D)/metrics.jsonl -o $(@D) 2> $(@D).log || { tail -5 $(@D).log; exit 1; }
 # train creates its run directory itself; make the log's directory exist first
 $(DID)/pre/best.safetensors $(DID)/plain/best.safetensors $(DID)/mix/best.safetensors $(DID)/ar/best.safetensors: | $(DID)/.dir
 $(DID)/.dir:
