@@ -46,8 +46,8 @@ DID_AR_SET ?= hidden_size=128 n_heads=4
 DID_BATCH ?= 16
 DID_LR ?= 1e-3
 DID_WARMUP ?= 50
-DID_PRE_STEPS ?= 600
-DID_STEPS ?= 300
+DID_PRE_STEPS ?= 300
+DID_STEPS ?= 200
 DID_AR_STEPS ?= 600
 DID_VAL_EVERY ?= 0
 DID_MIX ?= bimodal:4,$(DID_L),0.1
@@ -98,10 +98,10 @@ $(DID)/mix/best.safetensors: $(DID_DATA) $(DID)/pre/best.safetensors
 	    --metrics $(@D)/metrics.jsonl -o $(@D) 2> $(@D).log || { tail -5 $(@D).log; exit 1; }
 $(DID)/ar/best.safetensors: $(DID_DATA)
 	$(DID_TRAIN) $(foreach x,$(DID_AR_SET),--set $(x)) --algo ar --steps $(DID_AR_STEPS) --metrics $(@D)/metrics.jsonl -o $(@D) 2> $(@D).log || { tail -5 $(@D).log; exit 1; }
-# train creates its run directory itself; make the log's directory exist first
-$(DID)/pre/best.safetensors $(DID)/plain/best.safetensors $(DID)/mix/best.safetensors $(DID)/ar/best.safetensors: | $(DID)/.dir
-$(DID)/.dir:
-	@mkdir -p $(@D) && touch $@
+# the run directory must exist for the metrics file
+$(DID)/pre/best.safetensors $(DID)/plain/best.safetensors $(DID)/mix/best.safetensors $(DID)/ar/best.safetensors: | $(DID)/.dirs
+$(DID)/.dirs:
+	@mkdir -p $(addprefix $(DID)/,pre plain mix ar) && touch $@
 
 # test-set NELBO of each fine-tune at the draft size and at the global size (score ppl --block-size)
 $(DID)/%/ppl-B4.json: $(DID)/%/best.safetensors $(DID)/seq.test.tok
@@ -167,3 +167,13 @@ did-clean:
 
 .PHONY: did did-clean
 .SECONDARY: $(DID_SAMPLE_TOKS)
+
+# The demo's shipped checkpoints (data/demo/, see data/README.md): the mixed-scale fine-tune and the
+# AR scorer, weights stored as F16. Only meaningful with DID_CORPUS=data/sample.jsonl, DID_VOCAB=4096,
+# DID_L=128 (the demo's tokenizer and length).
+DID_SHIP ?= data/demo
+did-ship: $(DID)/mix/best.safetensors $(DID)/ar/best.safetensors
+	@mkdir -p $(DID_SHIP)
+	$(DID_PY) $(DID_HERE)/did/to_f16.py $(DID)/mix/best.safetensors $(DID_SHIP)/mix.safetensors
+	$(DID_PY) $(DID_HERE)/did/to_f16.py $(DID)/ar/best.safetensors $(DID_SHIP)/ar.safetensors
+.PHONY: did-ship
