@@ -62,7 +62,7 @@ DID_BLOCKS ?= 4 16 64 L
 DID_MODELS ?= plain mix
 DID_VARLEN ?= 8
 DID_REFINE_FLAGS ?=
-DID_SCORE_FLAGS ?=
+DID_SCORE_FLAGS ?= --per-sample
 
 did_bs = $(if $(filter L,$(1)),$(DID_L),$(1))
 DID_SETS := $(foreach s,$(DID_SET),--set $(s))
