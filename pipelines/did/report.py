@@ -95,6 +95,22 @@ def main():
         cells = [ppl(refined(m, p, g0, "L")) for p in policies]
         w(f"| {m} | {ppl(d)} | " + " | ".join(cells) + " |")
     w("")
+    w("Paired by sample (each refined sample comes from the same draft): number of the samples whose "
+      "per-sample Gen PPL is lower than the other row's.\n")
+    w("| model | comparison | lower in |")
+    w("|---|---|---:|")
+    per = lambda r: {x["id"]: x["ppl"] for x in (r or {}).get("per_sample", []) if x.get("ppl") is not None}
+    for m in models:
+        d = per(gen(m, "draft"))
+        pairs = [(f"{p} vs stage 1", per(refined(m, p, g0, "L")), d) for p in policies]
+        if "snapshot" in policies:
+            pairs += [(f"snapshot vs {p}", per(refined(m, "snapshot", g0, "L")), per(refined(m, p, g0, "L")))
+                      for p in policies if p != "snapshot"]
+        for name, x, y in pairs:
+            ids = sorted(set(x) & set(y))
+            if ids:
+                w(f"| {m} | {name} | {sum(x[i] < y[i] for i in ids)}/{len(ids)} |")
+    w("")
 
     # Fig. 2 data: every policy × γ × B
     w("## Gen PPL by remask ratio γ and stage-2 block size B (seed 003 Fig. 2 data)\n")
