@@ -153,7 +153,10 @@ def main():
     for m in models:
         r = gen(m, "varlen")
         if r:
-            w(f"| {m} (BD3, L'=4) | {r['samples']} | {fmt(r['length_median'], 0)} | | {r['length_max']} | {fmt(r['gen_ppl'])} |")
+            lens = [x["length"] for x in r.get("per_sample", [])]
+            extra = (f" ({sum(n > L for n in lens)} longer than L, {sum(n >= a.varlen * L for n in lens)} at the cap)"
+                     if lens else "")
+            w(f"| {m} (BD3, L'=4){extra} | {r['samples']} | {fmt(r['length_median'], 0)} | | {r['length_max']} | {fmt(r['gen_ppl'])} |")
     w("")
 
     # A few decoded samples
