@@ -19,7 +19,8 @@
 #   M/varlen.tok                   variable-length drafts (--max-length DID_VARLEN x L)
 #   X.gen.json                     `score gen` of any X.tok
 # Every output is a file target, so `make -j2` works and changing a refine parameter (DID_BLOCKS,
-# DID_REFINE_FLAGS) re-uses the cached drafts and masks. Training runs resume from their run
+# DID_REFINE_FLAGS) re-uses the cached drafts and masks; changed sampling/refine/score parameters are
+# noticed through $(DID)/{draft,refine,score}.params. Training runs resume from their run
 # directory (train's exact resume) when interrupted.
 
 DID_HERE := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
@@ -110,15 +111,29 @@ $(DID)/%/ppl-BL.json: $(DID)/%/best.safetensors $(DID)/seq.test.tok
 	$(BIN)/score ppl -m $< -i $(DID)/seq.test.tok --block-size $(DID_L) > $@.tmp 2>/dev/null && mv $@.tmp $@
 
 # ---- sampling -----------------------------------------------------------------------------
+# Parameter files: make tracks files, not variables, so each stage's parameters are written to a file
+# that is rewritten only when they change; the stage's outputs depend on it. A new file starts with
+# an old timestamp so creating it does not invalidate outputs that exist.
+DID_DRAFT_PARAMS := samples=$(DID_SAMPLES) seed=$(DID_SEED) nucleus=$(DID_NUCLEUS) L=$(DID_L) ddpm=$(DID_DDPM_STEPS) varlen=$(DID_VARLEN)
+DID_REFINE_PARAMS := seed=$(DID_SEED) nucleus=$(DID_NUCLEUS) flags=$(DID_REFINE_FLAGS)
+DID_SCORE_PARAMS := flags=$(DID_SCORE_FLAGS)
+ifneq ($(filter did%,$(MAKECMDGOALS))$(filter $(DID)/%,$(MAKECMDGOALS)),)
+did_params = $(shell mkdir -p $(DID); f=$(DID)/$(1).params; \
+    if [ ! -f $$f ]; then echo '$(2)' > $$f; touch -d @0 $$f; \
+    elif [ "$$(cat $$f)" != '$(2)' ]; then echo '$(2)' > $$f; fi)
+$(call did_params,draft,$(DID_DRAFT_PARAMS))
+$(call did_params,refine,$(DID_REFINE_PARAMS))
+$(call did_params,score,$(DID_SCORE_PARAMS))
+endif
 DID_DRAFT = $(BIN)/draft -n $(DID_SAMPLES) --block-size 4 --nucleus $(DID_NUCLEUS) --seed $(DID_SEED) --batch $(DID_SAMPLES)
 
 # $(call did_model_rules,M): drafts, remasks, refines of fine-tuned model M
 define did_model_rules
-$(DID)/$(1)/draft.tok: $(DID)/$(1)/best.safetensors
+$(DID)/$(1)/draft.tok: $(DID)/$(1)/best.safetensors $(DID)/draft.params
 	$(DID_DRAFT) -m $$< --length $(DID_L) -o $$@ 2>/dev/null
-$(DID)/$(1)/draft-ddpm$(DID_DDPM_STEPS).tok: $(DID)/$(1)/best.safetensors
+$(DID)/$(1)/draft-ddpm$(DID_DDPM_STEPS).tok: $(DID)/$(1)/best.safetensors $(DID)/draft.params
 	$(DID_DRAFT) -m $$< --length $(DID_L) --sampler ddpm --steps $(DID_DDPM_STEPS) -o $$@ 2>/dev/null
-$(DID)/$(1)/varlen.tok: $(DID)/$(1)/best.safetensors
+$(DID)/$(1)/varlen.tok: $(DID)/$(1)/best.safetensors $(DID)/draft.params
 	$(DID_DRAFT) -m $$< --max-length $$$$(( $(DID_VARLEN) * $(DID_L) )) -o $$@ 2>/dev/null
 endef
 define did_mask_rule
@@ -126,7 +141,7 @@ $(DID)/$(1)/masked-$(2)-$(3).tok: $(DID)/$(1)/draft.tok $(if $(filter posthoc,$(
 	$(BIN)/remask --policy $(2) --ratio $(3) --seed $(DID_SEED) $(if $(filter posthoc,$(2)),-m $(DID)/$(1)/best.safetensors) -i $$< -o $$@
 endef
 define did_refine_rule
-$(DID)/$(1)/refined-$(2)-$(3)-B$(4).tok: $(DID)/$(1)/masked-$(2)-$(3).tok $(DID)/$(1)/best.safetensors
+$(DID)/$(1)/refined-$(2)-$(3)-B$(4).tok: $(DID)/$(1)/masked-$(2)-$(3).tok $(DID)/$(1)/best.safetensors $(DID)/refine.params
 	$(BIN)/refine -m $(DID)/$(1)/best.safetensors --block-size $(call did_bs,$(4)) --nucleus $(DID_NUCLEUS) \
 	    --seed $(DID_SEED) --batch $(DID_SAMPLES) $(DID_REFINE_FLAGS) -i $$< -o $$@ 2>/dev/null
 endef
@@ -135,7 +150,7 @@ $(foreach m,$(DID_MODELS),$(foreach p,$(DID_POLICIES),$(foreach g,$(DID_GAMMAS),
     $(eval $(call did_mask_rule,$(m),$(p),$(g))) \
     $(foreach b,$(DID_BLOCKS),$(eval $(call did_refine_rule,$(m),$(p),$(g),$(b)))))))
 
-$(DID)/%.gen.json: $(DID)/%.tok $(DID_SCORER)
+$(DID)/%.gen.json: $(DID)/%.tok $(DID_SCORER) $(DID)/score.params
 	$(DID_SCORE) -i $< > $@.tmp 2>/dev/null && mv $@.tmp $@
 # reference rows: real test-split text under the same scorer (documents and packed rows)
 $(DID)/test-docs.tok: $(DID)/seq.test.tok
