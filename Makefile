@@ -27,5 +27,6 @@ test: deps
 
 include pipelines/demo.mk
 include pipelines/corpora.mk
+include pipelines/did.mk
 
 .PHONY: help deps build test

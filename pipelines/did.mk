@@ -1,0 +1,194 @@
+# Diffusion In Diffusion (seed paper 003) at CPU scale: draft with small blocks, remask, refine with
+# larger blocks, score the samples under an AR model trained on the same data.
+#
+#   make did                      # everything below, results in $(DID_RESULTS)/did-*.md + did-*.png
+#   make -j2 did DID_L=256 DID_SAMPLES=32 DID_PRE_STEPS=2000      # bigger
+#   make did DID_CORPUS=out/corpus/train-mix.jsonl                # the corpora pipeline's training mix
+#   make -f pipelines/did.mk did  # standalone (builds the tools itself)
+#
+# corpus -> tokenizer -> documents -> packed rows (train/valid/test)
+#   -> pre   : MDLM pretraining (L' = L)
+#   -> plain : BD3 fine-tune at L' = 4            (from pre)
+#   -> mix   : BD3 mixed-scale fine-tune, L' ~ bimodal{4: 1-λ, L: λ}   (from pre)
+#   -> ar    : AR scorer (train --algo ar), used by `score gen`
+# per fine-tuned model M:
+#   M/draft.tok                    stage 1, B = 4, first-hitting (made once, cached)
+#   M/draft-ddpmK.tok              stage 1 with more NFEs (DDPM, K steps per 4-token block)
+#   M/masked-POLICY-G.tok          remask of the cached draft (γ = G)
+#   M/refined-POLICY-G-BN.tok      stage 2 with block size N (N = L: global)
+#   M/varlen.tok                   variable-length drafts (--max-length DID_VARLEN x L)
+#   X.gen.json                     `score gen` of any X.tok
+# Every output is a file target, so `make -j2` works and changing a refine parameter (DID_BLOCKS,
+# DID_REFINE_FLAGS) re-uses the cached drafts and masks; changed sampling/refine/score parameters are
+# noticed through $(DID)/{draft,refine,score}.params. Training runs resume from their run
+# directory (train's exact resume) when interrupted.
+
+DID_HERE := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
+ifndef BIN
+# standalone: make -f pipelines/did.mk
+SHELL := /bin/bash
+SWIFT ?= swift
+BIN := .build/release
+build:
+	$(SWIFT) build -c release
+.PHONY: build
+endif
+
+DID ?= out/did
+DID_RESULTS ?= results
+DID_CORPUS ?= data/sample.jsonl
+DID_PY ?= python3
+DID_VOCAB ?= 4096
+DID_L ?= 128
+DID_CONFIG ?= cpu
+DID_SET ?=
+# the AR scorer is smaller (it ships with the demo; data/ holds at most 16 MB of binaries)
+DID_AR_SET ?= hidden_size=128 n_heads=4
+DID_BATCH ?= 16
+DID_LR ?= 1e-3
+DID_WARMUP ?= 50
+DID_PRE_STEPS ?= 300
+DID_STEPS ?= 200
+DID_AR_STEPS ?= 600
+DID_VAL_EVERY ?= 0
+DID_MIX ?= bimodal:4,$(DID_L),0.1
+DID_TRAIN_FLAGS ?=
+DID_SAMPLES ?= 16
+DID_SEED ?= 1
+DID_NUCLEUS ?= 0.9
+DID_DDPM_STEPS ?= 6
+DID_GAMMAS ?= 0.1 0.25 0.5 0.75
+DID_POLICIES ?= snapshot posthoc random
+DID_BLOCKS ?= 4 16 64 L
+DID_MODELS ?= plain mix
+DID_VARLEN ?= 8
+DID_REFINE_FLAGS ?=
+DID_SCORE_FLAGS ?= --per-sample
+
+did_bs = $(if $(filter L,$(1)),$(DID_L),$(1))
+DID_SETS := $(foreach s,$(DID_SET),--set $(s))
+DID_TRAIN = $(BIN)/train --data $(DID)/seq.train.tok --valid $(DID)/seq.valid.tok --config $(DID_CONFIG) \
+    --batch $(DID_BATCH) --lr $(DID_LR) --warmup $(DID_WARMUP) --val-every $(DID_VAL_EVERY) --val-batches 8 \
+    --seed $(DID_SEED) --log-every 50 $(DID_TRAIN_FLAGS)
+DID_SCORER := $(DID)/ar/best.safetensors
+DID_SCORE = $(BIN)/score gen --scorer $(DID_SCORER) $(DID_SCORE_FLAGS)
+
+# ---- data ---------------------------------------------------------------------------------
+$(DID)/tokenizer.json: $(DID_CORPUS) | build
+	@mkdir -p $(@D)
+	$(BIN)/tokenize train --vocab-size $(DID_VOCAB) --input-format jsonl -o $@ $<
+
+$(DID)/docs.tok: $(DID_CORPUS) $(DID)/tokenizer.json
+	$(BIN)/tokenize encode -t $(DID)/tokenizer.json --input-format jsonl -o $@ $<
+
+# one rule writes the three splits; valid/test hang off train
+$(DID)/seq.train.tok: $(DID)/docs.tok
+	$(BIN)/pack-blocks -L $(DID_L) --block-size 4 -i $< --split train=0.9,valid=0.05,test=0.05 \
+	    --out-prefix $(DID)/seq --seed 1
+$(DID)/seq.valid.tok $(DID)/seq.test.tok: $(DID)/seq.train.tok ;
+
+# ---- models -------------------------------------------------------------------------------
+DID_DATA := $(DID)/seq.train.tok $(DID)/seq.valid.tok
+$(DID)/pre/best.safetensors: $(DID_DATA)
+	$(DID_TRAIN) $(DID_SETS) --algo mdlm --steps $(DID_PRE_STEPS) --metrics $(@D)/metrics.jsonl -o $(@D) 2> $(@D).log || { tail -5 $(@D).log; exit 1; }
+$(DID)/plain/best.safetensors: $(DID_DATA) $(DID)/pre/best.safetensors
+	$(DID_TRAIN) $(DID_SETS) --algo bd3 --block-size 4 --init $(DID)/pre/best.safetensors --steps $(DID_STEPS) \
+	    --metrics $(@D)/metrics.jsonl -o $(@D) 2> $(@D).log || { tail -5 $(@D).log; exit 1; }
+$(DID)/mix/best.safetensors: $(DID_DATA) $(DID)/pre/best.safetensors
+	$(DID_TRAIN) $(DID_SETS) --algo bd3 --block-mix $(DID_MIX) --init $(DID)/pre/best.safetensors --steps $(DID_STEPS) \
+	    --metrics $(@D)/metrics.jsonl -o $(@D) 2> $(@D).log || { tail -5 $(@D).log; exit 1; }
+$(DID)/ar/best.safetensors: $(DID_DATA)
+	$(DID_TRAIN) $(foreach x,$(DID_AR_SET),--set $(x)) --algo ar --steps $(DID_AR_STEPS) --metrics $(@D)/metrics.jsonl -o $(@D) 2> $(@D).log || { tail -5 $(@D).log; exit 1; }
+# the run directory must exist for the metrics file
+$(DID)/pre/best.safetensors $(DID)/plain/best.safetensors $(DID)/mix/best.safetensors $(DID)/ar/best.safetensors: | $(DID)/.dirs
+$(DID)/.dirs:
+	@mkdir -p $(addprefix $(DID)/,pre plain mix ar) && touch $@
+
+# test-set NELBO of each fine-tune at the draft size and at the global size (score ppl --block-size)
+$(DID)/%/ppl-B4.json: $(DID)/%/best.safetensors $(DID)/seq.test.tok
+	$(BIN)/score ppl -m $< -i $(DID)/seq.test.tok --block-size 4 > $@.tmp 2>/dev/null && mv $@.tmp $@
+$(DID)/%/ppl-BL.json: $(DID)/%/best.safetensors $(DID)/seq.test.tok
+	$(BIN)/score ppl -m $< -i $(DID)/seq.test.tok --block-size $(DID_L) > $@.tmp 2>/dev/null && mv $@.tmp $@
+
+# ---- sampling -----------------------------------------------------------------------------
+# Parameter files: make tracks files, not variables, so each stage's parameters are written to a file
+# that is rewritten only when they change; the stage's outputs depend on it. A new file starts with
+# an old timestamp so creating it does not invalidate outputs that exist.
+DID_DRAFT_PARAMS := samples=$(DID_SAMPLES) seed=$(DID_SEED) nucleus=$(DID_NUCLEUS) L=$(DID_L) ddpm=$(DID_DDPM_STEPS) varlen=$(DID_VARLEN)
+DID_REFINE_PARAMS := seed=$(DID_SEED) nucleus=$(DID_NUCLEUS) flags=$(DID_REFINE_FLAGS)
+DID_SCORE_PARAMS := flags=$(DID_SCORE_FLAGS)
+ifneq ($(filter did%,$(MAKECMDGOALS))$(filter $(DID)/%,$(MAKECMDGOALS)),)
+did_params = $(shell mkdir -p $(DID); f=$(DID)/$(1).params; \
+    if [ ! -f $$f ]; then echo '$(2)' > $$f; touch -d @0 $$f; \
+    elif [ "$$(cat $$f)" != '$(2)' ]; then echo '$(2)' > $$f; fi)
+$(call did_params,draft,$(DID_DRAFT_PARAMS))
+$(call did_params,refine,$(DID_REFINE_PARAMS))
+$(call did_params,score,$(DID_SCORE_PARAMS))
+endif
+DID_DRAFT = $(BIN)/draft -n $(DID_SAMPLES) --block-size 4 --nucleus $(DID_NUCLEUS) --seed $(DID_SEED) --batch $(DID_SAMPLES)
+
+# $(call did_model_rules,M): drafts, remasks, refines of fine-tuned model M
+define did_model_rules
+$(DID)/$(1)/draft.tok: $(DID)/$(1)/best.safetensors $(DID)/draft.params
+	$(DID_DRAFT) -m $$< --length $(DID_L) -o $$@ 2>/dev/null
+$(DID)/$(1)/draft-ddpm$(DID_DDPM_STEPS).tok: $(DID)/$(1)/best.safetensors $(DID)/draft.params
+	$(DID_DRAFT) -m $$< --length $(DID_L) --sampler ddpm --steps $(DID_DDPM_STEPS) -o $$@ 2>/dev/null
+$(DID)/$(1)/varlen.tok: $(DID)/$(1)/best.safetensors $(DID)/draft.params
+	$(DID_DRAFT) -m $$< --max-length $$$$(( $(DID_VARLEN) * $(DID_L) )) -o $$@ 2>/dev/null
+endef
+define did_mask_rule
+$(DID)/$(1)/masked-$(2)-$(3).tok: $(DID)/$(1)/draft.tok $(if $(filter posthoc,$(2)),$(DID)/$(1)/best.safetensors)
+	$(BIN)/remask --policy $(2) --ratio $(3) --seed $(DID_SEED) $(if $(filter posthoc,$(2)),-m $(DID)/$(1)/best.safetensors) -i $$< -o $$@
+endef
+define did_refine_rule
+$(DID)/$(1)/refined-$(2)-$(3)-B$(4).tok: $(DID)/$(1)/masked-$(2)-$(3).tok $(DID)/$(1)/best.safetensors $(DID)/refine.params
+	$(BIN)/refine -m $(DID)/$(1)/best.safetensors --block-size $(call did_bs,$(4)) --nucleus $(DID_NUCLEUS) \
+	    --seed $(DID_SEED) --batch $(DID_SAMPLES) $(DID_REFINE_FLAGS) -i $$< -o $$@ 2>/dev/null
+endef
+$(foreach m,$(DID_MODELS),$(eval $(call did_model_rules,$(m))))
+$(foreach m,$(DID_MODELS),$(foreach p,$(DID_POLICIES),$(foreach g,$(DID_GAMMAS),\
+    $(eval $(call did_mask_rule,$(m),$(p),$(g))) \
+    $(foreach b,$(DID_BLOCKS),$(eval $(call did_refine_rule,$(m),$(p),$(g),$(b)))))))
+
+$(DID)/%.gen.json: $(DID)/%.tok $(DID_SCORER) $(DID)/score.params
+	$(DID_SCORE) -i $< > $@.tmp 2>/dev/null && mv $@.tmp $@
+# reference rows: real test-split text under the same scorer (documents and packed rows)
+$(DID)/test-docs.tok: $(DID)/seq.test.tok
+	$(BIN)/tokenize decode -t $(DID)/tokenizer.json -i $< --jsonl > $(DID)/test-docs.jsonl
+	$(BIN)/tokenize encode -t $(DID)/tokenizer.json --input-format jsonl -o $@ $(DID)/test-docs.jsonl
+
+# record count, max and mean length of the corpus documents (for the variable-length table)
+$(DID)/docs.stats.json: $(DID)/docs.tok
+	$(BIN)/tokenize stats $< | sed -E 's/.*records ([0-9]+), tokens ([0-9]+), length min ([0-9]+) max ([0-9]+) mean ([0-9.]+).*/{"records": \1, "tokens": \2, "min": \3, "max": \4, "mean": \5}/' > $@.tmp && mv $@.tmp $@
+
+# ---- results ------------------------------------------------------------------------------
+DID_SAMPLE_TOKS := $(foreach m,$(DID_MODELS),$(DID)/$(m)/draft.tok $(DID)/$(m)/draft-ddpm$(DID_DDPM_STEPS).tok \
+    $(DID)/$(m)/varlen.tok \
+    $(foreach p,$(DID_POLICIES),$(foreach g,$(DID_GAMMAS),$(foreach b,$(DID_BLOCKS),$(DID)/$(m)/refined-$(p)-$(g)-B$(b).tok))))
+DID_JSONS := $(DID_SAMPLE_TOKS:.tok=.gen.json) $(DID)/test-docs.gen.json $(DID)/docs.stats.json \
+    $(foreach m,$(DID_MODELS),$(DID)/$(m)/ppl-B4.json $(DID)/$(m)/ppl-BL.json)
+
+did: $(DID_RESULTS)/did-results.md
+$(DID_RESULTS)/did-results.md: $(DID_JSONS) $(DID_HERE)/did/report.py
+	@mkdir -p $(@D)
+	$(DID_PY) $(DID_HERE)/did/report.py --dir $(DID) --out $(DID_RESULTS) --length $(DID_L) \
+	    --models "$(DID_MODELS)" --policies "$(DID_POLICIES)" --gammas "$(DID_GAMMAS)" --blocks "$(DID_BLOCKS)" \
+	    --ddpm-steps $(DID_DDPM_STEPS) --varlen $(DID_VARLEN) \
+	    --scale "corpus=$(DID_CORPUS) V=$(DID_VOCAB) L=$(DID_L) config=$(DID_CONFIG) $(DID_SET) batch=$(DID_BATCH) lr=$(DID_LR) pre=$(DID_PRE_STEPS) ft=$(DID_STEPS) ar=$(DID_AR_STEPS) mix=$(DID_MIX) samples=$(DID_SAMPLES) nucleus=$(DID_NUCLEUS) seed=$(DID_SEED)"
+	@cat $@
+
+did-clean:
+	rm -rf $(DID)
+
+.PHONY: did did-clean
+.SECONDARY: $(DID_SAMPLE_TOKS)
+
+# The demo's shipped checkpoints (data/demo/, see data/README.md): the mixed-scale fine-tune and the
+# AR scorer, weights stored as F16. Only meaningful with DID_CORPUS=data/sample.jsonl, DID_VOCAB=4096,
+# DID_L=128 (the demo's tokenizer and length).
+DID_SHIP ?= data/demo
+did-ship: $(DID)/mix/best.safetensors $(DID)/ar/best.safetensors
+	@mkdir -p $(DID_SHIP)
+	$(DID_PY) $(DID_HERE)/did/to_f16.py $(DID)/mix/best.safetensors $(DID_SHIP)/mix.safetensors
+	$(DID_PY) $(DID_HERE)/did/to_f16.py $(DID)/ar/best.safetensors $(DID_SHIP)/ar.safetensors
+.PHONY: did-ship
