@@ -28,14 +28,15 @@ struct PPL: ParsableCommand {
     @Option(help: "Sequences per batch.") var batch: Int = 8
     @Option(help: "Clip interval 'a,b' whose Var. NELBO to report (repeatable).") var clip: [String] = []
     @Option(help: "Random seed.") var seed: UInt64 = 1
+    @Option(help: "Evaluate a bd3 checkpoint at this block size L' (must divide the sequence length; default: the checkpoint's, the draft size of a mixed-scale model).") var blockSize: Int?
 
     func run() throws {
         guard samples >= 1, batch >= 1 else { throw ValidationError("--samples and --batch must be ≥ 1") }
         var o = PerplexityOptions()
-        o.samples = samples; o.batch = batch; o.seed = seed
+        o.samples = samples; o.batch = batch; o.seed = seed; o.blockSize = blockSize
         do {
             o.clips = try clip.map { try TrainSetup.parseInterval($0) }
-            let (m, info, data) = try Perplexity.load(checkpoint: model, data: input, batch: batch)
+            let (m, info, data) = try Perplexity.load(checkpoint: model, data: input, batch: batch, blockSize: blockSize)
             let r = Perplexity.evaluate(model: m, info: info, data: data, options: o)
             FileHandle.standardError.write(Data(r.table.utf8))
             print(r.json)

@@ -6,7 +6,7 @@ import Foundation
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
-        abstract: "Train an AR, MDLM or BD3-LM model on packed token sequences.",
+        abstract: "Train an AR, MDLM, BD3-LM or SEDD model on packed token sequences.",
         discussion: """
         Writes RUN_DIR/last.safetensors and RUN_DIR/best.safetensors (EMA weights, reference tensor names) and RUN_DIR/last.optim.safetensors (optimizer moments, RNG, step). Rerunning the same command on the same RUN_DIR resumes exactly where the run stopped; Ctrl-C writes a checkpoint first (exit 130).
 
@@ -14,14 +14,17 @@ struct Train: ParsableCommand {
           train --data owt.train.tok --valid owt.valid.tok --algo bd3 \\
                 --block-size 4 --config cpu --steps 2000 --batch 8 \\
                 --warmup 100 --val-every 500 --clip-search -o runs/bd3-4
+          train ... --block-mix bimodal:4,256,0.1 --init runs/mdlm/best.safetensors -o runs/mix
         """)
 
     @Option(help: "Training sequences (pack-blocks output).") var data: String
     @Option(help: "Validation sequences (same tokenizer and length).") var valid: String?
-    @Option(help: "ar, mdlm or bd3.") var algo: String = "bd3"
-    @Option(help: "Block size L' for bd3 (must divide the sequence length).") var blockSize: Int = 4
+    @Option(help: "ar, mdlm, bd3 or sedd (time-conditioned score entropy).") var algo: String = "bd3"
+    @Option(help: "Block size L' for bd3 (must divide the sequence length; default 4).") var blockSize: Int?
+    @Option(help: ArgumentHelp("Mixed-scale training (bd3): block size drawn per sequence. bimodal:DRAFT[,GLOBAL[,LAMBDA]] (P(DRAFT)=1-LAMBDA, P(GLOBAL)=LAMBDA; GLOBAL defaults to the sequence length, LAMBDA to 0.1) or uniform:S1,S2,... Every size must divide the sequence length.", valueName: "mix"))
+    var blockMix: String?
     @Option(help: "Model size: tiny, small or cpu.") var config: String = "cpu"
-    @Option(name: .customLong("set"), help: "Override key=value (hidden_size, n_blocks, n_heads, cond_dim, dropout, ema, grad_clip, weight_decay, resample, antithetic, tuned_rule, ignore_bos, mu, sigma, p_min, w1, mu1, sigma1, sigma2, m_start, m_end, tau_scale).")
+    @Option(name: .customLong("set"), help: "Override key=value (hidden_size, n_blocks, n_heads, cond_dim, dropout, ema, grad_clip, weight_decay, resample, antithetic, tuned_rule, ignore_bos, sedd_noise, mu, sigma, p_min, w1, mu1, sigma1, sigma2, m_start, m_end, tau_scale).")
     var sets: [String] = []
     @Option(help: "Optimizer steps.") var steps: Int = 1000
     @Option(help: "Sequences per micro-batch.") var batch: Int = 8
@@ -43,11 +46,12 @@ struct Train: ParsableCommand {
     @Option(name: .shortAndLong, help: "Run directory.") var output: String
 
     func run() throws {
-        guard let a = Algorithm(rawValue: algo) else { throw ValidationError("--algo must be ar, mdlm or bd3") }
+        guard let a = Algorithm(rawValue: algo) else { throw ValidationError("--algo must be ar, mdlm, bd3 or sedd") }
         guard lrSchedule == "constant" || lrSchedule == "cosine" else { throw ValidationError("--lr-schedule must be constant or cosine") }
         guard logEvery >= 1 else { throw ValidationError("--log-every must be ≥ 1") }
         var r = TrainRequest()
-        r.data = data; r.valid = valid; r.algorithm = a; r.blockSize = blockSize; r.configName = config; r.sets = sets
+        if blockMix != nil && blockSize != nil { throw ValidationError("--block-size and --block-mix exclude each other (the mix names its draft size)") }
+        r.data = data; r.valid = valid; r.algorithm = a; r.blockSize = blockSize ?? 4; r.blockMix = blockMix; r.configName = config; r.sets = sets
         r.steps = steps; r.batch = batch; r.accumulate = accumulate; r.lr = lr; r.warmup = warmup
         r.cosine = lrSchedule == "cosine"; r.schedule = schedule; r.reweight = reweight; r.clipSearch = clipSearch
         r.clip = clip; r.initPath = `init`; r.seed = seed; r.valEvery = valEvery; r.valBatches = valBatches

@@ -3,6 +3,7 @@
 //               weight 1/t (loss_scale), position 0 excluded when ignore_bos; NELBO ≥ NLL, so PPL is an upper bound.
 //   bd3 L' = 1: U[1,1] — every token masked, exact NLL (the reference's eval_nll); K is irrelevant.
 //   ar        : exact NLL of x[1:] given x[:-1].
+//   sedd      : score-entropy NELBO (SEDDPerplexity), K draws of one t per sequence; no Var-NELBO.
 // Var-NELBO (§2.6) of the reported interval and of each requested clip interval: mean over batches
 // of the unbiased variance of the per-block mean losses (not for AR).
 import Foundation
@@ -12,6 +13,8 @@ public struct PerplexityOptions: Sendable {
     public var batch = 8
     public var clips: [ClipInterval] = []
     public var seed: UInt64 = 1
+    /// bd3 only: evaluate at this block size instead of the checkpoint's (e.g. a mixed-scale model at its global size).
+    public var blockSize: Int? = nil
     public init() {}
 }
 
@@ -20,6 +23,8 @@ public struct PerplexityResult: Sendable {
     public var tokens: Int
     public var sequences: Int
     public var samples: Int
+    /// The block size L' evaluated (1 for AR, L for MDLM).
+    public var blockSize: Int = 0
     /// The t interval of the reported NLL; nil for AR.
     public var interval: ClipInterval?
     public var exact: Bool
@@ -29,7 +34,7 @@ public struct PerplexityResult: Sendable {
 
     public var json: String {
         var o: [String: Any] = ["ppl": ppl, "nll": nll, "bpd": bpd, "tokens": tokens, "sequences": sequences,
-                                "samples": samples, "exact": exact,
+                                "samples": samples, "exact": exact, "block_size": blockSize,
                                 "interval": interval.map { [$0.min, $0.max] as Any } ?? NSNull()]
         var vars: [[String: Any]] = []
         for (c, v) in varNELBO { vars.append(["min": c.min, "max": c.max, "var": v.isFinite ? v : NSNull()]) }
@@ -39,8 +44,8 @@ public struct PerplexityResult: Sendable {
     }
 
     public var table: String {
-        var s = String(format: "%@ over %d tokens (%d sequences, %d sample%@)\n", exact ? "exact NLL" : "NELBO", tokens, sequences,
-                       samples, samples == 1 ? "" : "s")
+        var s = String(format: "%@ over %d tokens (%d sequences, %d sample%@, L'=%d)\n", exact ? "exact NLL" : "NELBO", tokens, sequences,
+                       samples, samples == 1 ? "" : "s", blockSize)
         s += String(format: "  nll  %.6f nats/token\n  ppl  %.4f\n  bpd  %.6f\n", nll, ppl, bpd)
         if !varNELBO.isEmpty {
             s += "  Var. NELBO\n"
@@ -55,7 +60,15 @@ public enum Perplexity {
     public static func evaluate(model: DiT, info: CheckpointInfo, data: SequenceData, options o: PerplexityOptions) -> PerplexityResult {
         let L = data.length
         let algo = info.algorithm
-        let bs = algo == .mdlm ? L : (algo == .ar ? 1 : info.blockSize)
+        if algo == .sedd {
+            // SEDD: NELBO of the score-entropy loss, K draws of one t per sequence (SEDD/SEDDBatchLoss.swift).
+            let noise = SEDDNoise(rawValue: info.metadata["sedd_noise"] ?? "") ?? .bd3lms
+            var r = SEDDPerplexity.evaluate(model: model, data: data, maskID: info.special.mask, noise: noise,
+                                            samples: o.samples, batch: o.batch, seed: o.seed)
+            r.blockSize = L
+            return r
+        }
+        let bs = algo == .mdlm ? L : (algo == .ar ? 1 : (o.blockSize ?? info.blockSize))
         var obj = DiffusionObjective(blockSize: bs, length: L, maskID: info.special.mask)
         obj.schedule = NoiseSchedule.named(info.schedule) ?? .loglinear
         obj.ignoreBOS = algo != .ar
@@ -96,19 +109,30 @@ public enum Perplexity {
             }
             lo = hi
         }
-        return PerplexityResult(nll: nll / Double(count), tokens: count / K, sequences: data.count, samples: K,
-                                interval: algo == .ar ? nil : report, exact: exact,
-                                varNELBO: (algo == .ar ? [] : [(report, reportAcc.varNELBO)]) + accs.map { ($0.0, $0.1.varNELBO) })
+        var result = PerplexityResult(nll: nll / Double(count), tokens: count / K, sequences: data.count, samples: K,
+                                      interval: algo == .ar ? nil : report, exact: exact,
+                                      varNELBO: (algo == .ar ? [] : [(report, reportAcc.varNELBO)]) + accs.map { ($0.0, $0.1.varNELBO) })
+        result.blockSize = bs
+        return result
     }
 
     /// Loads a checkpoint and a test stream and checks they fit together.
-    public static func load(checkpoint: String, data path: String, batch: Int) throws -> (DiT, CheckpointInfo, SequenceData) {
+    /// `blockSize` overrides the checkpoint's (bd3 only; usage error otherwise or when it does not divide L).
+    public static func load(checkpoint: String, data path: String, batch: Int, blockSize: Int? = nil) throws -> (DiT, CheckpointInfo, SequenceData) {
         let file: SafetensorsFile
         do { file = try SafetensorsFile(path: checkpoint) } catch { throw ToolError("\(error)") }
         let info = try CheckpointInfo.read(file)
         let data = try SequenceData.load(path: path)
         try info.requireCompatible(data.header, path: path)
-        let bs = info.algorithm == .bd3 ? info.blockSize : 1
+        if let b = blockSize {
+            guard info.algorithm == .bd3 else {
+                throw TrainingUsageError("--block-size applies to bd3 checkpoints; \(checkpoint) is \(info.algorithm.rawValue)")
+            }
+            guard b >= 1, data.length % b == 0 else {
+                throw TrainingUsageError("--block-size \(b) does not divide the sequence length \(data.length) of \(path)")
+            }
+        }
+        let bs = info.algorithm == .bd3 ? (blockSize ?? info.blockSize) : 1
         guard data.length % bs == 0 else {
             throw TrainingUsageError("\(path): sequence length \(data.length) is not a multiple of the checkpoint's block size \(bs); repack with pack-blocks --seq-len")
         }

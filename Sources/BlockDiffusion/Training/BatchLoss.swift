@@ -11,7 +11,9 @@
 import Foundation
 
 public enum Algorithm: String, CaseIterable, Sendable {
-    case ar, mdlm, bd3
+    /// `sedd`: score-entropy discrete diffusion with time conditioning (SEDD/SEDDBatchLoss.swift);
+    /// `BatchLoss` does not run it (the trainer and `score` use `SEDDBatchLoss`), it only sizes inputs.
+    case ar, mdlm, bd3, sedd
 }
 
 public final class BatchLoss {
@@ -43,7 +45,7 @@ public final class BatchLoss {
 
     /// Model input length per sequence for this algorithm.
     public static func inputLength(_ a: Algorithm, length L: Int) -> Int {
-        switch a { case .ar: return L - 1; case .mdlm: return L; case .bd3: return 2 * L }
+        switch a { case .ar: return L - 1; case .mdlm, .sedd: return L; case .bd3: return 2 * L }
     }
 
     /// Runs the batch `x0` (B, L). `training` selects the denominator (all tokens) and dropout;
@@ -54,6 +56,7 @@ public final class BatchLoss {
                     rng: inout Xoshiro256) -> LossSummary {
         precondition(B <= maxBatch && x0.count == B * L)
         precondition(!backward || dLogits.count > 0, "BatchLoss built without gradient buffers")
+        precondition(algorithm != .sedd, "SEDD batches run through SEDDBatchLoss")
         if algorithm == .ar { return runAR(x0: x0, batch: B, training: training, backward: backward, gradScale: gradScale, dropoutSeed: dropoutSeed) }
         let obj = objective
         let t = obj.sampleTimes(batch: B, interval: interval, rng: &rng)
@@ -100,6 +103,45 @@ public final class BatchLoss {
                        loss: rowLoss.baseAddress!, dLogits: backward ? dLogits.baseAddress! : nil)
         if backward { model.backward(dLogits: UnsafeBufferPointer(rebasing: dLogits[0..<(B * L * V)])) }
         return summarize(batch: B, perSequence: L, blockSize: obj.blockSize, count: count, scale: s)
+    }
+
+    /// Switches the block size L' of the diffusion objective (bd3); the buffers do not depend on it.
+    public func setBlockSize(_ b: Int) {
+        precondition(algorithm == .bd3 && b >= 1 && L % b == 0, "block size \(b) must divide \(L) (bd3 only)")
+        objective.blockSize = b
+    }
+
+    /// Mixed-scale training micro-batch (seed 003 §3.3): sequence k uses block size `sizes[k]`.
+    /// Sequences are grouped by size (groups in the order of `order`, the mix's sizes); each group is
+    /// one forward/backward with its own times, masks, dropout seed (`rng.split()`) and interval
+    /// `intervals[size]`, and gradient scale gradScale·n_g/B, so the accumulated gradient is that of
+    /// the per-token mean over the whole micro-batch. Returns the summed losses (nllSum, tokenCount
+    /// over all groups; blockMeans concatenated group by group). With every draw equal this is
+    /// exactly `run` after one `rng.split()` for the dropout seed, as the single-size trainer does.
+    public func runMixed(x0: UnsafeBufferPointer<Int32>, batch B: Int, sizes: [Int], order: [Int],
+                         intervals: [Int: ClipInterval], weighted: Bool, gradScale: Double,
+                         rng: inout Xoshiro256) -> LossSummary {
+        precondition(algorithm == .bd3 && sizes.count == B && x0.count == B * L)
+        let saved = objective.blockSize
+        defer { objective.blockSize = saved }
+        var total = LossSummary(nllSum: 0, tokenCount: 0, blockMeans: [])
+        var rows: [Int32] = []
+        for size in order {
+            let members = (0..<B).filter { sizes[$0] == size }
+            guard !members.isEmpty else { continue }
+            rows.removeAll(keepingCapacity: true)
+            for k in members { rows += x0[(k * L)..<((k + 1) * L)] }
+            setBlockSize(size)
+            let n = members.count
+            let seed = rng.split()
+            let s = rows.withUnsafeBufferPointer {
+                run(x0: $0, batch: n, interval: intervals[size] ?? .base, training: true, weighted: weighted, backward: true,
+                    gradScale: gradScale * (Double(n) / Double(B)), dropoutSeed: seed, rng: &rng)
+            }
+            total.nllSum += s.nllSum; total.tokenCount += s.tokenCount; total.blockMeans += s.blockMeans
+        }
+        precondition(total.tokenCount == B * L, "a drawn block size is not in the mix's order list")
+        return total
     }
 
     /// Per-token losses of the last run/evaluate (B, L) — (B, L−1) for AR — unnormalised.

@@ -5,6 +5,11 @@
 //   vocab_size, mask_id, bos_id, eos_id, pad_id, tokenizer_fingerprint (16 hex digits),
 //   sampling_eps_min, sampling_eps_max (exact decimals; also stored as the reference's scalar
 //   tensors of the same names), step, val_nll (when validated), training (JSON of TrainOptions), format=pt.
+// Mixed-scale runs add block_mix (canonical `BlockMix` spelling, e.g. "bimodal:4,256,0.1"; block_size is
+// then the draft size and sampling_eps_* its interval) and clip_by_block (JSON {"4":[β,ω],"256":[β,ω]},
+// exact decimals), and val_nll_by_block (JSON {"4":nll,…}) when validated.
+// SEDD checkpoints (algo=sedd, model_config.timeConditioning = true, block_size = L) add sedd_noise
+// (bd3lms | loglinear, the σ(t) of `SEDDNoise`).
 import Foundation
 
 public struct CheckpointInfo: Sendable {
@@ -19,6 +24,14 @@ public struct CheckpointInfo: Sendable {
     public var schedule: String
     public var step: Int
     public var metadata: [String: String]
+    /// The mix a mixed-scale checkpoint was trained with (nil for a single block size).
+    public var blockMix: BlockMix? = nil
+    /// Per-block-size clip intervals of a mixed-scale checkpoint (empty otherwise).
+    public var intervals: [Int: ClipInterval] = [:]
+
+    /// The learned interval for sampling at block size `b`: the mix's own for a trained size, else the
+    /// checkpoint's (draft) interval.
+    public func interval(forBlockSize b: Int) -> ClipInterval { intervals[b] ?? interval }
 
     /// Reads the metadata of a weights file written by `train` (or by the model's own save, with defaults).
     public static func read(_ file: SafetensorsFile) throws -> CheckpointInfo {
@@ -26,22 +39,31 @@ public struct CheckpointInfo: Sendable {
         guard let cj = m["model_config"], let config = try? JSONDecoder().decode(ModelConfig.self, from: Data(cj.utf8)) else {
             throw ToolError("\(file.path): no model_config in the checkpoint metadata; was it written by train?")
         }
-        guard !config.timeConditioning else {
-            throw ToolError("\(file.path): a time-conditioned (SEDD) model; train and score ppl handle ar, mdlm and bd3 checkpoints")
+        let algo = Algorithm(rawValue: m["algo"] ?? (config.causal ? "ar" : (config.timeConditioning ? "sedd" : "bd3"))) ?? .bd3
+        guard config.timeConditioning == (algo == .sedd) else {
+            throw ToolError("\(file.path): algo \(algo.rawValue) with a \(config.timeConditioning ? "" : "non-")time-conditioned model; the checkpoint metadata is inconsistent")
         }
-        let algo = Algorithm(rawValue: m["algo"] ?? (config.causal ? "ar" : "bd3")) ?? .bd3
         let L = Int(m["seq_len"] ?? "") ?? config.length
         func id(_ k: String) -> Int32 { Int32(m[k] ?? "") ?? -1 }
         let special = SpecialTokens(bos: id("bos_id"), eos: id("eos_id"),
                                     mask: m["mask_id"].flatMap { Int32($0) } ?? Int32(config.vocabSize - 1), pad: id("pad_id"))
         let lo = Double(m["sampling_eps_min"] ?? "") ?? 1e-3
         let hi = Double(m["sampling_eps_max"] ?? "") ?? 1
-        return CheckpointInfo(config: config, algorithm: algo,
+        var info = CheckpointInfo(config: config, algorithm: algo,
                               blockSize: Int(m["block_size"] ?? "") ?? (algo == .ar ? 1 : L), length: L,
                               vocabSize: Int(m["vocab_size"] ?? "") ?? config.vocabSize, special: special,
                               fingerprint: UInt64(m["tokenizer_fingerprint"] ?? "", radix: 16) ?? 0,
                               interval: ClipInterval(lo, hi), schedule: m["noise"] ?? "loglinear",
                               step: Int(m["step"] ?? "") ?? 0, metadata: m)
+        if let spec = m["block_mix"] {
+            do { info.blockMix = try BlockMix.parse(spec, length: L) } catch {
+                throw ToolError("\(file.path): unreadable block_mix '\(spec)' in the checkpoint metadata (\(error))")
+            }
+        }
+        if let cj = m["clip_by_block"], let d = try? JSONSerialization.jsonObject(with: Data(cj.utf8)) as? [String: [Double]] {
+            for (k, v) in d { if let b = Int(k), v.count == 2 { info.intervals[b] = ClipInterval(v[0], v[1]) } }
+        }
+        return info
     }
 
     /// Refuses data whose tokenizer differs from the one the checkpoint was trained with.
@@ -69,7 +91,21 @@ extension Trainer {
             "sampling_eps_max": exact(interval.max), "step": "\(step)", "training": options.json, "format": "pt",
         ]
         if let v = valNLL { m["val_nll"] = exact(v) }
+        if options.algorithm == .sedd { m["sedd_noise"] = options.seddNoise.rawValue }
+        if let mix = options.blockMix {
+            m["block_mix"] = mix.description
+            m["clip_by_block"] = Trainer.intervalsJSON(intervals)
+            if let byBlock = lastValidationByBlock {
+                m["val_nll_by_block"] = "{" + mix.sizes.compactMap { b in byBlock[b].map { "\"\(b)\":\(exact($0))" } }
+                    .joined(separator: ",") + "}"
+            }
+        }
         return m
+    }
+
+    /// {"4":[β,ω],…} with exact decimals, sizes ascending.
+    static func intervalsJSON(_ iv: [Int: ClipInterval]) -> String {
+        "{" + iv.keys.sorted().map { "\"\($0)\":[\(exact(iv[$0]!.min)),\(exact(iv[$0]!.max))]" }.joined(separator: ",") + "}"
     }
 
     /// Writes RUN_DIR/last.optim.safetensors then RUN_DIR/last.safetensors (and best.safetensors when `best`).
@@ -86,6 +122,7 @@ extension Trainer {
             "order_epoch": "\(order.epoch)", "order_position": "\(order.position)",
             "interval_min": exact(interval.min), "interval_max": exact(interval.max),
             "best_nll": exact(bestNLL), "training": options.json,
+            "intervals": intervals.keys.sorted().map { "\($0):\(exact(intervals[$0]!.min)):\(exact(intervals[$0]!.max))" }.joined(separator: ";"), "block_mix": options.blockMix?.description ?? "none",
         ]
         do { try w.write(path: runDir + "/last.optim.safetensors", metadata: meta) } catch { throw ToolError("\(error)") }
         ema.swap(with: model.parameters)
@@ -108,6 +145,9 @@ extension Trainer {
         guard info.config == model.config else {
             throw ToolError("\(wPath): model config differs from this run's; use another -o directory or the same --config/--set")
         }
+        guard info.blockMix == options.blockMix else {
+            throw ToolError("\(wPath): was trained with block mix \(info.blockMix?.description ?? "none"), this run asks for \(options.blockMix?.description ?? "none"); resume with the same --block-mix or use --init")
+        }
         guard info.algorithm == options.algorithm, info.blockSize == loss.objective.blockSize else {
             throw ToolError("\(wPath): was trained as \(info.algorithm.rawValue) with block size \(info.blockSize); resume with the same --algo/--block-size or use --init")
         }
@@ -129,6 +169,13 @@ extension Trainer {
         order = BatchOrder(rows: train.count, seed: options.seed, epoch: Int(m["order_epoch"] ?? "") ?? 0,
                            position: Int(m["order_position"] ?? "") ?? 0)
         interval = ClipInterval(Double(m["interval_min"] ?? "") ?? 1e-3, Double(m["interval_max"] ?? "") ?? 1)
+        // Per-size intervals "B:β:ω;…" (exact decimals, parsed with Double(String) which round-trips).
+        for item in (m["intervals"] ?? "").split(separator: ";") {
+            let f = item.split(separator: ":")
+            if f.count == 3, let b = Int(f[0]), intervals[b] != nil, let lo = Double(f[1]), let hi = Double(f[2]) {
+                intervals[b] = ClipInterval(lo, hi)
+            }
+        }
         bestNLL = Double(m["best_nll"] ?? "") ?? .infinity
         step = s
     }

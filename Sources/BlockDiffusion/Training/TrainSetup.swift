@@ -14,6 +14,8 @@ public struct TrainRequest: Sendable {
     public var valid: String? = nil
     public var algorithm: Algorithm = .bd3
     public var blockSize = 4
+    /// `--block-mix` spec (bd3): see `BlockMix.parse`. Overrides `blockSize` (which becomes the draft size).
+    public var blockMix: String? = nil
     public var configName = "cpu"
     public var sets: [String] = []
     public var steps = 1000
@@ -38,7 +40,7 @@ public struct TrainRequest: Sendable {
 public enum TrainSetup {
     /// Keys accepted by `--set key=value`.
     public static let modelKeys = ["hidden_size", "n_blocks", "n_heads", "cond_dim", "dropout"]
-    public static let trainingKeys = ["ema", "grad_clip", "weight_decay", "resample", "antithetic", "tuned_rule", "ignore_bos",
+    public static let trainingKeys = ["ema", "grad_clip", "weight_decay", "resample", "antithetic", "tuned_rule", "ignore_bos", "sedd_noise",
                                       "mu", "sigma", "p_min", "w1", "mu1", "sigma1", "sigma2", "m_start", "m_end", "tau_scale"]
 
     public static func parseInterval(_ s: String) throws -> ClipInterval {
@@ -111,15 +113,29 @@ public enum TrainSetup {
         guard train.header.special.mask >= 0 || r.algorithm == .ar else {
             throw ToolError("\(r.data): the stream declares no mask token; diffusion training needs one (tokenizer with [MASK])")
         }
-        if r.algorithm == .bd3 {
+        if r.algorithm == .bd3 && r.blockMix == nil {
             guard r.blockSize >= 1, L % r.blockSize == 0 else {
                 throw TrainingUsageError("--block-size \(r.blockSize) does not divide the sequence length \(L)")
             }
+        }
+        var mix: BlockMix? = nil
+        if let spec = r.blockMix {
+            guard r.algorithm == .bd3 else { throw TrainingUsageError("--block-mix applies to --algo bd3 only") }
+            mix = try BlockMix.parse(spec, length: L)
+        }
+        if r.algorithm == .sedd {
+            guard reweighting == .none else { throw TrainingUsageError("--reweight applies to ar/mdlm/bd3; SEDD weights its loss by dσ(t)") }
+            guard r.schedule == "loglinear" else {
+                throw TrainingUsageError("--schedule applies to mdlm/bd3; for sedd choose σ(t) with --set sedd_noise=bd3lms|loglinear")
+            }
+        } else if sets["sedd_noise"] != nil {
+            throw TrainingUsageError("--set sedd_noise applies to --algo sedd only")
         }
         if r.algorithm == .ar && L < 2 { throw TrainingUsageError("AR training needs sequences of at least 2 tokens") }
 
         var o = TrainOptions()
         o.algorithm = r.algorithm; o.blockSize = r.algorithm == .bd3 ? r.blockSize : (r.algorithm == .ar ? 1 : L)
+        if let m = mix { o.blockMix = m; o.blockSize = m.draftSize }
         o.steps = r.steps; o.batch = r.batch; o.accumulate = r.accumulate; o.lr = r.lr; o.warmup = r.warmup
         o.cosine = r.cosine; o.schedule = schedule; o.reweighting = reweighting; o.clipSearch = r.clipSearch
         if let c = r.clip { o.interval = try parseInterval(c) }
@@ -130,6 +146,10 @@ public enum TrainSetup {
         if let x = try flag("resample") { o.resample = x }
         if let x = try flag("antithetic") { o.antithetic = x }
         if let x = try flag("ignore_bos") { o.ignoreBOS = x }
+        if let v = sets["sedd_noise"] {
+            guard let n = SEDDNoise(rawValue: v) else { throw TrainingUsageError("--set sedd_noise must be bd3lms or loglinear") }
+            o.seddNoise = n
+        }
         if let v = sets["tuned_rule"] {
             guard let t = TunedRule(rawValue: v) else { throw TrainingUsageError("--set tuned_rule must be exact or reference") }
             o.tunedRule = t
@@ -151,6 +171,7 @@ public enum TrainSetup {
             config = c
             config.length = L
             config.causal = r.algorithm == .ar
+            config.timeConditioning = r.algorithm == .sedd   // SEDD: σ(t) drives adaLN
             if let x = try num("hidden_size") { config.hiddenSize = Int(x) }
             if let x = try num("n_blocks") { config.nBlocks = Int(x) }
             if let x = try num("n_heads") { config.nHeads = Int(x) }
@@ -162,6 +183,9 @@ public enum TrainSetup {
         }
         guard config.causal == (r.algorithm == .ar) else {
             throw TrainingUsageError("--algo \(r.algorithm.rawValue) does not match the checkpoint's model (\(config.causal ? "causal AR" : "diffusion"))")
+        }
+        guard config.timeConditioning == (r.algorithm == .sedd) else {
+            throw TrainingUsageError("--algo \(r.algorithm.rawValue) does not match the checkpoint's model (\(config.timeConditioning ? "time-conditioned SEDD" : "not time-conditioned"))")
         }
         do { try config.validate() } catch { throw TrainingUsageError("\(error)") }
 

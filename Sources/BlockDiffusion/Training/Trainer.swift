@@ -15,6 +15,8 @@ import Foundation
 public struct TrainOptions: Sendable {
     public var algorithm: Algorithm = .bd3
     public var blockSize = 4
+    /// Mixed-scale training (bd3): block size drawn per sequence; `blockSize` is then the mix's draft size.
+    public var blockMix: BlockMix? = nil
     public var steps = 1000
     public var batch = 8
     public var accumulate = 1
@@ -36,6 +38,8 @@ public struct TrainOptions: Sendable {
     public var antithetic = true
     public var tunedRule: TunedRule = .exact
     public var ignoreBOS = true
+    /// σ(t) / move chance of `--algo sedd` (`--set sedd_noise=bd3lms|loglinear`).
+    public var seddNoise: SEDDNoise = .bd3lms
     public init() {}
 
     /// JSON summary stored in checkpoint metadata.
@@ -45,6 +49,7 @@ public struct TrainOptions: Sendable {
             "accumulate": "\(accumulate)", "lr": "\(lr)", "warmup": "\(warmup)", "lr_schedule": cosine ? "cosine" : "constant",
             "noise": schedule.name, "reweight": reweighting.name, "clip_search": "\(clipSearch)", "seed": "\(seed)",
             "val_every": "\(valEvery)", "val_batches": "\(valBatches)", "ema": "\(emaDecay)", "grad_clip": "\(gradClip)", "weight_decay": "\(weightDecay)",
+            "block_mix": blockMix?.description ?? "none", "sedd_noise": seddNoise.rawValue,
             "resample": "\(resample)", "antithetic": "\(antithetic)", "tuned_rule": tunedRule.rawValue, "ignore_bos": "\(ignoreBOS)",
         ]
         let data = try! JSONSerialization.data(withJSONObject: d, options: [.sortedKeys])
@@ -56,7 +61,9 @@ public struct StepStats: Sendable {
     public var step: Int, loss: Double, lr: Double, gradNorm: Double, tokens: Int
 }
 
-public struct ValidationStats: Sendable {
+/// Validation of one block size.
+public struct BlockValidation: Sendable {
+    public var blockSize: Int
     public var nll: Double
     public var tokens: Int
     public var interval: ClipInterval          // the interval the NLL is reported for
@@ -64,34 +71,72 @@ public struct ValidationStats: Sendable {
     public var chosen: ClipInterval?           // argmin Var-NELBO (clip search)
 }
 
+public struct ValidationStats: Sendable {
+    /// The NELBO per token; with a block mix the mix-weighted Σ P(L')·NELBO(L') (the mixed objective, Eq. 7),
+    /// which also picks best.safetensors.
+    public var nll: Double
+    public var tokens: Int
+    public var interval: ClipInterval          // the draft size's reported interval
+    public var variances: [(ClipInterval, Double)]
+    public var chosen: ClipInterval?           // the draft size's argmin Var-NELBO (clip search)
+    /// One entry per block size (one for a single-size run), in the mix's order.
+    public var perBlock: [BlockValidation]
+}
+
 public final class Trainer {
     public let model: DiT
     public var options: TrainOptions
     public let train: SequenceData
     public let valid: SequenceData?
+    /// The diffusion/AR batch runner. For `sedd` it only carries the objective (time sampling, masking
+    /// options, schedule hook); the batches run through `sedd`.
     public let loss: BatchLoss
+    /// The SEDD batch runner (`--algo sedd`), nil otherwise.
+    public let sedd: SEDDBatchLoss?
     public let adam: AdamW
     public let ema: EMA
     public internal(set) var step = 0
-    public var interval: ClipInterval
+    /// The clip interval U[β, ω] per block size (one entry without a mix). Each size has its own,
+    /// found by its own Var-NELBO clip search: the optimal masking-rate range depends on L'
+    /// (for L' = L there is one t per sequence), so one shared interval would fit neither.
+    public var intervals: [Int: ClipInterval]
+    /// The draft (or only) block size's interval: the reference's `sampling_eps_min/max`.
+    public var interval: ClipInterval {
+        get { intervals[options.blockSize] ?? .base }
+        set { intervals[options.blockSize] = newValue }
+    }
+    /// The block sizes trained: the mix's sizes (draft first), or the single size.
+    public var blockSizes: [Int] { options.blockMix?.sizes ?? [loss.objective.blockSize] }
     public var rng: Xoshiro256
     public var order: BatchOrder
     public var bestNLL = Double.infinity
+    /// Per-block-size NELBO of the last validation (mixed-scale runs record it in the weights metadata).
+    public var lastValidationByBlock: [Int: Double]? = nil
     var x0: [Int32] = []
 
     public init(model: DiT, options: TrainOptions, train: SequenceData, valid: SequenceData?) {
         self.model = model; self.options = options; self.train = train; self.valid = valid
         let L = train.length
-        let bs = options.algorithm == .mdlm ? L : (options.algorithm == .ar ? 1 : options.blockSize)
+        let bs = options.algorithm == .mdlm || options.algorithm == .sedd ? L : (options.algorithm == .ar ? 1 : options.blockSize)
         var obj = DiffusionObjective(blockSize: bs, length: L, maskID: train.header.special.mask)
         obj.schedule = options.schedule; obj.reweighting = options.reweighting
         obj.resample = options.resample; obj.antithetic = options.antithetic; obj.tunedRule = options.tunedRule
         obj.ignoreBOS = options.algorithm == .ar ? false : options.ignoreBOS
-        loss = BatchLoss(model: model, algorithm: options.algorithm, objective: obj, maxBatch: options.batch, needsGradients: true)
+        if options.algorithm == .sedd {
+            let s = SEDDBatchLoss(model: model, noise: options.seddNoise, length: L, maskID: train.header.special.mask,
+                                  maxBatch: options.batch, needsGradients: true)
+            s.objective = obj
+            sedd = s
+        } else {
+            sedd = nil
+        }
+        loss = BatchLoss(model: model, algorithm: options.algorithm, objective: obj, maxBatch: options.batch,
+                         needsGradients: options.algorithm != .sedd)
         adam = AdamW(count: model.parameterCount)
         adam.weightDecay = options.weightDecay
         ema = EMA(parameters: UnsafeBufferPointer(model.parameters), decay: options.emaDecay)
-        interval = options.interval
+        intervals = [:]
+        for b in options.blockMix?.sizes ?? [bs] { intervals[b] = options.interval }
         rng = Xoshiro256(seed: options.seed)
         order = BatchOrder(rows: train.count, seed: options.seed)
     }
@@ -110,10 +155,25 @@ public final class Trainer {
         let B = options.batch
         for _ in 0..<options.accumulate {
             train.gather(order.next(B), into: &x0)
-            let seed = rng.split()
-            let s = x0.withUnsafeBufferPointer {
-                loss.run(x0: $0, batch: B, interval: interval, training: true, weighted: true, backward: true,
-                         gradScale: 1 / Double(options.accumulate), dropoutSeed: seed, rng: &rng)
+            let s: LossSummary
+            if let mix = options.blockMix {
+                let sizes = mix.draw(count: B, &rng)
+                s = x0.withUnsafeBufferPointer {
+                    loss.runMixed(x0: $0, batch: B, sizes: sizes, order: mix.sizes, intervals: intervals, weighted: true,
+                                  gradScale: 1 / Double(options.accumulate), rng: &rng)
+                }
+            } else if let sedd {
+                let seed = rng.split()
+                s = x0.withUnsafeBufferPointer {
+                    sedd.run(x0: $0, batch: B, interval: interval, training: true, backward: true,
+                             gradScale: 1 / Double(options.accumulate), dropoutSeed: seed, rng: &rng)
+                }
+            } else {
+                let seed = rng.split()
+                s = x0.withUnsafeBufferPointer {
+                    loss.run(x0: $0, batch: B, interval: interval, training: true, weighted: true, backward: true,
+                             gradScale: 1 / Double(options.accumulate), dropoutSeed: seed, rng: &rng)
+                }
             }
             total += s.tokenNLL; tokens += B * train.length
         }
@@ -133,13 +193,17 @@ public final class Trainer {
     }
 
     /// The interval whose NLL is reported: U[1,1] for bd3 with L' = 1 (exact NLL), else (1e-3, 1).
-    public var reportedInterval: ClipInterval {
-        options.algorithm == .bd3 && loss.objective.blockSize == 1 ? .tuned : .base
+    public var reportedInterval: ClipInterval { reportedInterval(blockSize: loss.objective.blockSize) }
+
+    func reportedInterval(blockSize: Int) -> ClipInterval {
+        options.algorithm == .bd3 && blockSize == 1 ? .tuned : .base
     }
 
-    /// Validation on the EMA weights: NELBO over up to `valBatches` batches and, with the clip search,
-    /// the Var-NELBO of every grid interval; the argmin becomes the training interval.
-    /// Uses its own fixed-seed RNG so it neither perturbs nor depends on the training stream.
+    /// Validation on the EMA weights: for each trained block size, the NELBO over up to `valBatches`
+    /// batches and, with the clip search, the Var-NELBO of every grid interval of that size; the
+    /// argmin becomes that size's training interval. Each size uses its own fixed-seed RNG (the first
+    /// size the seed a single-size run uses), so validation neither perturbs nor depends on the
+    /// training stream, nor on the other sizes of the mix.
     public func validate() -> ValidationStats? {
         guard let valid else { return nil }
         var sched = loss.objective.schedule   // the reference sets the progress hook at validation too
@@ -147,32 +211,49 @@ public final class Trainer {
         loss.objective.schedule = sched
         ema.swap(with: model.parameters)
         defer { ema.swap(with: model.parameters) }
-        let report = reportedInterval
-        let grid = options.clipSearch && options.algorithm == .bd3 ? ClipSearch.grid(blockSize: loss.objective.blockSize) : [report]
-        var accs = grid.map { ($0, VarianceAccumulator()) }
-        var rng = Xoshiro256(seed: options.seed ^ 0xA5A5_5A5A_0F0F_F0F0)
-        var nll = 0.0, count = 0
-        let B = options.batch
-        let nBatches = min((valid.count + B - 1) / B, options.valBatches)
-        var rows: [Int32] = []
-        for b in 0..<nBatches {
-            let lo = b * B, hi = min(valid.count, lo + B)
-            valid.gather(Array(lo..<hi), into: &rows)
-            for j in accs.indices {
-                let s = rows.withUnsafeBufferPointer {
-                    loss.run(x0: $0, batch: hi - lo, interval: accs[j].0, training: false, weighted: false, backward: false,
-                             dropoutSeed: 0, rng: &rng)
+        let primary = loss.objective.blockSize
+        defer { if options.algorithm == .bd3 { loss.setBlockSize(primary) } }
+        let search = options.clipSearch && options.algorithm == .bd3
+        var perBlock: [BlockValidation] = []
+        for (index, size) in blockSizes.enumerated() {
+            if options.algorithm == .bd3 { loss.setBlockSize(size) }
+            let report = reportedInterval(blockSize: size)
+            let grid = search ? ClipSearch.grid(blockSize: size) : [report]
+            var accs = grid.map { ($0, VarianceAccumulator()) }
+            var rng = Xoshiro256(seed: options.seed ^ 0xA5A5_5A5A_0F0F_F0F0 ^ (index == 0 ? 0 : UInt64(size) &* 0x9E37_79B9_7F4A_7C15))
+            var nll = 0.0, count = 0
+            let B = options.batch
+            let nBatches = min((valid.count + B - 1) / B, options.valBatches)
+            var rows: [Int32] = []
+            for b in 0..<nBatches {
+                let lo = b * B, hi = min(valid.count, lo + B)
+                valid.gather(Array(lo..<hi), into: &rows)
+                for j in accs.indices {
+                    let s = rows.withUnsafeBufferPointer {
+                        sedd?.run(x0: $0, batch: hi - lo, interval: accs[j].0, training: false, backward: false, dropoutSeed: 0, rng: &rng)
+                        ?? loss.run(x0: $0, batch: hi - lo, interval: accs[j].0, training: false, weighted: false, backward: false,
+                                    dropoutSeed: 0, rng: &rng)
+                    }
+                    if accs[j].0 == report { nll += s.nllSum; count += s.tokenCount }
+                    accs[j].1.add(blockMeans: s.blockMeans)
                 }
-                if accs[j].0 == report { nll += s.nllSum; count += s.tokenCount }
-                accs[j].1.add(blockMeans: s.blockMeans)
             }
+            var chosen: ClipInterval? = nil
+            if search, let best = ClipSearch.best(accs) {
+                chosen = best
+                intervals[size] = best
+            }
+            perBlock.append(BlockValidation(blockSize: size, nll: count > 0 ? nll / Double(count) : .nan, tokens: count,
+                                            interval: report, variances: accs.map { ($0.0, $0.1.varNELBO) }, chosen: chosen))
         }
-        var chosen: ClipInterval? = nil
-        if options.clipSearch && options.algorithm == .bd3, let best = ClipSearch.best(accs) {
-            chosen = best
-            interval = best
+        lastValidationByBlock = Dictionary(uniqueKeysWithValues: perBlock.map { ($0.blockSize, $0.nll) })
+        let first = perBlock[0]
+        var nll = first.nll
+        if let mix = options.blockMix {
+            nll = 0
+            for (v, p) in zip(perBlock, mix.probabilities) where p > 0 { nll += p * v.nll }
         }
-        return ValidationStats(nll: count > 0 ? nll / Double(count) : .nan, tokens: count, interval: report,
-                               variances: accs.map { ($0.0, $0.1.varNELBO) }, chosen: chosen)
+        return ValidationStats(nll: nll, tokens: first.tokens, interval: first.interval, variances: first.variances,
+                               chosen: first.chosen, perBlock: perBlock)
     }
 }

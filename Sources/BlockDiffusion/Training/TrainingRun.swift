@@ -107,8 +107,11 @@ extension Trainer {
     }
 
     func report(_ v: ValidationStats, metrics: MetricsLog?, log: (String) -> Void) {
-        var line = String(format: "valid step %d  nll %.4f  ppl %.2f  (%@, %d tokens)", step, v.nll, exp(v.nll), v.interval.description, v.tokens)
-        if let c = v.chosen { line += "  clip → \(c)" }
+        var line = options.blockMix != nil
+            ? String(format: "valid step %d  nll %.4f  ppl %.2f  (mix-weighted over %@, %d tokens per size)", step, v.nll, exp(v.nll),
+                     options.blockMix!.description, v.tokens)
+            : String(format: "valid step %d  nll %.4f  ppl %.2f  (%@, %d tokens)", step, v.nll, exp(v.nll), v.interval.description, v.tokens)
+        if let c = v.chosen, options.blockMix == nil { line += "  clip → \(c)" }
         log(line)
         var obj: [String: Any] = ["step": step, "val_nll": v.nll, "val_ppl": exp(v.nll), "val_tokens": v.tokens]
         if v.variances.count > 1 || v.chosen != nil {
@@ -117,6 +120,18 @@ extension Trainer {
             obj["var_nelbo"] = vars
         }
         if let c = v.chosen { obj["clip"] = [c.min, c.max] }
+        if options.blockMix != nil {
+            // Mixed-scale: the NELBO (and searched interval) of every block size; val_nll is their mix-weighted mean.
+            var byBlock: [String: Double] = [:], clips: [String: [Double]] = [:]
+            for p in v.perBlock {
+                log(String(format: "valid step %d    L'=%-5d nll %.4f  ppl %.2f  (%@)", step, p.blockSize, p.nll, exp(p.nll), p.interval.description)
+                    + (p.chosen.map { "  clip → \($0)" } ?? ""))
+                byBlock["\(p.blockSize)"] = p.nll
+                if let c = p.chosen { clips["\(p.blockSize)"] = [c.min, c.max] }
+            }
+            obj["val_nll_by_block"] = byBlock
+            if !clips.isEmpty { obj["clip_by_block"] = clips }
+        }
         metrics?.write(obj)
     }
 

@@ -1,0 +1,118 @@
+// One SEDD batch through the time-conditioned DiT and the score-entropy head, for `train --algo sedd`
+// and SEDD test perplexity. Mirrors Training/BatchLoss.swift (the diffusion one):
+//
+//   t_k       one per sequence, antithetic over the batch: u_k = (u + k)/B mod 1, t = u(ω−β)+β; the base
+//             interval (1e-3, 1) gives t = (1−ε)u + ε.                       (DiffusionObjective.sampleTimes)
+//   x_t       q(x_t | x0): mask where U ≤ moveChance(t_k); BOS (position 0) never masked.  (…maskTokens)
+//   σ_k       fed to the DiT (time conditioning on): the model needs config.timeConditioning = true.
+//   loss      token loss dσ_k·ℓ (score entropy, SEDDLoss); reduction Σ / count with count = B·L in training
+//             and B·(L−1) at evaluation (BOS left out, ignore_bos), exactly as the diffusion NELBO (spec §2.5).
+//   backward  dLogits = gradScale/count · ∂(Σ token loss)/∂logits, then DiT.backward (accumulates).
+//
+// The per-token mean of dσ·ℓ over t ~ U[ε, 1) is a Monte-Carlo estimate of the SEDD NELBO per token,
+// so `SEDDPerplexity` reports exp(mean) as an upper bound on the perplexity, like the diffusion models.
+import Foundation
+
+public final class SEDDBatchLoss {
+    public let model: DiT
+    public var noise: SEDDNoise
+    /// Time sampling and masking (antithetic, BOS rule) are the diffusion objective's with one block per sequence.
+    public var objective: DiffusionObjective
+    public let maxBatch: Int
+    let L: Int, V: Int
+    let xt: UnsafeMutableBufferPointer<Int32>
+    let rowLoss: UnsafeMutableBufferPointer<Float>
+    let dLogits: UnsafeMutableBufferPointer<Float>
+    /// σ and dσ of the last batch (B), for inspection.
+    public private(set) var sigma: [Double] = []
+    public private(set) var dsigma: [Double] = []
+
+    public init(model: DiT, noise: SEDDNoise = .bd3lms, length: Int, maskID: Int32, maxBatch: Int, needsGradients: Bool) {
+        precondition(model.config.timeConditioning && model.config.hasAdaLN, "SEDD needs a time-conditioned (non-causal) DiT")
+        self.model = model; self.noise = noise; self.maxBatch = maxBatch
+        objective = DiffusionObjective(blockSize: length, length: length, maskID: maskID)
+        L = length; V = model.config.vocabSize
+        xt = .allocate(capacity: maxBatch * L); xt.initialize(repeating: 0)
+        rowLoss = .allocate(capacity: maxBatch * L); rowLoss.initialize(repeating: 0)
+        dLogits = .allocate(capacity: needsGradients ? maxBatch * L * V : 0)
+        if needsGradients { dLogits.initialize(repeating: 0) }
+    }
+    deinit { xt.deallocate(); rowLoss.deallocate(); dLogits.deallocate() }
+
+    /// Per-token losses dσ·ℓ of the last batch (B·L).
+    public var tokenLosses: [Float] { Array(rowLoss[0..<(sigma.count * L)]) }
+    /// x_t of the last batch (B·L).
+    public var lastXt: [Int32] { Array(xt[0..<(sigma.count * L)]) }
+
+    /// Runs the batch x0 (B, L): draws t and x_t from `rng`, forward (+ backward with gradients of
+    /// tokenNLL·gradScale accumulated into the model). `training` selects dropout and the denominator.
+    public func run(x0: UnsafeBufferPointer<Int32>, batch B: Int, interval: ClipInterval = .base, training: Bool,
+                    backward: Bool, gradScale: Double = 1, dropoutSeed: UInt64, rng: inout Xoshiro256) -> LossSummary {
+        precondition(B <= maxBatch && x0.count == B * L)
+        let t = objective.sampleTimes(batch: B, interval: interval, rng: &rng)
+        let masked = objective.maskTokens(x0: Array(x0), batch: B, p: t.map { noise.moveChance($0) }, interval: interval, rng: &rng)
+        return run(x0: x0, xt: masked, t: t, training: training, backward: backward, gradScale: gradScale, dropoutSeed: dropoutSeed)
+    }
+
+    /// The deterministic part: given x_t (B·L) and t (B).
+    public func run(x0: UnsafeBufferPointer<Int32>, xt masked: [Int32], t: [Double], training: Bool, backward: Bool,
+                    gradScale: Double = 1, dropoutSeed: UInt64) -> LossSummary {
+        let B = t.count
+        precondition(B <= maxBatch && x0.count == B * L && masked.count == B * L)
+        precondition(!backward || dLogits.count > 0, "SEDDBatchLoss built without gradient buffers")
+        sigma = t.map { noise.sigma($0) }
+        dsigma = t.map { noise.dsigma($0) }
+        for i in 0..<(B * L) { xt[i] = masked[i] }
+        let excludeFirst = objective.ignoreBOS && !training
+        let count = B * L - (excludeFirst ? B : 0)
+        let sigmaF = sigma.map { Float($0) }
+        let logits = sigmaF.withUnsafeBufferPointer {
+            model.forward(tokens: UnsafeBufferPointer(rebasing: xt[0..<(B * L)]), batch: B, layout: .full,
+                          sigma: $0, training: training, dropoutSeed: dropoutSeed)
+        }
+        sigma.withUnsafeBufferPointer { sg in dsigma.withUnsafeBufferPointer { ds in
+            _ = SEDDLoss.forward(logits: UnsafePointer(logits.baseAddress!), batch: B, length: L, V: V,
+                                 xt: UnsafePointer(xt.baseAddress!), x0: x0.baseAddress!, maskId: objective.maskID,
+                                 sigma: sg.baseAddress!, dsigma: ds.baseAddress!, gradScale: gradScale / Double(count),
+                                 loss: rowLoss.baseAddress!, dLogits: backward ? dLogits.baseAddress! : nil)
+        } }
+        if backward { model.backward(dLogits: UnsafeBufferPointer(rebasing: dLogits[0..<(B * L * V)])) }
+        var sum = 0.0
+        var means = [Double](repeating: 0, count: B)
+        for k in 0..<B {
+            for i in 0..<L where !(excludeFirst && i == 0) {
+                let l = Double(rowLoss[k * L + i])
+                sum += l; means[k] += l
+            }
+            means[k] /= Double(L)
+        }
+        return LossSummary(nllSum: sum, tokenCount: count, blockMeans: means)
+    }
+}
+
+/// SEDD test perplexity (`score ppl` on a SEDD checkpoint): K Monte-Carlo draws of t per sequence
+/// (antithetic across the batch), NELBO per token over the stream, BOS excluded. PPL = exp(NELBO) ≥ true PPL.
+public enum SEDDPerplexity {
+    public static func evaluate(model: DiT, data: SequenceData, maskID: Int32, noise: SEDDNoise = .bd3lms,
+                                samples: Int = 1, batch: Int = 8, seed: UInt64 = 1) -> PerplexityResult {
+        let runner = SEDDBatchLoss(model: model, noise: noise, length: data.length, maskID: maskID, maxBatch: batch, needsGradients: false)
+        var rng = Xoshiro256(seed: seed)
+        let K = max(1, samples)
+        var nll = 0.0, count = 0
+        var rows: [Int32] = []
+        var lo = 0
+        while lo < data.count {
+            let hi = min(data.count, lo + batch)
+            data.gather(Array(lo..<hi), into: &rows)
+            for _ in 0..<K {
+                let s = rows.withUnsafeBufferPointer {
+                    runner.run(x0: $0, batch: hi - lo, training: false, backward: false, dropoutSeed: 0, rng: &rng)
+                }
+                nll += s.nllSum; count += s.tokenCount
+            }
+            lo = hi
+        }
+        return PerplexityResult(nll: nll / Double(count), tokens: count / K, sequences: data.count, samples: K,
+                                interval: .base, exact: false, varNELBO: [])
+    }
+}
