@@ -297,6 +297,41 @@ final class LayerTests: XCTestCase {
         }
     }
 
+    // MARK: SIMD fast math (release default; forced on here so debug runs check it too)
+
+    func testFastMathSIMDAgainstScalarTwins() {
+        let saved = fastMathSIMD
+        fastMathSIMD = true
+        defer { fastMathSIMD = saved }
+        var rng = SplitMix64(seed: 30)
+        let n = 203   // not a multiple of 8: exercises the scalar tail
+        let x = TBuf(random: n, &rng, scale: 60, offset: -30)     // softmax use: arguments ≤ 0 after the shift
+        x[0] = -.infinity; x[1] = 31.5; x[2] = -87; x[3] = 0
+        let e = TBuf(n); e.p.update(from: x.p, count: n)
+        let shift: Float = 31.5
+        let sum = expShiftSum(e.p, n, shift)
+        var ref = 0.0
+        for i in 0..<n {
+            let r = exp(Double(x[i] - shift))   // same float argument as the kernel
+            ref += r
+            if r > 1e-30 { XCTAssertEqual(Double(e[i]), r, accuracy: 3e-7 * r, "exp(\(x[i]))") } else { XCTAssertLessThan(e[i], 1e-30) }
+        }
+        XCTAssertEqual(Double(sum), ref, accuracy: 1e-6 * ref)
+        XCTAssertEqual(maxOf(x.p, n), x.array.max()!)
+        let y = TBuf(random: n, &rng); let yc = y.array
+        scaleInPlace(y.p, n, 0.25)
+        for i in 0..<n { XCTAssertEqual(y[i], yc[i] * 0.25) }
+        // GELU and its stored derivative through the SIMD path vs the naive twin and the scalar backward.
+        let g = TBuf(random: n, &rng, scale: 6), out = TBuf(n), der = TBuf(n), dref = TBuf(n), ones = TBuf(n, fill: 1)
+        geluForward(out.p, g.p, n, derivative: der.p)
+        fastMathSIMD = false
+        geluBackward(dref.p, g.p, ones.p, n)
+        for i in 0..<n {
+            XCTAssertEqual(out[i], naiveGelu(g[i]), accuracy: 2e-6 * max(1, abs(out[i])))
+            XCTAssertEqual(der[i], dref[i], accuracy: 2e-6)
+        }
+    }
+
     // MARK: Loss heads
 
     func testSubsLossAgainstNaiveKnownValueAndGradient() {

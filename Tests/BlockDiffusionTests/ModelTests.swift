@@ -91,7 +91,8 @@ final class ModelTests: XCTestCase {
     }
 
     func gradientCheck(_ config: ModelConfig, _ c: Case, training: Bool = false, file: StaticString = #filePath, line: UInt = #line) {
-        let model = DiT(config: config, maxBatch: B, maxTokens: 2 * L)
+        // BD3 needs only L logit rows per sequence: exercise the smaller logits buffer.
+        let model = DiT(config: config, maxBatch: B, maxTokens: 2 * L, maxOutputTokens: L)
         randomizeAll(model, seed: 11)
         run(model, c, training: training, backward: true)
         let grads = Array(model.gradients)
@@ -161,6 +162,12 @@ final class ModelTests: XCTestCase {
         XCTAssertEqual(ModelConfig.named("small", vocabSize: 5)?.hiddenSize, 768)
         XCTAssertEqual(ModelConfig.named("cpu", vocabSize: 5)?.length, 256)
         XCTAssertNil(ModelConfig.named("huge", vocabSize: 5))
+        // JSON: sizes required, flags optional.
+        let json = #"{"vocabSize":9,"hiddenSize":16,"nBlocks":1,"nHeads":2,"condDim":4,"length":8,"causal":true}"#
+        let cfg = try! JSONDecoder().decode(ModelConfig.self, from: Data(json.utf8))
+        XCTAssertEqual(cfg, ModelConfig(vocabSize: 9, hiddenSize: 16, nBlocks: 1, nHeads: 2, condDim: 4, length: 8, dropout: 0.1, causal: true))
+        XCTAssertThrowsError(try JSONDecoder().decode(ModelConfig.self, from: Data(#"{"vocabSize":9}"#.utf8)))
+        XCTAssertThrowsError(try ModelConfig(vocabSize: 9, hiddenSize: 15, nBlocks: 1, nHeads: 2, condDim: 4, length: 8).validate())
     }
 
     func testInitIsDeterministicZeroLogitsAndLnVMinus1() {

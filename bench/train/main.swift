@@ -77,7 +77,7 @@ for algo in algos {
     let mask = Int32(V - 1)
     let T = algo == "bd3" ? 2 * L : L
     let layout: AttentionLayout = algo == "ar" ? .causal : (algo == "mdlm" ? .full : .blockDiffusion(blockSize: blockSize))
-    let model = DiT(config: cfg, maxBatch: B, maxTokens: T)
+    let model = DiT(config: cfg, maxBatch: B, maxTokens: T, maxOutputTokens: L)
     model.initialize(seed: 1)
     var opt = AdamW(model.parameterCount)
     var rng = SplitMix64(seed: 7)
@@ -135,11 +135,14 @@ for algo in algos {
         }
     }
     // Useful FLOPs per step.
-    var pairs = 0
-    for q in 0..<T { for k in 0..<T where attentionMaskAllowed(layout, T: T, q: q, k: k) { pairs += 1 } }
-    let nRows = Double(B * T), nOut = Double(B * L)
-    let matmul = 2 * nRows * 12 * Double(D * D) * Double(cfg.nBlocks) + 2 * nOut * Double(D * V)
-    let attn = 4 * Double(B * pairs * D) * Double(cfg.nBlocks)
+    // BD3's last block needs only K, V of its x_0 rows (3D² of the 12D² per row) and only x_t queries.
+    var pairs = 0, pairsXt = 0
+    for q in 0..<T { for k in 0..<T where attentionMaskAllowed(layout, T: T, q: q, k: k) { pairs += 1; if q < L { pairsXt += 1 } } }
+    let nRows = Double(B * T), nOut = Double(B * L), nl = Double(cfg.nBlocks)
+    let skipped = algo == "bd3" ? Double(B * L) * 9 : 0
+    let matmul = 2 * (nRows * 12 * nl - skipped) * Double(D * D) + 2 * nOut * Double(D * V)
+    let lastPairs = algo == "bd3" ? pairsXt : pairs
+    let attn = 4 * Double(B * D) * (Double(pairs) * (nl - 1) + Double(lastPairs))
     let flops = 3 * matmul + 3 * attn
     let perStep = elapsed / Double(steps)
     print(String(format: "{\"impl\":\"swift\",\"algo\":\"%@\",\"tokens_per_s\":%.1f,\"batch\":%d,\"seq_len\":%d,\"block_size\":%d,\"steps\":%d,\"sec_per_step\":%.4f,\"fwd_loss_s\":%.4f,\"bwd_adam_s\":%.4f,\"gflops\":%.1f,\"frac_of_sgemm_ceiling\":%.2f,\"params\":%d,\"final_loss\":%.4f}",

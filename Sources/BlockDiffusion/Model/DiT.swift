@@ -24,6 +24,8 @@ public final class DiT {
     public let config: ModelConfig
     public let maxBatch: Int
     public let maxTokens: Int
+    /// Logit rows per sequence the buffers hold (BD3 needs only L = maxTokens/2; the (rows, V) logits dominate memory).
+    public let maxOutputTokens: Int
     public private(set) var tensors: [ParameterTensor] = []
     public let parameters: UnsafeMutableBufferPointer<Float>
     public let gradients: UnsafeMutableBufferPointer<Float>
@@ -61,12 +63,16 @@ public final class DiT {
     // State of the last forward (the backward needs it).
     var last: (batch: Int, T: Int, layout: AttentionLayout, training: Bool, seed: UInt64, nCond: Int, lout: Int)?
     var plan: AttentionPlan?
+    var lastBlockPlan: AttentionPlan?
 
-    public init(config: ModelConfig, maxBatch: Int, maxTokens: Int) {
+    /// maxTokens: model input length per sequence (2L for BD3). maxOutputTokens: logit rows per sequence
+    /// (default maxTokens; pass L for BD3 training to halve the logits buffer).
+    public init(config: ModelConfig, maxBatch: Int, maxTokens: Int, maxOutputTokens: Int? = nil) {
         precondition((try? config.validate()) != nil, "invalid model config \(config)")
         // All BLAS parallelism is ours (rows split across workers, heads across workers): see matmulForward.
         openblas_set_num_threads(1)
         self.config = config; self.maxBatch = maxBatch; self.maxTokens = maxTokens
+        self.maxOutputTokens = min(maxOutputTokens ?? maxTokens, maxTokens)
         let V = config.vocabSize, D = config.hiddenSize, C = config.condDim, L = config.nBlocks
         var off = 0
         var table: [ParameterTensor] = []
@@ -114,7 +120,7 @@ public final class DiT {
             s.h2 = act(N * D); s.fc = act(N * 4 * D) /* pre-activation, then gelu' */; s.gelu = act(N * 4 * D); s.fcProj = act(N * D); s.mod = act(maxBatch * 6 * D)
             aBlocks.append(s)
         }
-        aResid2 = act(N * D); aXf = act(N * D); aXhatF = act(N * D); aRstdF = act(N); aHf = act(N * D); aLogits = act(N * V)
+        aResid2 = act(N * D); aXf = act(N * D); aXhatF = act(N * D); aRstdF = act(N); aHf = act(N * D); aLogits = act(maxBatch * self.maxOutputTokens * V)
         aFreq = act(maxBatch * timestepFrequencySize); aT1 = act(maxBatch * C); aT1s = act(maxBatch * C)
         aT3 = act(maxBatch * C); aC = act(maxBatch * C); aModF = act(maxBatch * 2 * D)
         gResid = act(N * D); gTmp = act(N * D); gBranch = act(N * D); gFc = act(N * 4 * D); gQkv = act(N * 3 * D)
@@ -146,7 +152,8 @@ public final class DiT {
     @inline(__always) func G(_ o: Int) -> FloatPtr { gradients.baseAddress! + o }
     @inline(__always) func A(_ o: Int) -> FloatPtr { acts.baseAddress! + o }
 
-    /// Output (B, T, D) of block `l` (0-based) from the last forward.
+    /// Output (B, T, D) of block `l` (0-based) from the last forward. For the BD3 layout the last block's x_0
+    /// rows are not computed (only their K, V are needed), so only its x_t half is meaningful.
     public func blockOutput(_ l: Int) -> UnsafeBufferPointer<Float> {
         let (B, T) = (last!.batch, last!.T)
         return UnsafeBufferPointer(start: A(aResid[l + 1]), count: B * T * config.hiddenSize)
@@ -212,7 +219,7 @@ public final class DiT {
         precondition(B >= 1 && B <= maxBatch && tokens.count % B == 0, "batch \(B) must be in 1...\(maxBatch) and divide the token count")
         let T = tokens.count / B
         precondition(T >= 1 && T <= maxTokens, "sequence length \(T) exceeds maxTokens \(maxTokens)")
-        let D = config.hiddenSize, V = config.vocabSize, H = config.nHeads, d = config.headDim, C = config.condDim
+        let D = config.hiddenSize, V = config.vocabSize, H = config.nHeads, d = config.headDim
         let N = B * T
         switch layout {
         case .blockDiffusion(let bs):
@@ -230,6 +237,7 @@ public final class DiT {
         }
         if plan == nil || plan!.layout != layout || plan!.T != T { plan = AttentionPlan(layout: layout, T: T) }
         let lout = outputLength(layout: layout, tokensPerSequence: T)
+        precondition(lout <= maxOutputTokens, "\(lout) logit rows per sequence exceed maxOutputTokens \(maxOutputTokens)")
         let nCond = config.timeConditioning ? B : 1
         last = (B, T, layout, training, dropoutSeed, nCond, lout)
         let rowsPerCond = config.timeConditioning ? T : N
@@ -247,19 +255,26 @@ public final class DiT {
                                 shift: mod, scale: mod.map { $0 + D }, modStride: 6 * D, rowsPerCond: rowsPerCond, N, D) }
             timed("F.matmul.qkv") { matmulForward(A(s.qkv), A(s.h1), P(w.qkv), nil, N, D, 3 * D) }
             timed("F.rotaryApply") { rotaryApply(A(s.qkv), positions: positions.baseAddress!, T: T, table: rotary, nHeads: H, N, inverse: false) }
-            timed("F.attention") { attentionForward(out: A(s.att), lse: A(s.lse), qkv: A(s.qkv), plan: plan!, B: B, nHeads: H, headDim: d) }
-            timed("F.matmul.attnOut") { matmulForward(A(s.attProj), A(s.att), P(w.attnOut), nil, N, D, D) }
-            timed("F.dropout") { dropoutForward(A(s.attProj), N * D, Dropout(p: p, seed: dropoutSeed, stream: UInt64(2 * l))) }
-            timed("F.gateResidual") { gateResidualForward(out: A(aResid2), resid: x, branch: A(s.attProj), gate: mod.map { $0 + 2 * D },
-                                modStride: 6 * D, rowsPerCond: rowsPerCond, N, D) }
-            timed("F.normModulate") { normModulateForward(h: A(s.h2), xhat: A(s.xhat2), rstd: A(s.rstd2), x: A(aResid2), weight: P(w.norm2),
-                                shift: mod.map { $0 + 3 * D }, scale: mod.map { $0 + 4 * D }, modStride: 6 * D, rowsPerCond: rowsPerCond, N, D) }
-            timed("F.matmul.fc") { matmulForward(A(s.fc), A(s.h2), P(w.fc), P(w.fcBias), N, D, 4 * D) }
-            timed("F.gelu") { geluForward(A(s.gelu), A(s.fc), N * 4 * D, derivative: A(s.fc)) }   // fc now holds gelu'(fc)
-            timed("F.matmul.proj") { matmulForward(A(s.fcProj), A(s.gelu), P(w.proj), P(w.projBias), N, 4 * D, D) }
-            timed("F.dropout") { dropoutForward(A(s.fcProj), N * D, Dropout(p: p, seed: dropoutSeed, stream: UInt64(2 * l + 1))) }
-            timed("F.gateResidual") { gateResidualForward(out: A(aResid[l + 1]), resid: A(aResid2), branch: A(s.fcProj), gate: mod.map { $0 + 5 * D },
-                                modStride: 6 * D, rowsPerCond: rowsPerCond, N, D) }
+            let pl = attentionPlan(l)
+            timed("F.attention") { attentionForward(out: A(s.att), lse: A(s.lse), qkv: A(s.qkv), plan: pl, B: B, nHeads: H, headDim: d) }
+            for seg in tailSegments(l, B: B, T: T, layout: layout) {
+                let (r0, n) = (seg.r0, seg.n)
+                let (m, rpc) = segmentModulation(mod, seg, rowsPerCond)
+                let x = x + r0 * D
+                timed("F.matmul.attnOut") { matmulForward(A(s.attProj) + r0 * D, A(s.att) + r0 * D, P(w.attnOut), nil, n, D, D) }
+                timed("F.dropout") { dropoutForward(A(s.attProj) + r0 * D, n * D, Dropout(p: p, seed: dropoutSeed, stream: seg.stream(2 * l))) }
+                timed("F.gateResidual") { gateResidualForward(out: A(aResid2) + r0 * D, resid: x, branch: A(s.attProj) + r0 * D, gate: m.map { $0 + 2 * D },
+                                    modStride: 6 * D, rowsPerCond: rpc, n, D) }
+                timed("F.normModulate") { normModulateForward(h: A(s.h2) + r0 * D, xhat: A(s.xhat2) + r0 * D, rstd: A(s.rstd2) + r0, x: A(aResid2) + r0 * D, weight: P(w.norm2),
+                                    shift: m.map { $0 + 3 * D }, scale: m.map { $0 + 4 * D }, modStride: 6 * D, rowsPerCond: rpc, n, D) }
+                timed("F.matmul.fc") { matmulForward(A(s.fc) + r0 * 4 * D, A(s.h2) + r0 * D, P(w.fc), P(w.fcBias), n, D, 4 * D) }
+                // fc then holds gelu'(fc): the backward needs only that.
+                timed("F.gelu") { geluForward(A(s.gelu) + r0 * 4 * D, A(s.fc) + r0 * 4 * D, n * 4 * D, derivative: A(s.fc) + r0 * 4 * D) }
+                timed("F.matmul.proj") { matmulForward(A(s.fcProj) + r0 * D, A(s.gelu) + r0 * 4 * D, P(w.proj), P(w.projBias), n, 4 * D, D) }
+                timed("F.dropout") { dropoutForward(A(s.fcProj) + r0 * D, n * D, Dropout(p: p, seed: dropoutSeed, stream: seg.stream(2 * l + 1))) }
+                timed("F.gateResidual") { gateResidualForward(out: A(aResid[l + 1]) + r0 * D, resid: A(aResid2) + r0 * D, branch: A(s.fcProj) + r0 * D,
+                                    gate: m.map { $0 + 5 * D }, modStride: 6 * D, rowsPerCond: rpc, n, D) }
+            }
         }
 
         // Output layer on the output rows only.
@@ -301,6 +316,35 @@ public final class DiT {
         }
     }
 
+    /// Rows on which the post-attention part of block l runs. In BD3's last block the x_0 half is needed only
+    /// for its K and V (nothing reads its outputs), so only each sequence's x_t rows are computed there.
+    struct Segment {
+        var r0: Int, n: Int, seq: Int?
+        /// Dropout stream: the whole-buffer stream, or one per sequence segment (masks must not repeat).
+        func stream(_ base: Int) -> UInt64 { seq.map { UInt64(base) | (UInt64($0 + 1) << 32) } ?? UInt64(base) }
+    }
+    func tailSegments(_ l: Int, B: Int, T: Int, layout: AttentionLayout) -> [Segment] {
+        if case .blockDiffusion = layout, l == config.nBlocks - 1 {
+            return (0..<B).map { Segment(r0: $0 * T, n: T / 2, seq: $0) }
+        }
+        return [Segment(r0: 0, n: B * T, seq: nil)]
+    }
+    /// Modulation pointer and rows-per-cond-row for a segment.
+    func segmentModulation(_ mod: FloatPtr?, _ seg: Segment, _ rowsPerCond: Int) -> (FloatPtr?, Int) {
+        guard let seq = seg.seq else { return (mod, rowsPerCond) }
+        return (mod.map { $0 + (config.timeConditioning ? seq * 6 * config.hiddenSize : 0) }, seg.n)
+    }
+    /// The attention plan of block l: BD3's last block computes only the x_t query tiles.
+    func attentionPlan(_ l: Int) -> AttentionPlan {
+        guard case .blockDiffusion = plan!.layout, l == config.nBlocks - 1 else { return plan! }
+        if lastBlockPlan == nil || lastBlockPlan!.layout != plan!.layout || lastBlockPlan!.T != plan!.T {
+            var p = plan!
+            p.tiles = p.tiles.filter { $0.q0 < p.T / 2 }
+            lastBlockPlan = p
+        }
+        return lastBlockPlan!
+    }
+
     func outputRowStart(_ layout: AttentionLayout, T: Int, lout: Int) -> Int {
         if case .blockCausal = layout { return T - lout }
         return 0
@@ -340,22 +384,32 @@ public final class DiT {
             let mod: FloatPtr? = ada ? A(s.mod) : nil
             let dmod: FloatPtr? = ada ? A(gMod) : nil
             if let dmod { dmod.update(repeating: 0, count: nCond * 6 * D) }
-            // MLP branch: x_{l+1} = resid2 + g2 drop(fcProj)
-            timed("B.gateResidual") { gateResidualBackward(dbranch: A(gBranch), dgate: dmod.map { $0 + 5 * D }, dout: dres, branch: A(s.fcProj),
-                                 gate: mod.map { $0 + 5 * D }, modStride: 6 * D, rowsPerCond: rowsPerCond,
-                                 dropout: Dropout(p: p, seed: seed, stream: UInt64(2 * l + 1)), N, D) }
-            timed("B.matmul.proj") { matmulBackward(dinp: A(gFc), dweight: G(w.proj), dbias: G(w.projBias), dout: A(gBranch), inp: A(s.gelu), weight: P(w.proj), N, 4 * D, D) }
-            timed("B.gelu") { geluBackwardStored(A(gFc), A(s.fc), A(gFc), N * 4 * D) }
-            timed("B.matmul.fc") { matmulBackward(dinp: A(gTmp), dweight: G(w.fc), dbias: G(w.fcBias), dout: A(gFc), inp: A(s.h2), weight: P(w.fc), N, D, 4 * D) }
-            timed("B.normModulate") { normModulateBackward(dx: dres, dweight: G(w.norm2), dshift: dmod.map { $0 + 3 * D }, dscale: dmod.map { $0 + 4 * D },
-                                 dh: A(gTmp), xhat: A(s.xhat2), rstd: A(s.rstd2), weight: P(w.norm2), scale: mod.map { $0 + 4 * D },
-                                 modStride: 6 * D, rowsPerCond: rowsPerCond, N, D) }
-            // Attention branch: resid2 = x_l + g1 drop(attProj)
-            timed("B.gateResidual") { gateResidualBackward(dbranch: A(gBranch), dgate: dmod.map { $0 + 2 * D }, dout: dres, branch: A(s.attProj),
-                                 gate: mod.map { $0 + 2 * D }, modStride: 6 * D, rowsPerCond: rowsPerCond,
-                                 dropout: Dropout(p: p, seed: seed, stream: UInt64(2 * l)), N, D) }
-            timed("B.matmul.attnOut") { matmulBackward(dinp: A(gAtt), dweight: G(w.attnOut), dbias: nil, dout: A(gBranch), inp: A(s.att), weight: P(w.attnOut), N, D, D) }
-            timed("B.attention") { attentionBackward(dqkv: A(gQkv), dout: A(gAtt), out: A(s.att), lse: A(s.lse), qkv: A(s.qkv), plan: plan!, B: B, nHeads: H, headDim: d) }
+            for seg in tailSegments(l, B: B, T: T, layout: layout) {
+                let (r0, n) = (seg.r0, seg.n)
+                let (m, rpc) = segmentModulation(mod, seg, rowsPerCond)
+                let (dm, _) = segmentModulation(dmod, seg, rowsPerCond)
+                let dres = dres + r0 * D
+                // MLP branch: x_{l+1} = resid2 + g2 drop(fcProj)
+                timed("B.gateResidual") { gateResidualBackward(dbranch: A(gBranch) + r0 * D, dgate: dm.map { $0 + 5 * D }, dout: dres, branch: A(s.fcProj) + r0 * D,
+                                     gate: m.map { $0 + 5 * D }, modStride: 6 * D, rowsPerCond: rpc,
+                                     dropout: Dropout(p: p, seed: seed, stream: seg.stream(2 * l + 1)), n, D) }
+                timed("B.matmul.proj") { matmulBackward(dinp: A(gFc) + r0 * 4 * D, dweight: G(w.proj), dbias: G(w.projBias), dout: A(gBranch) + r0 * D,
+                                                        inp: A(s.gelu) + r0 * 4 * D, weight: P(w.proj), n, 4 * D, D) }
+                timed("B.gelu") { geluBackwardStored(A(gFc) + r0 * 4 * D, A(s.fc) + r0 * 4 * D, A(gFc) + r0 * 4 * D, n * 4 * D) }
+                timed("B.matmul.fc") { matmulBackward(dinp: A(gTmp) + r0 * D, dweight: G(w.fc), dbias: G(w.fcBias), dout: A(gFc) + r0 * 4 * D,
+                                                      inp: A(s.h2) + r0 * D, weight: P(w.fc), n, D, 4 * D) }
+                timed("B.normModulate") { normModulateBackward(dx: dres, dweight: G(w.norm2), dshift: dm.map { $0 + 3 * D }, dscale: dm.map { $0 + 4 * D },
+                                     dh: A(gTmp) + r0 * D, xhat: A(s.xhat2) + r0 * D, rstd: A(s.rstd2) + r0, weight: P(w.norm2), scale: m.map { $0 + 4 * D },
+                                     modStride: 6 * D, rowsPerCond: rpc, n, D) }
+                // Attention branch: resid2 = x_l + g1 drop(attProj)
+                timed("B.gateResidual") { gateResidualBackward(dbranch: A(gBranch) + r0 * D, dgate: dm.map { $0 + 2 * D }, dout: dres, branch: A(s.attProj) + r0 * D,
+                                     gate: m.map { $0 + 2 * D }, modStride: 6 * D, rowsPerCond: rpc,
+                                     dropout: Dropout(p: p, seed: seed, stream: seg.stream(2 * l)), n, D) }
+                timed("B.matmul.attnOut") { matmulBackward(dinp: A(gAtt) + r0 * D, dweight: G(w.attnOut), dbias: nil, dout: A(gBranch) + r0 * D,
+                                                           inp: A(s.att) + r0 * D, weight: P(w.attnOut), n, D, D) }
+            }
+            let pl = attentionPlan(l)
+            timed("B.attention") { attentionBackward(dqkv: A(gQkv), dout: A(gAtt), out: A(s.att), lse: A(s.lse), qkv: A(s.qkv), plan: pl, B: B, nHeads: H, headDim: d) }
             timed("B.rotaryApply") { rotaryApply(A(gQkv), positions: positions.baseAddress!, T: T, table: rotary, nHeads: H, N, inverse: true) }
             timed("B.matmul.qkv") { matmulBackward(dinp: A(gTmp), dweight: G(w.qkv), dbias: nil, dout: A(gQkv), inp: A(s.h1), weight: P(w.qkv), N, D, 3 * D) }
             timed("B.normModulate") { normModulateBackward(dx: dres, dweight: G(w.norm1), dshift: dmod, dscale: dmod.map { $0 + D },

@@ -80,11 +80,11 @@ extension DiT {
     @discardableResult
     public func forwardCached(tokens: UnsafeBufferPointer<Int32>, batch B: Int, cache: KVCache, store: Bool,
                               sigma: UnsafeBufferPointer<Float>?) -> UnsafeMutableBufferPointer<Float> {
-        precondition(B == cache.batch, "cache was made for batch \(cache.batch)")
+        precondition(B == cache.batch && B <= maxBatch, "cache was made for batch \(cache.batch); the model holds at most \(maxBatch)")
         precondition(!config.causal, "the block KV cache is for diffusion models")
         let Lb = tokens.count / B
         let start = cache.count, n = start + Lb
-        precondition(Lb >= 1 && tokens.count == B * Lb && n <= cache.capacity && B * Lb <= maxBatch * maxTokens,
+        precondition(Lb >= 1 && tokens.count == B * Lb && n <= cache.capacity && B * Lb <= maxBatch * maxTokens && Lb <= maxOutputTokens,
                      "block of \(Lb) tokens does not fit (cache holds \(start) of \(cache.capacity))")
         let D = config.hiddenSize, V = config.vocabSize, H = config.nHeads, d = config.headDim
         let N = B * Lb
@@ -95,7 +95,7 @@ extension DiT {
         let nCond = config.timeConditioning ? B : 1
         last = nil   // no backward through a cached forward
         let rowsPerCond = config.timeConditioning ? Lb : N
-        let table = RotaryTable(headDim: d, maxPositions: n)
+        let table = n <= rotary.maxPositions ? rotary : RotaryTable(headDim: d, maxPositions: n)
         let plan = AttentionPlan.suffixQueries(T: n, from: start)
 
         embeddingForward(A(aResid[0]), tokenCopy.baseAddress!, P(pEmbed), N, D)

@@ -289,13 +289,22 @@ func fastTanh(_ u: Float) -> Float { 1 - 2 / (1 + expf(2 * u)) }
 /// plain product; the model keeps it in place of the pre-activation, which nothing else needs.
 func geluForward(_ out: FloatPtr, _ inp: UnsafePointer<Float>, _ count: Int, derivative: FloatPtr? = nil) {
     parallelChunks(count, grain: 4096) { range in
-        for i in range {
+        var i = range.lowerBound
+        let src = UnsafeRawPointer(inp), dst = UnsafeMutableRawPointer(out), der = derivative.map { UnsafeMutableRawPointer($0) }
+        while fastMathSIMD && i + 8 <= range.upperBound {
+            let (v, g) = geluSIMD(src.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
+            dst.storeBytes(of: v, toByteOffset: 4 * i, as: SIMD8<Float>.self)
+            der?.storeBytes(of: g, toByteOffset: 4 * i, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < range.upperBound {
             let x = inp[i]
             let t = fastTanh(geluK * (x + 0.044715 * x * x * x))
             out[i] = 0.5 * x * (1 + t)
             if let derivative {
                 derivative[i] = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * geluK * (1 + 3 * 0.044715 * x * x)
             }
+            i += 1
         }
     }
 }

@@ -30,40 +30,36 @@ public enum LossHeads {
     }
 
     /// SUBS loss over N rows. Writes per-row loss into `loss` (N), dLogits (N, V) if given, returns Σ loss (Double).
+    /// SUBS loss over N rows. Writes per-row loss into `loss` (N), dLogits (N, V) if given, returns Σ loss (Double).
     @discardableResult
     public static func subs(logits: UnsafePointer<Float>, N: Int, V: Int, xt: UnsafePointer<Int32>, x0: UnsafePointer<Int32>,
                             maskId: Int32, weights: UnsafePointer<Float>, loss: UnsafeMutablePointer<Float>,
                             dLogits: UnsafeMutablePointer<Float>?) -> Double {
+        let m = Int(maskId)
         parallelChunks(N, grain: 4) { rows in
-            for r in rows {
-                let lg = logits + r * V
-                let w = weights[r]
-                if xt[r] != maskId {
-                    // Carry-over: logp[x0] is 0 if x0 == x_t, else −1e6; constant in the logits.
-                    loss[r] = x0[r] == xt[r] ? 0 : -w * subsNegInfinity
-                    if let dLogits { (dLogits + r * V).update(repeating: 0, count: V) }
-                    continue
-                }
-                let m = Int(maskId)
-                var mx = -Float.infinity
-                for j in 0..<V { mx = max(mx, lg[j]) }
-                // The mask logit is pushed down by 1e6: it only matters if it is the sole finite logit.
-                if lg[m] == mx { mx = -Float.infinity; for j in 0..<V { mx = max(mx, j == m ? lg[j] + subsNegInfinity : lg[j]) } }
-                // One expf per entry: the exponentials go straight into the gradient row (or a scratch row).
-                var s: Float = 0
-                let t = Int(x0[r])
-                if let dLogits {
-                    let dl = dLogits + r * V
-                    for j in 0..<V { let e = expf((j == m ? lg[j] + subsNegInfinity : lg[j]) - mx); dl[j] = e; s += e }
-                    let lse = mx + logf(s)
-                    loss[r] = -w * ((t == m ? lg[t] + subsNegInfinity : lg[t]) - lse)
-                    let scale = w / s
-                    for j in 0..<V { dl[j] *= scale }
-                    dl[t] -= w
-                } else {
-                    for j in 0..<V { s += expf((j == m ? lg[j] + subsNegInfinity : lg[j]) - mx) }
-                    let lse = mx + logf(s)
-                    loss[r] = -w * ((t == m ? lg[t] + subsNegInfinity : lg[t]) - lse)
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: V) { scratch in
+                for r in rows {
+                    let w = weights[r]
+                    if xt[r] != maskId {
+                        // Carry-over: logp[x0] is 0 if x0 == x_t, else −1e6; constant in the logits.
+                        loss[r] = x0[r] == xt[r] ? 0 : -w * subsNegInfinity
+                        if let dLogits { (dLogits + r * V).update(repeating: 0, count: V) }
+                        continue
+                    }
+                    // e = exp(logits' − max) with logits'[m] = logits[m] − 1e6, written where the gradient goes.
+                    let e = dLogits.map { $0 + r * V } ?? scratch.baseAddress!
+                    e.update(from: logits + r * V, count: V)
+                    e[m] += subsNegInfinity
+                    let t = Int(x0[r])
+                    let target = e[t]
+                    let mx = maxOf(e, V)
+                    var s = expShiftSum(e, V, mx)
+                    s -= e[m]; e[m] = 0                  // exp(≈ −1e6) is exactly 0 in the reference
+                    loss[r] = -w * (target - mx - logf(s))
+                    if dLogits != nil {
+                        scaleInPlace(e, V, w / s)
+                        e[t] -= w
+                    }
                 }
             }
         }
@@ -79,25 +75,24 @@ public enum LossHeads {
                                       dLogits: UnsafeMutablePointer<Float>?) -> Double {
         let m = Int(maskId)
         parallelChunks(N, grain: 4) { rows in
-            for r in rows {
-                let lg = logits + r * V
-                let w = weights[r]
-                var mx = -Float.infinity
-                for j in 0..<V { mx = max(mx, j == m ? subsNegInfinity : lg[j]) }
-                var s: Float = 0
-                let t = Int(targets[r])
-                if let dLogits {
-                    let dl = dLogits + r * V
-                    for j in 0..<V { let e = expf((j == m ? subsNegInfinity : lg[j]) - mx); dl[j] = e; s += e }
-                    let scale = w / s
-                    for j in 0..<V { dl[j] *= scale }
-                    dl[m] = 0       // the mask logit is overwritten, so it has no gradient
-                    if t != m { dl[t] -= w }
-                } else {
-                    for j in 0..<V { s += expf((j == m ? subsNegInfinity : lg[j]) - mx) }
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: V) { scratch in
+                for r in rows {
+                    let w = weights[r]
+                    let e = dLogits.map { $0 + r * V } ?? scratch.baseAddress!
+                    e.update(from: logits + r * V, count: V)
+                    e[m] = subsNegInfinity
+                    let t = Int(targets[r])
+                    let target = e[t]
+                    let mx = maxOf(e, V)
+                    var s = expShiftSum(e, V, mx)
+                    s -= e[m]; e[m] = 0
+                    loss[r] = -w * (target - mx - logf(s))
+                    if dLogits != nil {
+                        scaleInPlace(e, V, w / s)
+                        e[m] = 0       // the mask logit is overwritten, so it has no gradient
+                        if t != m { e[t] -= w }
+                    }
                 }
-                let lse = mx + logf(s)
-                loss[r] = -w * ((t == m ? subsNegInfinity : lg[t]) - lse)
             }
         }
         var total: Double = 0

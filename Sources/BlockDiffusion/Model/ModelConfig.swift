@@ -40,6 +40,23 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     }
     public static let names = ["tiny", "small", "cpu"]
 
+    enum CodingKeys: String, CodingKey {
+        case vocabSize, hiddenSize, nBlocks, nHeads, condDim, length, dropout, causal, timeConditioning
+    }
+    /// Sizes are required; dropout (0.1), causal and timeConditioning (false) may be omitted in JSON.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        vocabSize = try c.decode(Int.self, forKey: .vocabSize)
+        hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
+        nBlocks = try c.decode(Int.self, forKey: .nBlocks)
+        nHeads = try c.decode(Int.self, forKey: .nHeads)
+        condDim = try c.decode(Int.self, forKey: .condDim)
+        length = try c.decode(Int.self, forKey: .length)
+        dropout = try c.decodeIfPresent(Float.self, forKey: .dropout) ?? 0.1
+        causal = try c.decodeIfPresent(Bool.self, forKey: .causal) ?? false
+        timeConditioning = try c.decodeIfPresent(Bool.self, forKey: .timeConditioning) ?? false
+    }
+
     public var headDim: Int { hiddenSize / nHeads }
     /// adaLN modulation and sigma_map exist for every diffusion model, never for AR (`adaLN = not causal`).
     public var hasAdaLN: Bool { !causal }
