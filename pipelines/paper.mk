@@ -196,6 +196,11 @@ $(PAPER_OUT)/$(1)/gen/%.json: $(PAPER_OUT)/$(1)/samples/%.tok $(PAPER_OUT)/$(1)/
 	@mkdir -p $$(@D)
 	$(PAPER_BIN)/score gen --scorer $(PAPER_OUT)/$(1)/runs/ar/best.safetensors -i $$< > $$@.tmp
 	mv $$@.tmp $$@
+
+# runs, scores and samples made by the pattern rules above are intermediate files to make: keep them
+.PRECIOUS: $(PAPER_OUT)/$(1)/runs/ft%/done $(PAPER_OUT)/$(1)/runs/bgft%/done $(PAPER_OUT)/$(1)/scores/%.test.json \
+  $(PAPER_OUT)/$(1)/samples/%.fixed.tok $(PAPER_OUT)/$(1)/samples/%.var.tok $(PAPER_OUT)/$(1)/gen/%.json \
+  $(PAPER_OUT)/$(1)/heldout-%.tok
 endef
 
 # Zero-shot PPL of run R on held-out set S: scores/R.heldout-S.json. CPU: PAPER_SCORE_SAMPLES forward passes.
@@ -205,14 +210,12 @@ $(PAPER_OUT)/$(1)/scores/%.heldout-$(2).json: $(PAPER_OUT)/$(1)/runs/%/done $(PA
 	$(PAPER_BIN)/score ppl -m $(PAPER_OUT)/$(1)/runs/$$*/best.safetensors -i $(PAPER_OUT)/$(1)/heldout-$(2).tok \
 	    --samples $(PAPER_SCORE_SAMPLES) --seed $(PAPER_SEED) > $$@.tmp
 	mv $$@.tmp $$@
+.PRECIOUS: $(PAPER_OUT)/$(1)/scores/%.heldout-$(2).json
 endef
 
 $(eval $(call paper_dataset,main,$(PAPER_CORPUS)))
 $(foreach s,$(PAPER_HELDOUT_SETS),$(eval $(call paper_zeroshot,main,$(s))))
 $(eval $(call paper_dataset,alt,$(PAPER_CORPUS_ALT)))
-
-# Runs, scores, samples and packed streams are intermediate files of pattern rules: keep them.
-.PRECIOUS: $(PAPER_OUT)/%/done $(PAPER_OUT)/%.json $(PAPER_OUT)/%.tok
 
 # ---- tables -------------------------------------------------------------------------------------------
 PAPER_M := $(PAPER_OUT)/main
