@@ -63,7 +63,7 @@ PAPER_BG_BLOCKS ?= $(PAPER_L) 16 4
 PAPER_TOTAL_STEPS := $(shell echo $$(( $(PAPER_STEPS) + $(PAPER_FT_STEPS) )))
 PAPER_SET_ARGS := $(foreach s,$(PAPER_SET),--set $(s))
 PAPER_TRAIN_COMMON = --config $(PAPER_CONFIG) $(PAPER_SET_ARGS) --batch $(PAPER_BATCH) --lr $(PAPER_LR) \
-  --val-every $(PAPER_VAL_EVERY) --val-batches $(PAPER_VAL_BATCHES) --seed $(PAPER_SEED) --log-every 50
+  --val-every $(PAPER_VAL_EVERY) --val-batches $(PAPER_VAL_BATCHES) --seed $(PAPER_SEED) --log-every 10
 
 # Fine-tuning variants: run `ft<L'>-<tag>` fine-tunes the L' = L pretrain at block size L' with these flags;
 # `bgft<L'>-<tag>` fine-tunes the bimodal-Gaussian pretrain (Table 11).
@@ -269,9 +269,9 @@ paper-table5: $(PAPER_RESULTS)/paper-table5.md
 
 # Table 6: generation lengths (variable length up to PAPER_GEN_MAX; MDLM/SEDD-style fixed length L) + train docs.
 PAPER_T6 := ar.var mdlm.fixed ft16-cs.var
-$(PAPER_RESULTS)/paper-table6.md: $(foreach r,$(PAPER_T6),$(PAPER_M)/gen/$(r).json) $(PAPER_M)/docs.tok $(PAPER_PY)
+$(PAPER_RESULTS)/paper-table6.md: $(foreach r,$(PAPER_T6),$(PAPER_M)/gen/$(r).json) $(PAPER_M)/tokenizer.json $(PAPER_PY)
 	@mkdir -p $(@D)
-	$(PAPER_TABLE) 6 $(PAPER_SCALE) --docs "$(PAPER_BIN)/tokenize stats $(PAPER_M)/docs.tok" -o $@ $(foreach r,$(PAPER_T6),$(r)=$(PAPER_M)/gen/$(r).json)
+	$(PAPER_TABLE) 6 $(PAPER_SCALE) --docs $(PAPER_CORPUS) --tokenizer $(PAPER_M)/tokenizer.json -o $@ $(foreach r,$(PAPER_T6),$(r)=$(PAPER_M)/gen/$(r).json)
 paper-table6: $(PAPER_RESULTS)/paper-table6.md
 
 # Table 7: Gen PPL (AR scorer of the same corpus) and NFEs of fixed-length samples.

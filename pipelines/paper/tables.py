@@ -7,7 +7,7 @@ KEY names the run as pipelines/paper.mk does: ar, sedd, mdlm, l1, l1tuned, ft<L'
 (Table 5: RUN@SET; Tables 6-7: RUN.fixed / RUN.var with `score gen` JSON). Rows and columns follow the
 report's Table N; the best value of each group is bold. The file is written atomically.
 """
-import argparse, json, math, os, subprocess, sys, tempfile
+import argparse, json, math, os, sys, tempfile
 
 FT_NAMES = {
     "cs": "clip search", "u01": "Linear U[0, 1]", "c4595": "Clipped U[0.45, 0.95]", "c3080": "Clipped U[0.3, 0.8]",
@@ -68,7 +68,7 @@ def show_interval(iv):
 
 
 def table(header, rows):
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    out = ["", "| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
 
@@ -80,9 +80,10 @@ def main():
     ap.add_argument("--scale", default="")
     ap.add_argument("--fig", action="append", default=[])
     ap.add_argument("--blocks", default="")
-    ap.add_argument("--docs", default="", help="command printing documents-stream stats (Table 6)")
+    ap.add_argument("--docs", default="", help="training corpus jsonl (Table 6: its document lengths)")
+    ap.add_argument("--tokenizer", default="", help="tokenizer.json of the corpus (Table 6)")
     ap.add_argument("pairs", nargs="*")
-    a = ap.parse_args()
+    a = ap.parse_intermixed_args()
     R = {}
     for p in a.pairs:
         k, _, path = p.partition("=")
@@ -147,9 +148,8 @@ def main():
         lines.append("Table 6: generation length statistics (tokens) of sampled documents.")
         rows = []
         if a.docs:
-            out = subprocess.run(a.docs, shell=True, check=True, capture_output=True, text=True)
-            st = doc_stats(out.stdout + out.stderr)
-            rows.append(["Training corpus documents", st[0], st[1]])
+            med, mx = doc_lengths(a.docs, a.tokenizer)
+            rows.append(["Training corpus documents", fmt(med, 0), str(mx)])
         for name, k in [("AR", "ar.var"), ("MDLM (fixed length L)", "mdlm.fixed"), ("BD3-LM L' = 16", "ft16-cs.var")]:
             d = g(k)
             rows.append([name, fmt(d.get("length_median"), 0) if d else "—", str(d.get("length_max")) if d else "—"])
@@ -190,7 +190,7 @@ def main():
                 for side in (left, right):
                     if i < len(side):
                         t = side[i]
-                        row += [FT_NAMES[t].replace("Linear U[0, 1]", "Loglinear"), cell[t][0], cell[t][1]]
+                        row += [FT_NAMES[t].replace("Linear U[0, 1]", "Loglinear").replace("Clipped", "Loglinear"), cell[t][0], cell[t][1]]
                     else:
                         row += ["", "", ""]
                 rows.append(row)
@@ -243,12 +243,16 @@ def main():
     os.replace(tmp, a.out)
 
 
-def doc_stats(text):
-    """(median, max) document length in tokens from `tokenize stats` output, or ('—', '—')."""
-    import re
-    med = re.search(r"median[^0-9]*([0-9][0-9,.]*)", text)
-    mx = re.search(r"max[^0-9]*([0-9][0-9,.]*)", text)
-    return (med.group(1) if med else "—", mx.group(1) if mx else "—")
+def doc_lengths(corpus, tokenizer):
+    """(median, max) document length in tokens of a jsonl corpus under the training tokenizer. Uses HF
+    `tokenizers` on our tokenizer.json (ids identical to `tokenize encode`, see docs/tokenizer.md)."""
+    import statistics
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(tokenizer)
+    texts = [json.loads(l)["text"] for l in open(corpus, encoding="utf-8") if l.strip()]
+    texts = [t for t in texts if t]
+    lens = [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
+    return statistics.median(lens), max(lens)
 
 
 if __name__ == "__main__":
