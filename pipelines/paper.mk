@@ -51,6 +51,8 @@ PAPER_FT_WARMUP ?= 10
 PAPER_VAL_EVERY ?= 25
 PAPER_VAL_BATCHES ?= 4
 PAPER_SCORE_SAMPLES ?= 2
+# extra intervals whose Var. NELBO every test score reports (the training interval is always added last)
+PAPER_SCORE_CLIPS ?= 0.3,0.8 0.45,0.95
 PAPER_SEED ?= 1
 PAPER_GEN_N ?= 8
 PAPER_GEN_MAX ?= 1024
@@ -178,7 +180,7 @@ $(PAPER_OUT)/$(1)/runs/bgft%/done: $(PAPER_OUT)/$(1)/runs/prebg/done
 $(PAPER_OUT)/$(1)/scores/%.test.json: $(PAPER_OUT)/$(1)/runs/%/done $(PAPER_OUT)/$(1)/seq.test.tok $(PAPER_SCRIPTS)/clip.py
 	@mkdir -p $$(@D)
 	$(PAPER_BIN)/score ppl -m $(PAPER_OUT)/$(1)/runs/$$*/best.safetensors -i $(PAPER_OUT)/$(1)/seq.test.tok \
-	    --samples $(PAPER_SCORE_SAMPLES) --seed $(PAPER_SEED) \
+	    --samples $(PAPER_SCORE_SAMPLES) --seed $(PAPER_SEED) $(foreach c,$(PAPER_SCORE_CLIPS),--clip $(c)) \
 	    $$$$($(PAPER_PYTHON) $(PAPER_SCRIPTS)/clip.py $(PAPER_OUT)/$(1)/runs/$$*/best.safetensors) > $$@.tmp
 	mv $$@.tmp $$@
 # Samples. Fixed length L (Gen PPL, Table 7) and variable length up to PAPER_GEN_MAX (Table 6).

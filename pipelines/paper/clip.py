@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Print `--clip a,b` for `score ppl` when a bd3 checkpoint was trained on a clipped interval U[a,b]
-(metadata sampling_eps_min/max, e.g. found by --clip-search), so its Var. NELBO at the training interval is
-reported next to the unclipped one; print nothing for U[1e-3, 1], AR, MDLM and SEDD checkpoints.
+"""Print `--clip a,b` for `score ppl` with the interval U[a,b] a bd3 checkpoint was trained on (metadata
+sampling_eps_min/max, e.g. found by --clip-search), so its Var. NELBO at the training interval is the last
+`var_nelbo` entry of the score JSON (tables.py relies on that); print nothing for AR, MDLM and SEDD.
 
     clip.py runs/ft4-cs/best.safetensors
 """
@@ -26,8 +26,6 @@ def main():
         return
     lo, hi = m.get("sampling_eps_min"), m.get("sampling_eps_max")
     if lo is None or hi is None:
-        return
-    if abs(float(lo) - 1e-3) < 1e-9 and abs(float(hi) - 1.0) < 1e-9:
         return
     print(f"--clip {lo},{hi}")
 
