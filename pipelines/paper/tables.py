@@ -93,7 +93,26 @@ def main():
     lines = []
     n = a.n
 
-    if n == 1:
+    if n == 0:
+        lines.append("Var. NELBO of every diffusion model at several evaluation intervals (same test split; the last "
+                     "column is the interval the model was trained at; PPL is the unclipped NELBO).")
+        ivs = []
+        for d in R.values():
+            for e in (d.get("var_nelbo") or [])[:-1]:
+                iv = (e["min"], e["max"])
+                if iv not in ivs:
+                    ivs.append(iv)
+        rows = []
+        for k, d in R.items():
+            if not d.get("var_nelbo"):
+                continue
+            by = {}
+            for e in d["var_nelbo"][:-1]:
+                by.setdefault((e["min"], e["max"]), e["var"])
+            tiv, tv = interval_of(d)
+            rows.append([k, fmt(ppl(d))] + [fmt(by.get(iv)) for iv in ivs] + [f"{fmt(tv)} at {show_interval(tiv)}"])
+        lines.append(table(["run", "PPL"] + [show_interval(iv) for iv in ivs] + ["training interval"], rows))
+    elif n == 1:
         lines.append("Table 1: test perplexities for single-token generation (exact NLL for all three).")
         rows = [("Autoregressive (AR)", g("ar")), ("BD3-LM (L' = 1)", g("l1")), ("BD3-LM (L' = 1) + tuned schedule U[1, 1]", g("l1tuned"))]
         vals = [ppl(d) for _, d in rows]
