@@ -7,7 +7,7 @@ KEY names the run as pipelines/paper.mk does: ar, sedd, mdlm, l1, l1tuned, ft<L'
 (Table 5: RUN@SET; Tables 6-7: RUN.fixed / RUN.var with `score gen` JSON). Rows and columns follow the
 report's Table N; the best value of each group is bold. The file is written atomically.
 """
-import argparse, json, math, os, sys, tempfile
+import argparse, json, math, os, struct, sys, tempfile
 
 FT_NAMES = {
     "cs": "clip search", "u01": "Linear U[0, 1]", "c4595": "Clipped U[0.45, 0.95]", "c3080": "Clipped U[0.3, 0.8]",
@@ -44,11 +44,30 @@ def ppl(d):
     return d.get("ppl") if d else None
 
 
+def checkpoint_interval(json_path):
+    """The interval U[a,b] a run was trained at, from its checkpoint's metadata (runs/<name>/best.safetensors
+    next to scores/<name>.<kind>.json, as pipelines/paper.mk lays them out); None if unknown."""
+    name = os.path.basename(json_path).split(".")[0]
+    ck = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(json_path))), "runs", name, "best.safetensors")
+    try:
+        with open(ck, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            m = json.loads(f.read(n)).get("__metadata__", {})
+        return float(m["sampling_eps_min"]), float(m["sampling_eps_max"])
+    except (OSError, KeyError, ValueError, struct.error):
+        return None
+
+
 def interval_of(d):
-    """(interval the model was trained at, its Var. NELBO): the last var_nelbo entry (score gets `--clip` with the
-    checkpoint's learned interval when it differs from U[1e-3, 1]); None for AR."""
+    """(interval the model was trained at, its Var. NELBO on the test split); (None, None) for AR/SEDD.
+    The training interval comes from the checkpoint; `score` was asked for its Var. NELBO (clip.py)."""
     if not d or not d.get("var_nelbo"):
         return None, None
+    iv = d.get("_train_interval")
+    if iv is not None:
+        for e in d["var_nelbo"]:
+            if abs(e["min"] - iv[0]) < 1e-6 and abs(e["max"] - iv[1]) < 1e-6:
+                return (e["min"], e["max"]), e["var"]
     e = d["var_nelbo"][-1]
     return (e["min"], e["max"]), e["var"]
 
@@ -89,6 +108,7 @@ def main():
         k, _, path = p.partition("=")
         with open(path) as f:
             R[k] = json.load(f)
+        R[k]["_train_interval"] = checkpoint_interval(path)
     g = R.get
     lines = []
     n = a.n
@@ -98,7 +118,7 @@ def main():
                      "column is the interval the model was trained at; PPL is the unclipped NELBO).")
         ivs = []
         for d in R.values():
-            for e in (d.get("var_nelbo") or [])[:-1]:
+            for e in (d.get("var_nelbo") or []):
                 iv = (e["min"], e["max"])
                 if iv not in ivs:
                     ivs.append(iv)
@@ -107,7 +127,7 @@ def main():
             if not d.get("var_nelbo"):
                 continue
             by = {}
-            for e in d["var_nelbo"][:-1]:
+            for e in d["var_nelbo"]:
                 by.setdefault((e["min"], e["max"]), e["var"])
             tiv, tv = interval_of(d)
             rows.append([k, fmt(ppl(d))] + [fmt(by.get(iv)) for iv in ivs] + [f"{fmt(tv)} at {show_interval(tiv)}"])
