@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Print `--clip a,b` for `score ppl` with the interval U[a,b] a bd3 checkpoint was trained on (metadata
-sampling_eps_min/max, e.g. found by --clip-search), so its Var. NELBO at the training interval is the last
-`var_nelbo` entry of the score JSON (tables.py relies on that); print nothing for AR, MDLM and SEDD.
+sampling_eps_min/max, e.g. found by --clip-search), so the score JSON has its Var. NELBO at the training
+interval (tables.py looks it up by that interval); print nothing for AR, MDLM and SEDD.
 
     clip.py runs/ft4-cs/best.safetensors
 """
