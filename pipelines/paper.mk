@@ -225,7 +225,7 @@ PAPER_A := $(PAPER_OUT)/alt
 PAPER_TABLE = $(PAPER_PYTHON) $(PAPER_SCRIPTS)/tables.py
 PAPER_CURVES = $(PAPER_PYTHON) $(PAPER_SCRIPTS)/curves.py
 PAPER_SCALE = --scale "config=$(PAPER_CONFIG) $(PAPER_SET) L=$(PAPER_L) V=$(PAPER_VOCAB) B=$(PAPER_BATCH) lr=$(PAPER_LR) pretrain=$(PAPER_STEPS) finetune=$(PAPER_FT_STEPS) corpus=$(notdir $(PAPER_CORPUS))"
-PAPER_PY := $(PAPER_SCRIPTS)/tables.py $(PAPER_SCRIPTS)/curves.py
+PAPER_PY := $(PAPER_SCRIPTS)/tables.py $(PAPER_SCRIPTS)/curves.py $(PAPER_SCRIPTS)/varplot.py
 # $(call paper_args,DIR,KIND,RUNS): key=file arguments for tables.py
 paper_args = $(foreach r,$(3),$(r)=$(1)/scores/$(r).$(2).json)
 
@@ -244,7 +244,9 @@ $(PAPER_RESULTS)/paper-table2.md: $(foreach r,$(PAPER_T2),$(PAPER_M)/scores/$(r)
 	@mkdir -p $(@D)
 	$(PAPER_CURVES) --out $(PAPER_RESULTS)/paper-fig2-clip.png --title "Fine-tuning: clip search vs U[0,1]" \
 	    $(foreach r,$(PAPER_T2),"$(r)=$(PAPER_M)/runs/$(r)/metrics.jsonl")
-	$(PAPER_TABLE) 2 $(PAPER_SCALE) --fig paper-fig2-clip.png -o $@ $(call paper_args,$(PAPER_M),test,$(PAPER_T2))
+	$(PAPER_PYTHON) $(PAPER_SCRIPTS)/varplot.py --out $(PAPER_RESULTS)/paper-fig2-clipgrid.png \
+	    $(foreach b,$(PAPER_CLIP_BLOCKS),"BD3 L'=$(b)=$(PAPER_M)/runs/ft$(b)-cs/metrics.jsonl")
+	$(PAPER_TABLE) 2 $(PAPER_SCALE) --fig paper-fig2-clip.png --fig paper-fig2-clipgrid.png -o $@ $(call paper_args,$(PAPER_M),test,$(PAPER_T2))
 paper-table2: $(PAPER_RESULTS)/paper-table2.md
 
 # Var. NELBO of every BD3 fine-tune of Tables 2-3 at several evaluation intervals (no table in the report).
