@@ -119,7 +119,7 @@ def main():
         ivs = []
         for d in R.values():
             for e in (d.get("var_nelbo") or []):
-                iv = (e["min"], e["max"])
+                iv = (round(e["min"], 4), round(e["max"], 4))
                 if iv not in ivs:
                     ivs.append(iv)
         rows = []
@@ -128,7 +128,7 @@ def main():
                 continue
             by = {}
             for e in d["var_nelbo"]:
-                by.setdefault((e["min"], e["max"]), e["var"])
+                by.setdefault((round(e["min"], 4), round(e["max"], 4)), e["var"])
             tiv, tv = interval_of(d)
             rows.append([k, fmt(ppl(d))] + [fmt(by.get(iv)) for iv in ivs] + [f"{fmt(tv)} at {show_interval(tiv)}"])
         lines.append(table(["run", "PPL"] + [show_interval(iv) for iv in ivs] + ["training interval"], rows))
