@@ -28,5 +28,6 @@ test: deps
 include pipelines/demo.mk
 include pipelines/corpora.mk
 include pipelines/did.mk
+include pipelines/paper.mk
 
 .PHONY: help deps build test
