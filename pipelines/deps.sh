@@ -21,6 +21,6 @@ fi
 
 if ! command -v swift >/dev/null 2>&1; then
   echo "deps: 'swift' (6.0 or newer) is not on PATH. Install the Swift toolchain from swift.org" >&2
-  echo "      (e.g. /opt/swift/usr/bin) and add it to PATH, then run this again." >&2
+  echo "      and add its usr/bin to PATH, then run this again." >&2
   exit 1
 fi

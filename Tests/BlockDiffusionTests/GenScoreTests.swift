@@ -458,33 +458,8 @@ final class GenScoreTests: XCTestCase {
 
     // MARK: command line
 
-    func binary(_ name: String) throws -> String {
-        var candidates = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()]
-        let b = Bundle(for: GenScoreTests.self).bundleURL
-        candidates += [b.deletingLastPathComponent(), b.appendingPathComponent("debug"), b.appendingPathComponent("release")]
-        for c in candidates where FileManager.default.isExecutableFile(atPath: c.appendingPathComponent(name).path) {
-            return c.appendingPathComponent(name).path
-        }
-        throw XCTSkip("\(name) not built next to the tests; run swift build first")
-    }
-
-    func runTool(_ path: String, _ args: [String]) throws -> (code: Int32, out: String, err: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
-        var env = ProcessInfo.processInfo.environment
-        env["BD3_NO_REEXEC"] = "1"
-        p.environment = env
-        let o = Pipe(), e = Pipe()
-        p.standardOutput = o; p.standardError = e
-        try p.run()
-        let od = o.fileHandleForReading.readDataToEndOfFile(), ed = e.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: od, as: UTF8.self), String(decoding: ed, as: UTF8.self))
-    }
-
     func testCommandLine() throws {
-        let score = try binary("score")
+        let score = try cliBinary("score")
         let ckpt = try makeARCheckpoint(ctx: 8)
         let recs = [TokenRecord(id: 5, tokens: [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 4], nfe: 9, stages: ["draft"]),
                     TokenRecord(id: 6, tokens: [3, 7, 7, 7], nfe: 3, stages: ["draft"])]
@@ -495,7 +470,7 @@ final class GenScoreTests: XCTestCase {
         try w.finish()
         let input = dir + "/samples.tok"
         try Data(sink.bytes).write(to: URL(fileURLWithPath: input))
-        let r = try runTool(score, ["gen", "--scorer", ckpt, "-i", input, "--per-sample"])
+        let r = try runCLI(score, ["gen", "--scorer", ckpt, "-i", input, "--per-sample"])
         XCTAssertEqual(r.code, 0, r.err)
         let j = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
         let lib = try GenerativeScoring.run(input: try TokenStreamReader(path: input), scorer: .checkpoint(ckpt), options: GenerativeOptions())
@@ -504,10 +479,10 @@ final class GenScoreTests: XCTestCase {
         XCTAssertEqual((j["per_sample"] as? [[String: Any]])?.count, 2)
         XCTAssertTrue(r.err.contains("gen PPL"), r.err)
         // Usage errors exit 64, runtime failures 1.
-        XCTAssertEqual(try runTool(score, ["gen", "-i", input]).code, 64)
-        XCTAssertEqual(try runTool(score, ["gen", "--scorer", ckpt, "--scorer-cmd", "cat", "-i", input]).code, 64)
-        XCTAssertEqual(try runTool(score, ["gen", "--scorer-cmd", "cat", "-i", input]).code, 64)      // no -t
-        let bad = try runTool(score, ["gen", "--scorer", dir + "/missing.safetensors", "-i", input])
+        XCTAssertEqual(try runCLI(score, ["gen", "-i", input]).code, 64)
+        XCTAssertEqual(try runCLI(score, ["gen", "--scorer", ckpt, "--scorer-cmd", "cat", "-i", input]).code, 64)
+        XCTAssertEqual(try runCLI(score, ["gen", "--scorer-cmd", "cat", "-i", input]).code, 64)      // no -t
+        let bad = try runCLI(score, ["gen", "--scorer", dir + "/missing.safetensors", "-i", input])
         XCTAssertEqual(bad.code, 1, bad.err)
     }
 }

@@ -249,67 +249,40 @@ final class MixScaleTests: XCTestCase {
 
     // MARK: command line
 
-    func binary(_ name: String) throws -> String {
-        var candidates = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()]
-        let b = Bundle(for: MixScaleTests.self).bundleURL
-        candidates += [b.deletingLastPathComponent(), b.appendingPathComponent("debug"), b.appendingPathComponent("release")]
-        for c in candidates {
-            let p = c.appendingPathComponent(name).path
-            if FileManager.default.isExecutableFile(atPath: p) { return p }
-        }
-        struct Missing: Error, CustomStringConvertible { let description: String }
-        throw Missing(description: "\(name) not found next to the tests; run swift build first")
-    }
-
-    func runTool(_ path: String, _ args: [String]) throws -> (code: Int32, out: String, err: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
-        var env = ProcessInfo.processInfo.environment
-        env["BD3_NO_REEXEC"] = "1"
-        p.environment = env
-        let o = Pipe(), e = Pipe()
-        p.standardOutput = o; p.standardError = e
-        try p.run()
-        let od = o.fileHandleForReading.readDataToEndOfFile(), ed = e.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: od, as: UTF8.self), String(decoding: ed, as: UTF8.self))
-    }
-
     func testCommandLineMixValidationTrainAndScore() throws {
-        let train = try binary("train"), score = try binary("score")
+        let train = try cliBinary("train"), score = try cliBinary("score")
         let common = ["--data", trainPath, "--valid", validPath, "--set", "hidden_size=32", "--set", "n_blocks=1",
                       "--set", "n_heads=2", "--set", "cond_dim=16", "--batch", "4", "--warmup", "0", "--lr", "1e-3"]
         for bad in [["--block-mix", "bimodal:4,5"], ["--block-mix", "bimodal:4,16,1.5"], ["--block-mix", "uniform:4"],
                     ["--block-mix", "bimodal:4", "--block-size", "4"], ["--block-mix", "bimodal:4", "--algo", "mdlm"]] {
-            let r = try runTool(train, common + bad + ["--steps", "1", "-o", dir + "/bad"])
+            let r = try runCLI(train, common + bad + ["--steps", "1", "-o", dir + "/bad"])
             XCTAssertEqual(r.code, 64, "\(bad): \(r.err)")
             XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/bad/last.safetensors"))
         }
         let run = dir + "/run"
-        var r = try runTool(train, common + ["--block-mix", "uniform:4,16", "--steps", "2", "--log-every", "1", "-o", run])
+        var r = try runCLI(train, common + ["--block-mix", "uniform:4,16", "--steps", "2", "--log-every", "1", "-o", run])
         XCTAssertEqual(r.code, 0, r.err)
         XCTAssertTrue(r.err.contains("L'=4") && r.err.contains("L'=16"), r.err)
-        r = try runTool(score, ["ppl", "-m", run + "/best.safetensors", "-i", validPath, "--batch", "2", "--block-size", "16"])
+        r = try runCLI(score, ["ppl", "-m", run + "/best.safetensors", "-i", validPath, "--batch", "2", "--block-size", "16"])
         XCTAssertEqual(r.code, 0, r.err)
         let json = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
         XCTAssertEqual(json["block_size"] as? Int, 16)
-        r = try runTool(score, ["ppl", "-m", run + "/best.safetensors", "-i", validPath, "--block-size", "3"])
+        r = try runCLI(score, ["ppl", "-m", run + "/best.safetensors", "-i", validPath, "--block-size", "3"])
         XCTAssertEqual(r.code, 64, r.err)
         // --algo sedd end to end: train (+ resume with more steps), then score ppl on the SEDD checkpoint.
         let sedd = dir + "/sedd"
-        r = try runTool(train, common + ["--algo", "sedd", "--steps", "2", "-o", sedd])
+        r = try runCLI(train, common + ["--algo", "sedd", "--steps", "2", "-o", sedd])
         XCTAssertEqual(r.code, 0, r.err)
-        r = try runTool(train, common + ["--algo", "sedd", "--steps", "3", "-o", sedd])
+        r = try runCLI(train, common + ["--algo", "sedd", "--steps", "3", "-o", sedd])
         XCTAssertEqual(r.code, 0, r.err); XCTAssertTrue(r.err.contains("resuming"), r.err)
-        r = try runTool(score, ["ppl", "-m", sedd + "/best.safetensors", "-i", validPath, "--batch", "2"])
+        r = try runCLI(score, ["ppl", "-m", sedd + "/best.safetensors", "-i", validPath, "--batch", "2"])
         XCTAssertEqual(r.code, 0, r.err)
         let sj = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
         XCTAssertEqual(sj["tokens"] as? Int, 4 * 15)
         XCTAssertGreaterThan(sj["ppl"] as! Double, 1)
-        r = try runTool(score, ["ppl", "-m", sedd + "/best.safetensors", "-i", validPath, "--block-size", "4"])
+        r = try runCLI(score, ["ppl", "-m", sedd + "/best.safetensors", "-i", validPath, "--block-size", "4"])
         XCTAssertEqual(r.code, 64, r.err)
-        r = try runTool(train, common + ["--algo", "sedd", "--reweight", "edm", "--steps", "1", "-o", dir + "/bad-sedd"])
+        r = try runCLI(train, common + ["--algo", "sedd", "--reweight", "edm", "--steps", "1", "-o", dir + "/bad-sedd"])
         XCTAssertEqual(r.code, 64, r.err)
     }
 }

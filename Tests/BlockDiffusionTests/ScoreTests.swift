@@ -44,73 +44,45 @@ final class ScoreTests: XCTestCase {
 
     // MARK: command-line tools
 
-    func binary(_ name: String) throws -> String {
-        // The built products sit next to the test bundle (.build/<triple>/<config>/).
-        var candidates = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()]
-        let b = Bundle(for: ScoreTests.self).bundleURL
-        candidates += [b.deletingLastPathComponent(), b.appendingPathComponent("debug"), b.appendingPathComponent("release")]
-        for c in candidates {
-            let p = c.appendingPathComponent(name).path
-            if FileManager.default.isExecutableFile(atPath: p) { return p }
-        }
-        struct Missing: Error, CustomStringConvertible { let description: String }
-        throw Missing(description: "\(name) not found next to the tests (\(candidates.map(\.path))); run swift build first")
-    }
-
-    func runTool(_ path: String, _ args: [String]) throws -> (code: Int32, out: String, err: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
-        var env = ProcessInfo.processInfo.environment
-        env["BD3_NO_REEXEC"] = "1"
-        p.environment = env
-        let o = Pipe(), e = Pipe()
-        p.standardOutput = o; p.standardError = e
-        try p.run()
-        let od = o.fileHandleForReading.readDataToEndOfFile(), ed = e.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: od, as: UTF8.self), String(decoding: ed, as: UTF8.self))
-    }
-
     func testCommandLineTrainAndScore() throws {
-        let train = try binary("train"), score = try binary("score")
+        let train = try cliBinary("train"), score = try cliBinary("score")
         let data = dir + "/train.tok", valid = dir + "/valid.tok"
         try TinyRun.writeStream(data, rows: TinyRun.rows(8))
         try TinyRun.writeStream(valid, rows: TinyRun.rows(4))
         let common = ["--data", data, "--valid", valid, "--config", "cpu", "--set", "hidden_size=32", "--set", "n_blocks=1",
                       "--set", "n_heads=2", "--set", "cond_dim=16", "--batch", "4", "--warmup", "0", "--lr", "1e-3"]
         // Usage errors → 64.
-        var r = try runTool(train, common + ["--block-size", "5", "-o", dir + "/bad"])
+        var r = try runCLI(train, common + ["--block-size", "5", "-o", dir + "/bad"])
         XCTAssertEqual(r.code, 64, r.err); XCTAssertTrue(r.err.contains("does not divide"), r.err)
-        r = try runTool(train, common + ["--algo", "gpt", "-o", dir + "/bad"])
+        r = try runCLI(train, common + ["--algo", "gpt", "-o", dir + "/bad"])
         XCTAssertEqual(r.code, 64, r.err)
         // Runtime error → 1 (missing data file).
-        r = try runTool(train, ["--data", dir + "/missing.tok", "-o", dir + "/bad"])
+        r = try runCLI(train, ["--data", dir + "/missing.tok", "-o", dir + "/bad"])
         XCTAssertEqual(r.code, 1, r.err)
         // A diverging run stops with exit 1 naming the step.
-        r = try runTool(train, common + ["--steps", "5", "--lr", "1e30", "-o", dir + "/nan"])
+        r = try runCLI(train, common + ["--steps", "5", "--lr", "1e30", "-o", dir + "/nan"])
         XCTAssertEqual(r.code, 1, r.err); XCTAssertTrue(r.err.contains("at step"), r.err)
         // A real run with metrics and the clip search.
         let run = dir + "/run"
-        r = try runTool(train, common + ["--steps", "3", "--val-every", "2", "--clip-search", "--metrics", dir + "/m.jsonl",
+        r = try runCLI(train, common + ["--steps", "3", "--val-every", "2", "--clip-search", "--metrics", dir + "/m.jsonl",
                                         "--log-every", "1", "-o", run])
         XCTAssertEqual(r.code, 0, r.err)
         XCTAssertTrue(r.err.contains("step 3/3"), r.err)
         XCTAssertTrue(FileManager.default.fileExists(atPath: run + "/best.safetensors"))
         // Rerun resumes (and has nothing left to do).
-        r = try runTool(train, common + ["--steps", "3", "-o", run])
+        r = try runCLI(train, common + ["--steps", "3", "-o", run])
         XCTAssertEqual(r.code, 0, r.err); XCTAssertTrue(r.err.contains("resuming"), r.err)
         // score ppl: JSON on stdout, table on stderr.
-        r = try runTool(score, ["ppl", "-m", run + "/best.safetensors", "-i", valid, "--batch", "2", "--clip", "0.45,0.95"])
+        r = try runCLI(score, ["ppl", "-m", run + "/best.safetensors", "-i", valid, "--batch", "2", "--clip", "0.45,0.95"])
         XCTAssertEqual(r.code, 0, r.err)
         let json = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
         XCTAssertEqual(json["tokens"] as? Int, 4 * 15)
         XCTAssertGreaterThan(json["ppl"] as! Double, 1)
         XCTAssertTrue(r.err.contains("Var. NELBO"), r.err)
         // score usage / runtime errors.
-        r = try runTool(score, ["ppl", "-m", run + "/best.safetensors", "-i", valid, "--clip", "0.9,0.1"])
+        r = try runCLI(score, ["ppl", "-m", run + "/best.safetensors", "-i", valid, "--clip", "0.9,0.1"])
         XCTAssertEqual(r.code, 64, r.err)
-        r = try runTool(score, ["ppl", "-m", dir + "/nope.safetensors", "-i", valid])
+        r = try runCLI(score, ["ppl", "-m", dir + "/nope.safetensors", "-i", valid])
         XCTAssertEqual(r.code, 1, r.err)
     }
 
@@ -121,16 +93,16 @@ final class ScoreTests: XCTestCase {
 
     /// CLI-level exact resume: 4 steps in one go vs 2 steps, then the same command with --steps 4.
     func testCommandLineResumeMatchesUninterruptedRun() throws {
-        let train = try binary("train")
+        let train = try cliBinary("train")
         let data = dir + "/train.tok"
         try TinyRun.writeStream(data, rows: TinyRun.rows(8))
         let common = ["--data", data, "--set", "hidden_size=32", "--set", "n_blocks=1", "--set", "n_heads=2",
                       "--set", "cond_dim=16", "--batch", "2", "--accumulate", "2", "--warmup", "2", "--lr", "1e-3", "--log-every", "1"]
-        var r = try runTool(train, common + ["--steps", "4", "--metrics", dir + "/a.jsonl", "-o", dir + "/a"])
+        var r = try runCLI(train, common + ["--steps", "4", "--metrics", dir + "/a.jsonl", "-o", dir + "/a"])
         XCTAssertEqual(r.code, 0, r.err)
-        r = try runTool(train, common + ["--steps", "2", "--metrics", dir + "/b.jsonl", "-o", dir + "/b"])
+        r = try runCLI(train, common + ["--steps", "2", "--metrics", dir + "/b.jsonl", "-o", dir + "/b"])
         XCTAssertEqual(r.code, 0, r.err)
-        r = try runTool(train, common + ["--steps", "4", "--metrics", dir + "/b.jsonl", "-o", dir + "/b"])
+        r = try runCLI(train, common + ["--steps", "4", "--metrics", dir + "/b.jsonl", "-o", dir + "/b"])
         XCTAssertEqual(r.code, 0, r.err)
         let a = try losses(dir + "/a.jsonl"), b = try losses(dir + "/b.jsonl")
         XCTAssertEqual(a.count, 4)
@@ -141,7 +113,7 @@ final class ScoreTests: XCTestCase {
 
     /// SIGINT: the run writes a checkpoint, exits 130, and the same command resumes from it.
     func testCommandLineInterruptCheckpointsAndResumes() throws {
-        let train = try binary("train")
+        let train = try cliBinary("train")
         let data = dir + "/train.tok"
         try TinyRun.writeStream(data, rows: TinyRun.rows(8))
         let args = ["--data", data, "--set", "hidden_size=32", "--set", "n_blocks=1", "--set", "n_heads=2",
@@ -170,7 +142,7 @@ final class ScoreTests: XCTestCase {
         let meta = try SafetensorsFile(path: dir + "/run/last.optim.safetensors").metadata
         let step = Int(meta["step"] ?? "") ?? 0
         XCTAssertGreaterThanOrEqual(step, 2)
-        let r = try runTool(train, args.map { $0 == "1000000" ? "\(step + 1)" : $0 })
+        let r = try runCLI(train, args.map { $0 == "1000000" ? "\(step + 1)" : $0 })
         XCTAssertEqual(r.code, 0, r.err)
         XCTAssertTrue(r.err.contains("resuming \(dir)/run at step \(step)"), r.err)
         XCTAssertTrue(r.err.contains("step \(step + 1)/\(step + 1)"), r.err)
