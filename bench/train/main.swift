@@ -29,6 +29,13 @@ while let a = args.next() {
 
 func now() -> Double { Date().timeIntervalSince1970 }
 
+/// Peak resident set size of this process so far (MiB); run one --algo per process to attribute it.
+func peakRSSMB() -> Double {
+    var u = rusage()
+    getrusage(RUSAGE_SELF, &u)
+    return Double(u.ru_maxrss) / 1024   // KiB on Linux
+}
+
 /// sgemm ceiling: a square 2048³ product and a training-shaped one (N=4096 rows, 256 → 1024).
 func sgemmCeiling() -> (square: Double, shaped: Double) {
     func measure(_ m: Int, _ n: Int, _ k: Int, reps: Int) -> Double {
@@ -145,8 +152,11 @@ for algo in algos {
     let attn = 4 * Double(B * D) * (Double(pairs) * (nl - 1) + Double(lastPairs))
     let flops = 3 * matmul + 3 * attn
     let perStep = elapsed / Double(steps)
-    print(String(format: "{\"impl\":\"swift\",\"algo\":\"%@\",\"tokens_per_s\":%.1f,\"batch\":%d,\"seq_len\":%d,\"block_size\":%d,\"steps\":%d,\"sec_per_step\":%.4f,\"fwd_loss_s\":%.4f,\"bwd_adam_s\":%.4f,\"gflops\":%.1f,\"frac_of_sgemm_ceiling\":%.2f,\"params\":%d,\"final_loss\":%.4f}",
+    // Memory the design needs: parameters + gradients + two Adam moments + the activation buffer (fp32), plus
+    // the dLogits buffer the loss head writes (B·L·V). Peak RSS also holds the process, BLAS and the batches.
+    let theoryMB = Double(4 * (4 * model.parameterCount + model.activationCount + B * L * V)) / 1_048_576
+    print(String(format: "{\"impl\":\"swift\",\"algo\":\"%@\",\"tokens_per_s\":%.1f,\"batch\":%d,\"seq_len\":%d,\"block_size\":%d,\"steps\":%d,\"sec_per_step\":%.4f,\"fwd_loss_s\":%.4f,\"bwd_adam_s\":%.4f,\"gflops\":%.1f,\"frac_of_sgemm_ceiling\":%.2f,\"params\":%d,\"final_loss\":%.4f,\"theory_mb\":%.1f,\"peak_rss_mb\":%.1f}",
                  algo, Double(B * L) / perStep, B, L, algo == "bd3" ? blockSize : (algo == "ar" ? 1 : L), steps, perStep,
                  tForward / Double(steps), tBackward / Double(steps), flops / perStep / 1e9, flops / perStep / 1e9 / ceiling.shaped,
-                 model.parameterCount, lastLoss))
+                 model.parameterCount, lastLoss, theoryMB, peakRSSMB()))
 }

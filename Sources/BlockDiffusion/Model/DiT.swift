@@ -36,6 +36,8 @@ public final class DiT {
     public let parameters: UnsafeMutableBufferPointer<Float>
     public let gradients: UnsafeMutableBufferPointer<Float>
     public var parameterCount: Int { parameters.count }
+    /// Floats in the one activation buffer (forward activations + backward scratch), for memory accounting.
+    public var activationCount: Int { acts.count }
 
     // Parameter offsets.
     struct BlockParams { var norm1 = 0, qkv = 0, attnOut = 0, norm2 = 0, fc = 0, fcBias = 0, proj = 0, projBias = 0, ada = 0, adaBias = 0 }
