@@ -32,7 +32,7 @@ func now() -> Double { Date().timeIntervalSince1970 }
 /// Peak resident set size of this process so far (MiB); run one --algo per process to attribute it.
 func peakRSSMB() -> Double {
     var u = rusage()
-    getrusage(RUSAGE_SELF, &u)
+    getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
     return Double(u.ru_maxrss) / 1024   // KiB on Linux
 }
 
