@@ -50,15 +50,16 @@ PAPER_WARMUP ?= 50
 PAPER_FT_WARMUP ?= 10
 PAPER_VAL_EVERY ?= 25
 PAPER_VAL_BATCHES ?= 4
-PAPER_SCORE_SAMPLES ?= 2
+# t draws per test sequence: at 2 the PPL of one run moved by 8% between seeds, so tables use 8
+PAPER_SCORE_SAMPLES ?= 8
 # extra intervals whose Var. NELBO every test score reports (the training interval is always added last)
 PAPER_SCORE_CLIPS ?= 0.3,0.8 0.45,0.95
 PAPER_SEED ?= 1
-PAPER_GEN_N ?= 8
+PAPER_GEN_N ?= 16
 PAPER_GEN_MAX ?= 1024
 PAPER_NUCLEUS ?= 0.9
 # block sizes of the clipping table (Table 2) and of the schedule tables (8, 10, 11)
-PAPER_CLIP_BLOCKS ?= 16 4
+PAPER_CLIP_BLOCKS ?= $(PAPER_L) 16 4
 PAPER_SCHED_BLOCKS ?= 4 16
 PAPER_BG_BLOCKS ?= $(PAPER_L) 16 4
 
@@ -127,39 +128,42 @@ $(PAPER_OUT)/$(1)/heldout-%.tok: $(CORPUS_OUT)/heldout-%.jsonl $(PAPER_OUT)/$(1)
 	rm -f $$@.docs
 
 $(1)_DATA := $(PAPER_OUT)/$(1)/seq.train.tok $(PAPER_OUT)/$(1)/seq.valid.tok
+# A run that stops on a non-finite loss leaves runs/<name>/diverged.json (train exits 1): the sweep goes on and
+# the tables print "diverged (step N)" for it (the report saw FM and Simple reweighting blow up).
+$(1)_OK = || test -f $$(@D)/diverged.json
 $(1)_TRAIN = $(PAPER_BIN)/train --data $(PAPER_OUT)/$(1)/seq.train.tok --valid $(PAPER_OUT)/$(1)/seq.valid.tok $(PAPER_TRAIN_COMMON)
 
 # Baselines from scratch. CPU: PAPER_STEPS+PAPER_FT_STEPS steps each, 2 threads.
 $(PAPER_OUT)/$(1)/runs/ar/done: $$($(1)_DATA) | paper-tools
 	@mkdir -p $$(@D)
-	$$($(1)_TRAIN) --algo ar --warmup $(PAPER_WARMUP) --steps $(PAPER_TOTAL_STEPS) --metrics $$(@D)/metrics.jsonl -o $$(@D)
+	$$($(1)_TRAIN) --algo ar --warmup $(PAPER_WARMUP) --steps $(PAPER_TOTAL_STEPS) --metrics $$(@D)/metrics.jsonl -o $$(@D) $$($(1)_OK)
 	touch $$@
 $(PAPER_OUT)/$(1)/runs/sedd/done: $$($(1)_DATA) | paper-tools
 	@mkdir -p $$(@D)
-	$$($(1)_TRAIN) --algo sedd --warmup $(PAPER_WARMUP) --steps $(PAPER_TOTAL_STEPS) --metrics $$(@D)/metrics.jsonl -o $$(@D)
+	$$($(1)_TRAIN) --algo sedd --warmup $(PAPER_WARMUP) --steps $(PAPER_TOTAL_STEPS) --metrics $$(@D)/metrics.jsonl -o $$(@D) $$($(1)_OK)
 	touch $$@
 $(PAPER_OUT)/$(1)/runs/l1/done: $$($(1)_DATA) | paper-tools
 	@mkdir -p $$(@D)
-	$$($(1)_TRAIN) --algo bd3 --block-size 1 --warmup $(PAPER_WARMUP) --steps $(PAPER_TOTAL_STEPS) --metrics $$(@D)/metrics.jsonl -o $$(@D)
+	$$($(1)_TRAIN) --algo bd3 --block-size 1 --warmup $(PAPER_WARMUP) --steps $(PAPER_TOTAL_STEPS) --metrics $$(@D)/metrics.jsonl -o $$(@D) $$($(1)_OK)
 	touch $$@
 $(PAPER_OUT)/$(1)/runs/l1tuned/done: $$($(1)_DATA) | paper-tools
 	@mkdir -p $$(@D)
-	$$($(1)_TRAIN) --algo bd3 --block-size 1 --clip 1,1 --warmup $(PAPER_WARMUP) --steps $(PAPER_TOTAL_STEPS) --metrics $$(@D)/metrics.jsonl -o $$(@D)
+	$$($(1)_TRAIN) --algo bd3 --block-size 1 --clip 1,1 --warmup $(PAPER_WARMUP) --steps $(PAPER_TOTAL_STEPS) --metrics $$(@D)/metrics.jsonl -o $$(@D) $$($(1)_OK)
 	touch $$@
 # L' = L pretrain (MDLM: full attention, one t per sequence; the BD3 L'=L objective). CPU: PAPER_STEPS steps.
 $(PAPER_OUT)/$(1)/runs/pre/done: $$($(1)_DATA) | paper-tools
 	@mkdir -p $$(@D)
-	$$($(1)_TRAIN) --algo mdlm --warmup $(PAPER_WARMUP) --steps $(PAPER_STEPS) --metrics $$(@D)/metrics.jsonl -o $$(@D)
+	$$($(1)_TRAIN) --algo mdlm --warmup $(PAPER_WARMUP) --steps $(PAPER_STEPS) --metrics $$(@D)/metrics.jsonl -o $$(@D) $$($(1)_OK)
 	touch $$@
 $(PAPER_OUT)/$(1)/runs/prebg/done: $$($(1)_DATA) | paper-tools
 	@mkdir -p $$(@D)
 	$$($(1)_TRAIN) --algo mdlm --schedule bimodal_gaussian --set w1=0.6 --set mu1=0.1 --warmup $(PAPER_WARMUP) \
-	    --steps $(PAPER_STEPS) --metrics $$(@D)/metrics.jsonl -o $$(@D)
+	    --steps $(PAPER_STEPS) --metrics $$(@D)/metrics.jsonl -o $$(@D) $$($(1)_OK)
 	touch $$@
 # MDLM baseline = the pretrain resumed (bit-exact) up to the total step count. CPU: PAPER_FT_STEPS steps.
 $(PAPER_OUT)/$(1)/runs/mdlm/done: $(PAPER_OUT)/$(1)/runs/pre/done
 	rm -rf $$(@D) && cp -r $(PAPER_OUT)/$(1)/runs/pre $$(@D) && rm -f $$@
-	$$($(1)_TRAIN) --algo mdlm --warmup $(PAPER_WARMUP) --steps $(PAPER_TOTAL_STEPS) --metrics $$(@D)/metrics.jsonl -o $$(@D)
+	$$($(1)_TRAIN) --algo mdlm --warmup $(PAPER_WARMUP) --steps $(PAPER_TOTAL_STEPS) --metrics $$(@D)/metrics.jsonl -o $$(@D) $$($(1)_OK)
 	touch $$@
 # Fine-tunes at L' = <first part of the stem> with the flags PAPER_FT_<tag>. CPU: PAPER_FT_STEPS steps
 # (clip search adds ~20 forward passes over PAPER_VAL_BATCHES batches per validation).
@@ -167,21 +171,23 @@ $(PAPER_OUT)/$(1)/runs/ft%/done: $(PAPER_OUT)/$(1)/runs/pre/done
 	@mkdir -p $$(@D)
 	$$($(1)_TRAIN) --init $(PAPER_OUT)/$(1)/runs/pre/best.safetensors --algo bd3 --block-size $$(word 1,$$(subst -, ,$$*)) \
 	    $$(PAPER_FT_$$(word 2,$$(subst -, ,$$*))) --warmup $(PAPER_FT_WARMUP) --steps $(PAPER_FT_STEPS) \
-	    --metrics $$(@D)/metrics.jsonl -o $$(@D)
+	    --metrics $$(@D)/metrics.jsonl -o $$(@D) $$($(1)_OK)
 	touch $$@
 $(PAPER_OUT)/$(1)/runs/bgft%/done: $(PAPER_OUT)/$(1)/runs/prebg/done
 	@mkdir -p $$(@D)
 	$$($(1)_TRAIN) --init $(PAPER_OUT)/$(1)/runs/prebg/best.safetensors --algo bd3 --block-size $$(word 1,$$(subst -, ,$$*)) \
 	    $$(PAPER_FT_$$(word 2,$$(subst -, ,$$*))) --warmup $(PAPER_FT_WARMUP) --steps $(PAPER_FT_STEPS) \
-	    --metrics $$(@D)/metrics.jsonl -o $$(@D)
+	    --metrics $$(@D)/metrics.jsonl -o $$(@D) $$($(1)_OK)
 	touch $$@
 
 # Test PPL / Var. NELBO (one JSON object). CPU: PAPER_SCORE_SAMPLES forward passes over the test split.
 $(PAPER_OUT)/$(1)/scores/%.test.json: $(PAPER_OUT)/$(1)/runs/%/done $(PAPER_OUT)/$(1)/seq.test.tok $(PAPER_SCRIPTS)/clip.py
 	@mkdir -p $$(@D)
-	$(PAPER_BIN)/score ppl -m $(PAPER_OUT)/$(1)/runs/$$*/best.safetensors -i $(PAPER_OUT)/$(1)/seq.test.tok \
+	if [ -f $(PAPER_OUT)/$(1)/runs/$$*/diverged.json ]; then \
+	    { printf '{"diverged": '; cat $(PAPER_OUT)/$(1)/runs/$$*/diverged.json; printf '}\n'; } > $$@.tmp; \
+	else $(PAPER_BIN)/score ppl -m $(PAPER_OUT)/$(1)/runs/$$*/best.safetensors -i $(PAPER_OUT)/$(1)/seq.test.tok \
 	    --samples $(PAPER_SCORE_SAMPLES) --seed $(PAPER_SEED) $(foreach c,$(PAPER_SCORE_CLIPS),--clip $(c)) \
-	    $$$$($(PAPER_PYTHON) $(PAPER_SCRIPTS)/clip.py $(PAPER_OUT)/$(1)/runs/$$*/best.safetensors) > $$@.tmp
+	    $$$$($(PAPER_PYTHON) $(PAPER_SCRIPTS)/clip.py $(PAPER_OUT)/$(1)/runs/$$*/best.safetensors) > $$@.tmp; fi
 	mv $$@.tmp $$@
 # Samples. Fixed length L (Gen PPL, Table 7) and variable length up to PAPER_GEN_MAX (Table 6).
 # CPU: PAPER_GEN_N samples x L forward passes (first-hitting: one token per NFE).
@@ -278,15 +284,15 @@ $(PAPER_RESULTS)/paper-table5.md: $(foreach s,$(PAPER_HELDOUT_SETS),$(foreach r,
 	$(PAPER_TABLE) 5 $(PAPER_SCALE) -o $@ $(foreach s,$(PAPER_HELDOUT_SETS),$(foreach r,$(PAPER_T5),$(r)@$(s)=$(PAPER_M)/scores/$(r).heldout-$(s).json))
 paper-table5: $(PAPER_RESULTS)/paper-table5.md
 
-# Table 6: generation lengths (variable length up to PAPER_GEN_MAX; MDLM/SEDD-style fixed length L) + train docs.
-PAPER_T6 := ar.var mdlm.fixed ft16-cs.var
+# Table 6: generation lengths (AR and BD3 variable length up to PAPER_GEN_MAX; SEDD and MDLM fixed length L) + train docs.
+PAPER_T6 := ar.var sedd.fixed mdlm.fixed ft16-cs.var
 $(PAPER_RESULTS)/paper-table6.md: $(foreach r,$(PAPER_T6),$(PAPER_M)/gen/$(r).json) $(PAPER_M)/tokenizer.json $(PAPER_PY)
 	@mkdir -p $(@D)
 	$(PAPER_TABLE) 6 $(PAPER_SCALE) --docs $(PAPER_CORPUS) --tokenizer $(PAPER_M)/tokenizer.json -o $@ $(foreach r,$(PAPER_T6),$(r)=$(PAPER_M)/gen/$(r).json)
 paper-table6: $(PAPER_RESULTS)/paper-table6.md
 
 # Table 7: Gen PPL (AR scorer of the same corpus) and NFEs of fixed-length samples.
-PAPER_T7 := ar mdlm ft16-cs ft8-cs ft4-cs
+PAPER_T7 := ar sedd mdlm ft16-cs ft8-cs ft4-cs
 $(PAPER_RESULTS)/paper-table7.md: $(foreach r,$(PAPER_T7),$(PAPER_M)/gen/$(r).fixed.json) $(PAPER_PY)
 	@mkdir -p $(@D)
 	$(PAPER_TABLE) 7 $(PAPER_SCALE) -o $@ $(foreach r,$(PAPER_T7),$(r)=$(PAPER_M)/gen/$(r).fixed.json)

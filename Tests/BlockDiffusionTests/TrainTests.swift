@@ -139,8 +139,20 @@ final class TrainTests: XCTestCase {
         for i in 0..<t.model.parameterCount { t.model.parameters[i] = .nan }
         XCTAssertThrowsError(try t.trainStep()) { e in
             XCTAssertTrue("\(e)".contains("at step 2"), "\(e)")
-            XCTAssertTrue(e is ToolError)
+            XCTAssertEqual((e as? TrainingDiverged)?.step, 2)
         }
+        XCTAssertEqual(t.step, 1, "a diverged step is not applied")
+        // Through run(): the divergence is recorded in the run directory and the metrics, then rethrown.
+        let runDir = dir + "/diverged"
+        try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
+        XCTAssertThrowsError(try t.run(runDir: runDir, metrics: try MetricsLog(path: dir + "/d.jsonl")) { _ in }) {
+            XCTAssertTrue($0 is TrainingDiverged) }
+        let rec = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: runDir + "/diverged.json"))) as! [String: Any]
+        XCTAssertEqual(rec["step"] as? Int, 2)
+        XCTAssertEqual(rec["loss"] as? String, "nan")
+        XCTAssertTrue((rec["reason"] as? String ?? "").contains("lower --lr"))
+        let m = try String(contentsOfFile: dir + "/d.jsonl", encoding: .utf8)
+        XCTAssertTrue(m.contains("\"diverged\""), m)
     }
 
     func testRefusesDocumentsStreamAndForeignTokenizer() throws {

@@ -44,6 +44,11 @@ def ppl(d):
     return d.get("ppl") if d else None
 
 
+def diverged(cells, ds):
+    """Cells of runs that stopped on a non-finite loss (score JSON {"diverged": train's diverged.json}) say so."""
+    return [f"diverged (step {d['diverged']['step']})" if d and "diverged" in d else c for c, d in zip(cells, ds)]
+
+
 def checkpoint_interval(json_path):
     """The interval U[a,b] a run was trained at, from its checkpoint's metadata (runs/<name>/best.safetensors
     next to scores/<name>.<kind>.json, as pipelines/paper.mk lays them out); None if unknown."""
@@ -147,7 +152,7 @@ def main():
             group = [(g(f"ft{b}-cs"), True), (g(f"ft{b}-u01"), False)]
             pv = [ppl(d) for d, _ in group]
             vv = [interval_of(d)[1] for d, _ in group]
-            pc = bold_min([fmt(v) for v in pv], pv)
+            pc = diverged(bold_min([fmt(v) for v in pv], pv), [d for d, _ in group])
             vc = bold_min([fmt(v) for v in vv], vv)
             for i, (d, searched) in enumerate(group):
                 iv = interval_of(d)[0]
@@ -189,13 +194,13 @@ def main():
         if a.docs:
             med, mx = doc_lengths(a.docs, a.tokenizer)
             rows.append(["Training corpus documents", fmt(med, 0), str(mx)])
-        for name, k in [("AR", "ar.var"), ("MDLM (fixed length L)", "mdlm.fixed"), ("BD3-LM L' = 16", "ft16-cs.var")]:
+        for name, k in [("AR", "ar.var"), ("SEDD (fixed length L)", "sedd.fixed"), ("MDLM (fixed length L)", "mdlm.fixed"), ("BD3-LM L' = 16", "ft16-cs.var")]:
             d = g(k)
             rows.append([name, fmt(d.get("length_median"), 0) if d else "—", str(d.get("length_max")) if d else "—"])
         lines.append(table(["", "Median # tokens", "Max # tokens"], rows))
     elif n == 7:
         lines.append("Table 7: generative perplexity (scored by the AR model of the same corpus) and NFEs.")
-        models = [("AR", "ar"), ("MDLM", "mdlm"), ("BD3-LM L' = 16", "ft16-cs"), ("BD3-LM L' = 8", "ft8-cs"), ("BD3-LM L' = 4", "ft4-cs")]
+        models = [("AR", "ar"), ("SEDD", "sedd"), ("MDLM", "mdlm"), ("BD3-LM L' = 16", "ft16-cs"), ("BD3-LM L' = 8", "ft8-cs"), ("BD3-LM L' = 4", "ft4-cs")]
         gv = [g(k).get("gen_ppl") if g(k) else None for _, k in models]
         gc = bold_min([fmt(v) for v in gv], gv)
         rows = [[name, gc[i], fmt(g(k).get("nfe"), 0) if g(k) else "—"] for i, (name, k) in enumerate(models)]
@@ -209,6 +214,7 @@ def main():
             pv = [ppl(g(f"ft{b}-{t}")) for t in tags]
             vv = [interval_of(g(f"ft{b}-{t}"))[1] for t in tags]
             pc, vc = bold_min([fmt(v) for v in pv], pv), bold_min([fmt(v) for v in vv], vv)
+            pc = diverged(pc, [g(f"ft{b}-{t}") for t in tags])
             rows.append([f"*L' = {b}*", "", ""])
             rows += [[FT_NAMES[t], pc[i], vc[i]] for i, t in enumerate(tags)]
         lines.append(table(["Noise schedule", "PPL (↓)", "Var. NELBO (↓)"], rows))
@@ -223,6 +229,7 @@ def main():
             pv = [ppl(g(f"ft{b}-{t}")) for t in allt]
             vv = [interval_of(g(f"ft{b}-{t}"))[1] for t in allt]
             pc, vc = bold_min([fmt(v) for v in pv], pv), bold_min([fmt(v) for v in vv], vv)
+            pc = diverged(pc, [g(f"ft{b}-{t}") for t in allt])
             cell = {t: (pc[i], vc[i]) for i, t in enumerate(allt)}
             for i in range(max(len(left), len(right))):
                 row = [str(b) if i == 0 else ""]
@@ -259,7 +266,7 @@ def main():
         def c(d):
             v = ppl(d)
             s = fmt(v)
-            return f"**{s}**" if v is not None and fmt(v) == fmt(best) else s
+            return diverged([f"**{s}**" if v is not None and fmt(v) == fmt(best) else s], [d])[0]
         rows = [["**Autoregressive**"] + [""] * 6, ["Transformer", c(g("ar"))] + [""] * 5,
                 ["**Diffusion**"] + [""] * 6, ["SEDD", c(g("sedd"))] + [""] * 5, ["MDLM", c(g("mdlm"))] + [""] * 5,
                 ["**Block diffusion**"] + [""] * 6]

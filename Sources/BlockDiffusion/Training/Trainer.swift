@@ -181,13 +181,9 @@ public final class Trainer {
             total += s.tokenNLL; tokens += B * train.length
         }
         let l = total / Double(options.accumulate)
-        guard l.isFinite else {
-            throw ToolError("training loss is \(l) at step \(step + 1); lower --lr or check the data (run stopped; the last checkpoint, if any, is unchanged)")
-        }
+        guard l.isFinite else { throw TrainingDiverged(step: step + 1, loss: l, gradNorm: nil) }
         let norm = GradientClipping.clip(model.gradients, maxNorm: options.gradClip)
-        guard norm.isFinite else {
-            throw ToolError("gradient norm is \(norm) at step \(step + 1); lower --lr (run stopped; the last checkpoint, if any, is unchanged)")
-        }
+        guard norm.isFinite else { throw TrainingDiverged(step: step + 1, loss: l, gradNorm: norm) }
         let lr = lrSchedule.lr(afterSteps: step)
         adam.update(parameters: model.parameters, gradients: UnsafeBufferPointer(model.gradients), lr: Float(lr))
         ema.update(UnsafeBufferPointer(model.parameters))
@@ -258,5 +254,24 @@ public final class Trainer {
         }
         return ValidationStats(nll: nll, tokens: first.tokens, interval: first.interval, variances: first.variances,
                                chosen: first.chosen, perBlock: perBlock)
+    }
+}
+
+/// A non-finite training loss or gradient norm: the step is not applied. `Trainer.run` also records it in
+/// RUN_DIR/diverged.json, so a sweep can report a diverged configuration (the seed's FM and Simple
+/// reweightings blew up) instead of failing or hiding it.
+public struct TrainingDiverged: Error, CustomStringConvertible, Equatable {
+    public let step: Int
+    public let loss: Double
+    public let gradNorm: Double?
+    public var description: String {
+        let what = gradNorm.map { "gradient norm is \($0)" } ?? "training loss is \(loss)"
+        return "\(what) at step \(step); lower --lr or check the data (run stopped; the last checkpoint, if any, is unchanged)"
+    }
+    /// The record written to RUN_DIR/diverged.json (non-finite numbers as strings: JSON has no NaN).
+    public var record: [String: Any] {
+        var r: [String: Any] = ["step": step, "loss": String(describing: loss), "reason": description]
+        if let g = gradNorm { r["grad_norm"] = String(describing: g) }
+        return r
     }
 }

@@ -52,10 +52,12 @@ public struct RunOutcome: Sendable {
 
 extension Trainer {
     /// Runs until `options.steps`, or until a stop signal (checkpoint written, outcome.stoppedBySignal set).
-    /// A non-finite loss throws (the last checkpoint stays as it was).
+    /// A non-finite loss throws `TrainingDiverged` after writing RUN_DIR/diverged.json (the last checkpoint
+    /// stays as it was).
     public func run(runDir: String, metrics: MetricsLog?, logEvery: Int = 10, log: (String) -> Void) throws -> RunOutcome {
         let start = Date()
         let firstStep = step
+        unlink(runDir + "/diverged.json")   // a record from an earlier attempt no longer describes this run
         var last = Double.nan
         var lastVal: Double? = nil
         var paused = 0.0   // seconds spent validating / checkpointing, left out of tokens/s
@@ -66,7 +68,12 @@ extension Trainer {
                 log("stopped by signal \(s) at step \(step); checkpoint written to \(runDir), rerun the same command to resume")
                 return RunOutcome(step: step, lastLoss: last, stoppedBySignal: s)
             }
-            let st = try trainStep()
+            let st: StepStats
+            do { st = try trainStep() } catch let d as TrainingDiverged {
+                metrics?.write(["step": d.step, "diverged": d.record])
+                try? Trainer.writeJSON(d.record, to: runDir + "/diverged.json")
+                throw d
+            }
             last = st.loss
             let elapsed = Date().timeIntervalSince(start) - paused
             let done = step - firstStep
@@ -104,6 +111,14 @@ extension Trainer {
         }
         try saveCheckpoint(runDir: runDir, best: isBest, valNLL: lastVal)
         return RunOutcome(step: step, lastLoss: last, stoppedBySignal: nil)
+    }
+
+    /// One JSON object written atomically (temp file + rename).
+    static func writeJSON(_ object: [String: Any], to path: String) throws {
+        let d = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        let out = try OutputFile(path: path)
+        try out.write([UInt8](d) + [UInt8(ascii: "\n")])
+        try out.commit()
     }
 
     func report(_ v: ValidationStats, metrics: MetricsLog?, log: (String) -> Void) {
