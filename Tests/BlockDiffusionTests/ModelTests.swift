@@ -159,8 +159,8 @@ final class ModelTests: XCTestCase {
         count += 8 * (256 + 768 * 256 + 256 * 256 + 256 + 1024 * 256 + 1024 + 256 * 1024 + 256 + 1536 * 64 + 1536)
         count += 256 + 50258 * 256 + 50258 + 512 * 64 + 512
         XCTAssertEqual(count, 32_941_010)
-        // The real table at that size (≈ 260 MB of parameters + gradients, freed at the end of the test).
-        XCTAssertEqual(DiT(config: c, maxBatch: 1, maxTokens: 2).parameterCount, 32_941_010)
+        // The real table at that size (≈ 130 MB of parameters, no gradients, freed at the end of the test).
+        XCTAssertEqual(DiT(config: c, maxBatch: 1, maxTokens: 2, inference: true).parameterCount, 32_941_010)
         var arSmall = ModelConfig.named("small", vocabSize: 50258)!
         arSmall.causal = true
         // AR small: 162,246,482 (spec §1.5), computed from the shapes without allocating the model.
@@ -249,6 +249,69 @@ final class ModelTests: XCTestCase {
         let v = s2.withUnsafeBufferPointer { s in tok.withUnsafeBufferPointer { Array(mt.forward(tokens: $0, batch: 1, layout: .full, sigma: s, training: false, dropoutSeed: 0)) } }
         XCTAssertEqual(u, x)      // sigma = 0 is the shared constant conditioning
         XCTAssertNotEqual(u, v)
+    }
+
+    // MARK: Inference-only models
+
+    /// logits of `m` for one forward (copied out of the activation buffer).
+    func logits(_ m: DiT, _ tokens: [Int32], batch: Int, layout: AttentionLayout, sigma: [Float]? = nil) -> [Float] {
+        tokens.withUnsafeBufferPointer { t in
+            if let sigma { return sigma.withUnsafeBufferPointer { Array(m.forward(tokens: t, batch: batch, layout: layout, sigma: $0, training: false, dropoutSeed: 0)) } }
+            return Array(m.forward(tokens: t, batch: batch, layout: layout, sigma: nil, training: false, dropoutSeed: 0))
+        }
+    }
+
+    /// An inference model (own weights or shared) gives the training model's logits bit for bit, in every layout and
+    /// in any order of calls (its blocks share one set of activations), and allocates no gradients.
+    func testInferenceModelLogitsBitIdenticalAndNoGradients() {
+        for (config, layouts) in [(tinyConfig(), [AttentionLayout.blockDiffusion(blockSize: 2), .full, .blockCausal(blockSize: 4), .blockDiffusion(blockSize: 8)]),
+                                  (tinyConfig(time: true), [.full]), (tinyConfig(causal: true), [.causal])] {
+            let train = DiT(config: config, maxBatch: B, maxTokens: 2 * L)
+            randomizeAll(train, seed: 21)
+            let own = DiT(config: config, maxBatch: B, maxTokens: 2 * L, inference: true)
+            own.parameters.update(fromContentsOf: train.parameters)
+            let shared = DiT(sharingWeightsOf: train, maxBatch: B, maxTokens: 2 * L)
+            XCTAssertEqual(shared.parameters.baseAddress, train.parameters.baseAddress, "shared weights are not copied")
+            var rng = SplitMix64(seed: 22)
+            for layout in layouts {
+                let T: Int
+                if case .blockDiffusion = layout { T = 2 * L } else { T = L }
+                let tokens = (0..<(B * T)).map { _ in Int32(rng.next() % UInt64(V)) }
+                let sigma: [Float]? = config.timeConditioning ? [0.3, 2.5] : nil
+                let ref = logits(train, tokens, batch: B, layout: layout, sigma: sigma)
+                XCTAssertTrue(ref.contains { $0 != 0 })
+                XCTAssertEqual(logits(own, tokens, batch: B, layout: layout, sigma: sigma), ref, "\(layout)")
+                XCTAssertEqual(logits(shared, tokens, batch: B, layout: layout, sigma: sigma), ref, "\(layout)")
+                // Block outputs too (the BD3 last block: its x_t half only).
+                for l in 0..<(config.nBlocks - 1) { XCTAssertEqual(Array(own.blockOutput(l)), Array(train.blockOutput(l))) }
+            }
+            XCTAssertFalse(train.isInference)
+            XCTAssertTrue(own.isInference && shared.isInference)
+            XCTAssertEqual(train.gradients.count, train.parameterCount)
+            XCTAssertEqual(own.gradients.count, 0)
+            XCTAssertEqual(shared.gradients.count, 0)
+            XCTAssertNil(own.gradient(named: "backbone.vocab_embed.embedding"))
+            XCTAssertNotNil(train.gradient(named: "backbone.vocab_embed.embedding"))
+            // No backward scratch and one set of per-block activations: less than the training buffer.
+            XCTAssertLessThan(own.activationCount, train.activationCount)
+            let floats = MemoryLayout<Float>.stride
+            XCTAssertEqual(train.memoryBytes, floats * (2 * train.parameterCount + train.activationCount))
+            XCTAssertEqual(own.memoryBytes, floats * (own.parameterCount + own.activationCount))
+            XCTAssertEqual(shared.memoryBytes, floats * shared.activationCount)
+        }
+    }
+
+    /// The tools' loaders build forward-only models: sampling checkpoints, `score ppl`, WindowDiT (shared weights).
+    func testLoadersBuildInferenceModels() throws {
+        let m = makeSamplingModel(samplingConfig(), seed: 5)
+        let ck = try loadCheckpoint(m, blockSize: 4)
+        XCTAssertTrue(ck.model.isInference)
+        XCTAssertEqual(ck.model.gradients.count, 0)
+        XCTAssertEqual(Array(ck.model.parameters), Array(m.parameters))
+        let window = try WindowDiT(model: ck.model, maxBatch: 2, maxChunk: 4, capacity: 8)
+        XCTAssertTrue(window.model.isInference)
+        XCTAssertEqual(window.model.parameters.baseAddress, ck.model.parameters.baseAddress)
+        XCTAssertEqual(window.model.memoryBytes, MemoryLayout<Float>.stride * window.model.activationCount)
     }
 }
 

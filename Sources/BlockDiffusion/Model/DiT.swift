@@ -12,8 +12,13 @@
 // DiT.init sets OpenBLAS to one thread: every matmul is split across the 2 workers by us (see Layers.swift).
 //
 // Public API:
-//   DiT(config:maxBatch:maxTokens:maxOutputTokens:)   allocates parameters, gradients, activations once
-//                                     (maxTokens = 2L for BD3; maxOutputTokens = logit rows per sequence)
+//   DiT(config:maxBatch:maxTokens:maxOutputTokens:inference:)   allocates parameters, gradients, activations once
+//                                     (maxTokens = 2L for BD3; maxOutputTokens = logit rows per sequence).
+//                                     inference: true = forward only: no gradient buffer, no backward scratch,
+//                                     one set of per-block activations reused by every block; backward() traps.
+//   DiT(sharingWeightsOf:maxBatch:maxTokens:maxOutputTokens:)   inference-only, reads another DiT's parameter
+//                                     buffer in place (no copy; keeps that model alive; sees its later writes)
+//   isInference, memoryBytes          memory accounting (owned parameters + gradients + activations)
 //   tensors: [ParameterTensor]        reference state_dict names (with the `backbone.` prefix)
 //   parameters / gradients            flat buffers; tensor(named:) / gradient(named:) views
 //   initialize(seed:)                 reference init (adaLN + output linear zero)
@@ -34,10 +39,19 @@ public final class DiT {
     public let maxOutputTokens: Int
     public private(set) var tensors: [ParameterTensor] = []
     public let parameters: UnsafeMutableBufferPointer<Float>
+    /// Empty (count 0) for an inference-only model.
     public let gradients: UnsafeMutableBufferPointer<Float>
     public var parameterCount: Int { parameters.count }
     /// Floats in the one activation buffer (forward activations + backward scratch), for memory accounting.
     public var activationCount: Int { acts.count }
+    /// Forward only (`inference: true` or `sharingWeightsOf:`): no gradients, backward is refused.
+    public let isInference: Bool
+    /// The model whose parameter buffer this one reads (`sharingWeightsOf:`), kept alive; nil = owns its buffer.
+    let weightOwner: DiT?
+    /// Bytes of the float buffers this model allocated: its own parameters (none when sharing), gradients, activations.
+    public var memoryBytes: Int {
+        MemoryLayout<Float>.stride * ((weightOwner == nil ? parameters.count : 0) + gradients.count + acts.count)
+    }
 
     // Parameter offsets.
     struct BlockParams { var norm1 = 0, qkv = 0, attnOut = 0, norm2 = 0, fc = 0, fcBias = 0, proj = 0, projBias = 0, ada = 0, adaBias = 0 }
@@ -75,7 +89,22 @@ public final class DiT {
 
     /// maxTokens: model input length per sequence (2L for BD3). maxOutputTokens: logit rows per sequence
     /// (default maxTokens; pass L for BD3 training to halve the logits buffer).
-    public init(config: ModelConfig, maxBatch: Int, maxTokens: Int, maxOutputTokens: Int? = nil) {
+    /// `inference`: a forward-only model for sampling and scoring. It has no gradient buffer (the size of the
+    /// weights) and no backward scratch, and its blocks share one set of per-block activations (only the
+    /// backward needs each block's); `backward` then stops with a precondition failure. Same logits, bit for bit.
+    public convenience init(config: ModelConfig, maxBatch: Int, maxTokens: Int, maxOutputTokens: Int? = nil, inference: Bool = false) {
+        self.init(config: config, maxBatch: maxBatch, maxTokens: maxTokens, maxOutputTokens: maxOutputTokens,
+                  inference: inference, weightsOf: nil)
+    }
+
+    /// An inference-only model (see `inference`) with its own activation sizes that reads `source`'s parameters
+    /// in place instead of copying them (e.g. a sampling window wider than the loaded checkpoint's model).
+    public convenience init(sharingWeightsOf source: DiT, maxBatch: Int, maxTokens: Int, maxOutputTokens: Int? = nil) {
+        self.init(config: source.config, maxBatch: maxBatch, maxTokens: maxTokens, maxOutputTokens: maxOutputTokens,
+                  inference: true, weightsOf: source)
+    }
+
+    init(config: ModelConfig, maxBatch: Int, maxTokens: Int, maxOutputTokens: Int?, inference: Bool, weightsOf source: DiT?) {
         precondition((try? config.validate()) != nil, "invalid model config \(config)")
         // All BLAS parallelism is ours (rows split across workers, heads across workers): see matmulForward.
         openblas_set_num_threads(1)
@@ -113,27 +142,42 @@ public final class DiT {
             pAdaF = p("output_layer.adaLN_modulation.weight", [2 * D, C]); pAdaFBias = p("output_layer.adaLN_modulation.bias", [2 * D])
         }
         tensors = table
-        parameters = .allocate(capacity: off); parameters.initialize(repeating: 0)
-        gradients = .allocate(capacity: off); gradients.initialize(repeating: 0)
+        isInference = inference
+        weightOwner = source
+        if let source {
+            precondition(source.parameters.count == off, "shared weights: the source model has another size")
+            parameters = source.parameters
+        } else {
+            parameters = .allocate(capacity: off); parameters.initialize(repeating: 0)
+        }
+        gradients = .allocate(capacity: inference ? 0 : off); gradients.initialize(repeating: 0)
 
         // Activations.
         let N = maxBatch * maxTokens, H = config.nHeads
         var a = 0
         func act(_ n: Int) -> Int { defer { a += n }; return a }
         for _ in 0...L { aResid.append(act(N * D)) }
-        for _ in 0..<L {
+        for l in 0..<L {
             var s = BlockActs()
-            s.xhat1 = act(N * D); s.rstd1 = act(N); s.h1 = act(N * D); s.qkv = act(N * 3 * D); s.att = act(N * D)
-            s.lse = act(maxBatch * H * maxTokens); s.attProj = act(N * D); s.xhat2 = act(N * D); s.rstd2 = act(N)
-            s.h2 = act(N * D); s.fc = act(N * 4 * D) /* pre-activation, then gelu' */; s.gelu = act(N * 4 * D); s.fcProj = act(N * D); s.mod = act(maxBatch * 6 * D)
+            if inference && l > 0 {
+                // Nothing reads a block's activations after the next block starts except the backward.
+                s = aBlocks[0]
+            } else {
+                s.xhat1 = act(N * D); s.rstd1 = act(N); s.h1 = act(N * D); s.qkv = act(N * 3 * D); s.att = act(N * D)
+                s.lse = act(maxBatch * H * maxTokens); s.attProj = act(N * D); s.xhat2 = act(N * D); s.rstd2 = act(N)
+                s.h2 = act(N * D); s.fc = act(N * 4 * D) /* pre-activation, then gelu' */; s.gelu = act(N * 4 * D); s.fcProj = act(N * D)
+            }
+            s.mod = act(maxBatch * 6 * D)      // per block: computeConditioning fills every block's first
             aBlocks.append(s)
         }
         aResid2 = act(N * D); aXf = act(N * D); aXhatF = act(N * D); aRstdF = act(N); aHf = act(N * D); aLogits = act(maxBatch * self.maxOutputTokens * V)
         aFreq = act(maxBatch * timestepFrequencySize); aT1 = act(maxBatch * C); aT1s = act(maxBatch * C)
         aT3 = act(maxBatch * C); aC = act(maxBatch * C); aModF = act(maxBatch * 2 * D)
-        gResid = act(N * D); gTmp = act(N * D); gBranch = act(N * D); gFc = act(N * 4 * D); gQkv = act(N * 3 * D)
-        gAtt = act(N * D); gXf = act(N * D); gHf = act(N * D); gMod = act(maxBatch * 6 * D); gModF = act(maxBatch * 2 * D)
-        gC = act(maxBatch * C); gT = act(maxBatch * C)
+        if !inference {
+            gResid = act(N * D); gTmp = act(N * D); gBranch = act(N * D); gFc = act(N * 4 * D); gQkv = act(N * 3 * D)
+            gAtt = act(N * D); gXf = act(N * D); gHf = act(N * D); gMod = act(maxBatch * 6 * D); gModF = act(maxBatch * 2 * D)
+            gC = act(maxBatch * C); gT = act(maxBatch * C)
+        }
         acts = .allocate(capacity: a); acts.initialize(repeating: 0)
         rotary = RotaryTable(headDim: config.headDim, maxPositions: maxTokens)
         positions = .allocate(capacity: maxTokens); positions.initialize(repeating: 0)
@@ -141,7 +185,8 @@ public final class DiT {
     }
 
     deinit {
-        parameters.deallocate(); gradients.deallocate(); acts.deallocate(); positions.deallocate(); tokenCopy.deallocate()
+        if weightOwner == nil { parameters.deallocate() }
+        gradients.deallocate(); acts.deallocate(); positions.deallocate(); tokenCopy.deallocate()
     }
 
     // MARK: Views
@@ -151,7 +196,7 @@ public final class DiT {
         return UnsafeMutableBufferPointer(rebasing: parameters[t.offset..<(t.offset + t.count)])
     }
     public func gradient(named name: String) -> UnsafeMutableBufferPointer<Float>? {
-        guard let t = tensors.first(where: { $0.name == name }) else { return nil }
+        guard !isInference, let t = tensors.first(where: { $0.name == name }) else { return nil }
         return UnsafeMutableBufferPointer(rebasing: gradients[t.offset..<(t.offset + t.count)])
     }
     public func zeroGradients() { gradients.update(repeating: 0) }
@@ -277,7 +322,8 @@ public final class DiT {
                                     shift: m.map { $0 + 3 * D }, scale: m.map { $0 + 4 * D }, modStride: 6 * D, rowsPerCond: rpc, n, D) }
                 timed("F.matmul.fc") { matmulForward(A(s.fc) + r0 * 4 * D, A(s.h2) + r0 * D, P(w.fc), P(w.fcBias), n, D, 4 * D) }
                 // fc then holds gelu'(fc): the backward needs only that.
-                timed("F.gelu") { geluForward(A(s.gelu) + r0 * 4 * D, A(s.fc) + r0 * 4 * D, n * 4 * D, derivative: A(s.fc) + r0 * 4 * D) }
+                timed("F.gelu") { geluForward(A(s.gelu) + r0 * 4 * D, A(s.fc) + r0 * 4 * D, n * 4 * D,
+                                              derivative: isInference ? nil : A(s.fc) + r0 * 4 * D) }
                 timed("F.matmul.proj") { matmulForward(A(s.fcProj) + r0 * D, A(s.gelu) + r0 * 4 * D, P(w.proj), P(w.projBias), n, 4 * D, D) }
                 timed("F.dropout") { dropoutForward(A(s.fcProj) + r0 * D, n * D, Dropout(p: p, seed: dropoutSeed, stream: seg.stream(2 * l + 1))) }
                 timed("F.gateResidual") { gateResidualForward(out: A(aResid[l + 1]) + r0 * D, resid: A(aResid2) + r0 * D, branch: A(s.fcProj) + r0 * D,
@@ -362,6 +408,7 @@ public final class DiT {
 
     /// dLogits (B, Lout, V) → accumulates into `gradients`. Uses the activations of the last forward.
     public func backward(dLogits: UnsafeBufferPointer<Float>) {
+        precondition(!isInference, "backward on an inference-only DiT (built with inference: true or sharingWeightsOf:, it has no gradient buffer); build the model with inference: false to train it")
         guard let last else { preconditionFailure("backward called before forward") }
         let (B, T, layout, training, seed, nCond, lout) = last
         let D = config.hiddenSize, V = config.vocabSize, H = config.nHeads, d = config.headDim, C = config.condDim

@@ -33,7 +33,9 @@ public struct SamplingCheckpoint {
         if (info.algorithm == .ar) != config.causal {
             throw ToolError("\(path): algo '\(info.algorithm.rawValue)' does not match the model config (causal=\(config.causal))")
         }
-        let model = DiT(config: config, maxBatch: 1, maxTokens: 1)
+        // Forward only: no gradient buffer (it would double the weight memory). The samplers read these weights
+        // in place (CachedDiT) or through DiT(sharingWeightsOf:) sized for their window.
+        let model = DiT(config: config, maxBatch: 1, maxTokens: 1, inference: true)
         do { try model.load(file: file) } catch { throw ToolError("\(path): \(error)") }
         for i in 0..<model.parameters.count where !model.parameters[i].isFinite {
             throw ToolError("\(path): parameter \(i) is not finite; the checkpoint is corrupt")

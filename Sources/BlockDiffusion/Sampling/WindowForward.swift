@@ -22,7 +22,7 @@
 // Public API:
 //   SamplingEngine (protocol: config, maxChunk, reset(), forward(tokens:batch:store:causal:logits:rows:))
 //   CachedDiT and WindowDiT conform.
-//   WindowDiT(model:maxBatch:maxChunk:capacity:)   copies the weights into its own DiT sized for the window
+//   WindowDiT(model:maxBatch:maxChunk:capacity:)   an inference-only DiT sized for the window, reading model's weights in place
 import Foundation
 
 /// What the block sampler needs from a forward engine (with or without a KV cache).
@@ -66,8 +66,8 @@ public final class WindowDiT: SamplingEngine {
         }
         precondition(maxBatch >= 1 && maxChunk >= 1 && capacity >= maxChunk, "bad window sizes")
         config = cfg; self.maxBatch = maxBatch; self.maxChunk = maxChunk; self.capacity = capacity
-        model = DiT(config: cfg, maxBatch: maxBatch, maxTokens: capacity)
-        _ = model.parameters.update(fromContentsOf: source.parameters)
+        // Reads the source's weights in place (no copy, no gradients), like CachedDiT.
+        model = DiT(sharingWeightsOf: source, maxBatch: maxBatch, maxTokens: capacity)
         out = .allocate(capacity: maxBatch * maxChunk * cfg.vocabSize)
         out.initialize(repeating: 0)
     }

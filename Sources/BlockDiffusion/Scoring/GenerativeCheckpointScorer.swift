@@ -41,7 +41,7 @@ public final class ARCheckpointScorer {
         self.stride = s
         var config = info.config
         config.length = context
-        model = DiT(config: config, maxBatch: 1, maxTokens: context - 1)
+        model = DiT(config: config, maxBatch: 1, maxTokens: context - 1, inference: true)
         do { try model.load(file: file) } catch { throw ToolError("\(error)") }
         eos = info.special.eos
         input = []; targets = []; weights = []; rowLoss = []

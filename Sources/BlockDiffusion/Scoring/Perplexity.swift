@@ -138,7 +138,7 @@ public enum Perplexity {
         }
         var config = info.config
         config.length = data.length
-        let model = DiT(config: config, maxBatch: batch, maxTokens: BatchLoss.inputLength(info.algorithm, length: data.length))
+        let model = DiT(config: config, maxBatch: batch, maxTokens: BatchLoss.inputLength(info.algorithm, length: data.length), inference: true)
         do { try model.load(file: file) } catch { throw ToolError("\(error)") }
         return (model, info, data)
     }
