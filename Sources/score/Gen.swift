@@ -30,18 +30,24 @@ struct Gen: ParsableCommand {
     @Flag(name: .customLong("per-sample"), help: "Add per-sample rows (id, tokens, nll, ppl, entropy, nfe, degenerate) to the JSON.") var perSample = false
     @Option(help: "Sliding-window stride in tokens (checkpoint scorer; default: context/2).") var stride: Int?
     @Option(name: .customLong("max-tokens"), help: "Score only the first N scorer tokens of each sample (checkpoint scorer).") var maxTokens: Int?
+    @Option(name: .customLong("scorer-timeout"), help: "Seconds to wait for each answer of the scorer command once it has every pending request (0 = no limit; default 600); then it is killed.") var scorerTimeout: Double?
     @Option(name: .customLong("degenerate-below"), help: "Entropy (nats) under which a sample counts as degenerate.") var degenerateBelow: Double = 4
 
     func validate() throws {
         guard (scorer == nil) != (scorerCommand == nil) else { throw ValidationError("give exactly one of --scorer CKPT and --scorer-cmd CMD") }
         if let s = stride, s < 1 { throw ValidationError("--stride must be ≥ 1") }
         if let m = maxTokens, m < 2 { throw ValidationError("--max-tokens must be ≥ 2") }
+        if let t = scorerTimeout {
+            guard scorerCommand != nil else { throw ValidationError("--scorer-timeout applies to --scorer-cmd") }
+            guard t >= 0, t.isFinite else { throw ValidationError("--scorer-timeout must be a number of seconds ≥ 0 (0 = no limit)") }
+        }
     }
 
     func run() throws {
         do {
             var o = GenerativeOptions()
             o.stride = stride; o.maxTokens = maxTokens; o.degenerateBelow = degenerateBelow
+            if let t = scorerTimeout { o.scorerTimeout = t }
             if let t = tokenizer { o.samplesTokenizer = try BPETokenizer.load(path: t) }
             if let t = scorerTokenizer { o.scorerTokenizer = try BPETokenizer.load(path: t) }
             if isatty(STDERR_FILENO) != 0 {

@@ -394,11 +394,12 @@ final class GenScoreTests: XCTestCase {
         XCTAssertEqual(r.distinct[1], d.ratio(2), accuracy: 1e-12)
     }
 
-    func assertCommandFails(_ body: String, naming: String, _ extra: String, texts: [String] = ["a", "b", "c"],
-                            file: StaticString = #filePath, line: UInt = #line) throws {
+    func assertCommandFails(_ body: String, naming: String, _ extra: String, texts: [String] = ["a", "b", "c"], timeout: Double? = nil,
+                            exec: Bool = false, file: StaticString = #filePath, line: UInt = #line) throws {
         let tok = try byteTokenizer()
-        let cmd = try script("s\(line).sh", body)
+        let cmd = (exec ? "exec " : "") + (try script("s\(line).sh", body))
         var o = GenerativeOptions(); o.samplesTokenizer = tok
+        if let timeout { o.scorerTimeout = timeout }
         XCTAssertThrowsError(try GenerativeScoring.run(input: try byteStream(texts, tok: tok), scorer: .command(cmd), options: o), file: file, line: line) { e in
             XCTAssertTrue(e is ToolError, "\(e)", file: file, line: line)
             XCTAssertTrue("\(e)".contains(naming), "\(e) should name \(naming)", file: file, line: line)
@@ -428,6 +429,55 @@ final class GenScoreTests: XCTestCase {
         try assertCommandFails("while IFS= read -r line; do \(answer); done; echo extra", naming: "102", "extra line")
         // A command that does not read its input and exits at once (requests hit a closed pipe).
         try assertCommandFails("exit 0", naming: "sample 100", "before answering", texts: (0..<50).map { String(repeating: "x", count: 5000 + $0) })
+    }
+
+    /// A scorer that stops answering, or closes its stdout but keeps running, is killed after the timeout (1 s here)
+    /// and the error names the sample; the process is gone afterwards.
+    func testStuckScorersAreKilled() throws {
+        let answer = #"id=$(printf '%s' "$line" | sed -E 's/^[{]"id":([0-9]+),.*$/\1/'); echo "{\"id\":$id,\"nll\":1.5,\"tokens\":2}""#
+        let pidFile = dir + "/scorer.pid"
+        // Answers the first sample, then hangs with its stdout open (sh replaced by sleep; the outer sh -c waits
+        // for it: the whole process group must be killed).
+        try assertCommandFails("IFS= read -r line; \(answer); echo $$ > '\(pidFile)'; exec sleep 30", naming: "sample 101", "did not answer", timeout: 1)
+        let pid = try XCTUnwrap(Int32(String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        // Gone or a zombie (its parent, the outer sh, was killed too; init reaps it). SIGKILL lands at once,
+        // the loop only covers the delivery to the other group member.
+        func running(_ pid: Int32) -> Bool {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return false }
+            return !stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
+        }
+        var alive = running(pid)
+        for _ in 0..<100 where alive { usleep(10_000); alive = running(pid) }
+        XCTAssertFalse(alive, "the stuck scorer \(pid) is still running")
+        // Never reads: the requests fill the pipe and the writer blocks; still the scorer's fault.
+        try assertCommandFails("exec sleep 30", naming: "sample 100", "did not answer", texts: (0..<50).map { String(repeating: "x", count: 5000 + $0) }, timeout: 1)
+        // Closes its stdout before answering sample 101 but keeps running (exec: no outer shell holding stdout).
+        try assertCommandFails("IFS= read -r line; \(answer); exec >&-; exec sleep 30", naming: "sample 101", "did not exit within 1 s", timeout: 1, exec: true)
+        // Answers everything, closes its stdout, keeps running.
+        try assertCommandFails("while IFS= read -r line; do \(answer); done; exec >&-; exec sleep 30", naming: "102", "did not exit within 1 s", timeout: 1, exec: true)
+        // Answers everything but keeps its stdout open and never exits, even with no reply timeout (the exit grace).
+        try assertCommandFails("while IFS= read -r line; do \(answer); done; exec sleep 30", naming: "102", "neither closed its output nor exited within 1 s", timeout: 1)
+        XCTAssertEqual(ScorerCommand.exitGrace(replyTimeout: 1), 1)
+        XCTAssertEqual(ScorerCommand.exitGrace(replyTimeout: 600), 10)
+        XCTAssertEqual(ScorerCommand.exitGrace(replyTimeout: 0), 10)
+    }
+
+    /// The reply clock is paused while the next request is still being produced (a slow upstream): a scorer that
+    /// reads everything before answering is not timed out by our own input's pace.
+    func testTimeoutIgnoresTheTimeSpentWaitingForInput() throws {
+        var produced = 0
+        var answers: [UInt64] = []
+        try ScorerCommand.run(command: #"cat >/dev/null; echo '{"id":1,"nll":1,"tokens":1}'; echo '{"id":2,"nll":2,"tokens":1}'"#,
+                              replyTimeout: 1, next: {
+            produced += 1
+            if produced == 2 { usleep(1_300_000) }      // longer than the timeout, with request 1 unanswered
+            return produced <= 2 ? (ScorerRequest(id: UInt64(produced), text: "t"), produced) : nil
+        }) { r, meta in
+            XCTAssertEqual(r.id, UInt64(meta))
+            answers.append(r.id)
+        }
+        XCTAssertEqual(answers, [1, 2])
     }
 
     /// Ids use the full u64 range on both sides of the protocol; text is escaped to one line.
@@ -482,6 +532,8 @@ final class GenScoreTests: XCTestCase {
         XCTAssertEqual(try runCLI(score, ["gen", "-i", input]).code, 64)
         XCTAssertEqual(try runCLI(score, ["gen", "--scorer", ckpt, "--scorer-cmd", "cat", "-i", input]).code, 64)
         XCTAssertEqual(try runCLI(score, ["gen", "--scorer-cmd", "cat", "-i", input]).code, 64)      // no -t
+        XCTAssertEqual(try runCLI(score, ["gen", "--scorer", ckpt, "--scorer-timeout", "5", "-i", input]).code, 64)
+        XCTAssertEqual(try runCLI(score, ["gen", "--scorer-cmd", "cat", "--scorer-timeout", "-1", "-i", input]).code, 64)
         let bad = try runCLI(score, ["gen", "--scorer", dir + "/missing.safetensors", "-i", input])
         XCTAssertEqual(bad.code, 1, bad.err)
     }

@@ -10,11 +10,25 @@
 // non-zero, prints a line that is not such an object, answers another id, a non-finite or negative
 // NLL or token count — throws a ToolError naming the sample id concerned.
 //
+// Timeouts (so a stuck scorer cannot make `score gen` wait forever):
+//   reply timeout: the clock runs while a request is unanswered and we wait on the scorer alone — the writer
+//     is not waiting for the next sample from our own input (a slow `refine | score gen` upstream is not the
+//     scorer's fault, and a scorer may read everything before answering). It restarts whenever the scorer
+//     prints anything or a request is written. On expiry the scorer is killed and the error names the
+//     oldest unanswered sample. The reader polls the pipe (poll()) in short slices to watch the clock.
+//   exit grace: once its stdout is closed, the scorer must exit within min(10 s, reply timeout) (10 s with no
+//     timeout); otherwise it is killed and the error says so (it closed its output but kept running).
+//   After the last answer (stdin closed), the scorer likewise has the exit grace to close its output and exit.
+// The command runs in its own process group (dash forks rather than execs `sh -c 'sh script'` and the like), so
+// killing means SIGKILL to the whole group; SIGINT/SIGTERM/SIGHUP received by the tool are passed on to it.
+//
 // Public API:
 //   ScorerRequest { id, text }, ScorerResponse { id, nll, tokens }
-//   ScorerCommand.run(command:next:handle:)   next() runs on the writer thread and returns the next
+//   ScorerCommand.run(command:replyTimeout:next:handle:)   next() runs on the writer thread and returns the next
 //                                             request with caller data (nil = no more); handle(response, data)
-//                                             runs on the calling thread, in order.
+//                                             runs on the calling thread, in order. replyTimeout seconds
+//                                             (default 600; 0 = none).
+//   ScorerCommand.exitGrace(replyTimeout:)     seconds a scorer may take to exit after closing its stdout
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -46,6 +60,10 @@ private final class ScorerChannel<Meta>: @unchecked Sendable {
     var writerDone = false
     var writerError: Error?
     var abort = false
+    /// The writer is inside next() (waiting for our own input): the reply clock is paused.
+    var inNext = false
+    /// Uptime (ns) of the writer's last progress: a request produced or written, or the end of the requests.
+    var progress = DispatchTime.now().uptimeNanoseconds
     let next: () throws -> (ScorerRequest, Meta)?
     let fd: Int32
     init(fd: Int32, next: @escaping () throws -> (ScorerRequest, Meta)?) { self.fd = fd; self.next = next }
@@ -59,14 +77,16 @@ private final class ScorerChannel<Meta>: @unchecked Sendable {
         pthread_sigmask(SIG_BLOCK, &set, nil)
         defer {
             close(fd)
-            cond.lock(); writerDone = true; cond.broadcast(); cond.unlock()
+            cond.lock(); writerDone = true; inNext = false; progress = DispatchTime.now().uptimeNanoseconds; cond.broadcast(); cond.unlock()
         }
         do {
             while true {
-                cond.lock(); let stop = abort; cond.unlock()
+                cond.lock(); let stop = abort; inNext = true; cond.unlock()
                 if stop { return }
                 guard let (req, meta) = try next() else { return }
-                cond.lock(); pending.append((req.id, meta)); cond.broadcast(); cond.unlock()
+                cond.lock()
+                pending.append((req.id, meta)); inNext = false; progress = DispatchTime.now().uptimeNanoseconds
+                cond.broadcast(); cond.unlock()
                 let bytes = req.line
                 var off = 0
                 while off < bytes.count {
@@ -77,6 +97,7 @@ private final class ScorerChannel<Meta>: @unchecked Sendable {
                     }
                     off += n
                 }
+                cond.lock(); progress = DispatchTime.now().uptimeNanoseconds; cond.unlock()
             }
         } catch {
             cond.lock(); writerError = error; cond.unlock()
@@ -90,6 +111,11 @@ final class FDLineReader {
     var buffer = [UInt8](repeating: 0, count: 1 << 16)
     var start = 0, end = 0
     var eof = false
+    /// Uptime (ns) of the last read that returned data.
+    var lastData = DispatchTime.now().uptimeNanoseconds
+    /// Called each `idleSlice` ms without data while waiting; it may throw (a timeout). nil = block in read().
+    var idle: (() throws -> Void)?
+    var idleSlice: Int32 = 100
     static let maxLine = 1 << 24
     init(fd: Int32) { self.fd = fd }
 
@@ -106,37 +132,86 @@ final class FDLineReader {
                 if line.count > FDLineReader.maxLine { throw ToolError("scorer command printed a line longer than \(FDLineReader.maxLine) bytes") }
             }
             if eof { return line.isEmpty ? nil : line }
+            if let idle {
+                var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                let r = poll(&p, 1, idleSlice)
+                if r < 0 {
+                    if errno == EINTR { continue }
+                    throw ToolError("waiting for the scorer command's output failed: \(String(cString: strerror(errno)))")
+                }
+                if r == 0 { try idle(); continue }
+            }
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
             if n < 0 {
                 if errno == EINTR { continue }
                 throw ToolError("reading the scorer command's output failed: \(String(cString: strerror(errno)))")
             }
-            if n == 0 { eof = true } else { start = 0; end = n }
+            if n == 0 { eof = true } else { start = 0; end = n; lastData = DispatchTime.now().uptimeNanoseconds }
         }
     }
 }
 
 public enum ScorerCommand {
+    public static let defaultReplyTimeout = 600.0
+
+    /// Seconds a scorer may take to exit once its stdout is closed: min(10, replyTimeout), 10 without a timeout.
+    public static func exitGrace(replyTimeout: Double) -> Double { replyTimeout > 0 ? min(10, replyTimeout) : 10 }
+
     /// Runs `command` and exchanges one request/response per sample (see the file header).
-    public static func run<Meta>(command: String, next: @escaping () throws -> (ScorerRequest, Meta)?,
+    /// `replyTimeout`: seconds to wait for an answer while nothing else is pending (0 = wait forever).
+    public static func run<Meta>(command: String, replyTimeout: Double = defaultReplyTimeout,
+                                 next: @escaping () throws -> (ScorerRequest, Meta)?,
                                  handle: (ScorerResponse, Meta) throws -> Void) throws {
+        precondition(replyTimeout >= 0 && replyTimeout.isFinite, "the reply timeout must be ≥ 0 seconds")
         let (pid, toChild, fromChild) = try spawn(command)
+        let groupSlot = ChildGroupRegistry.register(pid)
         let channel = ScorerChannel<Meta>(fd: toChild, next: next)
         let writer = Thread { channel.writeAll() }
         writer.stackSize = 1 << 22
         writer.start()
         let lines = FDLineReader(fd: fromChild)
+        let seconds = { (t: Double) in t == t.rounded() ? "\(Int(t)) s" : "\(t) s" }
         var reaped = false
         var lastID: UInt64? = nil
-        func status() -> String {
+        let grace = exitGrace(replyTimeout: replyTimeout)
+        let graceNanos = UInt64(grace * 1e9), replyNanos = UInt64(replyTimeout * 1e9)
+        lines.idleSlice = Int32(max(1, min(100, grace * 1000 / 10, replyTimeout > 0 ? replyTimeout * 1000 / 10 : 100)))
+        lines.idle = { [unowned lines] in
+            channel.cond.lock()
+            let waiting = channel.pending.first.map(\.0)
+            let running = waiting != nil && !channel.inNext
+            let finished = waiting == nil && channel.writerDone
+            let since = max(channel.progress, lines.lastData)
+            channel.cond.unlock()
+            let elapsed = DispatchTime.now().uptimeNanoseconds &- since
+            if finished && elapsed >= graceNanos {
+                throw ToolError("scorer command `\(command)` answered every sample\(lastID.map { " (last: \($0))" } ?? ""), then neither closed its output nor exited within \(seconds(grace)) and was killed; it must exit once its stdin is closed")
+            }
+            if replyTimeout > 0, running, let id = waiting, elapsed >= replyNanos {
+                throw ToolError("scorer command `\(command)` did not answer sample \(id) within \(seconds(replyTimeout)) (--scorer-timeout) and was killed; check that it answers every request and flushes each answer line (flush=True), or give a larger --scorer-timeout (0 = no limit)")
+            }
+        }
+        /// Its exit status, waiting at most `grace` seconds: nil when it had to be killed.
+        func status() -> String? {
             var st: Int32 = 0
+            let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(grace * 1e9)
+            while true {
+                let r = waitpid(pid, &st, WNOHANG)
+                if r == pid { reaped = true; return describeStatus(st) }
+                if r < 0 && errno != EINTR { reaped = true; return "vanished (\(String(cString: strerror(errno))))" }
+                if DispatchTime.now().uptimeNanoseconds >= deadline { break }
+                usleep(10_000)
+            }
+            kill(-pid, SIGKILL)
             while waitpid(pid, &st, 0) < 0 && errno == EINTR {}
             reaped = true
-            return describeStatus(st)
+            return nil
         }
+        let stillRunning = "closed its output but did not exit within \(seconds(grace)) and was killed"
         defer {
             channel.cond.lock(); channel.abort = true; channel.cond.unlock()
-            if !reaped { kill(pid, SIGKILL); var st: Int32 = 0; while waitpid(pid, &st, 0) < 0 && errno == EINTR {} }
+            if !reaped { kill(-pid, SIGKILL); var st: Int32 = 0; while waitpid(pid, &st, 0) < 0 && errno == EINTR {} }
+            ChildGroupRegistry.unregister(groupSlot)
             close(fromChild)
         }
         let decoder = JSONDecoder()
@@ -151,7 +226,9 @@ public enum ScorerCommand {
 
             guard let line else {
                 if let (id, _) = expected {
-                    let s = status()
+                    guard let s = status() else {
+                        throw ToolError("scorer command `\(command)` \(stillRunning) before answering sample \(id); run it by hand on that sample's request (see docs/scorer-protocol.md)")
+                    }
                     throw ToolError("scorer command `\(command)` \(s == "exited with status 0" ? "closed its output" : s) before answering sample \(id); run it by hand on that sample's request (see docs/scorer-protocol.md)")
                 }
                 break
@@ -182,9 +259,12 @@ public enum ScorerCommand {
             lastID = id
         }
         // All answers are in: the writer has finished (pending was empty and writerDone).
-        let s = status()
+        let exit = status()
         channel.cond.lock(); let werr = channel.writerError; channel.cond.unlock()
         if let werr { throw werr }
+        guard let s = exit else {
+            throw ToolError("scorer command `\(command)` answered every sample\(lastID.map { " (last: \($0))" } ?? ""), then \(stillRunning); it must exit once its stdin is closed")
+        }
         if s != "exited with status 0" {
             throw ToolError("scorer command `\(command)` \(s) after answering every sample\(lastID.map { " (last: \($0))" } ?? ""); check its stderr")
         }
@@ -202,7 +282,7 @@ public enum ScorerCommand {
     }
 
     /// /bin/sh -c command, its stdin and stdout on pipes (our ends close-on-exec), stderr inherited,
-    /// SIGPIPE back to its default action and no blocked signals in the child.
+    /// SIGPIPE back to its default action and no blocked signals in the child, in a new process group (pgid = pid).
     static func spawn(_ command: String) throws -> (pid_t, Int32, Int32) {
         var inPipe: [Int32] = [-1, -1], outPipe: [Int32] = [-1, -1]
         guard pipe(&inPipe) == 0 else { throw ToolError("cannot create a pipe: \(String(cString: strerror(errno)))") }
@@ -225,7 +305,8 @@ public enum ScorerCommand {
         sigemptyset(&defaults); sigaddset(&defaults, SIGPIPE); sigemptyset(&empty)
         posix_spawnattr_setsigdefault(&attr, &defaults)
         posix_spawnattr_setsigmask(&attr, &empty)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+        posix_spawnattr_setpgroup(&attr, 0)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP))
         let args: [String] = ["/bin/sh", "-c", command]
         var argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) }
         argv.append(nil)

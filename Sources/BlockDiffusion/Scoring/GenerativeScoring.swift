@@ -12,7 +12,7 @@
 // --scorer-tokenizer when given, else the samples' own ids. Prompt tokens are scored like the rest.
 //
 // Public API:
-//   GenerativeOptions { samplesTokenizer, scorerTokenizer, stride, maxTokens, degenerateBelow, progress }
+//   GenerativeOptions { samplesTokenizer, scorerTokenizer, stride, maxTokens, degenerateBelow, scorerTimeout, progress }
 //   GenerativeScorerChoice .checkpoint(path) | .command(cmd)
 //   GenerativeScoring.run(input:scorer:options:) throws -> GenerativeReport
 import Foundation
@@ -28,6 +28,8 @@ public struct GenerativeOptions {
     /// Keep only the first N scorer tokens of each sample (the reference truncates to the model length).
     public var maxTokens: Int?
     public var degenerateBelow = 4.0
+    /// Scorer command: seconds to wait for an answer when only the scorer can make progress (0 = no limit).
+    public var scorerTimeout = ScorerCommand.defaultReplyTimeout
     /// Called on the calling thread after each scored sample with the running count.
     public var progress: ((Int) -> Void)?
     public init() {}
@@ -80,6 +82,9 @@ public enum GenerativeScoring {
             guard let from = o.samplesTokenizer else {
                 throw GenerativeUsageError("--scorer-cmd sends text: give the samples' tokenizer with -t TOKENIZER.json to decode them")
             }
+            guard o.scorerTimeout >= 0, o.scorerTimeout.isFinite else {
+                throw GenerativeUsageError("--scorer-timeout must be a number of seconds ≥ 0 (0 = no limit)")
+            }
             if o.maxTokens != nil { throw GenerativeUsageError("--max-tokens applies to a checkpoint scorer; a scorer command truncates itself (e.g. hf_gpt2.py --max-length)") }
             let retok = o.scorerTokenizer.map { Retokenizer(from: from, to: $0) }
             let eos = o.scorerTokenizer?.eosId ?? h.special.eos
@@ -91,7 +96,7 @@ public enum GenerativeScoring {
                 let text = String(decoding: from.decode(r.tokens), as: UTF8.self)
                 return (ScorerRequest(id: r.id, text: text), (r, toks))
             }
-            try ScorerCommand.run(command: cmd, next: next) { resp, meta in
+            try ScorerCommand.run(command: cmd, replyTimeout: o.scorerTimeout, next: next) { resp, meta in
                 samples.append(score(meta.0, nll: resp.nll, tokens: resp.tokens, scorerTokens: meta.1, threshold: o.degenerateBelow))
                 distinct.add(meta.1, excluding: eos)
                 o.progress?(samples.count)
