@@ -25,6 +25,21 @@ final class ObjectiveTests: XCTestCase {
         XCTAssert(counts.allSatisfy { $0 > 900 && $0 < 1100 })
     }
 
+    /// The shared generators pinned to an independent implementation (Tests/scripts/rng_golden.py): SplitMix64
+    /// (its published first output for seed 0), Xoshiro256's seeding, uniformInt + fisherYates.
+    func testSharedGeneratorsGoldenValues() {
+        var s = SplitMix64(seed: 0)
+        XCTAssertEqual([s.next(), s.next(), s.next()], [0xE220_A839_7B1D_CDAF, 0x6E78_9E6A_A1B9_65F4, 0x06C4_5D18_8009_454F])
+        XCTAssertEqual(Xoshiro256(seed: 42).words, [13679457532755275413, 2949826092126892291, 5139283748462763858, 6349198060258255764])
+        var r = SplitMix64(seed: 12345)
+        var a = Array(0..<10)
+        r.fisherYates(&a)
+        XCTAssertEqual(a, [2, 5, 4, 7, 6, 3, 8, 0, 9, 1])
+        var one = [7], none: [Int] = []
+        r.fisherYates(&one); r.fisherYates(&none)
+        XCTAssertEqual(one, [7]); XCTAssertEqual(none, [])
+    }
+
     func testAntitheticTimesCoverEveryStratum() {
         let obj = DiffusionObjective(blockSize: 4, length: 16, maskID: 99)  // nb = 4
         var rng = Xoshiro256(seed: 1)

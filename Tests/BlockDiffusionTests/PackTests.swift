@@ -145,6 +145,14 @@ final class PackTests: XCTestCase {
         XCTAssertTrue(docs.contains { other.splitIndex(of: $0) != p.splitIndex(of: $0) })
     }
 
+    /// pack-blocks' row order is part of its output: pinned to Tests/scripts/rng_golden.py (seed 1, split "all").
+    func testShuffleOrderGolden() throws {
+        let p = try pack((1...12).map { [Int32($0)] }, PackOptions(seqLen: 2, seed: 1))
+        XCTAssertEqual(p.packedRows(split: 0), (1...12).map { [Int32($0), eos] })
+        XCTAssertEqual(p.shuffledOrder(split: 0), [8, 4, 3, 9, 1, 6, 10, 7, 5, 11, 0, 2])
+        XCTAssertEqual(p.rows(split: 0).map { $0[0] }, [9, 5, 4, 10, 2, 7, 11, 8, 6, 12, 1, 3])
+    }
+
     func testShuffleIsADeterministicPermutation() throws {
         let docs = taggedDocs(500)
         let header = StreamHeader(kind: .documents, vocabSize: 5000, special: SpecialTokens(eos: 4999))

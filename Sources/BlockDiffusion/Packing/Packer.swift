@@ -17,7 +17,7 @@
 //             the EOS in pad mode.
 // Empty documents are skipped (counted). A document goes to the split chosen by its content hash
 // and the seed, so identical documents always land in the same split and none straddles two.
-// Rows of each split are shuffled with a SplitMix64 generator seeded by (seed, split name): the same
+// Rows of each split are shuffled (Fisher–Yates, Diffusion/RNG.swift) with a SplitMix64 generator seeded by (seed, split name): the same
 // seed and input give the same bytes. With `shuffle` off, rows are written as they are made
 // (constant memory; streams through pipes); otherwise all rows are held (2 bytes per token when
 // the vocabulary fits 16 bits, else 4).
@@ -141,28 +141,6 @@ public func documentHash(_ tokens: [Int32], seed: UInt64) -> UInt64 {
     return h
 }
 
-/// SplitMix64: the shuffle's generator (and a finaliser for the FNV hash, whose low bits are weak).
-struct PackRNG {
-    var state: UInt64
-    static func mix(_ x: UInt64) -> UInt64 {
-        var z = x
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func next() -> UInt64 { state &+= 0x9E37_79B9_7F4A_7C15; return PackRNG.mix(state) }
-    /// Uniform in 0..<n without modulo bias (Lemire).
-    mutating func below(_ n: Int) -> Int {
-        let bound = UInt64(n)
-        var m = next().multipliedFullWidth(by: bound)
-        if m.low < bound {
-            let threshold = (0 &- bound) % bound
-            while m.low < threshold { m = next().multipliedFullWidth(by: bound) }
-        }
-        return Int(m.high)
-    }
-}
-
 public final class Packer {
     public let options: PackOptions
     public let inputHeader: StreamHeader
@@ -214,7 +192,8 @@ public final class Packer {
     /// Which split a document belongs to: its seeded content hash mapped to [0, 1).
     public func splitIndex(of tokens: [Int32]) -> Int {
         guard cumulative.count > 1 else { return 0 }
-        let u = Double(PackRNG.mix(documentHash(tokens, seed: options.seed)) >> 11) / Double(1 << 53)
+        // SplitMix64's finaliser whitens the FNV hash, whose low bits are weak.
+        let u = Double(SplitMix64.mix(documentHash(tokens, seed: options.seed)) >> 11) / Double(1 << 53)
         for (i, c) in cumulative.enumerated() where u < c { return i }
         return cumulative.count - 1
     }
@@ -305,10 +284,8 @@ public final class Packer {
         var order = Array(0..<stats[split].rows)
         guard options.shuffle else { return order }
         let name = options.splitNames[split]
-        var rng = PackRNG(state: options.seed ^ documentHash(name.unicodeScalars.map { Int32($0.value) }, seed: 0x5348_5546))
-        if order.count > 1 {
-            for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, rng.below(i + 1)) }
-        }
+        var rng = SplitMix64(seed: options.seed ^ documentHash(name.unicodeScalars.map { Int32($0.value) }, seed: 0x5348_5546))
+        rng.fisherYates(&order)
         return order
     }
 

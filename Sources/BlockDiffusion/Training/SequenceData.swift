@@ -62,7 +62,7 @@ public struct BatchOrder: Equatable, Sendable {
     static func permutation(rows: Int, seed: UInt64, epoch: Int) -> [Int] {
         var rng = Xoshiro256(seed: seed &+ 0x5851_F42D_4C95_7F2D &* UInt64(epoch + 1))
         var p = Array(0..<rows)
-        if rows > 1 { for i in stride(from: rows - 1, to: 0, by: -1) { p.swapAt(i, rng.uniformInt(i + 1)) } }
+        rng.fisherYates(&p)
         return p
     }
 
