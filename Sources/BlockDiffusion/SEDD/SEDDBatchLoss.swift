@@ -1,5 +1,5 @@
 // One SEDD batch through the time-conditioned DiT and the score-entropy head, for `train --algo sedd`
-// and SEDD test perplexity. Mirrors Training/BatchLoss.swift (the diffusion one):
+// and SEDD test perplexity. Shares BatchLossCore (buffers, draw, denominator) with Training/BatchLoss.swift:
 //
 //   t_k       one per sequence, antithetic over the batch: u_k = (u + k)/B mod 1, t = u(ω−β)+β; the base
 //             interval (1e-3, 1) gives t = (1−ε)u + ε.                       (DiffusionObjective.sampleTimes)
@@ -28,31 +28,19 @@ public protocol LossRunner: AnyObject {
 
 extension BatchLoss: LossRunner {}
 
-public final class SEDDBatchLoss: LossRunner {
-    public let model: DiT
+/// Time sampling and masking (antithetic, BOS rule) are the diffusion objective's with one block per sequence.
+public final class SEDDBatchLoss: BatchLossCore, LossRunner {
     public var noise: SEDDNoise
-    /// Time sampling and masking (antithetic, BOS rule) are the diffusion objective's with one block per sequence.
-    public var objective: DiffusionObjective
-    public let maxBatch: Int
-    let L: Int, V: Int
-    let xt: UnsafeMutableBufferPointer<Int32>
-    let rowLoss: UnsafeMutableBufferPointer<Float>
-    let dLogits: UnsafeMutableBufferPointer<Float>
     /// σ and dσ of the last batch (B), for inspection.
     public private(set) var sigma: [Double] = []
     public private(set) var dsigma: [Double] = []
 
     public init(model: DiT, noise: SEDDNoise = .bd3lms, length: Int, maskID: Int32, maxBatch: Int, needsGradients: Bool) {
         precondition(model.config.timeConditioning && model.config.hasAdaLN, "SEDD needs a time-conditioned (non-causal) DiT")
-        self.model = model; self.noise = noise; self.maxBatch = maxBatch
-        objective = DiffusionObjective(blockSize: length, length: length, maskID: maskID)
-        L = length; V = model.config.vocabSize
-        xt = .allocate(capacity: maxBatch * L); xt.initialize(repeating: 0)
-        rowLoss = .allocate(capacity: maxBatch * L); rowLoss.initialize(repeating: 0)
-        dLogits = .allocate(capacity: needsGradients ? maxBatch * L * V : 0)
-        if needsGradients { dLogits.initialize(repeating: 0) }
+        self.noise = noise
+        super.init(name: "SEDDBatchLoss", model: model, objective: DiffusionObjective(blockSize: length, length: length, maskID: maskID),
+                   maxBatch: maxBatch, needsGradients: needsGradients)
     }
-    deinit { xt.deallocate(); rowLoss.deallocate(); dLogits.deallocate() }
 
     /// Per-token losses dσ·ℓ of the last batch (B·L).
     public var tokenLosses: [Float] { Array(rowLoss[0..<(sigma.count * L)]) }
@@ -66,8 +54,7 @@ public final class SEDDBatchLoss: LossRunner {
                     weighted: Bool = false, backward: Bool, gradScale: Double = 1, dropoutSeed: UInt64,
                     rng: inout Xoshiro256) -> LossSummary {
         precondition(B <= maxBatch && x0.count == B * L)
-        let t = objective.sampleTimes(batch: B, interval: interval, rng: &rng)
-        let masked = objective.maskTokens(x0: Array(x0), batch: B, p: t.map { noise.moveChance($0) }, interval: interval, rng: &rng)
+        let (t, masked) = drawNoise(x0: x0, batch: B, interval: interval, moveChance: { $0.map(self.noise.moveChance) }, rng: &rng)
         return run(x0: x0, xt: masked, t: t, training: training, backward: backward, gradScale: gradScale, dropoutSeed: dropoutSeed)
     }
 
@@ -76,12 +63,12 @@ public final class SEDDBatchLoss: LossRunner {
                     gradScale: Double = 1, dropoutSeed: UInt64) -> LossSummary {
         let B = t.count
         precondition(B <= maxBatch && x0.count == B * L && masked.count == B * L)
-        precondition(!backward || dLogits.count > 0, "SEDDBatchLoss built without gradient buffers")
+        requireGradients(backward)
         sigma = t.map { noise.sigma($0) }
         dsigma = t.map { noise.dsigma($0) }
         for i in 0..<(B * L) { xt[i] = masked[i] }
-        let excludeFirst = objective.ignoreBOS && !training
-        let count = B * L - (excludeFirst ? B : 0)
+        let excludeFirst = excludesFirst(training: training)
+        let count = tokenCount(batch: B, training: training)
         let sigmaF = sigma.map { Float($0) }
         let logits = sigmaF.withUnsafeBufferPointer {
             model.forward(tokens: UnsafeBufferPointer(rebasing: xt[0..<(B * L)]), batch: B, layout: .full,
@@ -93,7 +80,7 @@ public final class SEDDBatchLoss: LossRunner {
                                  sigma: sg.baseAddress!, dsigma: ds.baseAddress!, gradScale: gradScale / Double(count),
                                  loss: rowLoss.baseAddress!, dLogits: backward ? dLogits.baseAddress! : nil)
         } }
-        if backward { model.backward(dLogits: UnsafeBufferPointer(rebasing: dLogits[0..<(B * L * V)])) }
+        if backward { self.backward(rows: B * L) }
         var sum = 0.0
         var means = [Double](repeating: 0, count: B)
         for k in 0..<B {

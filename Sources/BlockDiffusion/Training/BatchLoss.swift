@@ -16,32 +16,69 @@ public enum Algorithm: String, CaseIterable, Sendable {
     case ar, mdlm, bd3, sedd
 }
 
-public final class BatchLoss {
+/// What every batch loss (BatchLoss, SEDDBatchLoss) holds and does the same way: the model and objective,
+/// buffers allocated once for `maxBatch` sequences of L tokens — x_t and per-token losses (B·L), dLogits
+/// (B·L·V) only when gradients are needed — the draw of t and x_t, the loss denominator, the backward hand-off.
+public class BatchLossCore {
     public let model: DiT
-    public let algorithm: Algorithm
     public var objective: DiffusionObjective
     public let maxBatch: Int
     let L: Int, V: Int
-    let input: UnsafeMutableBufferPointer<Int32>
-    let weights: UnsafeMutableBufferPointer<Float>
+    let xt: UnsafeMutableBufferPointer<Int32>
     let rowLoss: UnsafeMutableBufferPointer<Float>
     let dLogits: UnsafeMutableBufferPointer<Float>
-    let xt: UnsafeMutableBufferPointer<Int32>
+    let name: String
+
+    init(name: String, model: DiT, objective: DiffusionObjective, maxBatch: Int, needsGradients: Bool) {
+        precondition(!needsGradients || !model.isInference, "\(name) with gradients needs a trainable DiT (built with inference: false)")
+        self.name = name; self.model = model; self.objective = objective; self.maxBatch = maxBatch
+        L = objective.length; V = model.config.vocabSize
+        xt = .allocate(capacity: maxBatch * L); xt.initialize(repeating: 0)
+        rowLoss = .allocate(capacity: maxBatch * L); rowLoss.initialize(repeating: 0)
+        dLogits = .allocate(capacity: needsGradients ? maxBatch * L * V : 0)
+        if needsGradients { dLogits.initialize(repeating: 0) }
+    }
+    deinit { xt.deallocate(); rowLoss.deallocate(); dLogits.deallocate() }
+
+    func requireGradients(_ backward: Bool) {
+        precondition(!backward || dLogits.count > 0, "\(name) built without gradient buffers")
+    }
+
+    /// t per block (B, nb) from the objective's sampler and x_t masking block b with probability moveChance(t)_b.
+    func drawNoise(x0: UnsafeBufferPointer<Int32>, batch B: Int, interval: ClipInterval,
+                   moveChance: ([Double]) -> [Double], rng: inout Xoshiro256) -> (t: [Double], xt: [Int32]) {
+        let t = objective.sampleTimes(batch: B, interval: interval, rng: &rng)
+        let masked = objective.maskTokens(x0: Array(x0), batch: B, p: moveChance(t), interval: interval, rng: &rng)
+        return (t, masked)
+    }
+
+    /// Position 0 (BOS) is left out of the evaluation loss (ignore_bos); training counts every token.
+    func excludesFirst(training: Bool) -> Bool { objective.ignoreBOS && !training }
+    /// The loss denominator: B·L, or B·(L−1) when position 0 is left out.
+    func tokenCount(batch B: Int, training: Bool) -> Int { B * L - (excludesFirst(training: training) ? B : 0) }
+
+    /// DiT.backward on the first `rows` logit rows of dLogits.
+    func backward(rows: Int) {
+        model.backward(dLogits: UnsafeBufferPointer(rebasing: dLogits[0..<(rows * V)]))
+    }
+}
+
+public final class BatchLoss: BatchLossCore {
+    public let algorithm: Algorithm
+    let input: UnsafeMutableBufferPointer<Int32>
+    let weights: UnsafeMutableBufferPointer<Float>
     let targets: UnsafeMutableBufferPointer<Int32>
 
     /// `objective.blockSize` must be 1 for AR and L for MDLM. Buffers sized for `maxBatch` sequences.
     public init(model: DiT, algorithm: Algorithm, objective: DiffusionObjective, maxBatch: Int, needsGradients: Bool) {
-        self.model = model; self.algorithm = algorithm; self.objective = objective; self.maxBatch = maxBatch
-        L = objective.length; V = model.config.vocabSize
+        self.algorithm = algorithm
+        let L = objective.length
         input = .allocate(capacity: maxBatch * 2 * L); input.initialize(repeating: 0)
         weights = .allocate(capacity: maxBatch * L); weights.initialize(repeating: 0)
-        rowLoss = .allocate(capacity: maxBatch * L); rowLoss.initialize(repeating: 0)
-        xt = .allocate(capacity: maxBatch * L); xt.initialize(repeating: 0)
         targets = .allocate(capacity: maxBatch * L); targets.initialize(repeating: 0)
-        dLogits = .allocate(capacity: needsGradients ? maxBatch * L * V : 0)
-        if needsGradients { dLogits.initialize(repeating: 0) }
+        super.init(name: "BatchLoss", model: model, objective: objective, maxBatch: maxBatch, needsGradients: needsGradients)
     }
-    deinit { input.deallocate(); weights.deallocate(); rowLoss.deallocate(); xt.deallocate(); targets.deallocate(); dLogits.deallocate() }
+    deinit { input.deallocate(); weights.deallocate(); targets.deallocate() }
 
     /// Model input length per sequence for this algorithm.
     public static func inputLength(_ a: Algorithm, length L: Int) -> Int {
@@ -55,12 +92,10 @@ public final class BatchLoss {
                     weighted: Bool, backward: Bool, gradScale: Double = 1, dropoutSeed: UInt64,
                     rng: inout Xoshiro256) -> LossSummary {
         precondition(B <= maxBatch && x0.count == B * L)
-        precondition(!backward || dLogits.count > 0, "BatchLoss built without gradient buffers")
+        requireGradients(backward)
         precondition(algorithm != .sedd, "SEDD batches run through SEDDBatchLoss")
         if algorithm == .ar { return runAR(x0: x0, batch: B, training: training, backward: backward, gradScale: gradScale, dropoutSeed: dropoutSeed) }
-        let obj = objective
-        let t = obj.sampleTimes(batch: B, interval: interval, rng: &rng)
-        let masked = obj.maskTokens(x0: Array(x0), batch: B, p: obj.moveChance(t), interval: interval, rng: &rng)
+        let (t, masked) = drawNoise(x0: x0, batch: B, interval: interval, moveChance: objective.moveChance, rng: &rng)
         return evaluate(x0: x0, xt: masked, blockTimes: t, batch: B, interval: interval, training: training, weighted: weighted,
                         backward: backward, gradScale: gradScale, dropoutSeed: dropoutSeed)
     }
@@ -73,8 +108,8 @@ public final class BatchLoss {
         let nb = obj.blocksPerSequence
         precondition(algorithm != .ar && masked.count == B * L && t.count == B * nb)
         let coef = obj.coefficients(t, interval: interval, weighted: weighted)
-        let excludeFirst = obj.ignoreBOS && !training
-        let count = B * L - (excludeFirst ? B : 0)
+        let excludeFirst = excludesFirst(training: training)
+        let count = tokenCount(batch: B, training: training)
         let s = backward ? gradScale / Double(count) : 1
         for k in 0..<B {
             for i in 0..<L {
@@ -101,7 +136,7 @@ public final class BatchLoss {
         LossHeads.subs(logits: UnsafePointer(logits.baseAddress!), N: B * L, V: V, xt: UnsafePointer(xt.baseAddress!),
                        x0: x0.baseAddress!, maskId: obj.maskID, weights: UnsafePointer(weights.baseAddress!),
                        loss: rowLoss.baseAddress!, dLogits: backward ? dLogits.baseAddress! : nil)
-        if backward { model.backward(dLogits: UnsafeBufferPointer(rebasing: dLogits[0..<(B * L * V)])) }
+        if backward { self.backward(rows: B * L) }
         return summarize(batch: B, perSequence: L, blockSize: obj.blockSize, count: count, scale: s)
     }
 
@@ -167,7 +202,7 @@ public final class BatchLoss {
         LossHeads.autoregressive(logits: UnsafePointer(logits.baseAddress!), N: B * T, V: V, targets: UnsafePointer(targets.baseAddress!),
                                  maskId: objective.maskID, weights: UnsafePointer(weights.baseAddress!),
                                  loss: rowLoss.baseAddress!, dLogits: backward ? dLogits.baseAddress! : nil)
-        if backward { model.backward(dLogits: UnsafeBufferPointer(rebasing: dLogits[0..<(B * T * V)])) }
+        if backward { self.backward(rows: B * T) }
         return summarize(batch: B, perSequence: T, blockSize: T, count: count, scale: s)
     }
 
