@@ -3,18 +3,8 @@ import Foundation
 @testable import BlockDiffusion
 
 /// Mixed-scale training (`train --block-mix`, seed 003 §3.3) and `score ppl --block-size`.
-final class MixScaleTests: XCTestCase {
-    var dir = ""
-    var trainPath = "", validPath = ""
+final class MixScaleTests: TinyRunTestCase {
     let L = TinyRun.L   // 16
-
-    override func setUpWithError() throws {
-        dir = TinyRun.tempDir("mix")
-        trainPath = dir + "/train.tok"; validPath = dir + "/valid.tok"
-        try TinyRun.writeStream(trainPath, rows: TinyRun.rows(8))
-        try TinyRun.writeStream(validPath, rows: TinyRun.rows(4))
-    }
-    override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
 
     func mixRequest(_ spec: String, steps: Int = 6) -> TrainRequest {
         var r = TinyRun.request(dir: dir, data: trainPath, valid: validPath, steps: steps)
@@ -288,17 +278,7 @@ final class MixScaleTests: XCTestCase {
 }
 
 /// `train --algo sedd`: the time-conditioned SEDD baseline through the trainer, validation and `score ppl`.
-final class SEDDTrainingTests: XCTestCase {
-    var dir = ""
-    var trainPath = "", validPath = ""
-
-    override func setUpWithError() throws {
-        dir = TinyRun.tempDir("sedd-train")
-        trainPath = dir + "/train.tok"; validPath = dir + "/valid.tok"
-        try TinyRun.writeStream(trainPath, rows: TinyRun.rows(8))
-        try TinyRun.writeStream(validPath, rows: TinyRun.rows(4))
-    }
-    override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
+final class SEDDTrainingTests: TinyRunTestCase {
 
     func testTinySEDDModelLearns() throws {
         var r = TinyRun.request(dir: dir, data: trainPath, valid: validPath, algo: .sedd, steps: 60)
@@ -335,18 +315,8 @@ final class SEDDTrainingTests: XCTestCase {
     func testSEDDResumeIsBitExact() throws {
         var r = TinyRun.request(dir: dir, data: trainPath, valid: nil, algo: .sedd, steps: 6)
         r.sets.append("dropout=0.1")
-        r.runDir = dir + "/a"
-        let (a, _) = try TrainSetup.make(r)
-        var la: [Double] = []
-        for _ in 0..<6 { la.append(try a.trainStep().loss) }
-        r.runDir = dir + "/b"
-        let (b, _) = try TrainSetup.make(r)
-        var lb: [Double] = []
-        for _ in 0..<3 { lb.append(try b.trainStep().loss) }
-        try b.saveCheckpoint(runDir: r.runDir, best: false, valNLL: nil)
-        let (c, how) = try TrainSetup.make(r)
+        let (a, c, la, lb, how) = try trainStraightAndResumed(&r, steps: 3)
         XCTAssertTrue(how.hasPrefix("resuming"), how)
-        for _ in 0..<3 { lb.append(try c.trainStep().loss) }
         XCTAssertEqual(la, lb)
         XCTAssertTrue(Array(a.model.parameters) == Array(c.model.parameters))
         // bd3 on a SEDD run directory, and SEDD-only options elsewhere, are usage errors.

@@ -214,10 +214,7 @@ final class SEDDTests: XCTestCase {
     /// t antithetic (one per stratum), the same seed draws the same batch.
     func testBatchLossZeroModelAndSampling() {
         let V = 13, L = 8, B = 4
-        let cfg = ModelConfig(vocabSize: V, hiddenSize: 16, nBlocks: 1, nHeads: 2, condDim: 8, length: L, dropout: 0,
-                              causal: false, timeConditioning: true)
-        let model = DiT(config: cfg, maxBatch: B, maxTokens: L)
-        model.initialize(seed: 1)
+        let model = TinyRun.seddModel(V: V, L: L, maxBatch: B, seed: 1)
         let runner = SEDDBatchLoss(model: model, length: L, maskID: Int32(V - 1), maxBatch: B, needsGradients: true)
         let x0: [Int32] = (0..<(B * L)).map { (i: Int) -> Int32 in Int32(i % (V - 1)) }
         var rng = Xoshiro256(seed: 5)
@@ -256,10 +253,7 @@ final class SEDDTests: XCTestCase {
     /// SEDD perplexity of the zero-output model is about V−1 (NELBO per token ≈ ln(V−1) in expectation).
     func testPerplexityOfZeroModel() {
         let V = 13, L = 8
-        let cfg = ModelConfig(vocabSize: V, hiddenSize: 16, nBlocks: 1, nHeads: 2, condDim: 8, length: L, dropout: 0,
-                              causal: false, timeConditioning: true)
-        let model = DiT(config: cfg, maxBatch: 8, maxTokens: L)
-        model.initialize(seed: 1)
+        let model = TinyRun.seddModel(V: V, L: L, maxBatch: 8, seed: 1)
         let header = StreamHeader(kind: .sequences, vocabSize: V, tokenizerFingerprint: 0,
                                   special: SpecialTokens(bos: 0, eos: 0, mask: Int32(V - 1), pad: -1), fields: [], attributes: [:])
         let data = SequenceData(header: header, length: L, tokens: (0..<(16 * L)).map { (i: Int) -> Int32 in Int32(i % (V - 1)) })
@@ -441,10 +435,7 @@ extension SEDDTests {
     /// conditioning, score entropy, backward).
     func testTrainingStepsLowerTheLoss() {
         let V = 9, L = 8, B = 4
-        let cfg = ModelConfig(vocabSize: V, hiddenSize: 16, nBlocks: 1, nHeads: 2, condDim: 8, length: L, dropout: 0,
-                              causal: false, timeConditioning: true)
-        let model = DiT(config: cfg, maxBatch: B, maxTokens: L)
-        model.initialize(seed: 3)
+        let model = TinyRun.seddModel(V: V, L: L, maxBatch: B, seed: 3)
         let runner = SEDDBatchLoss(model: model, length: L, maskID: Int32(V - 1), maxBatch: B, needsGradients: true)
         let x0: [Int32] = (0..<(B * L)).map { (i: Int) -> Int32 in Int32((i % L) % 4) }   // every row 0 1 2 3 0 1 2 3
         let adam = AdamW(count: model.parameterCount)

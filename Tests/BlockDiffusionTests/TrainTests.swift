@@ -2,59 +2,7 @@ import XCTest
 import Foundation
 @testable import BlockDiffusion
 
-/// Shared helpers for the training / scoring tests: tiny streams on disk and a tiny model.
-enum TinyRun {
-    static let V = 24            // 0..20 text, 21 eos/bos, 22 pad, 23 mask
-    static let L = 16
-
-    static func tempDir(_ name: String) -> String {
-        let d = NSTemporaryDirectory() + "bd3-objectives-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-        return d
-    }
-
-    static func header(kind: StreamKind = .sequences, fingerprint: UInt64 = 0xABCD) -> StreamHeader {
-        StreamHeader(kind: kind, vocabSize: V, tokenizerFingerprint: fingerprint,
-                     special: SpecialTokens(bos: 21, eos: 21, mask: 23, pad: 22), attributes: ["seq_len": "\(L)"])
-    }
-
-    /// `n` rows cycling through a few fixed patterns (learnable), row 0 of each starting with BOS.
-    static func rows(_ n: Int, length: Int = L) -> [[Int32]] {
-        (0..<n).map { r in
-            let shift = r % 4
-            return [21] + (1..<length).map { Int32((($0 * 3 + shift * 5) % 21)) }
-        }
-    }
-
-    static func writeStream(_ path: String, rows: [[Int32]], header h: StreamHeader = header()) throws {
-        let out = try OutputFile(path: path, allowTerminal: true)
-        let w = try TokenStreamWriter(sink: out, header: h)
-        for (i, r) in rows.enumerated() { try w.write(TokenRecord(id: UInt64(i), tokens: r)) }
-        try w.finish()
-        try out.commit()
-    }
-
-    static func request(dir: String, data: String, valid: String?, algo: Algorithm = .bd3, steps: Int = 20) -> TrainRequest {
-        var r = TrainRequest()
-        r.data = data; r.valid = valid; r.algorithm = algo; r.blockSize = 4; r.steps = steps; r.batch = 4
-        r.lr = 3e-3; r.warmup = 0; r.runDir = dir + "/run"; r.saveEvery = 0
-        r.sets = ["hidden_size=32", "n_blocks=2", "n_heads=2", "cond_dim=16"]
-        return r
-    }
-}
-
-final class TrainTests: XCTestCase {
-    var dir = ""
-    var trainPath = "", validPath = ""
-
-    override func setUpWithError() throws {
-        dir = TinyRun.tempDir("train")
-        trainPath = dir + "/train.tok"; validPath = dir + "/valid.tok"
-        try TinyRun.writeStream(trainPath, rows: TinyRun.rows(8))
-        try TinyRun.writeStream(validPath, rows: TinyRun.rows(4))
-    }
-    override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
-
+final class TrainTests: TinyRunTestCase {
     func testTinyModelLearnsRepeatedSequences() throws {
         for algo in [Algorithm.bd3, .ar] {
             var r = TinyRun.request(dir: dir, data: trainPath, valid: nil, algo: algo, steps: 60)
@@ -71,20 +19,8 @@ final class TrainTests: XCTestCase {
         var r = TinyRun.request(dir: dir, data: trainPath, valid: validPath, steps: 6)
         r.sets.append("dropout=0.1")
         r.schedule = "bimodal_gaussian"   // exercises the training-progress hook too
-        r.runDir = dir + "/a"
-        let (a, _) = try TrainSetup.make(r)
-        var la: [Double] = []
-        for _ in 0..<6 { la.append(try a.trainStep().loss) }
-
-        r.runDir = dir + "/b"
-        let (b, _) = try TrainSetup.make(r)
-        var lb: [Double] = []
-        for _ in 0..<3 { lb.append(try b.trainStep().loss) }
-        try b.saveCheckpoint(runDir: r.runDir, best: false, valNLL: nil)
-        let (c, how) = try TrainSetup.make(r)      // finds last.optim.safetensors → resumes
+        let (a, c, la, lb, how) = try trainStraightAndResumed(&r, steps: 3)
         XCTAssertTrue(how.hasPrefix("resuming"), how)
-        XCTAssertEqual(c.step, 3)
-        for _ in 0..<3 { lb.append(try c.trainStep().loss) }
         XCTAssertEqual(la, lb)
         XCTAssertTrue(Array(a.model.parameters) == Array(c.model.parameters))
         XCTAssertTrue(Array(a.ema.shadow) == Array(c.ema.shadow))
