@@ -17,14 +17,20 @@ func cliBinary(_ name: String) throws -> String {
     throw Missing(description: "\(name) not found next to the tests (\(candidates.map(\.path))); run swift build first")
 }
 
-/// Runs a tool; returns its exit code, stdout and stderr.
-func runCLI(_ path: String, _ args: [String]) throws -> (code: Int32, out: String, err: String) {
+/// A tool's process, not started, with BD3_NO_REEXEC=1 (no BLAS re-exec under the test runner).
+func cliProcess(_ path: String, _ args: [String]) -> Process {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: path)
     p.arguments = args
     var env = ProcessInfo.processInfo.environment
     env["BD3_NO_REEXEC"] = "1"
     p.environment = env
+    return p
+}
+
+/// Runs a tool; returns its exit code, stdout and stderr.
+func runCLI(_ path: String, _ args: [String]) throws -> (code: Int32, out: String, err: String) {
+    let p = cliProcess(path, args)
     let o = Pipe(), e = Pipe()
     p.standardOutput = o; p.standardError = e
     try p.run()

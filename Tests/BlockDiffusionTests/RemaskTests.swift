@@ -35,10 +35,7 @@ func toolPath(_ name: String) -> String {
 /// Runs a tool; returns (exit status, stderr).
 @discardableResult
 func runTool(_ name: String, _ args: [String], stdin: [UInt8]? = nil, stdoutFile: String? = nil) throws -> (Int32, String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: toolPath(name))
-    p.arguments = args
-    var env = ProcessInfo.processInfo.environment; env["BD3_NO_REEXEC"] = "1"; p.environment = env
+    let p = cliProcess(toolPath(name), args)
     let err = Pipe(); p.standardError = err
     let inFile = NSTemporaryDirectory() + "bd3-in-\(UUID().uuidString)"
     if let stdin { FileManager.default.createFile(atPath: inFile, contents: Data(stdin)); p.standardInput = FileHandle(forReadingAtPath: inFile) }

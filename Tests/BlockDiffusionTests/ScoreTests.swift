@@ -118,12 +118,7 @@ final class ScoreTests: XCTestCase {
         try TinyRun.writeStream(data, rows: TinyRun.rows(8))
         let args = ["--data", data, "--set", "hidden_size=32", "--set", "n_blocks=1", "--set", "n_heads=2",
                     "--set", "cond_dim=16", "--batch", "2", "--steps", "1000000", "--log-every", "1", "-o", dir + "/run"]
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: train)
-        p.arguments = args
-        var env = ProcessInfo.processInfo.environment
-        env["BD3_NO_REEXEC"] = "1"
-        p.environment = env
+        let p = cliProcess(train, args)
         let e = Pipe()
         p.standardError = e
         p.standardOutput = FileHandle.nullDevice

@@ -254,18 +254,8 @@ final class TokenizerTests: XCTestCase {
     }
 }
 
-/// Deterministic test randomness.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+/// Deterministic test randomness (the library's generator).
+typealias SplitMix = SplitMix64
 
 /// The `tokenize` executable: exit codes, bad inputs, atomic outputs, byte-exact round trips.
 final class TokenizeCLITests: XCTestCase {
