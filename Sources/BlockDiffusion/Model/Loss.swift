@@ -30,42 +30,23 @@ public enum LossHeads {
     }
 
     /// SUBS loss over N rows. Writes per-row loss into `loss` (N), dLogits (N, V) if given, returns Σ loss (Double).
-    /// SUBS loss over N rows. Writes per-row loss into `loss` (N), dLogits (N, V) if given, returns Σ loss (Double).
     @discardableResult
     public static func subs(logits: UnsafePointer<Float>, N: Int, V: Int, xt: UnsafePointer<Int32>, x0: UnsafePointer<Int32>,
                             maskId: Int32, weights: UnsafePointer<Float>, loss: UnsafeMutablePointer<Float>,
                             dLogits: UnsafeMutablePointer<Float>?) -> Double {
         let m = Int(maskId)
-        parallelChunks(N, grain: 4) { rows in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: V) { scratch in
-                for r in rows {
-                    let w = weights[r]
-                    if xt[r] != maskId {
-                        // Carry-over: logp[x0] is 0 if x0 == x_t, else −1e6; constant in the logits.
-                        loss[r] = x0[r] == xt[r] ? 0 : -w * subsNegInfinity
-                        if let dLogits { (dLogits + r * V).update(repeating: 0, count: V) }
-                        continue
-                    }
-                    // e = exp(logits' − max) with logits'[m] = logits[m] − 1e6, written where the gradient goes.
-                    let e = dLogits.map { $0 + r * V } ?? scratch.baseAddress!
-                    e.update(from: logits + r * V, count: V)
-                    e[m] += subsNegInfinity
-                    let t = Int(x0[r])
-                    let target = e[t]
-                    let mx = maxOf(e, V)
-                    var s = expShiftSum(e, V, mx)
-                    s -= e[m]; e[m] = 0                  // exp(≈ −1e6) is exactly 0 in the reference
-                    loss[r] = -w * (target - mx - logf(s))
-                    if dLogits != nil {
-                        scaleInPlace(e, V, w / s)
-                        e[t] -= w
-                    }
-                }
+        return forEachRow(N: N, V: V, loss: loss, dLogits: dLogits) { r, e in
+            let w = weights[r]
+            if xt[r] != maskId {
+                // Carry-over: logp[x0] is 0 if x0 == x_t, else −1e6; constant in the logits.
+                if dLogits != nil { e.update(repeating: 0, count: V) }
+                return x0[r] == xt[r] ? 0 : -w * subsNegInfinity
             }
+            // logits'[m] = logits[m] − 1e6 (a shift: the mask logit keeps its gradient).
+            e.update(from: logits + r * V, count: V)
+            e[m] += subsNegInfinity
+            return maskedCrossEntropy(e, V, mask: m, target: Int(x0[r]), weight: w, gradient: dLogits != nil, maskHasGradient: true)
         }
-        var total: Double = 0
-        for r in 0..<N { total += Double(loss[r]) }
-        return total
     }
 
     /// AR loss: mask column set to −1e6, log-softmax, −weight · logp[target]. Same outputs as `subs`.
@@ -74,29 +55,43 @@ public enum LossHeads {
                                       weights: UnsafePointer<Float>, loss: UnsafeMutablePointer<Float>,
                                       dLogits: UnsafeMutablePointer<Float>?) -> Double {
         let m = Int(maskId)
+        return forEachRow(N: N, V: V, loss: loss, dLogits: dLogits) { r, e in
+            e.update(from: logits + r * V, count: V)
+            e[m] = subsNegInfinity               // overwritten: the mask logit has no gradient
+            return maskedCrossEntropy(e, V, mask: m, target: Int(targets[r]), weight: weights[r], gradient: dLogits != nil,
+                                      maskHasGradient: false)
+        }
+    }
+
+    /// The rows of a head, in parallel: loss[r] = row(r, e) where e (V) is row r of dLogits when given (the head
+    /// writes its gradient there) or a per-thread scratch row. Returns Σ loss (Double).
+    @inline(__always)
+    static func forEachRow(N: Int, V: Int, loss: UnsafeMutablePointer<Float>, dLogits: UnsafeMutablePointer<Float>?,
+                           _ row: (Int, UnsafeMutablePointer<Float>) -> Float) -> Double {
         parallelChunks(N, grain: 4) { rows in
             withUnsafeTemporaryAllocation(of: Float.self, capacity: V) { scratch in
-                for r in rows {
-                    let w = weights[r]
-                    let e = dLogits.map { $0 + r * V } ?? scratch.baseAddress!
-                    e.update(from: logits + r * V, count: V)
-                    e[m] = subsNegInfinity
-                    let t = Int(targets[r])
-                    let target = e[t]
-                    let mx = maxOf(e, V)
-                    var s = expShiftSum(e, V, mx)
-                    s -= e[m]; e[m] = 0
-                    loss[r] = -w * (target - mx - logf(s))
-                    if dLogits != nil {
-                        scaleInPlace(e, V, w / s)
-                        e[m] = 0       // the mask logit is overwritten, so it has no gradient
-                        if t != m { e[t] -= w }
-                    }
-                }
+                for r in rows { loss[r] = row(r, dLogits.map { $0 + r * V } ?? scratch.baseAddress!) }
             }
         }
         var total: Double = 0
         for r in 0..<N { total += Double(loss[r]) }
         return total
+    }
+
+    /// −w · log softmax(e)[t] for a row e (V) whose mask column m is already at ≈ −1e6, that column's probability
+    /// taken as exactly 0 (exp(≈ −1e6) is 0 in the reference). e is overwritten: with `gradient`,
+    /// e = w·(softmax − onehot(t)) and 0 in the mask column; `maskHasGradient` false drops the onehot there too.
+    @inline(__always)
+    static func maskedCrossEntropy(_ e: UnsafeMutablePointer<Float>, _ V: Int, mask m: Int, target t: Int, weight w: Float,
+                                   gradient: Bool, maskHasGradient: Bool) -> Float {
+        let target = e[t]
+        let mx = maxOf(e, V)
+        var s = expShiftSum(e, V, mx)            // e = exp(e − max)
+        s -= e[m]; e[m] = 0
+        if gradient {
+            scaleInPlace(e, V, w / s)
+            if maskHasGradient || t != m { e[t] -= w }
+        }
+        return -w * (target - mx - logf(s))
     }
 }

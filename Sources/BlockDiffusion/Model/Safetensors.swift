@@ -158,32 +158,28 @@ public struct SafetensorsWriter {
     private var items: [(name: String, dtype: String, shape: [Int], data: [UInt8])] = []
     public init() {}
 
-    public mutating func add(name: String, shape: [Int], floats: UnsafeBufferPointer<Float>) {
-        precondition(shape.reduce(1, *) == floats.count, "shape \(shape) does not match \(floats.count) values for \(name)")
-        var d = [UInt8](repeating: 0, count: 4 * floats.count)
+    /// One tensor of fixed-width integers (or float bit patterns), stored little-endian.
+    private mutating func addLittleEndian<T: FixedWidthInteger>(name: String, dtype: String, shape: [Int], count: Int, _ value: (Int) -> T) {
+        precondition(shape.reduce(1, *) == count, "shape \(shape) does not match \(count) values for \(name)")
+        let w = MemoryLayout<T>.size
+        var d = [UInt8](repeating: 0, count: w * count)
         d.withUnsafeMutableBytes { raw in
-            for i in 0..<floats.count { raw.storeBytes(of: floats[i].bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
+            for i in 0..<count { raw.storeBytes(of: value(i).littleEndian, toByteOffset: w * i, as: T.self) }
         }
-        items.append((name, "F32", shape, d))
+        items.append((name, dtype, shape, d))
+    }
+
+    public mutating func add(name: String, shape: [Int], floats: UnsafeBufferPointer<Float>) {
+        addLittleEndian(name: name, dtype: "F32", shape: shape, count: floats.count) { floats[$0].bitPattern }
     }
     public mutating func add(name: String, shape: [Int], floats: [Float]) {
         floats.withUnsafeBufferPointer { add(name: name, shape: shape, floats: $0) }
     }
     public mutating func add(name: String, shape: [Int], int32s: [Int32]) {
-        precondition(shape.reduce(1, *) == int32s.count)
-        var d = [UInt8](repeating: 0, count: 4 * int32s.count)
-        d.withUnsafeMutableBytes { raw in
-            for i in 0..<int32s.count { raw.storeBytes(of: int32s[i].littleEndian, toByteOffset: 4 * i, as: Int32.self) }
-        }
-        items.append((name, "I32", shape, d))
+        addLittleEndian(name: name, dtype: "I32", shape: shape, count: int32s.count) { int32s[$0] }
     }
     public mutating func add(name: String, shape: [Int], int64s: [Int64]) {
-        precondition(shape.reduce(1, *) == int64s.count)
-        var d = [UInt8](repeating: 0, count: 8 * int64s.count)
-        d.withUnsafeMutableBytes { raw in
-            for i in 0..<int64s.count { raw.storeBytes(of: int64s[i].littleEndian, toByteOffset: 8 * i, as: Int64.self) }
-        }
-        items.append((name, "I64", shape, d))
+        addLittleEndian(name: name, dtype: "I64", shape: shape, count: int64s.count) { int64s[$0] }
     }
     public mutating func add(name: String, shape: [Int], bools: [Bool]) {
         precondition(shape.reduce(1, *) == bools.count)
