@@ -81,6 +81,12 @@ final class TrainTests: XCTestCase {
         var lb: [Double] = []
         for _ in 0..<3 { lb.append(try b.trainStep().loss) }
         try b.saveCheckpoint(runDir: r.runDir, best: false, valNLL: nil)
+        // A kill between the two writes of a later save: last.safetensors is from step 5, last.optim from step 3.
+        // The optimizer file alone is the resume state, so the run still continues exactly from step 3.
+        for _ in 0..<2 { _ = try b.trainStep() }
+        try b.saveCheckpoint(runDir: dir + "/b5", best: false, valNLL: nil)
+        try FileManager.default.removeItem(atPath: r.runDir + "/last.safetensors")
+        try FileManager.default.copyItem(atPath: dir + "/b5/last.safetensors", toPath: r.runDir + "/last.safetensors")
         let (c, how) = try TrainSetup.make(r)      // finds last.optim.safetensors → resumes
         XCTAssertTrue(how.hasPrefix("resuming"), how)
         XCTAssertEqual(c.step, 3)
