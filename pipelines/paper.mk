@@ -233,7 +233,7 @@ PAPER_A := $(PAPER_OUT)/alt
 PAPER_TABLE = $(PAPER_PYTHON) $(PAPER_SCRIPTS)/tables.py
 PAPER_CURVES = $(PAPER_PYTHON) $(PAPER_SCRIPTS)/curves.py
 PAPER_SCALE = --scale "config=$(PAPER_CONFIG) $(PAPER_SET) L=$(PAPER_L) V=$(PAPER_VOCAB) B=$(PAPER_BATCH) lr=$(PAPER_LR) pretrain=$(PAPER_STEPS) finetune=$(PAPER_FT_STEPS) corpus=$(notdir $(PAPER_CORPUS))"
-PAPER_PY := $(PAPER_SCRIPTS)/tables.py $(PAPER_SCRIPTS)/curves.py $(PAPER_SCRIPTS)/varplot.py
+PAPER_PY := $(PAPER_SCRIPTS)/atomic.py $(PAPER_SCRIPTS)/tables.py $(PAPER_SCRIPTS)/curves.py $(PAPER_SCRIPTS)/varplot.py
 # $(call paper_args,DIR,KIND,RUNS): key=file arguments for tables.py
 paper_args = $(foreach r,$(3),$(r)=$(1)/scores/$(r).$(2).json)
 
