@@ -56,6 +56,7 @@ PAPER_SCORE_SAMPLES ?= 8
 PAPER_SCORE_CLIPS ?= 0.3,0.8 0.45,0.95
 PAPER_SEED ?= 1
 PAPER_GEN_N ?= 16
+PAPER_GEN_BATCH ?= 8
 PAPER_GEN_MAX ?= 1024
 PAPER_NUCLEUS ?= 0.9
 # block sizes of the clipping table (Table 2) and of the schedule tables (8, 10, 11)
@@ -189,16 +190,17 @@ $(PAPER_OUT)/$(1)/scores/%.test.json: $(PAPER_OUT)/$(1)/runs/%/done $(PAPER_OUT)
 	    --samples $(PAPER_SCORE_SAMPLES) --seed $(PAPER_SEED) $(foreach c,$(PAPER_SCORE_CLIPS),--clip $(c)) \
 	    $$$$($(PAPER_PYTHON) $(PAPER_SCRIPTS)/clip.py $(PAPER_OUT)/$(1)/runs/$$*/best.safetensors) > $$@.tmp; fi
 	mv $$@.tmp $$@
-# Samples. Fixed length L (Gen PPL, Table 7) and variable length up to PAPER_GEN_MAX (Table 6).
-# CPU: PAPER_GEN_N samples x L forward passes (first-hitting: one token per NFE).
+# Samples. Fixed length L (Gen PPL, Table 7) and variable length up to PAPER_GEN_MAX (Table 6). --steps L is
+# SEDD's T (NFE = L, the diffusion bound the report quotes); first-hitting BD3/MDLM and AR ignore it.
+# CPU: PAPER_GEN_N samples x L forward passes (first-hitting: one token per NFE), PAPER_GEN_BATCH per forward.
 $(PAPER_OUT)/$(1)/samples/%.fixed.tok: $(PAPER_OUT)/$(1)/runs/%/done
 	@mkdir -p $$(@D)
 	$(PAPER_BIN)/draft -m $(PAPER_OUT)/$(1)/runs/$$*/best.safetensors -n $(PAPER_GEN_N) --length $(PAPER_L) \
-	    --nucleus $(PAPER_NUCLEUS) --seed $(PAPER_SEED) -o $$@
+	    --steps $(PAPER_L) --batch $(PAPER_GEN_BATCH) --nucleus $(PAPER_NUCLEUS) --seed $(PAPER_SEED) -o $$@
 $(PAPER_OUT)/$(1)/samples/%.var.tok: $(PAPER_OUT)/$(1)/runs/%/done
 	@mkdir -p $$(@D)
 	$(PAPER_BIN)/draft -m $(PAPER_OUT)/$(1)/runs/$$*/best.safetensors -n $(PAPER_GEN_N) --max-length $(PAPER_GEN_MAX) \
-	    --nucleus $(PAPER_NUCLEUS) --seed $(PAPER_SEED) -o $$@
+	    --batch $(PAPER_GEN_BATCH) --nucleus $(PAPER_NUCLEUS) --seed $(PAPER_SEED) -o $$@
 # Gen PPL under the AR model of the same corpus (the scorer); lengths. CPU: one AR pass per sample.
 $(PAPER_OUT)/$(1)/gen/%.json: $(PAPER_OUT)/$(1)/samples/%.tok $(PAPER_OUT)/$(1)/runs/ar/done
 	@mkdir -p $$(@D)
@@ -231,7 +233,7 @@ PAPER_A := $(PAPER_OUT)/alt
 PAPER_TABLE = $(PAPER_PYTHON) $(PAPER_SCRIPTS)/tables.py
 PAPER_CURVES = $(PAPER_PYTHON) $(PAPER_SCRIPTS)/curves.py
 PAPER_SCALE = --scale "config=$(PAPER_CONFIG) $(PAPER_SET) L=$(PAPER_L) V=$(PAPER_VOCAB) B=$(PAPER_BATCH) lr=$(PAPER_LR) pretrain=$(PAPER_STEPS) finetune=$(PAPER_FT_STEPS) corpus=$(notdir $(PAPER_CORPUS))"
-PAPER_PY := $(PAPER_SCRIPTS)/tables.py $(PAPER_SCRIPTS)/curves.py $(PAPER_SCRIPTS)/varplot.py
+PAPER_PY := $(PAPER_SCRIPTS)/atomic.py $(PAPER_SCRIPTS)/tables.py $(PAPER_SCRIPTS)/curves.py $(PAPER_SCRIPTS)/varplot.py
 # $(call paper_args,DIR,KIND,RUNS): key=file arguments for tables.py
 paper_args = $(foreach r,$(3),$(r)=$(1)/scores/$(r).$(2).json)
 

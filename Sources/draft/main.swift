@@ -5,6 +5,7 @@ import BlockDiffusion
 import Foundation
 
 extension SamplerKind: ExpressibleByArgument {}
+extension SEDDPredictor: ExpressibleByArgument {}
 
 struct Draft: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -20,6 +21,7 @@ struct Draft: ParsableCommand {
           draft -m run/best.safetensors -n 8 --length 1024 --block-size 4 --nucleus 0.9 -o drafts.tok
           draft -m mdlm.safetensors -n 4 --length 256 --sampler ddpm --steps 256 -o mdlm.tok
           draft -m sedd.safetensors -n 4 --length 256 --steps 1000 -o sedd.tok     (SEDD: analytic sampler, NFE = T)
+          draft -m sedd.safetensors -n 4 --length 256 --steps 128 --predictor euler -o sedd-euler.tok
           draft -m run/last.safetensors -n 2 --max-length 2048 --prompt-tokens prompt.tok -o long.tok
         """)
 
@@ -44,8 +46,11 @@ struct Draft: ParsableCommand {
     @Option(help: "first-hitting (one token per forward) or ddpm (--steps per block).")
     var sampler: SamplerKind = .firstHitting
 
-    @Option(help: "DDPM steps per block.")
+    @Option(help: "DDPM steps per block; for SEDD checkpoints the number of sampling steps T.")
     var steps: Int = 1000
+
+    @Option(help: "SEDD checkpoints: analytic (Tweedie τ-leaping, default) or euler.")
+    var predictor: SEDDPredictor?
 
     @Option(help: "Prompt text (needs -t tokenizer.json).")
     var prompt: String?
@@ -125,11 +130,13 @@ struct Draft: ParsableCommand {
         o.samples = samples; o.length = length ?? maxLength!; o.variableLength = maxLength != nil
         o.blockSize = blockSize; o.sampler = sampler; o.steps = steps; o.nucleus = nucleus; o.seed = seed
         o.batch = batch; o.entropyStop = !noEntropyStop; o.shard = try parsedShard(); o.kvCache = !noKVCache
+        o.seddPredictor = predictor
         let bs = ck.config.causal ? 1 : (blockSize ?? ck.blockSize)
         var attrs = ["block_size": "\(bs)", "sampler": sampler.rawValue, "nucleus": "\(nucleus)", "seed": "\(seed)",
                      "length": "\(o.length)", "var_length": "\(o.variableLength)"]
         if let shard { attrs["shard"] = shard }
         if noKVCache { attrs["kv_cache"] = "false" }
+        if ck.algorithm == "sedd" { attrs["sampler"] = "sedd-" + (predictor ?? .analytic).rawValue; attrs["steps"] = "\(steps)" }
         do {
             try withSamplesOutput(path: output, header: ck.samplesHeader(tool: "draft", attributes: attrs), allowTerminal: force) { w in
                 try runDraft(checkpoint: ck, options: o, prompts: prompts, writer: w) { line in

@@ -354,7 +354,7 @@ final class SEDDTests: XCTestCase {
         let rec = out[0].record(id: 9, options: o)
         XCTAssertEqual(rec.tokens, out[0].tokens); XCTAssertEqual(rec.confidence, out[0].confidence)
         XCTAssertEqual(rec.unmaskStep, out[0].unmaskStep); XCTAssertEqual(rec.nfe, UInt64(T)); XCTAssertEqual(rec.promptLength, 1)
-        XCTAssertEqual(rec.stages, ["draft sedd T=\(T) nucleus=1.0 noise=bd3lms nfe=\(T)"])
+        XCTAssertEqual(rec.stages, ["draft sedd analytic T=\(T) nucleus=1.0 noise=bd3lms nfe=\(T)"])
         // With nucleus and the loglinear variant, and T = 1, the invariants still hold.
         o.nucleus = 0.9; o.noise = .loglinear; o.steps = 1; o.prompt = [0, 5]
         let s1 = try SEDDSampler(model: model, options: o).sample(batch: 2, seed: 1)
@@ -429,6 +429,71 @@ extension SEDDTests {
         let z = probs.reduce(0, +)
         for y in 0..<5 { XCTAssertEqual(probs[y] / z, p[y], accuracy: 1e-6) }
         XCTAssertEqual(probs[5], 0)
+    }
+
+    /// Euler: probs[y] = rate·s[y] off the mask, the rest stays MASK; to first order in dt it is the analytic step.
+    func testEulerStepHandComputedAndFirstOrderAnalytic() {
+        let sigma = 1.3, c = SEDDLoss.shift(sigma: sigma, V: 4)
+        let sc: [Double] = [0.2, 0.4, 0.1]
+        let lg: [Float] = sc.map { Float(log($0) + c) } + [7]   // the mask logit is ignored
+        var p = [Double]()
+        SEDDSampler.eulerProbabilities(logits: lg, V: 4, maskId: 3, sigma: sigma, rate: 0.1, out: &p)
+        for (a, b) in zip(p, [0.02, 0.04, 0.01, 0.93]) { XCTAssertEqual(a, b, accuracy: 1e-7) }
+        // Too coarse a step: the MASK entry goes negative (never wins the Gumbel-max), others keep rate·s.
+        SEDDSampler.eulerProbabilities(logits: lg, V: 4, maskId: 3, sigma: sigma, rate: 2, out: &p)
+        XCTAssertEqual(p[3], 1 - 2 * 0.7, accuracy: 1e-6)
+        XCTAssertNotEqual(SEDDSampler.gumbelArgmax(p, uniforms: [0.5, 0.5, 0.5, 0.999]), 3)
+        // Small steps: analytic (dσ = σ(t) − σ(t − dt)) and Euler (rate = dt·σ'(t)) agree to O(dt²).
+        let noise = SEDDNoise.loglinear, V = 6, m: Int32 = 5
+        let q: [Double] = [0.1, 0.25, 0.05, 0.4, 0.2]
+        let lg2: [Float] = q.map { Float(log($0)) } + [0]
+        for t in [0.3, 0.7, 0.95] {
+            let dt = 1e-4
+            var a = [Double](), e = [Double]()
+            SEDDSampler.stepProbabilities(logits: lg2, V: V, x: m, maskId: m, sigma: noise.sigma(t),
+                                          dsigma: noise.sigma(t) - noise.sigma(t - dt), nucleus: 1, final: false, out: &a)
+            SEDDSampler.eulerProbabilities(logits: lg2, V: V, maskId: m, sigma: noise.sigma(t), rate: dt * noise.dsigma(t), out: &e)
+            for y in 0..<5 { XCTAssertEqual(e[y] / a[y], 1, accuracy: 1e-3, "t=\(t) y=\(y)") }
+            XCTAssertEqual(e[5], a[5], accuracy: 1e-7)
+        }
+    }
+
+    /// The Euler sampler keeps the sampler invariants; per-row seeds make a sample independent of its batch
+    /// mates; Euler refuses the nucleus heuristic.
+    func testEulerSamplerInvariantsAndPerRowSeeds() throws {
+        let V = 11, L = 8, T = 5
+        // Reference init (output linear zero): logits 0, i.e. the score of a uniform data distribution, whose
+        // Euler unmask rate per step is dt/t — a random model's score is so large that everything unmasks at once.
+        let model = tinySEDDModel(V: V, L: L, maxBatch: 3)
+        model.initialize(seed: 3)
+        var o = SEDDSamplerOptions(steps: T, length: L, maskID: Int32(V - 1), prompt: [0])
+        o.predictor = .euler
+        let sampler = try SEDDSampler(model: model, options: o)
+        var history: [(Int, [Int32])] = []
+        let out = sampler.sample(seeds: [5, 6, 7]) { history.append(($0, $1)) }
+        for (k, s) in out.enumerated() {
+            XCTAssertEqual(s.tokens[0], 0); XCTAssertEqual(s.nfe, T)
+            XCTAssertFalse(s.tokens.contains(Int32(V - 1)), "no MASK after the final denoise")
+            for i in 1..<L {
+                for (step, x) in history {
+                    let v = x[k * L + i]
+                    if step < Int(s.unmaskStep[i]) { XCTAssertEqual(v, Int32(V - 1)) } else { XCTAssertEqual(v, s.tokens[i]) }
+                }
+            }
+        }
+        XCTAssertTrue(out.contains { $0.unmaskStep.contains { $0 >= 2 && $0 <= UInt32(T) } }, "the Euler steps unmask gradually")
+        XCTAssertEqual(out[0].record(id: 0, options: o).stages, ["draft sedd euler T=\(T) nucleus=1.0 noise=bd3lms nfe=\(T)"])
+        // A row drawn alone with its seed is the same sample (up to float rounding of the batched forward,
+        // which this tiny model does not reach: compare tokens and unmask steps).
+        let alone = sampler.sample(seeds: [6])[0]
+        XCTAssertEqual(alone.tokens, out[1].tokens); XCTAssertEqual(alone.unmaskStep, out[1].unmaskStep)
+        // On the uniform score both predictors are the exact reverse process (unmask with probability dt/t, token
+        // uniform), so with the same draws they give the same samples.
+        o.predictor = .analytic
+        let analytic = try SEDDSampler(model: model, options: o).sample(seeds: [5, 6, 7])
+        XCTAssertEqual(analytic.map(\.unmaskStep), out.map(\.unmaskStep)); XCTAssertEqual(analytic.map(\.tokens), out.map(\.tokens))
+        o.predictor = .euler; o.nucleus = 0.9
+        XCTAssertThrowsError(try SEDDSampler(model: model, options: o)) { XCTAssertTrue("\($0)".contains("nucleus")) }
     }
 
     /// A few AdamW steps on one repeated batch lower the SEDD loss (the whole train path: t, q_xt, σ
@@ -517,6 +582,25 @@ final class SEDDDraftTests: XCTestCase {
         XCTAssertEqual(a, try draftRecords(ck, o, prompts: [[21, 3]]))
         o.seed = 12
         XCTAssertNotEqual(a.map(\.tokens), try draftRecords(ck, o, prompts: [[21, 3]]).map(\.tokens))
+    }
+
+    /// Shards partition the ids and give the same records as one run; --predictor euler reaches the Euler
+    /// sampler; --predictor on a non-SEDD checkpoint is a usage error.
+    func testDraftShardsAndPredictor() throws {
+        let ck = try seddCheckpoint()
+        var o = DraftOptions()
+        o.samples = 5; o.length = 8; o.steps = 4; o.batch = 1; o.seed = 3; o.entropyStop = false
+        let all = try draftRecords(ck, o)
+        var parts: [TokenRecord] = []
+        for i in 0..<2 { o.shard = (i, 2); parts += try draftRecords(ck, o) }
+        XCTAssertEqual(parts.sorted { $0.id < $1.id }, all)
+        o.shard = (0, 1); o.seddPredictor = .euler
+        let e = try draftRecords(ck, o)
+        XCTAssertEqual(e.count, 5)
+        XCTAssertTrue(e.allSatisfy { $0.stages.first?.hasPrefix("draft sedd euler T=4") ?? false }, "\(e.map(\.stages))")
+        XCTAssertTrue(e.allSatisfy { !$0.tokens.contains(22) })
+        let bd3 = try SamplingCheckpoint.load(path: try saveCheckpoint(makeSamplingModel(samplingConfig(), seed: 5), blockSize: 4))
+        XCTAssertThrowsError(try draftRecords(bd3, o)) { XCTAssertTrue($0 is SamplingUsageError, "\($0)") }
     }
 
     func testDraftLimits() throws {

@@ -71,9 +71,11 @@ class TinyRunTestCase: XCTestCase {
     }
     override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
 
-    /// The resume fixture: `r` trained 2n steps straight (run dir a), and n steps, checkpoint, resume, n steps
-    /// (run dir b; `r.runDir` is left there). Returns both trainers, their losses and the resume message.
-    func trainStraightAndResumed(_ r: inout TrainRequest, steps n: Int) throws
+    /// The resume fixture: `r` trained 2n steps straight (run dir a), and n steps, checkpoint, `beforeResume`
+    /// (e.g. simulate a crash), resume, n steps (run dir b; `r.runDir` is left there). Returns both trainers,
+    /// their losses and the resume message.
+    func trainStraightAndResumed(_ r: inout TrainRequest, steps n: Int,
+                                 beforeResume: (Trainer, TrainRequest) throws -> Void = { _, _ in }) throws
         -> (straight: Trainer, resumed: Trainer, straightLosses: [Double], resumedLosses: [Double], how: String) {
         r.runDir = dir + "/a"
         let (a, _) = try TrainSetup.make(r)
@@ -84,6 +86,7 @@ class TinyRunTestCase: XCTestCase {
         var lb: [Double] = []
         for _ in 0..<n { lb.append(try b.trainStep().loss) }
         try b.saveCheckpoint(runDir: r.runDir, best: false, valNLL: nil)
+        try beforeResume(b, r)
         let (c, how) = try TrainSetup.make(r)      // finds last.optim.safetensors → resumes
         XCTAssertEqual(c.step, n)
         for _ in 0..<n { lb.append(try c.trainStep().loss) }

@@ -19,7 +19,14 @@ final class TrainTests: TinyRunTestCase {
         var r = TinyRun.request(dir: dir, data: trainPath, valid: validPath, steps: 6)
         r.sets.append("dropout=0.1")
         r.schedule = "bimodal_gaussian"   // exercises the training-progress hook too
-        let (a, c, la, lb, how) = try trainStraightAndResumed(&r, steps: 3)
+        // beforeResume: a kill between the two writes of a later save — last.safetensors is from step 5,
+        // last.optim from step 3. The optimizer file alone is the resume state, so the run still continues from step 3.
+        let (a, c, la, lb, how) = try trainStraightAndResumed(&r, steps: 3) { b, r in
+            for _ in 0..<2 { _ = try b.trainStep() }
+            try b.saveCheckpoint(runDir: self.dir + "/b5", best: false, valNLL: nil)
+            try FileManager.default.removeItem(atPath: r.runDir + "/last.safetensors")
+            try FileManager.default.copyItem(atPath: self.dir + "/b5/last.safetensors", toPath: r.runDir + "/last.safetensors")
+        }
         XCTAssertTrue(how.hasPrefix("resuming"), how)
         XCTAssertEqual(la, lb)
         XCTAssertTrue(Array(a.model.parameters) == Array(c.model.parameters))

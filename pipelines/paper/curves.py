@@ -8,11 +8,13 @@ training interval, for AR the NLL). Right panel: validation NLL (EMA weights, un
 `--offset LABEL=N` shifts a run's steps by N (a fine-tune drawn after its pretrain). A resumed run may repeat
 steps in its metrics file; the last line for a step wins.
 """
-import argparse, json, math, os, sys, tempfile
+import argparse, json, math, os, sys
 
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+
+from atomic import save_figure
 
 
 def read(path):
@@ -83,16 +85,7 @@ def main():
     if a.title:
         fig.suptitle(a.title)
     fig.tight_layout()
-    d = os.path.dirname(os.path.abspath(a.out))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, a.out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    save_figure(fig, a.out)
 
 
 if __name__ == "__main__":

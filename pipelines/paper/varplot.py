@@ -4,11 +4,13 @@ quantity --clip-search minimises) as a log-scale bar chart, one series per run.
 
     varplot.py --out fig.png LABEL=metrics.jsonl ...
 """
-import argparse, json, os, sys, tempfile
+import argparse, json, os, sys
 
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+
+from atomic import save_figure
 
 
 def last_grid(path):
@@ -50,16 +52,7 @@ def main():
     ax.set_title(a.title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    d = os.path.dirname(os.path.abspath(a.out))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, a.out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    save_figure(fig, a.out)
 
 
 if __name__ == "__main__":

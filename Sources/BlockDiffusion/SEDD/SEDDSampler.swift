@@ -1,18 +1,26 @@
-// SEDD analytic (Tweedie τ-leaping) sampler with the final denoising step (spec §5; bd3lms
-// `_analytic_sampler`, `_analytic_update`, `_denoiser_update`). Full sequence, layout .full, the prompt
-// (by default just BOS) fixed at the front, everything else starts as MASK.
+// SEDD samplers with the final denoising step (spec §5): the analytic (Tweedie τ-leaping) predictor of bd3lms
+// (`_analytic_sampler`, `_analytic_update`, `_denoiser_update`) and the Euler predictor of the SEDD repository
+// (`EulerPredictor`, its config default). Full sequence, layout .full, the prompt (by default just BOS) fixed
+// at the front, everything else starts as MASK.
 //
 //   timesteps t_i = linspace(1, ε=1e-5, T+1), dt = (1−ε)/T
-//   step i = 0..<T:  σ_t = σ(t_i), dσ = σ(t_i) − σ(t_i − dt)
+//   step i = 0..<T:  σ_t = σ(t_i)
 //       s  = exp(log_score(x, σ_t))                                 (SEDDLoss parameterisation, float64)
-//            with nucleus p < 1: s = nucleus(softmax(log_score))     (bd3lms heuristic; renormalised)
+//            with nucleus p < 1: s = nucleus(softmax(log_score))     (bd3lms heuristic; renormalised; analytic only)
+//     analytic, dσ = σ(t_i) − σ(t_i − dt):
 //       s' = s·e^{dσ};  s'[m] += (1 − e^{dσ})·Σ s                    (staggered score)
 //       probs = s' ⊙ T(x, dσ),  T(i,σ) = e^{−σ}·onehot(i) + [i==m](1 − e^{−σ})·1
-//       x ← argmax(probs / (1e-10 − log(U + 1e-10))),  U ~ U[0,1) per entry   (Gumbel-max, float64)
-//   final denoise:  the same with dσ := σ(t_T) and probs[m] = 0.
+//     Euler, rate σ'(t_i) (SEDD `reverse_rate` of the absorbing graph, then `sample_rate`):
+//       probs[y] = dt·σ'(t_i)·s[y] for y ≠ m,  probs[m] = 1 − Σ_{y≠m} probs[y]   (onehot(m) + rate)
+//       (probs[m] < 0 when the step is too coarse: then it never wins the Gumbel-max, as in the reference)
+//     x ← argmax(probs / (1e-10 − log(U + 1e-10))),  U ~ U[0,1) per entry   (Gumbel-max, float64)
+//   final denoise (both):  the analytic step with dσ := σ(t_T) and probs[m] = 0.
 //
-// NFE is reported as T, the reference's count for the analytic sampler (spec §3.3); the final denoise is
-// one more forward (`forwardPasses` ≤ T + 1: a step with no MASK left skips its forward).
+// NFE is reported as T, the reference's count (spec §3.3); the final denoise is one more forward
+// (`forwardPasses` ≤ T + 1: a step with no MASK left skips its forward).
+//
+// Every row has its own generator (seeded per sample by the caller), so a sample depends on its seed only,
+// not on which other samples share its batch: `draft --batch` and `--shard` give the same samples.
 //
 // Rows already unmasked are not resampled: for them probs = onehot(x) exactly (s[x] = 1, T = e^{−dσ}·onehot),
 // so the reference always keeps x too — except with nucleus < 1, where the reference can filter x's own
@@ -24,6 +32,14 @@
 // steps (1…T), T+1 for the final denoise, 0 for prompt tokens.
 import Foundation
 
+/// The predictor of the T sampling steps (the final denoise is the same for both).
+public enum SEDDPredictor: String, Sendable, CaseIterable {
+    /// Tweedie τ-leaping (bd3lms, SEDD `run_sample.py`).
+    case analytic
+    /// Euler step of the reverse rate (SEDD's config default).
+    case euler
+}
+
 public struct SEDDSamplerOptions: Sendable {
     public var steps: Int
     public var length: Int
@@ -34,6 +50,7 @@ public struct SEDDSamplerOptions: Sendable {
     public var nucleus: Double = 1
     public var eps: Double = 1e-5
     public var noise: SEDDNoise = .bd3lms
+    public var predictor: SEDDPredictor = .analytic
 
     public init(steps: Int, length: Int, maskID: Int32, prompt: [Int32]) {
         self.steps = steps; self.length = length; self.maskID = maskID; self.prompt = prompt
@@ -51,7 +68,8 @@ public struct SEDDSample: Equatable, Sendable {
     /// "draft sedd T=… nucleus=… nfe=…".
     public func record(id: UInt64, options o: SEDDSamplerOptions) -> TokenRecord {
         TokenRecord(id: id, tokens: tokens, confidence: confidence, unmaskStep: unmaskStep, nfe: UInt64(nfe),
-                    promptLength: promptLength, stages: ["draft sedd T=\(o.steps) nucleus=\(o.nucleus) noise=\(o.noise.rawValue) nfe=\(nfe)"])
+                    promptLength: promptLength,
+                    stages: ["draft sedd \(o.predictor.rawValue) T=\(o.steps) nucleus=\(o.nucleus) noise=\(o.noise.rawValue) nfe=\(nfe)"])
     }
     /// Forwards actually run: T + 1 (final denoise included), fewer if every position was unmasked early
     /// (the forward is skipped when no MASK is left; the reference would still run it).
@@ -75,6 +93,10 @@ public final class SEDDSampler {
             throw ToolError("prompt token \(p) is outside the vocabulary or the mask token")
         }
         guard options.nucleus > 0, options.nucleus <= 1 else { throw ToolError("nucleus p must be in (0, 1] (got \(options.nucleus))") }
+        // The nucleus heuristic renormalises the score to a distribution, which has no meaning as a rate.
+        guard options.nucleus == 1 || options.predictor == .analytic else {
+            throw ToolError("nucleus p < 1 is the analytic predictor's heuristic; the Euler predictor needs the unnormalised score (use nucleus 1)")
+        }
         self.model = model; self.options = options
     }
 
@@ -83,12 +105,18 @@ public final class SEDDSampler {
         (0...T).map { $0 == T ? eps : 1 + Double($0) * (eps - 1) / Double(T) }
     }
 
-    /// Samples B sequences; seeded and deterministic. Each forward runs the whole batch.
-    /// `onStep(i, x)` sees the batch tokens (B·L) after step i (1…T, T+1 = final denoise).
+    /// Samples B sequences with seeds canvasSeed(seed, 0..<B) (as `draft` seeds sample ids 0..<B).
     public func sample(batch B: Int, seed: UInt64, onStep: ((Int, [Int32]) -> Void)? = nil) -> [SEDDSample] {
+        sample(seeds: (0..<B).map { canvasSeed(seed, UInt64($0)) }, onStep: onStep)
+    }
+
+    /// One sequence per seed, sampled together (one forward per step for the whole batch); sample k depends
+    /// only on seeds[k]. `onStep(i, x)` sees the batch tokens (B·L) after step i (1…T, T+1 = final denoise).
+    public func sample(seeds: [UInt64], onStep: ((Int, [Int32]) -> Void)? = nil) -> [SEDDSample] {
+        let B = seeds.count
         precondition(B >= 1 && B <= model.maxBatch, "batch \(B) must be in 1...\(model.maxBatch)")
         let o = options, L = o.length, V = model.config.vocabSize, m = o.maskID, P = o.prompt.count
-        var rng = Xoshiro256(seed: seed)
+        var rngs = seeds.map { Xoshiro256(seed: $0) }
         var x = [Int32](repeating: m, count: B * L)
         var conf = [Float](repeating: 0, count: B * L)
         var when = [UInt32](repeating: 0, count: B * L)
@@ -101,6 +129,8 @@ public final class SEDDSampler {
             let final = i == o.steps
             let sigmaT = o.noise.sigma(ts[i])
             let dsig = final ? sigmaT : sigmaT - o.noise.sigma(ts[i] - dt)
+            let euler = !final && o.predictor == .euler
+            let rate = euler ? dt * o.noise.dsigma(ts[i]) : 0
             if !x.contains(m) { onStep?(i + 1, x); continue }   // nothing left to sample: skip the forward
             let sig = [Float](repeating: Float(sigmaT), count: B)
             let logits = x.withUnsafeBufferPointer { tok in sig.withUnsafeBufferPointer {
@@ -108,9 +138,14 @@ public final class SEDDSampler {
             } }
             forwards += 1
             for row in 0..<(B * L) where x[row] == m {
-                SEDDSampler.stepProbabilities(logits: UnsafePointer(logits.baseAddress! + row * V), V: V, x: m, maskId: m,
-                                              sigma: sigmaT, dsigma: dsig, nucleus: o.nucleus, final: final, out: &probs)
-                let c = SEDDSampler.gumbelArgmax(probs, rng: &rng)
+                let lg = UnsafePointer(logits.baseAddress! + row * V)
+                if euler {
+                    SEDDSampler.eulerProbabilities(logits: lg, V: V, maskId: m, sigma: sigmaT, rate: rate, out: &probs)
+                } else {
+                    SEDDSampler.stepProbabilities(logits: lg, V: V, x: m, maskId: m, sigma: sigmaT, dsigma: dsig,
+                                                  nucleus: o.nucleus, final: final, out: &probs)
+                }
+                let c = SEDDSampler.gumbelArgmax(probs, rng: &rngs[row / L])
                 guard c != Int(m) else { continue }
                 x[row] = Int32(c)
                 var z = 0.0
@@ -126,22 +161,29 @@ public final class SEDDSampler {
         }
     }
 
-    /// `draft --algo sedd`: `count` samples in batches of at most `batch`, handed to `write` in id order
-    /// 0..<count as samples-stream records (header fields `TokenFields.all`). Batch j is sampled with seed
-    /// `split` j+1 of Xoshiro256(seed), so the output depends only on (seed, count, batch).
-    public func draft(count: Int, batch: Int, seed: UInt64, write: (TokenRecord) throws -> Void) rethrows {
-        precondition(count >= 0 && batch >= 1 && batch <= model.maxBatch)
-        var seeds = Xoshiro256(seed: seed)
-        var id: UInt64 = 0
-        var left = count
-        while left > 0 {
-            let b = min(batch, left)
-            for s in sample(batch: b, seed: seeds.split()) {
+    /// `draft` on a SEDD checkpoint: the samples `ids`, in batches of at most `batch`, handed to `write` in the
+    /// given order as samples-stream records (header fields `TokenFields.all`). Sample `id` is drawn with seed
+    /// canvasSeed(seed, id), as `draft` seeds BD3 samples: the output depends on (seed, id) only, so batching
+    /// and sharding (`--shard i/n` = the ids ≡ i mod n) give the same records.
+    public func draft<S: Sequence>(ids: S, batch: Int, seed: UInt64, write: (TokenRecord) throws -> Void) rethrows where S.Element == UInt64 {
+        precondition(batch >= 1 && batch <= model.maxBatch)
+        var pending: [UInt64] = []
+        func flush() throws {
+            for (id, s) in zip(pending, sample(seeds: pending.map { canvasSeed(seed, $0) })) {
                 try write(s.record(id: id, options: options))
-                id += 1
             }
-            left -= b
+            pending.removeAll()
         }
+        for id in ids {
+            pending.append(id)
+            if pending.count == batch { try flush() }
+        }
+        if !pending.isEmpty { try flush() }
+    }
+
+    /// Samples 0..<count (see `draft(ids:batch:seed:write:)`).
+    public func draft(count: Int, batch: Int, seed: UInt64, write: (TokenRecord) throws -> Void) rethrows {
+        try draft(ids: (0..<UInt64(max(count, 0))), batch: batch, seed: seed, write: write)
     }
 
     // MARK: one step, one row (float64)
@@ -166,6 +208,20 @@ public final class SEDDSampler {
         }
         analyticProbabilities(score: score, x: x, maskId: maskId, dsigma: dsigma, out: &out)
         if final { out[Int(maskId)] = 0 }
+    }
+
+    /// Euler step of a masked row (SEDD `EulerPredictor` on the absorbing graph): with s = exp(log_score),
+    /// probs[y] = rate·s[y] for y ≠ m and probs[m] = 1 − Σ_{y≠m} probs[y], where rate = dt·σ'(t). out (V).
+    public static func eulerProbabilities(logits: UnsafePointer<Float>, V: Int, maskId: Int32, sigma: Double, rate: Double,
+                                          out: inout [Double]) {
+        let c = SEDDLoss.shift(sigma: sigma, V: V)
+        if out.count != V { out = [Double](repeating: 0, count: V) }
+        var total = 0.0
+        for y in 0..<V where y != Int(maskId) {
+            out[y] = rate * exp(Double(logits[y]) - c)
+            total += out[y]
+        }
+        out[Int(maskId)] = 1 - total
     }
 
     /// Staggered score s' = s·e^{dσ}, s'[m] += (1 − e^{dσ})·Σ s.

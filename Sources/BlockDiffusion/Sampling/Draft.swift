@@ -38,6 +38,8 @@ public struct DraftOptions: Sendable {
     public var shard: (index: Int, count: Int) = (0, 1)
     /// false: no KV cache, every forward runs the window through `.blockCausal` (reference kv_cache=False).
     public var kvCache = true
+    /// SEDD checkpoints only: the predictor of the T steps (nil = analytic); refused for other checkpoints.
+    public var seddPredictor: SEDDPredictor? = nil
     public init() {}
 }
 
@@ -79,6 +81,9 @@ public func runDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions,
         throw SamplingUsageError("the prompt holds a token outside the vocabulary or the mask id")
     }
     if ck.algorithm == "sedd" { return try runSEDDDraft(checkpoint: ck, options: o, prefixes: prefixes, writer: writer) }
+    if let p = o.seddPredictor {
+        throw SamplingUsageError("--predictor \(p.rawValue) is for SEDD checkpoints; this is a \(ck.algorithm) checkpoint (use --sampler)")
+    }
     let settings = try resolveDraftSettings(o, checkpoint: ck, promptLengths: prefixes.map(\.count))
     let sampler = try BlockSampler(model: ck.model, settings: settings, maskId: sp.mask,
                                    maxBatch: min(o.batch, o.samples), maxLength: o.length, kvCache: o.kvCache)
@@ -138,15 +143,21 @@ func draftStop(_ c: inout Canvas, end: Int, options o: DraftOptions, eos: Int32)
     }
 }
 
-/// SEDD checkpoints: the analytic (Tweedie τ-leaping) sampler over the whole sequence, `--steps` T
-/// (NFE = T), with the final denoising step. Fixed length ≤ the model length; one prompt at a time.
+/// SEDD checkpoints: the analytic (Tweedie τ-leaping) or Euler sampler over the whole sequence, `--steps` T
+/// (NFE = T), with the final denoising step. Fixed length ≤ the model length; one prompt at a time. Sample i of
+/// prompt j has id j·N + i and seed canvasSeed(seed, id), as for BD3 checkpoints, so `--shard` and `--batch`
+/// do not change the samples.
 func runSEDDDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions, prefixes: [[Int32]],
                   writer: TokenStreamWriter) throws -> Int {
     guard !o.variableLength else { throw SamplingUsageError("SEDD samples a fixed length: use --length, not --max-length") }
     guard o.length <= ck.config.length else {
         throw SamplingUsageError("SEDD samples the whole sequence at once: --length must be at most the model length \(ck.config.length)")
     }
-    guard o.shard.count == 1 else { throw SamplingUsageError("--shard is not supported for SEDD checkpoints yet") }
+    guard o.samples >= 1, o.batch >= 1, o.steps >= 1 else { throw SamplingUsageError("-n, --batch and --steps must be at least 1") }
+    guard o.shard.count >= 1 && o.shard.index >= 0 && o.shard.index < o.shard.count else {
+        throw SamplingUsageError("--shard must be i/n with 0 ≤ i < n")
+    }
+    let predictor = o.seddPredictor ?? .analytic
     let batch = max(1, min(o.batch, o.samples))
     let model = DiT(config: ck.config, maxBatch: batch, maxTokens: o.length)
     model.parameters.update(fromContentsOf: ck.model.parameters)
@@ -155,12 +166,13 @@ func runSEDDDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions, pr
         var so = SEDDSamplerOptions(steps: o.steps, length: o.length, maskID: ck.special.mask, prompt: prefix)
         so.nucleus = o.nucleus
         so.noise = ck.seddNoise
+        so.predictor = predictor
         let sampler: SEDDSampler
         do { sampler = try SEDDSampler(model: model, options: so) } catch { throw SamplingUsageError("\(error)") }
-        try sampler.draft(count: o.samples, batch: batch, seed: o.seed &+ UInt64(j)) { r in
+        let ids = (0..<o.samples).map { UInt64(j * o.samples + $0) }.filter { Int($0 % UInt64(o.shard.count)) == o.shard.index }
+        try sampler.draft(ids: ids, batch: batch, seed: o.seed) { r in
             var r = r
-            r.id = UInt64(j * o.samples) + r.id
-            if r.stages.isEmpty { r.stages = ["draft sedd analytic T=\(o.steps) nucleus=\(o.nucleus) seed=\(o.seed)"] }
+            r.stages = ["draft sedd \(predictor.rawValue) T=\(o.steps) nucleus=\(o.nucleus) noise=\(ck.seddNoise.rawValue) seed=\(o.seed) nfe=\(r.nfe)"]
             try writer.write(r)
             written += 1
         }

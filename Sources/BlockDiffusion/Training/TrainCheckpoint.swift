@@ -114,9 +114,22 @@ extension Trainer {
     /// Writes RUN_DIR/last.optim.safetensors then RUN_DIR/last.safetensors (and best.safetensors when `best`).
     public func saveCheckpoint(runDir: String, best: Bool, valNLL: Double?) throws {
         try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
+        // Order matters for a kill at any instant: the exported EMA weights first, then the optimizer file, which
+        // alone holds everything a resume needs (live weights, EMA shadow, moments, RNG). Each file is replaced
+        // atomically, so last.optim.safetensors is always one consistent state; last.safetensors is at most one
+        // save ahead of it and is rewritten at the next save.
+        let scalars: [String: Float] = ["sampling_eps_min": Float(interval.min), "sampling_eps_max": Float(interval.max)]
+        let wm = weightsMetadata(valNLL: valNLL)
+        do {
+            ema.swap(with: model.parameters)
+            defer { ema.swap(with: model.parameters) }
+            try model.save(safetensors: runDir + "/last.safetensors", metadata: wm, extraScalars: scalars)
+            if best { try model.save(safetensors: runDir + "/best.safetensors", metadata: wm, extraScalars: scalars) }
+        } catch { throw ToolError("\(error)") }
         var w = SafetensorsWriter()
         let n = model.parameterCount
         w.add(name: "live", shape: [n], floats: UnsafeBufferPointer(model.parameters))
+        w.add(name: "ema", shape: [n], floats: UnsafeBufferPointer(ema.shadow))
         w.add(name: "adam_m", shape: [n], floats: UnsafeBufferPointer(adam.m))
         w.add(name: "adam_v", shape: [n], floats: UnsafeBufferPointer(adam.v))
         let meta: [String: String] = [
@@ -128,14 +141,6 @@ extension Trainer {
             "intervals": intervals.keys.sorted().map { "\($0):\(exact(intervals[$0]!.min)):\(exact(intervals[$0]!.max))" }.joined(separator: ";"), "block_mix": options.blockMix?.description ?? "none",
         ]
         do { try w.write(path: runDir + "/last.optim.safetensors", metadata: meta) } catch { throw ToolError("\(error)") }
-        ema.swap(with: model.parameters)
-        defer { ema.swap(with: model.parameters) }
-        let scalars: [String: Float] = ["sampling_eps_min": Float(interval.min), "sampling_eps_max": Float(interval.max)]
-        let wm = weightsMetadata(valNLL: valNLL)
-        do {
-            try model.save(safetensors: runDir + "/last.safetensors", metadata: wm, extraScalars: scalars)
-            if best { try model.save(safetensors: runDir + "/best.safetensors", metadata: wm, extraScalars: scalars) }
-        } catch { throw ToolError("\(error)") }
     }
 
     /// Restores everything `saveCheckpoint` wrote; afterwards training continues exactly.
@@ -155,12 +160,21 @@ extension Trainer {
             throw ToolError("\(wPath): was trained as \(info.algorithm.rawValue) with block size \(info.blockSize); resume with the same --algo/--block-size or use --init")
         }
         let m = opt.metadata
-        guard let s = Int(m["step"] ?? ""), s == info.step else {
+        // The optimizer file carries the EMA shadow: it alone is the resume state (last.safetensors may be one
+        // save ahead after a kill between the two writes). Files from before that change need equal steps.
+        let hasEMA = opt.entry("ema") != nil
+        guard let s = Int(m["step"] ?? ""), hasEMA || s == info.step else {
             throw ToolError("\(optPath) and \(wPath) are from different steps; delete \(optPath) to restart from the weights with --init")
         }
         do {
-            try model.load(file: weights)
-            ema.restore(updates: Int(m["ema_updates"] ?? "") ?? 0, shadow: Array(model.parameters))
+            if hasEMA {
+                let shadow = try opt.floats("ema")
+                guard shadow.count == model.parameterCount else { throw ToolError("\(optPath): parameter count mismatch") }
+                ema.restore(updates: Int(m["ema_updates"] ?? "") ?? 0, shadow: shadow)
+            } else {
+                try model.load(file: weights)
+                ema.restore(updates: Int(m["ema_updates"] ?? "") ?? 0, shadow: Array(model.parameters))
+            }
             let live = try opt.floats("live")
             guard live.count == model.parameterCount else { throw ToolError("\(optPath): parameter count mismatch") }
             _ = model.parameters.update(fromContentsOf: live)
