@@ -159,8 +159,7 @@ func runSEDDDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions, pr
     }
     let predictor = o.seddPredictor ?? .analytic
     let batch = max(1, min(o.batch, o.samples))
-    let model = DiT(config: ck.config, maxBatch: batch, maxTokens: o.length)
-    model.parameters.update(fromContentsOf: ck.model.parameters)
+    let model = DiT(sharingWeightsOf: ck.model, maxBatch: batch, maxTokens: o.length)
     var written = 0
     for (j, prefix) in prefixes.enumerated() {
         var so = SEDDSamplerOptions(steps: o.steps, length: o.length, maskID: ck.special.mask, prompt: prefix)
