@@ -44,6 +44,50 @@ final class ScoreTests: XCTestCase {
 
     // MARK: command-line tools
 
+    /// A Gaussian-schedule checkpoint keeps its parameters (noise_params) and is scored under loglinear: the same
+    /// NELBO draws as a loglinear checkpoint of the same weights, with the training schedule's own NELBO next to it.
+    /// On the zero-output model every masked token costs c = ln(V−1), so the NELBO at t ≥ 1e-3 is c·(p(1) − p(1e-3)):
+    /// ≈ c under loglinear, ≈ 0.71·c under Gaussian μ = 0.6 (p(1e-3) ≈ 0.29) — the cut-off bias the loglinear
+    /// evaluation removes.
+    func testNonLoglinearScheduleIsScoredUnderLoglinear() throws {
+        let data = dir + "/test.tok"
+        try TinyRun.writeStream(data, rows: TinyRun.rows(4))
+        var r = TinyRun.request(dir: dir, data: data, valid: nil, steps: 0)
+        r.schedule = "gaussian"; r.sets.append("mu=0.6"); r.runDir = dir + "/gauss"
+        let (t, _) = try TrainSetup.make(r)
+        _ = try t.run(runDir: r.runDir, metrics: nil) { _ in }
+        let (m, info, d) = try Perplexity.load(checkpoint: r.runDir + "/last.safetensors", data: data, batch: 4)
+        XCTAssertEqual(info.noiseSchedule, .gaussian(.init(mu: 0.6)))
+        var o = PerplexityOptions(); o.batch = 4; o.samples = 16; o.clips = [ClipInterval(0.3, 0.8)]
+        let g = Perplexity.evaluate(model: m, info: info, data: d, options: o)
+        var plain = info
+        plain.schedule = "loglinear"; plain.metadata["noise_params"] = nil
+        let l = Perplexity.evaluate(model: m, info: plain, data: d, options: o)
+        XCTAssertEqual(g.nll, l.nll, "one batch: the same loglinear draws")
+        XCTAssertNil(l.schedule)
+        let c = log(Double(TinyRun.V - 1))
+        XCTAssertEqual(g.nll, c, accuracy: 0.1 * c)
+        let own = try XCTUnwrap(g.schedule)
+        XCTAssertEqual(own.name, "gaussian"); XCTAssertTrue(own.parameters.contains("mu=0.6"), own.parameters)
+        // Expected 0.71·c, and lower still in a finite sample: near u = 1 the truncated Gaussian's weight dp/du
+        // spikes (φ(z) at z ≈ 4), a sliver of u holding ~10% of the integral that few draws hit.
+        XCTAssertLessThan(own.nll, 0.8 * c); XCTAssertGreaterThan(own.nll, 0.3 * c)
+        XCTAssertNotEqual(g.varNELBO.map(\.1), l.varNELBO.map(\.1), "Var. NELBO under the training schedule")
+        let json = try JSONSerialization.jsonObject(with: Data(g.json.utf8)) as! [String: Any]
+        XCTAssertEqual(json["schedule"] as? String, "gaussian")
+        XCTAssertEqual(json["schedule_ppl"] as? Double ?? 0, exp(own.nll), accuracy: 1e-9)
+    }
+
+    func testScheduleParametersRoundTrip() {
+        var b = NoiseSchedule.BimodalParameters(); b.mu1 = 0.1; b.w1 = 0.6; b.tau = 1.7
+        for s in [NoiseSchedule.gaussian(.init(mu: 0.7, sigma: 0.05)), .bimodal(b), .loglinear, .squareRoot] {
+            XCTAssertEqual(NoiseSchedule.named(s.name, parameters: s.parameterString), s, s.name)
+        }
+        XCTAssertNil(NoiseSchedule.named("gaussian", parameters: "nu=1"))
+        XCTAssertNil(NoiseSchedule.named("loglinear", parameters: "mu=0.5"))
+        XCTAssertNil(NoiseSchedule.named("gaussian", parameters: "mu=x"))
+    }
+
     func testCommandLineTrainAndScore() throws {
         let train = try cliBinary("train"), score = try cliBinary("score")
         let data = dir + "/train.tok", valid = dir + "/valid.tok"

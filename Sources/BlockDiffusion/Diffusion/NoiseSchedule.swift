@@ -67,6 +67,53 @@ public enum NoiseSchedule: Equatable, Sendable {
         }
     }
 
+    /// The parameters of the Gaussian schedules as "k=v,…" (exact decimals; bimodal includes the training
+    /// progress τ it was at), "" for the others. Stored in checkpoints as `noise_params`, read by `named(_:parameters:)`.
+    public var parameterString: String {
+        func f(_ x: Double) -> String { "\(x)" }   // shortest decimal that reads back exactly
+        switch self {
+        case .gaussian(let g):
+            return "mu=\(f(g.mu)),sigma=\(f(g.sigma)),p_min=\(f(g.pMin)),u_eps=\(f(g.uEps))"
+        case .bimodal(let b):
+            return "w1=\(f(b.w1)),mu1=\(f(b.mu1)),sigma1=\(f(b.sigma1)),sigma2=\(f(b.sigma2)),m_start=\(f(b.mStart)),"
+                + "m_end=\(f(b.mEnd)),tau_scale=\(f(b.tauScale)),p_min=\(f(b.pMin)),u_eps=\(f(b.uEps)),tau=\(f(b.tau))"
+        default:
+            return ""
+        }
+    }
+
+    /// A schedule by name with the parameters `parameterString` wrote; unknown keys or values → nil.
+    public static func named(_ name: String, parameters: String) -> NoiseSchedule? {
+        guard var s = named(name) else { return nil }
+        var kv: [String: Double] = [:]
+        for item in parameters.split(separator: ",") where !item.isEmpty {
+            let f = item.split(separator: "=", maxSplits: 1)
+            guard f.count == 2, let v = Double(f[1]) else { return nil }
+            kv[String(f[0])] = v
+        }
+        switch s {
+        case .gaussian(var g):
+            for (k, v) in kv {
+                switch k { case "mu": g.mu = v; case "sigma": g.sigma = v; case "p_min": g.pMin = v; case "u_eps": g.uEps = v
+                default: return nil }
+            }
+            s = .gaussian(g)
+        case .bimodal(var b):
+            for (k, v) in kv {
+                switch k {
+                case "w1": b.w1 = v; case "mu1": b.mu1 = v; case "sigma1": b.sigma1 = v; case "sigma2": b.sigma2 = v
+                case "m_start": b.mStart = v; case "m_end": b.mEnd = v; case "tau_scale": b.tauScale = v
+                case "p_min": b.pMin = v; case "u_eps": b.uEps = v; case "tau": b.tau = v
+                default: return nil
+                }
+            }
+            s = .bimodal(b)
+        default:
+            guard kv.isEmpty else { return nil }
+        }
+        return s
+    }
+
     /// The reference's `set_training_progress(global_step, max_steps)`: moves μ2 of the bimodal
     /// schedule; a no-op for the others.
     public mutating func setTrainingProgress(step: Int, maxSteps: Int) {

@@ -28,7 +28,11 @@ public struct PerplexityResult: Sendable {
     /// The t interval of the reported NLL; nil for AR.
     public var interval: ClipInterval?
     public var exact: Bool
+    /// Var. NELBO per interval, under the training schedule.
     public var varNELBO: [(ClipInterval, Double)]
+    /// A model trained with another schedule than loglinear: its name, parameters, and the NELBO under it at
+    /// the reported interval (the reference's evaluation; one draw per block). `nll` is always loglinear.
+    public var schedule: (name: String, parameters: String, nll: Double)? = nil
     public var ppl: Double { exp(nll) }
     public var bpd: Double { nll / M_LN2 }
 
@@ -39,6 +43,10 @@ public struct PerplexityResult: Sendable {
         var vars: [[String: Any]] = []
         for (c, v) in varNELBO { vars.append(["min": c.min, "max": c.max, "var": v.isFinite ? v : NSNull()]) }
         o["var_nelbo"] = vars
+        if let sc = schedule {
+            o["schedule"] = sc.name; o["schedule_params"] = sc.parameters
+            o["schedule_nll"] = sc.nll; o["schedule_ppl"] = exp(sc.nll)
+        }
         let d = try! JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])
         return String(decoding: d, as: UTF8.self)
     }
@@ -47,6 +55,10 @@ public struct PerplexityResult: Sendable {
         var s = String(format: "%@ over %d tokens (%d sequences, %d sample%@, L'=%d)\n", exact ? "exact NLL" : "NELBO", tokens, sequences,
                        samples, samples == 1 ? "" : "s", blockSize)
         s += String(format: "  nll  %.6f nats/token\n  ppl  %.4f\n  bpd  %.6f\n", nll, ppl, bpd)
+        if let sc = schedule {
+            s += String(format: "  (loglinear evaluation; under the training schedule %@: nll %.6f, ppl %.4f, one draw)\n",
+                        sc.name, sc.nll, exp(sc.nll))
+        }
         if !varNELBO.isEmpty {
             s += "  Var. NELBO\n"
             for (c, v) in varNELBO { s += String(format: "    %-22@ %.6g\n", c.description, v) }
@@ -69,8 +81,13 @@ public enum Perplexity {
             return r
         }
         let bs = algo == .mdlm ? L : (algo == .ar ? 1 : (o.blockSize ?? info.blockSize))
+        // The reported NLL is the NELBO under the loglinear schedule at t ~ U[1e-3, 1] for every model: in continuous
+        // time the NELBO does not depend on the schedule (it only changes the estimator's variance), but its
+        // t ≥ 1e-3 cut does — a schedule with p(1e-3) far from 0 (square root: 0.032, the Gaussian ones ~0.2)
+        // never scores the lightly-masked region and reads low. The training schedule's own NELBO (the reference's
+        // evaluation) and every Var. NELBO are computed under the training schedule (one draw per batch each).
         var obj = DiffusionObjective(blockSize: bs, length: L, maskID: info.special.mask)
-        obj.schedule = NoiseSchedule.named(info.schedule) ?? .loglinear
+        obj.schedule = .loglinear
         obj.ignoreBOS = algo != .ar
         if let t = info.metadata["training"], let d = try? JSONSerialization.jsonObject(with: Data(t.utf8)) as? [String: String] {
             if d["ignore_bos"] == "false" { obj.ignoreBOS = false }
@@ -78,6 +95,10 @@ public enum Perplexity {
             if let r = d["tuned_rule"], let tr = TunedRule(rawValue: r) { obj.tunedRule = tr }
         }
         let runner = BatchLoss(model: model, algorithm: algo, objective: obj, maxBatch: o.batch, needsGradients: false)
+        let own = algo == .ar ? NoiseSchedule.loglinear : info.noiseSchedule
+        var ownObj = obj
+        ownObj.schedule = own
+        let ownRunner = own == .loglinear ? runner : BatchLoss(model: model, algorithm: algo, objective: ownObj, maxBatch: o.batch, needsGradients: false)
         let report: ClipInterval = algo == .bd3 && bs == 1 ? .tuned : .base
         let exact = algo == .ar || report == .tuned
         let K = exact ? 1 : max(1, o.samples)
@@ -86,6 +107,7 @@ public enum Perplexity {
         // intervals get one extra draw per batch each.
         var reportAcc = VarianceAccumulator()
         var accs = algo == .ar ? [] : o.clips.filter { $0 != report }.map { ($0, VarianceAccumulator()) }
+        var ownReport = (acc: VarianceAccumulator(), nll: 0.0, count: 0)
         var nll = 0.0, count = 0
         var rows: [Int32] = []
         var lo = 0
@@ -100,19 +122,30 @@ public enum Perplexity {
                 nll += s.nllSum; count += s.tokenCount
                 if k == 0 { reportAcc.add(blockMeans: s.blockMeans) }
             }
+            if own != .loglinear {
+                let s = rows.withUnsafeBufferPointer {
+                    ownRunner.run(x0: $0, batch: hi - lo, interval: report, training: false, weighted: false, backward: false,
+                                  dropoutSeed: 0, rng: &rng)
+                }
+                ownReport.acc.add(blockMeans: s.blockMeans); ownReport.nll += s.nllSum; ownReport.count += s.tokenCount
+            }
             for j in accs.indices {
                 let s = rows.withUnsafeBufferPointer {
-                    runner.run(x0: $0, batch: hi - lo, interval: accs[j].0, training: false, weighted: false, backward: false,
-                               dropoutSeed: 0, rng: &rng)
+                    ownRunner.run(x0: $0, batch: hi - lo, interval: accs[j].0, training: false, weighted: false, backward: false,
+                                  dropoutSeed: 0, rng: &rng)
                 }
                 accs[j].1.add(blockMeans: s.blockMeans)
             }
             lo = hi
         }
+        let reportVar = own == .loglinear ? reportAcc.varNELBO : ownReport.acc.varNELBO
         var result = PerplexityResult(nll: nll / Double(count), tokens: count / K, sequences: data.count, samples: K,
                                       interval: algo == .ar ? nil : report, exact: exact,
-                                      varNELBO: (algo == .ar ? [] : [(report, reportAcc.varNELBO)]) + accs.map { ($0.0, $0.1.varNELBO) })
+                                      varNELBO: (algo == .ar ? [] : [(report, reportVar)]) + accs.map { ($0.0, $0.1.varNELBO) })
         result.blockSize = bs
+        if own != .loglinear {
+            result.schedule = (own.name, own.parameterString, ownReport.nll / Double(max(ownReport.count, 1)))
+        }
         return result
     }
 

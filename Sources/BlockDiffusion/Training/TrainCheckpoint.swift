@@ -34,6 +34,12 @@ public struct CheckpointInfo: Sendable {
     public func interval(forBlockSize b: Int) -> ClipInterval { intervals[b] ?? interval }
 
     /// Reads the metadata of a weights file written by `train` (or by the model's own save, with defaults).
+    /// The training noise schedule with its parameters (`noise`, `noise_params`); checkpoints written before
+    /// `noise_params` existed get the schedule's default parameters.
+    public var noiseSchedule: NoiseSchedule {
+        NoiseSchedule.named(schedule, parameters: metadata["noise_params"] ?? "") ?? NoiseSchedule.named(schedule) ?? .loglinear
+    }
+
     public static func read(_ file: SafetensorsFile) throws -> CheckpointInfo {
         let m = file.metadata
         guard let cj = m["model_config"], let config = try? JSONDecoder().decode(ModelConfig.self, from: Data(cj.utf8)) else {
@@ -93,6 +99,10 @@ extension Trainer {
             "tokenizer_fingerprint": hex(h.tokenizerFingerprint), "sampling_eps_min": exact(interval.min),
             "sampling_eps_max": exact(interval.max), "step": "\(step)", "training": options.json, "format": "pt",
         ]
+        // The schedule as training left it (Gaussian parameters; the bimodal's μ2 at this step's progress), so
+        // `score ppl` evaluates the Var. NELBO under the schedule the model was trained with.
+        let params = loss.objective.schedule.parameterString
+        if !params.isEmpty { m["noise_params"] = params }
         if let v = valNLL { m["val_nll"] = exact(v) }
         if options.algorithm == .sedd { m["sedd_noise"] = options.seddNoise.rawValue }
         if let mix = options.blockMix {
