@@ -238,6 +238,7 @@ PAPER_PY := $(PAPER_SCRIPTS)/atomic.py $(PAPER_SCRIPTS)/tables.py $(PAPER_SCRIPT
 paper_args = $(foreach r,$(3),$(r)=$(1)/scores/$(r).$(2).json)
 
 # Table 1: AR vs BD3 L'=1 vs L'=1 tuned (U[1,1]); Fig. 1: their NLL curves.
+# CPU (measured, 2 cores shared by -j2): 3 runs of 400 steps (~4 min each) + 3 exact scores: ~10 min.
 PAPER_T1 := ar l1 l1tuned
 $(PAPER_RESULTS)/paper-table1.md: $(foreach r,$(PAPER_T1),$(PAPER_M)/scores/$(r).test.json) $(PAPER_PY)
 	@mkdir -p $(@D)
@@ -247,6 +248,7 @@ $(PAPER_RESULTS)/paper-table1.md: $(foreach r,$(PAPER_T1),$(PAPER_M)/scores/$(r)
 paper-table1: $(PAPER_RESULTS)/paper-table1.md
 
 # Table 2: clip search vs U[0,1] per L'.
+# CPU: the 300-step pretrain (~3 min) + 6 fine-tunes (~1 min each) + 6 scores (~45 s each at 8 draws): ~12 min.
 PAPER_T2 := $(foreach b,$(PAPER_CLIP_BLOCKS),ft$(b)-cs ft$(b)-u01)
 $(PAPER_RESULTS)/paper-table2.md: $(foreach r,$(PAPER_T2),$(PAPER_M)/scores/$(r).test.json) $(PAPER_PY)
 	@mkdir -p $(@D)
@@ -265,6 +267,7 @@ $(PAPER_RESULTS)/paper-varnelbo.md: $(foreach r,$(PAPER_VAR),$(PAPER_M)/scores/$
 paper-varnelbo: $(PAPER_RESULTS)/paper-varnelbo.md
 
 # Tables 3 and 4: AR / SEDD / MDLM / BD3 L'=16,8,4 (clip search, fine-tuned from the L'=L pretrain).
+# CPU per corpus: 2 runs of 400 steps + the pretrain and its 100-step continuation + 3 fine-tunes + 6 scores: ~20 min.
 PAPER_T3 := ar sedd mdlm ft16-cs ft8-cs ft4-cs
 $(PAPER_RESULTS)/paper-table3.md: $(foreach r,$(PAPER_T3),$(PAPER_M)/scores/$(r).test.json) $(PAPER_PY)
 	@mkdir -p $(@D)
@@ -280,12 +283,14 @@ $(PAPER_RESULTS)/paper-table4.md: $(foreach r,$(PAPER_T3),$(PAPER_A)/scores/$(r)
 paper-table4: $(PAPER_RESULTS)/paper-table4.md
 
 # Table 5: zero-shot PPL on the held-out corpora.
+# CPU: Table 3's runs + 12 scores on the held-out sets (~30-60 s each): ~10 min.
 PAPER_T5 := ar sedd mdlm ft4-cs
 $(PAPER_RESULTS)/paper-table5.md: $(foreach s,$(PAPER_HELDOUT_SETS),$(foreach r,$(PAPER_T5),$(PAPER_M)/scores/$(r).heldout-$(s).json)) $(PAPER_PY)
 	@mkdir -p $(@D)
 	$(PAPER_TABLE) 5 $(PAPER_SCALE) -o $@ $(foreach s,$(PAPER_HELDOUT_SETS),$(foreach r,$(PAPER_T5),$(r)@$(s)=$(PAPER_M)/scores/$(r).heldout-$(s).json))
 paper-table5: $(PAPER_RESULTS)/paper-table5.md
 
+# CPU (Tables 6 and 7): Table 3's runs + 10 sample sets of PAPER_GEN_N (10 s - 1 min each) + AR scoring: ~6 min.
 # Table 6: generation lengths (AR and BD3 variable length up to PAPER_GEN_MAX; SEDD and MDLM fixed length L) + train docs.
 PAPER_T6 := ar.var sedd.fixed mdlm.fixed ft16-cs.var
 $(PAPER_RESULTS)/paper-table6.md: $(foreach r,$(PAPER_T6),$(PAPER_M)/gen/$(r).json) $(PAPER_M)/tokenizer.json $(PAPER_PY)
@@ -300,6 +305,7 @@ $(PAPER_RESULTS)/paper-table7.md: $(foreach r,$(PAPER_T7),$(PAPER_M)/gen/$(r).fi
 	$(PAPER_TABLE) 7 $(PAPER_SCALE) -o $@ $(foreach r,$(PAPER_T7),$(r)=$(PAPER_M)/gen/$(r).fixed.json)
 paper-table7: $(PAPER_RESULTS)/paper-table7.md
 
+# CPU (Table 8): 14 fine-tunes + 14 scores: ~25 min.
 # Table 8: schedules (L'=4: clipped x2, linear, log, square root; L'=16: clipped x2, linear, square, cosine).
 PAPER_T8 := $(foreach b,$(PAPER_SCHED_BLOCKS),ft$(b)-c4595 ft$(b)-c3080 ft$(b)-u01 ft$(b)-log ft$(b)-sqrt ft$(b)-square ft$(b)-cosine)
 $(PAPER_RESULTS)/paper-table8.md: $(foreach r,$(PAPER_T8),$(PAPER_M)/scores/$(r).test.json) $(PAPER_PY)
@@ -308,6 +314,7 @@ $(PAPER_RESULTS)/paper-table8.md: $(foreach r,$(PAPER_T8),$(PAPER_M)/scores/$(r)
 paper-table8: $(PAPER_RESULTS)/paper-table8.md
 
 # Table 10: implemented vs Gaussian / bimodal Gaussian schedules per L'.
+# CPU: 24 fine-tunes (8 at L'=L, BD3 layout: ~1.5 min) + 24 scores: ~40 min (8 shared with Table 8).
 # the report's clipped interval per L' (L: U[0,0.5], 16: U[0.3,0.8], 4: U[0.5,1]) and second Gaussian mean
 paper_cliptag = $(if $(filter $(PAPER_L),$(1)),c0050,$(if $(filter 4,$(1)),c5010,c3080))
 paper_gausstag = $(if $(filter 4,$(1)),gauss70,gauss60)
@@ -319,6 +326,7 @@ $(PAPER_RESULTS)/paper-table10.md: $(foreach r,$(PAPER_T10),$(PAPER_M)/scores/$(
 paper-table10: $(PAPER_RESULTS)/paper-table10.md
 
 # Table 11: loglinear vs bimodal-Gaussian pretraining; best fine-tuning schedule of each.
+# CPU: the bimodal pretrain (~3 min) + 15 fine-tunes from it + 30 scores (15 shared with Table 10): ~30 min.
 PAPER_T11_TAGS := u01 cosc3080 gauss50 bg30 bg10
 PAPER_T11 := $(foreach b,$(PAPER_BG_BLOCKS),$(foreach t,$(PAPER_T11_TAGS),ft$(b)-$(t) bgft$(b)-$(t)))
 $(PAPER_RESULTS)/paper-table11.md: $(foreach r,$(PAPER_T11),$(PAPER_M)/scores/$(r).test.json) $(PAPER_PY)
@@ -327,6 +335,7 @@ $(PAPER_RESULTS)/paper-table11.md: $(foreach r,$(PAPER_T11),$(PAPER_M)/scores/$(
 paper-table11: $(PAPER_RESULTS)/paper-table11.md
 
 # Table 13: loss reweighting (PPL always the unweighted NELBO).
+# CPU: 15 reweighted fine-tunes + 18 scores (3 shared with Table 3): ~30 min. Whole `make -j2 paper`: ~2 h.
 PAPER_T13 := ar sedd mdlm $(foreach b,16 8 4,ft$(b)-cs ft$(b)-rwiddpm ft$(b)-rwedm ft$(b)-rwsig ft$(b)-rwfm ft$(b)-rwsimple)
 $(PAPER_RESULTS)/paper-table13.md: $(foreach r,$(PAPER_T13),$(PAPER_M)/scores/$(r).test.json) $(PAPER_PY)
 	@mkdir -p $(@D)
