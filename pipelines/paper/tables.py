@@ -46,6 +46,13 @@ def ppl(d):
     return d.get("ppl") if d else None
 
 
+def ppl_var_cells(ds):
+    """PPL and Var. NELBO (training interval) cells of a group of runs, the best of each bold, diverged runs named."""
+    pv = [ppl(d) for d in ds]
+    vv = [interval_of(d)[1] for d in ds]
+    return diverged(bold_min([fmt(v) for v in pv], pv), ds), bold_min([fmt(v) for v in vv], vv)
+
+
 def own_ppl(d):
     """The NELBO under the model's own training schedule (the reference's evaluation; `score ppl` reports it as
     schedule_ppl when the schedule is not loglinear — for loglinear it is the PPL itself)."""
@@ -227,10 +234,7 @@ def main():
         rows = []
         for b in blocks:
             tags = [t for t in ("c4595", "c3080", "u01", "log", "sqrt", "square", "cosine") if f"ft{b}-{t}" in R]
-            pv = [ppl(g(f"ft{b}-{t}")) for t in tags]
-            vv = [interval_of(g(f"ft{b}-{t}"))[1] for t in tags]
-            pc, vc = bold_min([fmt(v) for v in pv], pv), bold_min([fmt(v) for v in vv], vv)
-            pc = diverged(pc, [g(f"ft{b}-{t}") for t in tags])
+            pc, vc = ppl_var_cells([g(f"ft{b}-{t}") for t in tags])
             rows.append([f"*L' = {b}*", "", "", ""])
             rows += [[FT_NAMES[t], pc[i], vc[i], fmt(own_ppl(g(f"ft{b}-{t}")))] for i, t in enumerate(tags)]
         lines.append(table(["Noise schedule", "PPL (↓)", "Var. NELBO (↓)", "PPL at own schedule"], rows))
@@ -243,10 +247,7 @@ def main():
             left = [t for t in ("u01", "c0050", "c3080", "c5010", "cosine", "cosc0050", "cosc3080", "cosc5010") if f"ft{b}-{t}" in R]
             right = [t for t in ("gauss50", "gauss60", "gauss70", "bg30", "bg10") if f"ft{b}-{t}" in R]
             allt = left + right
-            pv = [ppl(g(f"ft{b}-{t}")) for t in allt]
-            vv = [interval_of(g(f"ft{b}-{t}"))[1] for t in allt]
-            pc, vc = bold_min([fmt(v) for v in pv], pv), bold_min([fmt(v) for v in vv], vv)
-            pc = diverged(pc, [g(f"ft{b}-{t}") for t in allt])
+            pc, vc = ppl_var_cells([g(f"ft{b}-{t}") for t in allt])
             cell = {t: (pc[i], vc[i]) for i, t in enumerate(allt)}
             for i in range(max(len(left), len(right))):
                 row = [str(b) if i == 0 else ""]
