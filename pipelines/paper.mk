@@ -166,19 +166,21 @@ $(PAPER_OUT)/$(1)/runs/mdlm/done: $(PAPER_OUT)/$(1)/runs/pre/done
 	rm -rf $$(@D) && cp -r $(PAPER_OUT)/$(1)/runs/pre $$(@D) && rm -f $$@
 	$$($(1)_TRAIN) --algo mdlm --warmup $(PAPER_WARMUP) --steps $(PAPER_TOTAL_STEPS) --metrics $$(@D)/metrics.jsonl -o $$(@D) $$($(1)_OK)
 	touch $$@
-# Fine-tunes at L' = <first part of the stem> with the flags PAPER_FT_<tag>. CPU: PAPER_FT_STEPS steps
-# (clip search adds ~20 forward passes over PAPER_VAL_BATCHES batches per validation).
+# Fine-tunes at L' = <first part of the stem> with the flags PAPER_FT_<tag>, from the pretrain PAPER_FT_FROM
+# (ft: the loglinear `pre`, bgft: the bimodal `prebg`). CPU: PAPER_FT_STEPS steps (clip search adds ~20 forward
+# passes over PAPER_VAL_BATCHES batches per validation).
+$(1)_FT = $$($(1)_TRAIN) --init $(PAPER_OUT)/$(1)/runs/$$(PAPER_FT_FROM)/best.safetensors --algo bd3 \
+    --block-size $$(word 1,$$(subst -, ,$$*)) $$(PAPER_FT_$$(word 2,$$(subst -, ,$$*))) --warmup $(PAPER_FT_WARMUP) \
+    --steps $(PAPER_FT_STEPS) --metrics $$(@D)/metrics.jsonl -o $$(@D) $$($(1)_OK)
+$(PAPER_OUT)/$(1)/runs/ft%/done: PAPER_FT_FROM = pre
+$(PAPER_OUT)/$(1)/runs/bgft%/done: PAPER_FT_FROM = prebg
 $(PAPER_OUT)/$(1)/runs/ft%/done: $(PAPER_OUT)/$(1)/runs/pre/done
 	@mkdir -p $$(@D)
-	$$($(1)_TRAIN) --init $(PAPER_OUT)/$(1)/runs/pre/best.safetensors --algo bd3 --block-size $$(word 1,$$(subst -, ,$$*)) \
-	    $$(PAPER_FT_$$(word 2,$$(subst -, ,$$*))) --warmup $(PAPER_FT_WARMUP) --steps $(PAPER_FT_STEPS) \
-	    --metrics $$(@D)/metrics.jsonl -o $$(@D) $$($(1)_OK)
+	$$($(1)_FT)
 	touch $$@
 $(PAPER_OUT)/$(1)/runs/bgft%/done: $(PAPER_OUT)/$(1)/runs/prebg/done
 	@mkdir -p $$(@D)
-	$$($(1)_TRAIN) --init $(PAPER_OUT)/$(1)/runs/prebg/best.safetensors --algo bd3 --block-size $$(word 1,$$(subst -, ,$$*)) \
-	    $$(PAPER_FT_$$(word 2,$$(subst -, ,$$*))) --warmup $(PAPER_FT_WARMUP) --steps $(PAPER_FT_STEPS) \
-	    --metrics $$(@D)/metrics.jsonl -o $$(@D) $$($(1)_OK)
+	$$($(1)_FT)
 	touch $$@
 
 # Test PPL / Var. NELBO (one JSON object). CPU: PAPER_SCORE_SAMPLES forward passes over the test split.
