@@ -19,6 +19,7 @@ build: deps
 
 # XCTest only (the suite has no swift-testing tests); the last line is the plain "N passed, N failed" summary.
 test: deps
+	python3 Tests/scripts/layers.py
 	$(SWIFT) build
 	@set -o pipefail; $(SWIFT) test --disable-swift-testing 2>&1 | tee .build/test.log | grep -vE "^Test Case .* (started|passed)"; rc=$$?; \
 	  total=$$(grep -oE "Executed [0-9]+ tests?, with [0-9]+ failures?" .build/test.log | tail -1); \

@@ -40,7 +40,7 @@ struct PPL: ParsableCommand {
             let r = Perplexity.evaluate(model: m, info: info, data: data, options: o)
             FileHandle.standardError.write(Data(r.table.utf8))
             print(r.json)
-        } catch let e as TrainingUsageError { throw ValidationError(e.description) }
+        } catch let e as UsageError { throw ValidationError(e.description) }
     }
 }
 

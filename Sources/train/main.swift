@@ -57,7 +57,7 @@ struct Train: ParsableCommand {
         r.clip = clip; r.initPath = `init`; r.seed = seed; r.valEvery = valEvery; r.valBatches = valBatches
         r.saveEvery = saveEvery; r.runDir = output
         let trainer: Trainer, how: String
-        do { (trainer, how) = try TrainSetup.make(r) } catch let e as TrainingUsageError { throw ValidationError(e.description) }
+        do { (trainer, how) = try TrainSetup.make(r) } catch let e as UsageError { throw ValidationError(e.description) }
         let log: (String) -> Void = { FileHandle.standardError.write(Data(("train: " + $0 + "\n").utf8)) }
         log(how)
         let m = try metrics.map { try MetricsLog(path: $0) }

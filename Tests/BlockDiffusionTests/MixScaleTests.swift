@@ -25,7 +25,7 @@ final class MixScaleTests: TinyRunTestCase {
         XCTAssertEqual(try BlockMix.parse(u.description, length: 16), u)
         for bad in ["bimodal:5", "bimodal:4,6", "bimodal:4,16,1.5", "bimodal:4,16,-0.1", "bimodal:4,16,x", "bimodal:4,4",
                     "bimodal:", "bimodal:0", "bimodal:4,16,0.1,3", "uniform:4", "uniform:4,4", "uniform:4,3", "gauss:4,16", "4,16"] {
-            XCTAssertThrowsError(try BlockMix.parse(bad, length: 16), bad) { XCTAssertTrue($0 is TrainingUsageError, "\(bad): \($0)") }
+            XCTAssertThrowsError(try BlockMix.parse(bad, length: 16), bad) { XCTAssertTrue($0 is UsageError, "\(bad): \($0)") }
         }
     }
 
@@ -224,16 +224,16 @@ final class MixScaleTests: TinyRunTestCase {
         XCTAssertNotEqual(s4.nll, s16.nll)
         XCTAssertTrue(s16.json.contains("\"block_size\":16"))
         XCTAssertThrowsError(try Perplexity.load(checkpoint: r.runDir + "/best.safetensors", data: validPath, batch: 4, blockSize: 5)) {
-            XCTAssertTrue($0 is TrainingUsageError)
+            XCTAssertTrue($0 is UsageError)
         }
         // --block-mix is bd3-only; --block-size in score likewise.
         var m = r; m.algorithm = .mdlm; m.clipSearch = false; m.runDir = dir + "/mdlm"
-        XCTAssertThrowsError(try TrainSetup.make(m)) { XCTAssertTrue($0 is TrainingUsageError) }
+        XCTAssertThrowsError(try TrainSetup.make(m)) { XCTAssertTrue($0 is UsageError) }
         m.blockMix = nil
         let (mt, _) = try TrainSetup.make(m)
         _ = try mt.run(runDir: m.runDir, metrics: nil) { _ in }
         XCTAssertThrowsError(try Perplexity.load(checkpoint: m.runDir + "/last.safetensors", data: validPath, batch: 4, blockSize: 4)) {
-            XCTAssertTrue($0 is TrainingUsageError)
+            XCTAssertTrue($0 is UsageError)
         }
     }
 
@@ -321,13 +321,13 @@ final class SEDDTrainingTests: TinyRunTestCase {
         XCTAssertTrue(Array(a.model.parameters) == Array(c.model.parameters))
         // bd3 on a SEDD run directory, and SEDD-only options elsewhere, are usage errors.
         var q = r; q.algorithm = .bd3
-        XCTAssertThrowsError(try TrainSetup.make(q)) { XCTAssertTrue($0 is TrainingUsageError, "\($0)") }
+        XCTAssertThrowsError(try TrainSetup.make(q)) { XCTAssertTrue($0 is UsageError, "\($0)") }
         for bad in [{ (x: inout TrainRequest) in x.reweight = "edm" }, { $0.blockMix = "bimodal:4" }, { $0.schedule = "cosine" },
                     { $0.clipSearch = true; $0.valid = self.validPath }] {
             var x = r; x.runDir = dir + "/bad"; bad(&x)
-            XCTAssertThrowsError(try TrainSetup.make(x)) { XCTAssertTrue($0 is TrainingUsageError, "\($0)") }
+            XCTAssertThrowsError(try TrainSetup.make(x)) { XCTAssertTrue($0 is UsageError, "\($0)") }
         }
         var y = r; y.algorithm = .bd3; y.runDir = dir + "/bad2"; y.sets.append("sedd_noise=loglinear")
-        XCTAssertThrowsError(try TrainSetup.make(y)) { XCTAssertTrue($0 is TrainingUsageError, "\($0)") }
+        XCTAssertThrowsError(try TrainSetup.make(y)) { XCTAssertTrue($0 is UsageError, "\($0)") }
     }
 }

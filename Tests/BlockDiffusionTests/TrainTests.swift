@@ -115,15 +115,15 @@ final class TrainTests: TinyRunTestCase {
             XCTAssertTrue("\($0)".contains("fingerprint")) }
         // Usage errors: block size not dividing L, unknown names.
         r.runDir = dir + "/bad"; r.blockSize = 5
-        XCTAssertThrowsError(try TrainSetup.make(r)) { XCTAssertTrue($0 is TrainingUsageError) }
+        XCTAssertThrowsError(try TrainSetup.make(r)) { XCTAssertTrue($0 is UsageError) }
         r.blockSize = 4; r.schedule = "linear"
-        XCTAssertThrowsError(try TrainSetup.make(r)) { XCTAssertTrue($0 is TrainingUsageError) }
+        XCTAssertThrowsError(try TrainSetup.make(r)) { XCTAssertTrue($0 is UsageError) }
         r.schedule = "loglinear"; r.sets = ["bogus=1"]
-        XCTAssertThrowsError(try TrainSetup.make(r)) { XCTAssertTrue($0 is TrainingUsageError) }
+        XCTAssertThrowsError(try TrainSetup.make(r)) { XCTAssertTrue($0 is UsageError) }
         r.sets = []; r.clipSearch = true        // clip search without validation data
-        XCTAssertThrowsError(try TrainSetup.make(r)) { XCTAssertTrue($0 is TrainingUsageError) }
+        XCTAssertThrowsError(try TrainSetup.make(r)) { XCTAssertTrue($0 is UsageError) }
         r.valid = trainPath; r.algorithm = .ar  // clip search is bd3-only
-        XCTAssertThrowsError(try TrainSetup.make(r)) { XCTAssertTrue($0 is TrainingUsageError) }
+        XCTAssertThrowsError(try TrainSetup.make(r)) { XCTAssertTrue($0 is UsageError) }
     }
 
     func testInitFromOtherBlockSizeFineTunes() throws {

@@ -1,13 +1,9 @@
 // Turns `train`'s command-line request into a ready Trainer: reads the data, checks the usage
 // (block size divides L, known names, --set keys), builds or restores the model, and resumes an
-// interrupted run found in RUN_DIR. Usage mistakes throw `TrainingUsageError` (the CLI maps it to
+// interrupted run found in RUN_DIR. Usage mistakes throw `UsageError` (the CLI maps it to
 // exit 64); runtime problems throw `ToolError` (exit 1).
 import Foundation
 
-public struct TrainingUsageError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ m: String) { description = m }
-}
 
 public struct TrainRequest: Sendable {
     public var data = ""
@@ -46,7 +42,7 @@ public enum TrainSetup {
     public static func parseInterval(_ s: String) throws -> ClipInterval {
         let parts = s.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
         guard parts.count == 2, let a = parts[0], let b = parts[1], a >= 0, b >= a, b <= 2 else {
-            throw TrainingUsageError("clip interval '\(s)' must be 'min,max' with 0 ≤ min ≤ max (e.g. 0.45,0.95)")
+            throw UsageError("clip interval '\(s)' must be 'min,max' with 0 ≤ min ≤ max (e.g. 0.45,0.95)")
         }
         return ClipInterval(a, b)
     }
@@ -54,36 +50,36 @@ public enum TrainSetup {
     /// Returns the trainer and a one-line description of how it started (fresh / init / resumed).
     public static func make(_ r: TrainRequest) throws -> (Trainer, String) {
         guard r.steps >= 0, r.batch >= 1, r.accumulate >= 1, r.lr > 0, r.warmup >= 0, r.valBatches >= 1 else {
-            throw TrainingUsageError("--steps, --warmup must be ≥ 0 and --batch, --accumulate, --val-batches ≥ 1, --lr > 0")
+            throw UsageError("--steps, --warmup must be ≥ 0 and --batch, --accumulate, --val-batches ≥ 1, --lr > 0")
         }
-        guard !r.runDir.isEmpty else { throw TrainingUsageError("missing -o RUN_DIR") }
+        guard !r.runDir.isEmpty else { throw UsageError("missing -o RUN_DIR") }
         if r.clipSearch {
-            guard r.algorithm == .bd3 else { throw TrainingUsageError("--clip-search applies to --algo bd3 only") }
-            guard r.valid != nil else { throw TrainingUsageError("--clip-search measures Var-NELBO on validation data; add --valid") }
+            guard r.algorithm == .bd3 else { throw UsageError("--clip-search applies to --algo bd3 only") }
+            guard r.valid != nil else { throw UsageError("--clip-search measures Var-NELBO on validation data; add --valid") }
         }
         var sets: [String: String] = [:]
         for s in r.sets {
-            guard let eq = s.firstIndex(of: "=") else { throw TrainingUsageError("--set takes key=value, got '\(s)'") }
+            guard let eq = s.firstIndex(of: "=") else { throw UsageError("--set takes key=value, got '\(s)'") }
             let k = String(s[..<eq]), v = String(s[s.index(after: eq)...])
             guard modelKeys.contains(k) || trainingKeys.contains(k) else {
-                throw TrainingUsageError("unknown --set key '\(k)'; known: \((modelKeys + trainingKeys).joined(separator: ", "))")
+                throw UsageError("unknown --set key '\(k)'; known: \((modelKeys + trainingKeys).joined(separator: ", "))")
             }
             sets[k] = v
         }
         func num(_ k: String) throws -> Double? {
             guard let v = sets[k] else { return nil }
-            guard let d = Double(v) else { throw TrainingUsageError("--set \(k)=\(v): not a number") }
+            guard let d = Double(v) else { throw UsageError("--set \(k)=\(v): not a number") }
             return d
         }
         func flag(_ k: String) throws -> Bool? {
             guard let v = sets[k] else { return nil }
             switch v.lowercased() { case "true", "1", "yes": return true; case "false", "0", "no": return false
-            default: throw TrainingUsageError("--set \(k)=\(v): expected true or false") }
+            default: throw UsageError("--set \(k)=\(v): expected true or false") }
         }
 
         // Noise schedule and its parameters.
         guard var schedule = NoiseSchedule.named(r.schedule) else {
-            throw TrainingUsageError("unknown --schedule '\(r.schedule)'; use loglinear, square, square_root, log, cosine, gaussian or bimodal_gaussian")
+            throw UsageError("unknown --schedule '\(r.schedule)'; use loglinear, square, square_root, log, cosine, gaussian or bimodal_gaussian")
         }
         if case .gaussian(var g) = schedule {
             if let x = try num("mu") { g.mu = x }; if let x = try num("sigma") { g.sigma = x }; if let x = try num("p_min") { g.pMin = x }
@@ -97,7 +93,7 @@ public enum TrainSetup {
             schedule = .bimodal(b)
         }
         guard let reweighting = Reweighting.named(r.reweight) else {
-            throw TrainingUsageError("unknown --reweight '\(r.reweight)'; use none, edm, iddpm, sigmoid, sigmoid:K, fm or simple")
+            throw UsageError("unknown --reweight '\(r.reweight)'; use none, edm, iddpm, sigmoid, sigmoid:K, fm or simple")
         }
 
         // Data.
@@ -115,23 +111,23 @@ public enum TrainSetup {
         }
         if r.algorithm == .bd3 && r.blockMix == nil {
             guard r.blockSize >= 1, L % r.blockSize == 0 else {
-                throw TrainingUsageError("--block-size \(r.blockSize) does not divide the sequence length \(L)")
+                throw UsageError("--block-size \(r.blockSize) does not divide the sequence length \(L)")
             }
         }
         var mix: BlockMix? = nil
         if let spec = r.blockMix {
-            guard r.algorithm == .bd3 else { throw TrainingUsageError("--block-mix applies to --algo bd3 only") }
+            guard r.algorithm == .bd3 else { throw UsageError("--block-mix applies to --algo bd3 only") }
             mix = try BlockMix.parse(spec, length: L)
         }
         if r.algorithm == .sedd {
-            guard reweighting == .none else { throw TrainingUsageError("--reweight applies to ar/mdlm/bd3; SEDD weights its loss by dσ(t)") }
+            guard reweighting == .none else { throw UsageError("--reweight applies to ar/mdlm/bd3; SEDD weights its loss by dσ(t)") }
             guard r.schedule == "loglinear" else {
-                throw TrainingUsageError("--schedule applies to mdlm/bd3; for sedd choose σ(t) with --set sedd_noise=bd3lms|loglinear")
+                throw UsageError("--schedule applies to mdlm/bd3; for sedd choose σ(t) with --set sedd_noise=bd3lms|loglinear")
             }
         } else if sets["sedd_noise"] != nil {
-            throw TrainingUsageError("--set sedd_noise applies to --algo sedd only")
+            throw UsageError("--set sedd_noise applies to --algo sedd only")
         }
-        if r.algorithm == .ar && L < 2 { throw TrainingUsageError("AR training needs sequences of at least 2 tokens") }
+        if r.algorithm == .ar && L < 2 { throw UsageError("AR training needs sequences of at least 2 tokens") }
 
         var o = TrainOptions()
         o.algorithm = r.algorithm; o.blockSize = r.algorithm == .bd3 ? r.blockSize : (r.algorithm == .ar ? 1 : L)
@@ -147,11 +143,11 @@ public enum TrainSetup {
         if let x = try flag("antithetic") { o.antithetic = x }
         if let x = try flag("ignore_bos") { o.ignoreBOS = x }
         if let v = sets["sedd_noise"] {
-            guard let n = SEDDNoise(rawValue: v) else { throw TrainingUsageError("--set sedd_noise must be bd3lms or loglinear") }
+            guard let n = SEDDNoise(rawValue: v) else { throw UsageError("--set sedd_noise must be bd3lms or loglinear") }
             o.seddNoise = n
         }
         if let v = sets["tuned_rule"] {
-            guard let t = TunedRule(rawValue: v) else { throw TrainingUsageError("--set tuned_rule must be exact or reference") }
+            guard let t = TunedRule(rawValue: v) else { throw UsageError("--set tuned_rule must be exact or reference") }
             o.tunedRule = t
         }
 
@@ -166,7 +162,7 @@ public enum TrainSetup {
             config.length = L
         } else {
             guard let c = ModelConfig.named(r.configName, vocabSize: train.header.vocabSize) else {
-                throw TrainingUsageError("unknown --config '\(r.configName)'; use \(ModelConfig.names.joined(separator: ", "))")
+                throw UsageError("unknown --config '\(r.configName)'; use \(ModelConfig.names.joined(separator: ", "))")
             }
             config = c
             config.length = L
@@ -182,12 +178,12 @@ public enum TrainSetup {
             throw ToolError("the checkpoint's vocabulary (\(config.vocabSize)) differs from the data's (\(train.header.vocabSize)); tokenize with the checkpoint's tokenizer")
         }
         guard config.causal == (r.algorithm == .ar) else {
-            throw TrainingUsageError("--algo \(r.algorithm.rawValue) does not match the checkpoint's model (\(config.causal ? "causal AR" : "diffusion"))")
+            throw UsageError("--algo \(r.algorithm.rawValue) does not match the checkpoint's model (\(config.causal ? "causal AR" : "diffusion"))")
         }
         guard config.timeConditioning == (r.algorithm == .sedd) else {
-            throw TrainingUsageError("--algo \(r.algorithm.rawValue) does not match the checkpoint's model (\(config.timeConditioning ? "time-conditioned SEDD" : "not time-conditioned"))")
+            throw UsageError("--algo \(r.algorithm.rawValue) does not match the checkpoint's model (\(config.timeConditioning ? "time-conditioned SEDD" : "not time-conditioned"))")
         }
-        do { try config.validate() } catch { throw TrainingUsageError("\(error)") }
+        do { try config.validate() } catch { throw UsageError("\(error)") }
 
         let model = DiT(config: config, maxBatch: r.batch, maxTokens: BatchLoss.inputLength(r.algorithm, length: L))
         model.initialize(seed: r.seed)

@@ -10,12 +10,6 @@
 // report unnormalised token losses.
 import Foundation
 
-public enum Algorithm: String, CaseIterable, Sendable {
-    /// `sedd`: score-entropy discrete diffusion with time conditioning (SEDD/SEDDBatchLoss.swift);
-    /// `BatchLoss` does not run it (the trainer and `score` use `SEDDBatchLoss`), it only sizes inputs.
-    case ar, mdlm, bd3, sedd
-}
-
 /// What every batch loss (BatchLoss, SEDDBatchLoss) holds and does the same way: the model and objective,
 /// buffers allocated once for `maxBatch` sequences of L tokens — x_t and per-token losses (B·L), dLogits
 /// (B·L·V) only when gradients are needed — the draw of t and x_t, the loss denominator, the backward hand-off.

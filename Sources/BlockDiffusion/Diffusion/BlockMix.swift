@@ -43,40 +43,40 @@ public struct BlockMix: Equatable, Sendable, CustomStringConvertible {
     }
 
     /// Parses `bimodal:D[,G[,λ]]` or `uniform:S1,S2,…` for sequences of `length` tokens.
-    /// Usage mistakes (syntax, a size not dividing L, λ outside [0,1], repeated sizes) throw `TrainingUsageError`.
+    /// Usage mistakes (syntax, a size not dividing L, λ outside [0,1], repeated sizes) throw `UsageError`.
     public static func parse(_ spec: String, length L: Int) throws -> BlockMix {
         let usage = "--block-mix takes 'bimodal:DRAFT[,GLOBAL[,LAMBDA]]' (e.g. bimodal:4,\(L),0.1) or 'uniform:S1,S2,...' (e.g. uniform:4,16)"
-        guard let colon = spec.firstIndex(of: ":") else { throw TrainingUsageError("\(usage); got '\(spec)'") }
+        guard let colon = spec.firstIndex(of: ":") else { throw UsageError("\(usage); got '\(spec)'") }
         let name = spec[..<colon].lowercased()
         let args = spec[spec.index(after: colon)...].split(separator: ",", omittingEmptySubsequences: false)
             .map { $0.trimmingCharacters(in: .whitespaces) }
         func size(_ s: String) throws -> Int {
-            guard let n = Int(s), n >= 1 else { throw TrainingUsageError("\(usage); '\(s)' is not a block size ≥ 1") }
-            guard L % n == 0 else { throw TrainingUsageError("--block-mix: block size \(n) does not divide the sequence length \(L)") }
+            guard let n = Int(s), n >= 1 else { throw UsageError("\(usage); '\(s)' is not a block size ≥ 1") }
+            guard L % n == 0 else { throw UsageError("--block-mix: block size \(n) does not divide the sequence length \(L)") }
             return n
         }
         let mix: BlockMix
         switch name {
         case "bimodal":
-            guard (1...3).contains(args.count) else { throw TrainingUsageError("\(usage); got '\(spec)'") }
+            guard (1...3).contains(args.count) else { throw UsageError("\(usage); got '\(spec)'") }
             let d = try size(args[0])
             let g = args.count >= 2 ? try size(args[1]) : L
             var lambda = 0.1
             if args.count == 3 {
                 guard let x = Double(args[2]), x >= 0, x <= 1 else {
-                    throw TrainingUsageError("--block-mix: λ '\(args[2])' must be a number in [0, 1]")
+                    throw UsageError("--block-mix: λ '\(args[2])' must be a number in [0, 1]")
                 }
                 lambda = x
             }
-            guard d != g else { throw TrainingUsageError("--block-mix: draft and global sizes are both \(d); use --block-size \(d)") }
+            guard d != g else { throw UsageError("--block-mix: draft and global sizes are both \(d); use --block-size \(d)") }
             mix = BlockMix(bimodal: d, global: g, lambda: lambda)
         case "uniform":
             let s = try args.map(size)
-            guard s.count >= 2 else { throw TrainingUsageError("--block-mix uniform needs at least two sizes; for one size use --block-size") }
-            guard Set(s).count == s.count else { throw TrainingUsageError("--block-mix: a size is listed twice in '\(spec)'") }
+            guard s.count >= 2 else { throw UsageError("--block-mix uniform needs at least two sizes; for one size use --block-size") }
+            guard Set(s).count == s.count else { throw UsageError("--block-mix: a size is listed twice in '\(spec)'") }
             mix = BlockMix(uniform: s)
         default:
-            throw TrainingUsageError("\(usage); unknown distribution '\(name)'")
+            throw UsageError("\(usage); unknown distribution '\(name)'")
         }
         return mix
     }

@@ -12,25 +12,6 @@
 // like with like. `TunedRule.reference` reproduces the reference (any β > 0.5 → −1) for parity.
 import Foundation
 
-/// A clipped time interval U[β, ω] (`sampling_eps_min`, `sampling_eps_max`).
-public struct ClipInterval: Equatable, Hashable, Sendable, CustomStringConvertible {
-    public var min: Double
-    public var max: Double
-    public init(_ min: Double, _ max: Double) { self.min = min; self.max = max }
-    /// The unbiased interval (1e-3, 1) of training and NELBO evaluation.
-    public static let base = ClipInterval(1e-3, 1)
-    /// U[1,1]: all tokens masked, exact NLL for L' = 1.
-    public static let tuned = ClipInterval(1, 1)
-    public var isTuned: Bool { min >= 1 && max >= 1 }
-    public var description: String { "U[\(ClipInterval.fmt(min)), \(ClipInterval.fmt(max))]" }
-    static func fmt(_ x: Double) -> String { String(format: "%.3g", x) }
-}
-
-public enum TunedRule: String, Equatable, Sendable {
-    case exact       // loss_scale = −1 only for β ≥ 1
-    case reference   // loss_scale = −1 for any β > 0.5 (upstream quirk §10.5)
-}
-
 /// Everything that defines the diffusion loss apart from the model.
 public struct DiffusionObjective: Equatable, Sendable {
     public var schedule: NoiseSchedule = .loglinear

@@ -1,0 +1,51 @@
+// A likelihood estimate (NLL, PPL, BPD, Var. NELBO) as every NELBO evaluator reports it.
+import Foundation
+
+public struct PerplexityResult: Sendable {
+    public var nll: Double
+    public var tokens: Int
+    public var sequences: Int
+    public var samples: Int
+    /// The block size L' evaluated (1 for AR, L for MDLM).
+    public var blockSize: Int = 0
+    /// The t interval of the reported NLL; nil for AR.
+    public var interval: ClipInterval?
+    public var exact: Bool
+    /// Var. NELBO per interval, under the training schedule.
+    public var varNELBO: [(ClipInterval, Double)]
+    /// A model trained with another schedule than loglinear: its name, parameters, and the NELBO under it at
+    /// the reported interval (the reference's evaluation; one draw per block). `nll` is always loglinear.
+    public var schedule: (name: String, parameters: String, nll: Double)? = nil
+    public var ppl: Double { exp(nll) }
+    public var bpd: Double { nll / M_LN2 }
+
+    public var json: String {
+        var o: [String: Any] = ["ppl": ppl, "nll": nll, "bpd": bpd, "tokens": tokens, "sequences": sequences,
+                                "samples": samples, "exact": exact, "block_size": blockSize,
+                                "interval": interval.map { [$0.min, $0.max] as Any } ?? NSNull()]
+        var vars: [[String: Any]] = []
+        for (c, v) in varNELBO { vars.append(["min": c.min, "max": c.max, "var": v.isFinite ? v : NSNull()]) }
+        o["var_nelbo"] = vars
+        if let sc = schedule {
+            o["schedule"] = sc.name; o["schedule_params"] = sc.parameters
+            o["schedule_nll"] = sc.nll; o["schedule_ppl"] = exp(sc.nll)
+        }
+        let d = try! JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])
+        return String(decoding: d, as: UTF8.self)
+    }
+
+    public var table: String {
+        var s = String(format: "%@ over %d tokens (%d sequences, %d sample%@, L'=%d)\n", exact ? "exact NLL" : "NELBO", tokens, sequences,
+                       samples, samples == 1 ? "" : "s", blockSize)
+        s += String(format: "  nll  %.6f nats/token\n  ppl  %.4f\n  bpd  %.6f\n", nll, ppl, bpd)
+        if let sc = schedule {
+            s += String(format: "  (loglinear evaluation; under the training schedule %@: nll %.6f, ppl %.4f, one draw)\n",
+                        sc.name, sc.nll, exp(sc.nll))
+        }
+        if !varNELBO.isEmpty {
+            s += "  Var. NELBO\n"
+            for (c, v) in varNELBO { s += String(format: "    %-22@ %.6g\n", c.description, v) }
+        }
+        return s
+    }
+}
