@@ -23,6 +23,8 @@ struct Draft: ParsableCommand {
           draft -m sedd.safetensors -n 4 --length 256 --steps 1000 -o sedd.tok     (SEDD: analytic sampler, NFE = T)
           draft -m sedd.safetensors -n 4 --length 256 --steps 128 --predictor euler -o sedd-euler.tok
           draft -m run/last.safetensors -n 2 --max-length 2048 --prompt-tokens prompt.tok -o long.tok
+          draft -m ck.safetensors -n 8 --length 128 --unmask threshold:0.9 --trace steps.jsonl -o fast.tok
+          draft -m ck.safetensors -t tokenizer.json --prompt "Once" --suffix "The end." --length 128 -o - | tokenize decode
         """)
 
     @Option(name: [.customShort("m"), .customLong("model")], help: "Checkpoint (safetensors written by train).")
@@ -83,6 +85,23 @@ struct Draft: ParsableCommand {
     @Flag(name: .customLong("no-kv-cache"), help: "No KV cache: every forward runs the window of finished blocks + the current block (at most the model length) through the block-causal mask (the reference's kv_cache=False; slower, for comparison).")
     var noKVCache = false
 
+    // MARK: decoding options (unmasking policy, suffix, traces); checked by DecodeOptions / runDraft
+    @Option(help: "Which masked positions a step fills: random (default, the reference), confidence, margin, entropy (k per step from --sampler: first-hitting 1, ddpm the block's masks over --steps), threshold:τ (all with top-1 p > τ, at least one), eb:γ (entropy-bounded).")
+    var unmask: String = "random"
+
+    @Option(help: "Text the sample ends with (needs -t); clean context, never resampled. Fixed --length only.")
+    var suffix: String?
+
+    @Option(help: "Write one JSON line per sampling step (record, block, step, positions, confidence, nfe, tokens) to FILE.")
+    var trace: String?
+
+    @Flag(help: "Redraw the block being denoised on the terminal (stderr); with -t as text.")
+    var visual = false
+
+    @Flag(help: "Also record each token's snapshot margin (top-1 − top-2 probability; stream format v2) for remask --policy margin.")
+    var margins = false
+    // MARK: end of decoding options
+
     @Option(name: [.short, .long], help: "Output samples stream ('-' = stdout).")
     var output: String = "-"
 
@@ -108,39 +127,53 @@ struct Draft: ParsableCommand {
         if let b = blockSize, b < 1 { throw ValidationError("--block-size must be at least 1") }
         if prompt != nil && promptTokens != nil { throw ValidationError("give either --prompt or --prompt-tokens, not both") }
         if prompt != nil && tokenizer == nil { throw ValidationError("--prompt TEXT needs -t tokenizer.json (the checkpoint's tokenizer)") }
-        if tokenizer != nil && prompt == nil { throw ValidationError("-t/--tokenizer is only used with --prompt") }
+        if suffix != nil && tokenizer == nil { throw ValidationError("--suffix TEXT needs -t tokenizer.json (the checkpoint's tokenizer)") }
+        if tokenizer != nil && prompt == nil && suffix == nil && !visual { throw ValidationError("-t/--tokenizer is only used with --prompt, --suffix or --visual") }
+        do { _ = try DecodeOptions(unmask: unmask, trace: trace, visual: visual) } catch let e as SamplingUsageError { throw ValidationError(e.description) }
         _ = try parsedShard()
     }
 
     func run() throws {
         let ck = try SamplingCheckpoint.load(path: model, maskId: maskId, bosId: bosId, eosId: eosId)
         var prompts: [[Int32]] = []
+        let tok = try tokenizer.map { try BPETokenizer.load(path: $0) }
+        if let tok, let tokenizer, ck.fingerprint != 0 && tok.fingerprint != ck.fingerprint {
+            throw ToolError("\(tokenizer): tokenizer fingerprint \(String(format: "%016llx", tok.fingerprint)) differs from the checkpoint's \(String(format: "%016llx", ck.fingerprint)); pass the tokenizer the model was trained with")
+        }
         if let promptTokens {
             let (h, p) = try readPromptStream(path: promptTokens)
             try ck.requireCompatible(h, source: promptTokens)
             prompts = p
-        } else if let prompt, let tokenizer {
-            let tok = try BPETokenizer.load(path: tokenizer)
-            if ck.fingerprint != 0 && tok.fingerprint != ck.fingerprint {
-                throw ToolError("\(tokenizer): tokenizer fingerprint \(String(format: "%016llx", tok.fingerprint)) differs from the checkpoint's \(String(format: "%016llx", ck.fingerprint)); pass the tokenizer the model was trained with")
-            }
+        } else if let prompt, let tok {
             prompts = [tok.encode(Array(prompt.utf8))]
         }
+        let decoding = try DecodeOptions(unmask: unmask, trace: trace, visual: visual)
         var o = DraftOptions()
         o.samples = samples; o.length = length ?? maxLength!; o.variableLength = maxLength != nil
         o.blockSize = blockSize; o.sampler = sampler; o.steps = steps; o.nucleus = nucleus; o.seed = seed
         o.batch = batch; o.entropyStop = !noEntropyStop; o.shard = try parsedShard(); o.kvCache = !noKVCache
         o.seddPredictor = predictor
+        o.unmask = decoding.unmask
+        if let suffix, let tok { o.suffix = tok.encode(Array(suffix.utf8)) }
         let bs = ck.config.causal ? 1 : (blockSize ?? ck.blockSize)
         var attrs = ["block_size": "\(bs)", "sampler": sampler.rawValue, "nucleus": "\(nucleus)", "seed": "\(seed)",
                      "length": "\(o.length)", "var_length": "\(o.variableLength)"]
         if let shard { attrs["shard"] = shard }
         if noKVCache { attrs["kv_cache"] = "false" }
+        if decoding.unmask != .random { attrs["unmask"] = "\(decoding.unmask)" }
+        var header = ck.samplesHeader(tool: "draft", attributes: attrs)
+        if margins {
+            if ck.algorithm == "sedd" { throw ValidationError("--margins is for BD3-LM/MDLM/AR checkpoints; SEDD records no margins") }
+            header.fields.insert(.margin)
+        }
         if ck.algorithm == "sedd" { attrs["sampler"] = "sedd-" + (predictor ?? .analytic).rawValue; attrs["steps"] = "\(steps)" }
         do {
-            try withSamplesOutput(path: output, header: ck.samplesHeader(tool: "draft", attributes: attrs), allowTerminal: force) { w in
-                try runDraft(checkpoint: ck, options: o, prompts: prompts, writer: w) { line in
-                    FileHandle.standardError.write(Data(("draft: " + line + "\n").utf8))
+            let text: ([Int32]) -> String = { ids in tok.map { String(decoding: $0.decode(ids), as: UTF8.self) } ?? ids.map(String.init).joined(separator: " ") + " " }
+            try decoding.withObservers(decode: text, maskId: ck.special.mask) { observer in
+                try withSamplesOutput(path: output, header: header, allowTerminal: force) { w in
+                    try runDraft(checkpoint: ck, options: o, prompts: prompts, writer: w, observer: observer) { line in
+                        FileHandle.standardError.write(Data(("draft: " + line + "\n").utf8))
+                    }
                 }
             }
         } catch let e as SamplingUsageError { throw ValidationError(e.description) }

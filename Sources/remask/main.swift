@@ -12,6 +12,7 @@ struct Remask: ParsableCommand {
         abstract: "Re-mask the lowest-confidence (or random) fraction of each sample.",
         discussion: """
         snapshot: the ⌊γ·n⌋ lowest confidences recorded when the tokens were unmasked (n = non-prompt tokens; \
+        ties by position). margin: the lowest recorded top-1 − top-2 margins (draft/refine --margins; \
         ties by position). posthoc: confidences from a fresh forward over the finished sequence (needs -m). \
         random: uniform. Prompt tokens are never re-masked; masked positions get confidence 0 and step 0.
 
@@ -19,7 +20,7 @@ struct Remask: ParsableCommand {
           draft -m ck.safetensors -n 4 --length 1024 -o - | remask --ratio 0.25 | refine -m ck.safetensors --block-size 1024 -o refined.tok
         """)
 
-    @Option(help: "snapshot, posthoc or random.")
+    @Option(help: "snapshot, margin (needs a stream written with --margins), posthoc or random.")
     var policy: RemaskPolicy = .snapshot
 
     @Option(help: "Fraction γ in [0, 1] of the non-prompt tokens to mask.")
@@ -30,6 +31,9 @@ struct Remask: ParsableCommand {
 
     @Option(help: "Seed for --policy random.")
     var seed: UInt64 = 0
+
+    @Option(help: "Grow each selected position into its ±k neighbours (nearest first) within the same ⌊γ·n⌋ budget: spans instead of isolated holes.")
+    var dilate: Int = 0
 
     @Option(name: [.short, .long], help: "Input samples stream ('-' = stdin).")
     var input: String = "-"
@@ -42,6 +46,7 @@ struct Remask: ParsableCommand {
 
     func validate() throws {
         guard ratio >= 0 && ratio <= 1 else { throw ValidationError("--ratio must be in [0, 1] (got \(ratio))") }
+        guard dilate >= 0 else { throw ValidationError("--dilate must be at least 0 (got \(dilate))") }
         if policy == .posthoc && model == nil { throw ValidationError("--policy posthoc needs -m CHECKPOINT") }
     }
 
@@ -53,7 +58,7 @@ struct Remask: ParsableCommand {
         do {
             try withSamplesOutput(path: output, header: h, allowTerminal: force) { w in
                 try runRemask(policy: policy, ratio: ratio, seed: seed, checkpoint: ck, reader: reader, writer: w,
-                              source: input == "-" ? "stdin" : input)
+                              source: input == "-" ? "stdin" : input, dilate: dilate)
             }
         } catch let e as SamplingUsageError { throw ValidationError(e.description) }
     }

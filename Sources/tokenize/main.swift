@@ -233,7 +233,9 @@ struct Decode: ParsableCommand {
         record; bytes that are not valid UTF-8 become U+FFFD in "text" and the exact bytes are
         added as "bytes_base64". Specials decode to their names ("<|endoftext|>", "[MASK]").
         The stream's tokenizer fingerprint must match the tokenizer's. Without -t, the tokenizer
-        path recorded in the stream by `tokenize encode` is used.
+        path recorded in the stream by `tokenize encode` is used. On stdout every record is printed
+        as soon as it is read, so `draft … -o - | tokenize decode -t tok.json` shows samples while
+        sampling runs.
 
         Example:
           tokenize decode -t tok.json -i train.docs --jsonl -o train.jsonl
@@ -274,6 +276,9 @@ struct Decode: ParsableCommand {
                     bytes.append(0x0A)
                 }
                 try bytes.withUnsafeBytes { try out.write($0) }
+                // Streaming: on stdout each record goes out as soon as it is read (`draft | tokenize decode`
+                // shows text while sampling runs); a file is still written atomically by commit().
+                if output == "-" { try out.flush() }
             }
             try out.commit()
         } catch {

@@ -251,7 +251,7 @@ final class StreamTests: XCTestCase {
 
     func testUnknownVersionIsRefusedWithUpgradeHint() throws {
         var bytes = try encodeStream(StreamHeader(kind: .documents, vocabSize: 10), [], compress: false)
-        bytes[8] = 2; bytes[9] = 0
+        bytes[8] = UInt8(StreamFormat.version + 1); bytes[9] = 0
         for candidate in [bytes, zstdCompress(bytes)] {
             XCTAssertThrowsError(try decodeStream(candidate)) { error in
                 let message = "\(error)"

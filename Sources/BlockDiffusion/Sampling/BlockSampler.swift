@@ -33,11 +33,14 @@ public struct SamplerSettings: Sendable {
     public var steps: Int          // DDPM steps per block
     public var nucleus: Double     // top-p; 1 = off
     public var blockSize: Int      // L'; ≥ the length = one global block
-    public init(kind: SamplerKind = .firstHitting, steps: Int = 1000, nucleus: Double = 1, blockSize: Int) {
-        self.kind = kind; self.steps = steps; self.nucleus = nucleus; self.blockSize = blockSize
+    public var unmask: UnmaskPolicy = .random   // which masked positions a step fills (Unmasking.swift)
+    public init(kind: SamplerKind = .firstHitting, steps: Int = 1000, nucleus: Double = 1, blockSize: Int,
+                unmask: UnmaskPolicy = .random) {
+        self.kind = kind; self.steps = steps; self.nucleus = nucleus; self.blockSize = blockSize; self.unmask = unmask
     }
     public var summary: String {
-        "B=\(blockSize) sampler=\(kind.rawValue)" + (kind == .ddpm ? " steps=\(steps)" : "") + " nucleus=\(nucleus)"
+        "B=\(blockSize) sampler=\(kind.rawValue)" + (kind == .ddpm && !unmask.isAdaptive ? " steps=\(steps)" : "")
+            + " nucleus=\(nucleus)" + (unmask == .random ? "" : " unmask=\(unmask)")
     }
 }
 
@@ -55,9 +58,17 @@ public struct Canvas {
     public var degenerate = false
     /// Stop rules may flag this canvas but must not deactivate it (the last regeneration attempt).
     public var mustFinish = false
+    /// Trailing given tokens (draft --suffix): clean context like the prompt, never resampled, never stop-checked.
+    public var suffixLength = 0
+    /// Why sampling ended (set by the stop rules): nil = the length was reached.
+    public var stopRule: String? = nil
+    /// Snapshot margin per position: top-1 − top-2 of p when the token was written (given tokens: their
+    /// confidence, 1 for prompt/BOS). Written to streams that declare the margin field.
+    public var margin: [Float]
     public init(tokens: [Int32], confidence: [Float], unmaskStep: [UInt32], nfe: UInt64, promptLength: Int, seed: UInt64) {
         self.tokens = tokens; self.confidence = confidence; self.unmaskStep = unmaskStep
         self.nfe = nfe; self.promptLength = promptLength; rng = SplitMix64(seed: seed)
+        margin = confidence
     }
 }
 
@@ -69,8 +80,23 @@ public func canvasSeed(_ seed: UInt64, _ id: UInt64, _ attempt: UInt64 = 0) -> U
     return s.next()
 }
 
+/// One step of one canvas, for traces (`--trace`) and the terminal view (`--visual`): the positions unmasked
+/// by the forward, their snapshot confidences, and the canvas's NFE count after it.
+public struct SamplerStep: Sendable {
+    public var canvas: Int          // index in the batch handed to run
+    public var block: Int           // block index (0-based, position / L')
+    public var span: Range<Int>     // the block's positions
+    public var step: Int            // step within the block (1-based: forwards that unmasked something)
+    public var positions: [Int]
+    public var confidences: [Float]
+    public var nfe: UInt64
+}
+
 public final class BlockSampler {
     public let engine: SamplingEngine
+    /// Called after every step that unmasked positions (never for AR); nil = no tracing.
+    public var onStep: ((SamplerStep, Canvas) -> Void)? = nil
+    var blockSteps: [Int] = []
     public let settings: SamplerSettings
     public let maskId: Int32
     public let causal: Bool
@@ -99,14 +125,22 @@ public final class BlockSampler {
         precondition(len % bs == 0, "block size \(bs) must divide the length \(len)")
         for start in stride(from: 0, to: len, by: bs) {
             let range = start..<(start + bs)
-            switch settings.kind {
-            case .firstHitting: firstHittingBlock(&cs, range)
-            case .ddpm: ddpmBlock(&cs, range)
+            blockSteps = [Int](repeating: 0, count: cs.count)
+            if settings.unmask != .random { policyBlock(&cs, range) } else {
+                switch settings.kind {
+                case .firstHitting: firstHittingBlock(&cs, range)
+                case .ddpm: ddpmBlock(&cs, range)
+                }
             }
             if let stop { for b in cs.indices where cs[b].active { stop(&cs[b], range.upperBound) } }
             if !cs.contains(where: { $0.active }) { break }
             if range.upperBound < len { engine.forward(tokens: gather(cs, range), batch: cs.count, store: true, logits: false) }
         }
+    }
+
+    /// Over any forward engine (tests drive the policies with hand-set logits).
+    init(engine: SamplingEngine, settings: SamplerSettings, maskId: Int32) {
+        self.engine = engine; self.settings = settings; self.maskId = maskId; causal = engine.config.causal
     }
 
     func gather(_ cs: [Canvas], _ r: Range<Int>) -> [Int32] {
@@ -129,6 +163,7 @@ public final class BlockSampler {
     func write(_ c: inout Canvas, _ pos: Int, _ tok: Int, _ p: [Double]) {
         c.tokens[pos] = Int32(tok)
         c.confidence[pos] = Float(p[tok])
+        c.margin[pos] = Float(topTwoMargin(p))
         c.unmaskStep[pos] = UInt32(truncatingIfNeeded: c.nfe)
     }
 
@@ -151,6 +186,51 @@ public final class BlockSampler {
                 let p = probabilities(logits, row: k)
                 let tok = gumbelSample(p: p, rng: &cs[b].rng)
                 write(&cs[b], pos, tok, p)
+                report(cs, b, r, [pos])
+            }
+        }
+    }
+
+    func report(_ cs: [Canvas], _ b: Int, _ r: Range<Int>, _ positions: [Int]) {
+        guard let onStep else { return }
+        blockSteps[b] += 1
+        onStep(SamplerStep(canvas: b, block: r.lowerBound / r.count, span: r, step: blockSteps[b], positions: positions,
+                           confidences: positions.map { cs[b].confidence[$0] }, nfe: cs[b].nfe), cs[b])
+    }
+
+    /// Non-random policies (Unmasking.swift): one forward over the block's masked rows, score every masked
+    /// position, unmask the ones the policy selects (k from the step schedule fixed at the block's start).
+    func policyBlock(_ cs: inout [Canvas], _ r: Range<Int>) {
+        let policy = settings.unmask
+        let scheduleSteps: Int? = settings.kind == .ddpm ? settings.steps : nil
+        var plans = cs.map { c in stepCounts(masked: maskedPositions(c, r).count, steps: scheduleSteps)[...] }
+        while true {
+            let todo = cs.indices.filter { b in cs[b].active && hasMask(cs[b], r) }
+            if todo.isEmpty { return }
+            var ks: [Int] = []
+            for b in todo {
+                while let k = plans[b].first, k == 0 { plans[b].removeFirst() }   // empty steps cost no forward
+                ks.append(plans[b].popFirst() ?? Int.max)                        // past the plan: the rest at once
+            }
+            let wanted = todo.map { b in maskedPositions(cs[b], r) }
+            let rows = zip(todo, wanted).flatMap { b, ps in ps.map { b * r.count + $0 - r.lowerBound } }
+            let logits = engine.forward(tokens: gather(cs, r), batch: cs.count, store: false, rows: rows)
+            var row = 0
+            for (j, b) in todo.enumerated() {
+                cs[b].nfe += 1
+                var ps: [Int: [Double]] = [:]
+                var scores: [PositionScore] = []
+                for pos in wanted[j] {
+                    let p = probabilities(logits, row: row); row += 1
+                    ps[pos] = p
+                    scores.append(PositionScore(position: pos, p: p))
+                }
+                let chosen = selectPositions(scores, policy: policy, k: ks[j])
+                for pos in chosen {
+                    let p = ps[pos]!
+                    write(&cs[b], pos, gumbelSample(p: p, rng: &cs[b].rng), p)
+                }
+                report(cs, b, r, chosen)
             }
         }
     }
@@ -178,6 +258,7 @@ public final class BlockSampler {
             }
             for b in todo {
                 var changed = false
+                var done: [Int] = []
                 for pos in maskedPositions(cs[b], r) {
                     // Categorical on q = p(1 − s/t) ⊕ [mask: s/t] drawn as its mixture: stay masked with
                     // probability s/t, else a Gumbel-max draw from p (same distribution, no V-sized q per step).
@@ -185,9 +266,9 @@ public final class BlockSampler {
                     if u < s / t { continue }
                     let p = cache[b]![pos]!
                     let tok = gumbelSample(p: p, rng: &cs[b].rng)
-                    write(&cs[b], pos, tok, p); changed = true
+                    write(&cs[b], pos, tok, p); changed = true; done.append(pos)
                 }
-                if changed { cache[b] = nil }
+                if changed { cache[b] = nil; report(cs, b, r, done) }
             }
         }
         precondition(!cs.contains { c in c.active && hasMask(c, r) }, "DDPM left masks after its last step")

@@ -40,6 +40,11 @@ public struct DraftOptions: Sendable {
     public var kvCache = true
     /// SEDD checkpoints only: the predictor of the T steps (nil = analytic); refused for other checkpoints.
     public var seddPredictor: SEDDPredictor? = nil
+    // --- decoding options (Unmasking.swift, Trace.swift) ---
+    /// Which masked positions each step fills (`--unmask`); random = the reference's samplers.
+    public var unmask: UnmaskPolicy = .random
+    /// Tokens the sample ends with (`--suffix`): clean context, never resampled, never checked for EOS.
+    public var suffix: [Int32] = []
     public init() {}
 }
 
@@ -64,14 +69,24 @@ public func resolveDraftSettings(_ o: DraftOptions, checkpoint ck: SamplingCheck
     if ck.config.causal && promptLengths.contains(0) {
         throw SamplingUsageError("AR sampling needs a BOS id (--bos-id) or a prompt")
     }
-    return SamplerSettings(kind: o.sampler, steps: o.steps, nucleus: o.nucleus, blockSize: bs)
+    if ck.config.causal && o.unmask != .random {
+        throw SamplingUsageError("--unmask \(o.unmask) needs a diffusion checkpoint; an AR checkpoint writes one token per forward, left to right")
+    }
+    if !o.suffix.isEmpty {
+        if ck.config.causal { throw SamplingUsageError("--suffix needs a diffusion checkpoint (an AR model cannot condition on what follows)") }
+        if o.variableLength { throw SamplingUsageError("--suffix needs a fixed --length (a variable-length sample would cut the suffix off)") }
+        for p in promptLengths where p + o.suffix.count > o.length {
+            throw SamplingUsageError("prompt (\(p) tokens with BOS) + suffix (\(o.suffix.count)) are longer than the length \(o.length)")
+        }
+    }
+    return SamplerSettings(kind: o.sampler, steps: o.steps, nucleus: o.nucleus, blockSize: bs, unmask: o.unmask)
 }
 
 /// Runs draft. `prompts` are token prefixes (without BOS); [] means one empty prompt. Records go to `writer`
 /// as each batch finishes. Returns the number of records written.
 @discardableResult
 public func runDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions, prompts: [[Int32]],
-                     writer: TokenStreamWriter, log: (String) -> Void = { _ in }) throws -> Int {
+                     writer: TokenStreamWriter, observer: StepObserver? = nil, log: (String) -> Void = { _ in }) throws -> Int {
     let sp = ck.special
     let prefixes: [[Int32]] = (prompts.isEmpty ? [[]] : prompts).map { p in
         if sp.bos >= 0 && p.first != sp.bos { return [sp.bos] + p }
@@ -80,7 +95,15 @@ public func runDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions,
     for p in prefixes where p.contains(where: { $0 < 0 || Int($0) >= ck.vocabSize || $0 == sp.mask }) {
         throw SamplingUsageError("the prompt holds a token outside the vocabulary or the mask id")
     }
-    if ck.algorithm == "sedd" { return try runSEDDDraft(checkpoint: ck, options: o, prefixes: prefixes, writer: writer) }
+    if o.suffix.contains(where: { $0 < 0 || Int($0) >= ck.vocabSize || $0 == sp.mask }) {
+        throw SamplingUsageError("the suffix holds a token outside the vocabulary or the mask id")
+    }
+    if ck.algorithm == "sedd" {
+        if o.unmask != .random || !o.suffix.isEmpty || observer != nil {
+            throw SamplingUsageError("--unmask, --suffix, --trace and --visual are for BD3-LM/MDLM checkpoints; this is a SEDD checkpoint")
+        }
+        return try runSEDDDraft(checkpoint: ck, options: o, prefixes: prefixes, writer: writer)
+    }
     if let p = o.seddPredictor {
         throw SamplingUsageError("--predictor \(p.rawValue) is for SEDD checkpoints; this is a \(ck.algorithm) checkpoint (use --sampler)")
     }
@@ -102,10 +125,17 @@ public func runDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions,
                 var t = [Int32](repeating: sp.mask, count: o.length)
                 var conf = [Float](repeating: 0, count: o.length)
                 for (k, v) in prefix.enumerated() { t[k] = v; conf[k] = 1 }
-                return Canvas(tokens: t, confidence: conf, unmaskStep: [UInt32](repeating: 0, count: o.length), nfe: 0,
-                              promptLength: prefix.count, seed: canvasSeed(o.seed, item.id, item.attempt))
+                for (k, v) in o.suffix.enumerated() { t[o.length - o.suffix.count + k] = v; conf[o.length - o.suffix.count + k] = 1 }
+                var c = Canvas(tokens: t, confidence: conf, unmaskStep: [UInt32](repeating: 0, count: o.length), nfe: 0,
+                               promptLength: prefix.count, seed: canvasSeed(o.seed, item.id, item.attempt))
+                c.suffixLength = o.suffix.count
+                return c
             }
             for k in cs.indices where batch[k].attempt == 9 { cs[k].mustFinish = true }
+            if let observer {
+                let ids = batch.map(\.id)
+                sampler.onStep = { step, c in observer.step(record: ids[step.canvas], step, canvas: c) }
+            }
             sampler.run(&cs) { c, end in draftStop(&c, end: end, options: o, eos: sp.eos) }
             for (k, c) in cs.enumerated() {
                 let item = batch[k]
@@ -116,12 +146,13 @@ public func runDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions,
                 let n = c.finalLength ?? o.length
                 let tokens = Array(c.tokens[0..<n])
                 guard !tokens.contains(sp.mask) else { throw ToolError("internal error: a MASK is left in sample \(item.id)") }
-                var stage = stageBase + " nfe=\(c.nfe)"
+                var stage = stageBase + " nfe=\(c.nfe)" + finishFields(c, length: n)
                 if item.attempt > 0 { stage += " attempt=\(item.attempt + 1)" }
                 if c.degenerate { stage += " degenerate"; log("sample \(item.id): still degenerate after 10 attempts; kept") }
                 try writer.write(TokenRecord(id: item.id, tokens: tokens, confidence: Array(c.confidence[0..<n]),
                                              unmaskStep: Array(c.unmaskStep[0..<n]), nfe: c.nfe,
-                                             promptLength: c.promptLength, stages: [stage]))
+                                             promptLength: c.promptLength, stages: [stage],
+                                             margin: writer.header.fields.contains(.margin) ? Array(c.margin[0..<n]) : nil))
                 written += 1
             }
         }
@@ -129,15 +160,27 @@ public func runDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions,
     return written
 }
 
-/// The reference's stop rules (spec §3.4) applied after a finished block ending at `end`.
+/// The per-record finish fields of a stage entry: tokens generated (positions written by a forward; prompt,
+/// suffix and BOS are given), tokens per forward, and why sampling ended: `finish=length` (the length was
+/// reached) or `finish=stop rule=eos|entropy` (a stop rule ended it early).
+func finishFields(_ c: Canvas, length n: Int) -> String {
+    let generated = c.unmaskStep[0..<n].reduce(0) { $0 + ($1 > 0 ? 1 : 0) }
+    let tpf = c.nfe > 0 ? Double(generated) / Double(c.nfe) : 0
+    return " generated=\(generated) tpf=\(String(format: "%.3f", tpf))"
+        + (c.stopRule.map { " finish=stop rule=\($0)" } ?? " finish=length")
+}
+
+/// The reference's stop rules (spec §3.4) applied after a finished block ending at `end`. Only generated
+/// positions are looked at: an EOS in the prompt (or the suffix) never ends a sample.
 func draftStop(_ c: inout Canvas, end: Int, options o: DraftOptions, eos: Int32) {
     if o.variableLength && eos >= 0 {
-        if let k = (c.promptLength..<end).first(where: { c.tokens[$0] == eos }) {
-            c.finalLength = k + 1; c.active = false; return
+        let genEnd = min(end, c.tokens.count - c.suffixLength)
+        if c.promptLength < genEnd, let k = (c.promptLength..<genEnd).first(where: { c.tokens[$0] == eos }) {
+            c.finalLength = k + 1; c.active = false; c.stopRule = "eos"; return
         }
     }
     if o.entropyStop && end > 256 && tailEntropy(c.tokens[0..<end]) < 4 {
-        if o.variableLength { c.finalLength = max(c.promptLength, end - 256); c.active = false; return }
+        if o.variableLength { c.finalLength = max(c.promptLength, end - 256); c.active = false; c.stopRule = "entropy"; return }
         c.degenerate = true
         if !c.mustFinish { c.active = false }
     }

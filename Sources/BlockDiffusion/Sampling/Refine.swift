@@ -7,6 +7,8 @@
 //
 // remask: ⌊γ·n⌋ of the n non-prompt positions become MASK (confidence 0, unmaskStep 0):
 //   snapshot  lowest recorded confidences (ties: lower position first); needs a stream with confidences
+//   margin    lowest recorded snapshot margins (top-1 − top-2 at the write step; streams written with --margins)
+//   --dilate d: the ⌊γ·n⌋ budget spent on ±d neighbourhoods of the selected positions (spans, not single holes)
 //   posthoc   lowest confidence from a fresh forward over the finished sequence, nothing masked, full attention:
 //             p(token_i) = softmax of row i's logits without the mask token (no SUBS carry-over, which would
 //             give 1 everywhere) — the paper's "another forward pass on the generated sequence to obtain
@@ -28,19 +30,29 @@ public struct RefineOptions: Sendable {
     public var batch = 1
     /// false: no KV cache (WindowDiT, the reference's kv_cache=False path).
     public var kvCache = true
+    // --- decoding options (Unmasking.swift) ---
+    /// Which masked positions each step fills (`--unmask`); random = the reference's samplers.
+    public var unmask: UnmaskPolicy = .random
     public init() {}
 }
 
 @discardableResult
 public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOptions, reader: TokenStreamReader,
-                      writer: TokenStreamWriter, source: String = "input") throws -> Int {
+                      writer: TokenStreamWriter, source: String = "input", observer: StepObserver? = nil) throws -> Int {
+    try ck.requireCompatible(reader.header, source: source)
+    return try runRefine(checkpoint: ck, options: o, next: { try reader.next() }, writer: writer, source: source, observer: observer)
+}
+
+/// refine over records from `next` (a stream, or `infillRecords`); the records must fit the checkpoint.
+@discardableResult
+public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOptions, next: () throws -> TokenRecord?,
+                      writer: TokenStreamWriter, source: String = "input", observer: StepObserver? = nil) throws -> Int {
     guard !ck.config.causal else { throw ToolError("\(ck.path) is an AR checkpoint; refine needs a diffusion (BD3-LM/MDLM) checkpoint") }
     guard o.nucleus > 0 && o.nucleus <= 1 else { throw SamplingUsageError("--nucleus must be in (0, 1] (got \(o.nucleus))") }
     guard o.steps >= 1, o.batch >= 1 else { throw SamplingUsageError("--steps and --batch must be at least 1") }
-    try ck.requireCompatible(reader.header, source: source)
     let bs = o.blockSize ?? ck.blockSize
     guard bs >= 1 else { throw SamplingUsageError("--block-size must be at least 1") }
-    let settings = SamplerSettings(kind: o.sampler, steps: o.steps, nucleus: o.nucleus, blockSize: bs)
+    let settings = SamplerSettings(kind: o.sampler, steps: o.steps, nucleus: o.nucleus, blockSize: bs, unmask: o.unmask)
     let mask = ck.special.mask
     var samplers: [Int: BlockSampler] = [:]   // by length (the window depends on it when one block covers it)
     var written = 0
@@ -56,26 +68,40 @@ public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOption
         var cs = pending.map { r -> Canvas in
             let conf = r.confidence ?? r.tokens.map { $0 == mask ? 0 : 1 }
             let steps = r.unmaskStep ?? [UInt32](repeating: 0, count: r.tokens.count)
-            return Canvas(tokens: r.tokens, confidence: conf, unmaskStep: steps, nfe: r.nfe,
-                          promptLength: r.promptLength, seed: canvasSeed(o.seed, r.id))
+            var c = Canvas(tokens: r.tokens, confidence: conf, unmaskStep: steps, nfe: r.nfe,
+                           promptLength: r.promptLength, seed: canvasSeed(o.seed, r.id))
+            if let m = r.margin, m.count == r.tokens.count { c.margin = m }
+            return c
+        }
+        if let observer {
+            let ids = pending.map(\.id)
+            samplers[key]!.onStep = { step, c in observer.step(record: ids[step.canvas], step, canvas: c) }
         }
         samplers[key]!.run(&cs)
         for (r, c) in zip(pending, cs) {
             guard !c.tokens.contains(mask) else { throw ToolError("internal error: a MASK is left in record \(r.id)") }
             var out = r
             out.tokens = c.tokens; out.confidence = c.confidence; out.unmaskStep = c.unmaskStep; out.nfe = c.nfe
-            out.stages.append("refine \(settings.summary) seed=\(o.seed)" + (o.kvCache ? "" : " kv-cache=off") + " nfe=\(c.nfe - r.nfe)")
+            out.margin = writer.header.fields.contains(.margin) ? c.margin : nil
+            let generated = r.tokens.reduce(0) { $0 + ($1 == mask ? 1 : 0) }
+            let nfe = c.nfe - r.nfe
+            out.stages.append("refine \(settings.summary) seed=\(o.seed)" + (o.kvCache ? "" : " kv-cache=off") + " nfe=\(nfe)"
+                              + " generated=\(generated) tpf=\(String(format: "%.3f", nfe > 0 ? Double(generated) / Double(nfe) : 0))")
             try writer.write(out)
             written += 1
         }
         pending.removeAll()
     }
 
-    while let r = try reader.next() {
+    while let r = try next() {
         let len = r.tokens.count
-        guard len >= 1 else { try flush(); var out = r; out.stages.append("refine (empty)"); try writer.write(out); written += 1; continue }
+        guard len >= 1 else {
+            try flush(); var out = r; out.stages.append("refine (empty)")
+            out.margin = writer.header.fields.contains(.margin) ? [] : nil
+            try writer.write(out); written += 1; continue
+        }
         if bs < len && len % bs != 0 {
-            throw SamplingUsageError("block size \(bs) does not divide the length \(len) of record \(r.id)")
+            throw SamplingUsageError("block size \(bs) does not divide the length \(len) of record \(r.id) (give --block-size ≥ \(len) for one global block, or make the record a multiple of \(bs) tokens)")
         }
         if let bad = r.tokens.first(where: { $0 < 0 || Int($0) >= ck.vocabSize }) {
             throw ToolError("\(source): record \(r.id) holds token \(bad) outside the checkpoint's vocabulary")
@@ -88,39 +114,64 @@ public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOption
     return written
 }
 
-public enum RemaskPolicy: String, CaseIterable, Sendable { case snapshot, posthoc, random }
+public enum RemaskPolicy: String, CaseIterable, Sendable { case snapshot, margin, posthoc, random }
 
 /// Masks ⌊ratio·n⌋ non-prompt positions of one record. `scores` are the confidences ranked for posthoc
 /// (for snapshot the record's own). Kept positions keep their values.
 public func remaskRecord(_ r: TokenRecord, policy: RemaskPolicy, ratio: Double, maskId: Int32, seed: UInt64,
-                         scores: [Float]? = nil) throws -> TokenRecord {
+                         scores: [Float]? = nil, dilate: Int = 0) throws -> TokenRecord {
     let n = r.tokens.count - r.promptLength
     let k = Int((ratio * Double(max(n, 0))).rounded(.down))
     let candidates = Array(max(0, r.promptLength)..<r.tokens.count)
-    var chosen: [Int]
+    var order: [Int]   // positions, the first to mask first
     switch policy {
-    case .snapshot, .posthoc:
-        guard let s = policy == .snapshot ? r.confidence : scores else {
+    case .snapshot, .margin, .posthoc:
+        guard let s = policy == .snapshot ? r.confidence : policy == .margin ? r.margin : scores else {
+            if policy == .margin {
+                throw ToolError("record \(r.id) has no margins; the margin policy needs a stream written by draft or refine with --margins")
+            }
             throw ToolError("record \(r.id) has no confidences; the snapshot policy needs a stream written by draft or refine")
         }
-        chosen = Array(candidates.sorted { s[$0] != s[$1] ? s[$0] < s[$1] : $0 < $1 }.prefix(k))
+        order = candidates.sorted { s[$0] != s[$1] ? s[$0] < s[$1] : $0 < $1 }
     case .random:
         var rng = SplitMix64(seed: canvasSeed(seed, r.id))
         var c = candidates
-        for i in 0..<k {
+        for i in 0..<(dilate > 0 ? c.count : k) {   // dilation may need seeds past the k-th
             let j = i + min(c.count - i - 1, Int(rng.nextDouble() * Double(c.count - i)))
             c.swapAt(i, j)
         }
-        chosen = Array(c.prefix(k))
+        order = c
     }
+    let chosen = dilate > 0 ? dilated(order, radius: dilate, budget: k, allowed: candidates.first.map { $0..<r.tokens.count } ?? 0..<0)
+                            : Array(order.prefix(k))
     var out = r
     for p in chosen {
         out.tokens[p] = maskId
         out.confidence?[p] = 0
         out.unmaskStep?[p] = 0
+        out.margin?[p] = 0
     }
-    out.stages.append("remask policy=\(policy.rawValue) ratio=\(ratio) masked=\(k)" + (policy == .random ? " seed=\(seed)" : ""))
+    out.stages.append("remask policy=\(policy.rawValue) ratio=\(ratio) masked=\(k)" + (dilate > 0 ? " dilate=\(dilate)" : "")
+                      + (policy == .random ? " seed=\(seed)" : ""))
     return out
+}
+
+/// `--dilate d`: the budget of k positions is spent on neighbourhoods. Seeds are taken in the policy's order;
+/// each brings itself, then p−1, p+1, …, p−d, p+d (nearest first, left before right) that are in `allowed` and
+/// not yet chosen, until k positions are chosen. So γ keeps its meaning (exactly ⌊γ·n⌋ masks) while the masks
+/// form spans of up to 2d+1 tokens instead of isolated single-token holes.
+func dilated(_ order: [Int], radius d: Int, budget k: Int, allowed: Range<Int>) -> [Int] {
+    var chosen: [Int] = [], taken = Set<Int>()
+    outer: for p in order {
+        if chosen.count >= k { break }
+        var ring = [p]
+        for j in 1...d { ring.append(p - j); ring.append(p + j) }
+        for q in ring where allowed.contains(q) && !taken.contains(q) {
+            chosen.append(q); taken.insert(q)
+            if chosen.count >= k { break outer }
+        }
+    }
+    return chosen
 }
 
 /// Post-hoc confidence: one forward over the whole sequence (nothing masked). Diffusion: full attention,
@@ -139,14 +190,18 @@ public func posthocConfidence(engine: CachedDiT, tokens: [Int32], maskId: Int32)
 
 @discardableResult
 public func runRemask(policy: RemaskPolicy, ratio: Double, seed: UInt64, checkpoint ck: SamplingCheckpoint?,
-                      reader: TokenStreamReader, writer: TokenStreamWriter, source: String = "input") throws -> Int {
+                      reader: TokenStreamReader, writer: TokenStreamWriter, source: String = "input", dilate: Int = 0) throws -> Int {
     guard ratio >= 0 && ratio <= 1 else { throw SamplingUsageError("--ratio must be in [0, 1] (got \(ratio))") }
+    guard dilate >= 0 else { throw SamplingUsageError("--dilate must be at least 0 (got \(dilate))") }
     let h = reader.header
     guard h.special.mask >= 0 || ck != nil else {
         throw ToolError("\(source) has no mask id in its header; give -m CHECKPOINT or remask a stream written by draft")
     }
     if policy == .snapshot && !h.fields.contains(.confidence) {
         throw ToolError("\(source) has no confidences; the snapshot policy needs a stream written by draft or refine (use --policy random or posthoc)")
+    }
+    if policy == .margin && !h.fields.contains(.margin) {
+        throw ToolError("\(source) has no margins; the margin policy needs a stream written by draft or refine with --margins (or use --policy snapshot)")
     }
     if let ck { try ck.requireCompatible(h, source: source) }
     let mask = h.special.mask >= 0 ? h.special.mask : ck!.special.mask
@@ -165,7 +220,7 @@ public func runRemask(policy: RemaskPolicy, ratio: Double, seed: UInt64, checkpo
                 scores = posthocConfidence(engine: engines[len]!, tokens: r.tokens.map { $0 == mask ? mask : $0 }, maskId: mask)
             } else { scores = [] }
         }
-        try writer.write(remaskRecord(r, policy: policy, ratio: ratio, maskId: mask, seed: seed, scores: scores))
+        try writer.write(remaskRecord(r, policy: policy, ratio: ratio, maskId: mask, seed: seed, scores: scores, dilate: dilate))
         n += 1
     }
     return n

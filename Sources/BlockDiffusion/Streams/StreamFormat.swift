@@ -1,7 +1,7 @@
 // Token stream format v1: the value types and the byte layout (docs/stream-format.md).
 //
 //   public enum StreamKind: UInt8            documents / sequences / samples
-//   public struct TokenFields: OptionSet     .confidence (f32 per token), .unmaskStep (u32 per token)
+//   public struct TokenFields: OptionSet     .confidence (f32 per token), .unmaskStep (u32 per token), .margin (f32, v2)
 //   public struct SpecialTokens              bos, eos, mask, pad (Int32, -1 = absent)
 //   public struct StreamHeader               kind, vocabSize, tokenizerFingerprint, special, fields, attributes
 //   public struct TokenRecord                id, tokens, confidence?, unmaskStep?, nfe, promptLength, stages
@@ -26,7 +26,12 @@ public struct TokenFields: OptionSet, Hashable, Sendable {
     public init(rawValue: UInt8) { self.rawValue = rawValue }
     public static let confidence = TokenFields(rawValue: 1)
     public static let unmaskStep = TokenFields(rawValue: 2)
+    /// Snapshot margin: top-1 − top-2 probability when the token was unmasked (format v2; `remask --policy margin`).
+    public static let margin = TokenFields(rawValue: 4)
+    /// The fields a sampler writes by default.
     public static let all: TokenFields = [.confidence, .unmaskStep]
+    /// Every field this build knows.
+    public static let known: TokenFields = [.confidence, .unmaskStep, .margin]
 }
 
 public struct SpecialTokens: Equatable, Sendable {
@@ -66,27 +71,34 @@ public struct TokenRecord: Equatable, Sendable {
     public var nfe: UInt64
     public var promptLength: Int
     public var stages: [String]
+    public var margin: [Float]?         // iff header.fields has .margin (format v2)
 
     public init(id: UInt64, tokens: [Int32], confidence: [Float]? = nil, unmaskStep: [UInt32]? = nil,
-                nfe: UInt64 = 0, promptLength: Int = 0, stages: [String] = []) {
+                nfe: UInt64 = 0, promptLength: Int = 0, stages: [String] = [], margin: [Float]? = nil) {
         self.id = id; self.tokens = tokens; self.confidence = confidence; self.unmaskStep = unmaskStep
-        self.nfe = nfe; self.promptLength = promptLength; self.stages = stages
+        self.nfe = nfe; self.promptLength = promptLength; self.stages = stages; self.margin = margin
     }
 
     /// Bitwise comparison for confidence (NaN-safe), used by tests; `==` uses Float equality.
     public func isBitwiseEqual(to other: TokenRecord) -> Bool {
         guard id == other.id, tokens == other.tokens, unmaskStep == other.unmaskStep, nfe == other.nfe,
               promptLength == other.promptLength, stages == other.stages else { return false }
-        switch (confidence, other.confidence) {
-        case (nil, nil): return true
-        case let (a?, b?): return a.map(\.bitPattern) == b.map(\.bitPattern)
-        default: return false
+        func same(_ x: [Float]?, _ y: [Float]?) -> Bool {
+            switch (x, y) {
+            case (nil, nil): return true
+            case let (a?, b?): return a.map(\.bitPattern) == b.map(\.bitPattern)
+            default: return false
+            }
         }
+        return same(confidence, other.confidence) && same(margin, other.margin)
     }
 }
 
 public enum StreamFormat {
-    public static let version: UInt16 = 1
+    /// The newest version this build reads and writes. v2 = v1 + the margin field (bit 2); a writer uses v1
+    /// unless the stream declares a field only v2 has, so v1 readers still read everything they can.
+    public static let version: UInt16 = 2
+    static func version(for fields: TokenFields) -> UInt16 { fields.contains(.margin) ? 2 : 1 }
     /// "\x89BD3TOK\n": the high byte catches 7-bit mangling, the newline catches CRLF conversion.
     public static let magic: [UInt8] = [0x89, 0x42, 0x44, 0x33, 0x54, 0x4F, 0x4B, 0x0A]
     static let recordTag: UInt8 = 0x52   // "R"

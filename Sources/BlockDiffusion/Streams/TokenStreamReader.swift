@@ -207,7 +207,7 @@ public final class TokenStreamReader {
             throw ToolError("\(r.name) was written by a newer bd3 (token stream format v\(version); this build "
                             + "reads v\(StreamFormat.version)): upgrade bd3")
         }
-        guard version == StreamFormat.version else { throw r.corrupt("format version 0 at byte \(start + 8)") }
+        guard version >= 1 else { throw r.corrupt("format version 0 at byte \(start + 8)") }
         guard bodyLength >= 36 && bodyLength <= 1 << 26 else {
             throw r.corrupt("implausible header length \(bodyLength) at byte \(start + 10)")
         }
@@ -225,9 +225,12 @@ public final class TokenStreamReader {
             guard let kind = StreamKind(rawValue: kindByte) else {
                 throw ToolError("\(r.name) has unknown stream kind \(kindByte): written by a newer bd3? upgrade bd3")
             }
-            guard fieldBits & ~TokenFields.all.rawValue == 0 else {
+            guard fieldBits & ~TokenFields.known.rawValue == 0 else {
                 throw ToolError("\(r.name) declares unknown per-token fields (bits 0x\(String(fieldBits, radix: 16))): "
                                 + "written by a newer bd3? upgrade bd3")
+            }
+            guard version == StreamFormat.version(for: TokenFields(rawValue: fieldBits)) else {
+                throw r.corrupt("header of format v\(version) declares fields 0x\(String(fieldBits, radix: 16)) (margins need v2, v1 otherwise)")
             }
             let vocab = Int(b.take(UInt32.self)!)
             guard vocab >= 1 && vocab <= StreamFormat.maxVocab else { throw r.corrupt("vocabulary size \(vocab) in the header") }
@@ -296,6 +299,7 @@ public final class TokenStreamReader {
             var perToken = width
             if fields.contains(.confidence) { perToken += 4 }
             if fields.contains(.unmaskStep) { perToken += 4 }
+            if fields.contains(.margin) { perToken += 4 }
             guard p.remaining == n * perToken else {
                 throw corrupt("record \(number) (at byte \(start)) declares \(n) tokens but holds \(p.remaining) bytes of token data")
             }
@@ -338,9 +342,15 @@ public final class TokenStreamReader {
                     for i in 0..<n { s[i] = UInt32(littleEndian: src.loadUnaligned(fromByteOffset: o + 4 * i, as: UInt32.self)) }
                     count = n
                 }
+                offset += 4 * n
+            }
+            var margin: [Float]?
+            if fields.contains(.margin) {
+                let o = offset
+                margin = (0..<n).map { Float(bitPattern: UInt32(littleEndian: src.loadUnaligned(fromByteOffset: o + 4 * $0, as: UInt32.self))) }
             }
             return TokenRecord(id: id, tokens: tokens, confidence: confidence, unmaskStep: steps,
-                               nfe: nfe, promptLength: prompt, stages: stages)
+                               nfe: nfe, promptLength: prompt, stages: stages, margin: margin)
         }
     }
 

@@ -78,7 +78,7 @@ public final class TokenStreamWriter {
                 throw ToolError("internal error: \(name) id \(id) is outside the vocabulary (size \(h.vocabSize))")
             }
         }
-        guard h.fields.rawValue & ~TokenFields.all.rawValue == 0 else {
+        guard h.fields.rawValue & ~TokenFields.known.rawValue == 0 else {
             throw ToolError("internal error: unknown token fields \(h.fields.rawValue)")
         }
         guard !h.attributes.keys.contains("") else { throw ToolError("internal error: empty attribute key") }
@@ -99,7 +99,7 @@ public final class TokenStreamWriter {
             body.appendString(h.attributes[key]!)
         }
         var bytes = StreamFormat.magic
-        bytes.appendLE(StreamFormat.version)
+        bytes.appendLE(StreamFormat.version(for: h.fields))
         bytes.appendLE(UInt32(body.count))
         bytes += body
         bytes.appendLE(crc32c(bytes))
@@ -120,6 +120,11 @@ public final class TokenStreamWriter {
             throw bad(header.fields.contains(.unmaskStep) ? "unmask steps missing but the stream declares them"
                                                           : "has unmask steps but the stream does not declare them")
         }
+        if header.fields.contains(.margin) != (r.margin != nil) {
+            throw bad(header.fields.contains(.margin) ? "margins missing but the stream declares them"
+                                                      : "has margins but the stream does not declare them")
+        }
+        if let m = r.margin, m.count != n { throw bad("\(m.count) margins for \(n) tokens") }
         if let c = r.confidence, c.count != n { throw bad("\(c.count) confidences for \(n) tokens") }
         if let s = r.unmaskStep, s.count != n { throw bad("\(s.count) unmask steps for \(n) tokens") }
         guard r.promptLength >= 0 && r.promptLength <= n else { throw bad("prompt length \(r.promptLength) > \(n) tokens") }
@@ -128,6 +133,7 @@ public final class TokenStreamWriter {
         var bodySize = StreamFormat.recordFixedBytes + stageBytes.reduce(0) { $0 + 4 + $1.count } + n * width
         if r.confidence != nil { bodySize += 4 * n }
         if r.unmaskStep != nil { bodySize += 4 * n }
+        if r.margin != nil { bodySize += 4 * n }
         guard bodySize <= Int(UInt32.max) else { throw bad("record body of \(bodySize) bytes exceeds 4 GiB") }
         let total = 1 + 4 + bodySize + 4
         let vocab = UInt32(header.vocabSize)
@@ -182,6 +188,10 @@ public final class TokenStreamWriter {
                     for i in 0..<n { (base + p).storeBytes(of: src[i].littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
                     #endif
                 }
+                p += 4 * n
+            }
+            if let m = r.margin {
+                for i in 0..<n { (base + p).storeBytes(of: m[i].bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
                 p += 4 * n
             }
             let crc = crc32c(UnsafeRawBufferPointer(start: base, count: p))
