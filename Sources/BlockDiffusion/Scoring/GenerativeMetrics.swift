@@ -100,6 +100,8 @@ public struct SampleScore: Equatable, Sendable {
     public var nfe: UInt64
     public var stages: [String]
     public var degenerate: Bool
+    /// Positions written by a sampling forward (unmask step > 0; without that field, length − prompt).
+    public var generated = 0
     public init(id: UInt64, nll: Double, tokens: Int, length: Int, entropy: Double, nfe: UInt64, stages: [String], degenerate: Bool) {
         self.id = id; self.nll = nll; self.tokens = tokens; self.length = length; self.entropy = entropy
         self.nfe = nfe; self.stages = stages; self.degenerate = degenerate
@@ -128,6 +130,11 @@ public struct GenerativeReport: Sendable {
     public var totalNLL: Double { samples.reduce(0) { $0 + $1.nll } }
     public var totalTokens: Int { samples.reduce(0) { $0 + $1.tokens } }
     public var meanNFE: Double { samples.isEmpty ? .nan : Double(samples.reduce(0.0) { $0 + Double($1.nfe) }) / Double(samples.count) }
+    /// Σ generated / Σ NFE: tokens per forward (parallel decoding > 1; first-hitting = 1; DiD < 1).
+    public var tokensPerForward: Double {
+        let n = samples.reduce(0.0) { $0 + Double($1.nfe) }
+        return n > 0 ? Double(samples.reduce(0) { $0 + $1.generated }) / n : .nan
+    }
     public var meanEntropy: Double { samples.isEmpty ? .nan : samples.reduce(0) { $0 + $1.entropy } / Double(samples.count) }
     public var degenerateIDs: [UInt64] { samples.filter(\.degenerate).map(\.id) }
     public var lengthMax: Int { samples.map(\.length).max() ?? 0 }
@@ -156,7 +163,7 @@ public struct GenerativeReport: Sendable {
         var o: [String: Any] = [
             "gen_ppl": Self.num(genPPL), "gen_ppl_tokens": Self.num(genPPLTokens),
             "nll": Self.num(totalTokens > 0 ? totalNLL / Double(totalTokens) : .nan), "tokens": totalTokens,
-            "nfe": Self.num(meanNFE), "entropy": Self.num(meanEntropy),
+            "nfe": Self.num(meanNFE), "entropy": Self.num(meanEntropy), "tokens_per_forward": Self.num(tokensPerForward),
             "length_median": Self.num(lengthMedian), "length_max": lengthMax, "samples": samples.count,
             "unscored": samples.count - scored.count, "scorer": scorer,
             "degenerate": ["count": degenerateIDs.count, "ids": degenerateIDs.map { NSNumber(value: $0) },
@@ -167,7 +174,8 @@ public struct GenerativeReport: Sendable {
         if perSample {
             o["per_sample"] = samples.map { s -> [String: Any] in
                 ["id": NSNumber(value: s.id), "tokens": s.tokens, "length": s.length, "nll": s.nll, "ppl": Self.num(s.ppl),
-                 "entropy": s.entropy, "nfe": NSNumber(value: s.nfe), "degenerate": s.degenerate]
+                 "entropy": s.entropy, "nfe": NSNumber(value: s.nfe), "degenerate": s.degenerate, "generated": s.generated,
+                 "tokens_per_forward": Self.num(s.nfe > 0 ? Double(s.generated) / Double(s.nfe) : .nan)]
             }
         }
         let d = try! JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes])
@@ -181,6 +189,7 @@ public struct GenerativeReport: Sendable {
         s += "  gen PPL (mean of per-sample)   \(f(genPPL))\n"
         s += "  gen PPL (token-weighted)       \(f(genPPLTokens))   over \(totalTokens) tokens\n"
         s += "  NFE (mean)                     \(f(meanNFE, 1))\n"
+        s += "  tokens per forward             \(f(tokensPerForward))\n"
         s += "  entropy (mean, nats)           \(f(meanEntropy))\n"
         s += "  length median / max            \(f(lengthMedian, 1)) / \(lengthMax)\n"
         s += "  distinct-1..4                  " + (0..<DistinctNGrams.maxN).map { f($0 < distinct.count ? distinct[$0] : .nan) }.joined(separator: " ") + "\n"

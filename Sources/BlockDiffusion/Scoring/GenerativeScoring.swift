@@ -107,8 +107,10 @@ public enum GenerativeScoring {
 
     static func score(_ r: TokenRecord, nll: Double, tokens: Int, scorerTokens: [Int32], threshold: Double) -> SampleScore {
         let e = unigramEntropy(scorerTokens)
-        return SampleScore(id: r.id, nll: nll, tokens: tokens, length: r.tokens.count, entropy: e, nfe: r.nfe,
-                           stages: r.stages, degenerate: e < threshold)
+        var s = SampleScore(id: r.id, nll: nll, tokens: tokens, length: r.tokens.count, entropy: e, nfe: r.nfe,
+                            stages: r.stages, degenerate: e < threshold)
+        s.generated = r.unmaskStep.map { $0.reduce(0) { $0 + ($1 > 0 ? 1 : 0) } } ?? max(0, r.tokens.count - r.promptLength)
+        return s
     }
 
     static func report(_ s: [SampleScore], _ d: DistinctNGrams, _ scorer: String, _ threshold: Double) -> GenerativeReport {
