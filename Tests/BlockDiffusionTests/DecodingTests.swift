@@ -375,4 +375,69 @@ final class DecodingTests: XCTestCase {
             for i in 0..<16 where a.tokens[i] == 22 { XCTAssertGreaterThanOrEqual(b.margin![i], 0) }
         }
     }
+
+    // MARK: CLI
+
+    func testTokenizeDecodeStreamsEachRecordAsItArrives() throws {
+        var words = BPETrainer.WordCounts()
+        words.add(document: Array("the cat sat on the mat".utf8))
+        let tok = try BPETrainer(vocabSize: 256 + 3 + 2).train(words)
+        let tokPath = NSTemporaryDirectory() + "bd3-decode-\(UUID().uuidString).json"
+        try tok.hfJSON().write(to: URL(fileURLWithPath: tokPath))
+        let p = cliProcess(try cliBinary("tokenize"), ["decode", "-t", tokPath])
+        let input = Pipe(), output = Pipe()
+        p.standardInput = input; p.standardOutput = output; p.standardError = Pipe()
+        try p.run()
+        let sink = FileSink(fd: input.fileHandleForWriting.fileDescriptor, name: "pipe")
+        let w = try TokenStreamWriter(sink: sink, header: StreamHeader(kind: .documents, vocabSize: tok.vocabSize,
+                                                                       tokenizerFingerprint: tok.fingerprint))
+        try w.write(TokenRecord(id: 0, tokens: tok.encode(Array("the cat".utf8))))
+        // The stream is still open: the first line must arrive anyway.
+        var got: [UInt8] = []
+        let reader = output.fileHandleForReading
+        let deadline = Date().addingTimeInterval(60)
+        while !got.contains(0x0A) && Date() < deadline {
+            let d = reader.availableData
+            if d.isEmpty { break }
+            got += d
+        }
+        XCTAssertEqual(String(decoding: got, as: UTF8.self), "the cat\n")
+        try w.write(TokenRecord(id: 1, tokens: tok.encode(Array("sat".utf8))))
+        try w.finish()
+        try input.fileHandleForWriting.close()
+        let rest = reader.readDataToEndOfFile()
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0)
+        XCTAssertEqual(String(decoding: rest, as: UTF8.self), "sat\n")
+    }
+
+    func testCLIUsageErrorsAndRefusals() throws {
+        let ckPath = try saveCheckpoint(makeSamplingModel(samplingConfig(length: 16), seed: 33), blockSize: 4)
+        let draft = try cliBinary("draft"), refine = try cliBinary("refine"), remask = try cliBinary("remask")
+        let out = NSTemporaryDirectory() + "bd3-decode-\(UUID().uuidString).tok"
+        for args in [["--unmask", "best"], ["--unmask", "threshold:2"], ["--suffix", "x"], ["--trace", ""]] {
+            let r = try runCLI(draft, ["-m", ckPath, "--length", "16", "-o", out] + args)
+            XCTAssertEqual(r.code, 64, "\(args): \(r.err)")
+        }
+        XCTAssertEqual(try runCLI(refine, ["-m", ckPath, "--infill", "x.txt", "-o", out]).code, 64)
+        // A draft with a trace and margins, then remask margin + dilate, then refine with a policy.
+        let trace = out + ".trace.jsonl"
+        let d = try runCLI(draft, ["-m", ckPath, "-n", "2", "--length", "16", "--unmask", "eb:0.5", "--margins",
+                                   "--no-entropy-stop", "--trace", trace, "-o", out])
+        XCTAssertEqual(d.code, 0, d.err)
+        XCTAssertGreaterThan(try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n").count, 1)
+        let m = try runCLI(remask, ["--policy", "margin", "--ratio", "0.5", "--dilate", "1", "-i", out, "-o", out + ".m"])
+        XCTAssertEqual(m.code, 0, m.err)
+        let f = try runCLI(refine, ["-m", ckPath, "--unmask", "threshold:0.5", "--block-size", "16", "-i", out + ".m", "-o", out + ".r"])
+        XCTAssertEqual(f.code, 0, f.err)
+        let recs = try TokenStreamReader(path: out + ".r").readAll()
+        XCTAssertEqual(recs.count, 2)
+        XCTAssertNotNil(recs[0].margin, "refine keeps the margin field of its input")
+        XCTAssertEqual(recs[0].stages.count, 3)
+        // Margins asked of a stream without them: a runtime refusal with what to do.
+        let plain = try runCLI(draft, ["-m", ckPath, "--length", "16", "--no-entropy-stop", "-o", out + ".p"])
+        XCTAssertEqual(plain.code, 0, plain.err)
+        let bad = try runCLI(remask, ["--policy", "margin", "--ratio", "0.5", "-i", out + ".p", "-o", out + ".q"])
+        XCTAssertEqual(bad.code, 1); XCTAssert(bad.err.contains("--margins"), bad.err)
+    }
 }
