@@ -30,5 +30,6 @@ include pipelines/demo.mk
 include pipelines/corpora.mk
 include pipelines/did.mk
 include pipelines/paper.mk
+include pipelines/decode.mk
 
 .PHONY: help deps build test

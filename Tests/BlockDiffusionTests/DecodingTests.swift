@@ -440,4 +440,24 @@ final class DecodingTests: XCTestCase {
         let bad = try runCLI(remask, ["--policy", "margin", "--ratio", "0.5", "-i", out + ".p", "-o", out + ".q"])
         XCTAssertEqual(bad.code, 1); XCTAssert(bad.err.contains("--margins"), bad.err)
     }
+
+    func testTerminalViewRedrawsTheBlock() throws {
+        var fds: [Int32] = [0, 0]
+        XCTAssertEqual(pipe(&fds), 0)
+        let view = TerminalView(decode: { $0.map { String(UnicodeScalar(UInt8(97 + $0))) }.joined() }, maskId: 4, fd: fds[1])
+        let settings = SamplerSettings(kind: .firstHitting, nucleus: 1, blockSize: 4, unmask: .confidence)
+        let s = BlockSampler(engine: TableEngine(Self.table), settings: settings, maskId: 4)
+        s.onStep = { step, c in view.step(record: 5, step, canvas: c) }
+        var cs = [Canvas(tokens: [Int32](repeating: 4, count: 8), confidence: [Float](repeating: 0, count: 8),
+                         unmaskStep: [UInt32](repeating: 0, count: 8), nfe: 0, promptLength: 0, seed: 1)]
+        s.run(&cs)
+        view.finish()
+        close(fds[1])
+        let text = String(decoding: FileHandle(fileDescriptor: fds[0], closeOnDealloc: true).readDataToEndOfFile(), as: UTF8.self)
+        // Step 1 of block 0 unmasks position 1 (confidence order 1, 2, 3, 0): "░x░░".
+        let first = String(UnicodeScalar(UInt8(97 + cs[0].tokens[1])))
+        XCTAssert(text.contains("[5 b0 s1 nfe 1] ░\(first)░░"), text)
+        XCTAssert(text.contains("[5 b1 s4 nfe 8] "), text)
+        XCTAssertEqual(text.filter { $0 == "\n" }.count, 2, "one line per block")
+    }
 }
