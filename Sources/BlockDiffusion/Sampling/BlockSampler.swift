@@ -9,6 +9,8 @@
 //            p_x0 is reused without a forward (and without an NFE) while
 //            nothing in the block changed. The last step has s = 0 (t = 1/T), so every mask is filled and
 //            the reference's linspace(1,0,T) t=0 step (mask_prob = −inf → NaN, spec §10.3) never happens.
+//       other --unmask policies (Unmasking.swift): one forward over the block's masked rows, the policy picks
+//            which positions get a Gumbel-max draw (k from the schedule, or adaptive: threshold / eb)
 //     store_kv forward of the finished block (not an NFE); stop rules (draft) after each block.
 //   AR (causal checkpoint): prefix fed causally into the cache, then one token per forward.
 //
@@ -18,7 +20,8 @@
 // the reference samples every position and keeps one, which has the same distribution.
 //
 // Public API:
-//   SamplerKind (.firstHitting, .ddpm), SamplerSettings, Canvas
+//   SamplerKind (.firstHitting, .ddpm), SamplerSettings (… unmask), Canvas (… suffixLength, stopRule, margin),
+//   SamplerStep + BlockSampler.onStep (per-step hook for traces)
 //   BlockSampler(model:settings:maskId:maxBatch:maxLength:kvCache:)   run(_:stop:) fills every MASK of equal-length
 //       canvases; kvCache = false uses WindowDiT (no cache, the window through .blockCausal; see WindowForward.swift)
 import Foundation

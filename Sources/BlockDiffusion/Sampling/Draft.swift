@@ -1,7 +1,7 @@
 // draft: N samples from a checkpoint (BD3-LM block by block with the KV cache, MDLM as one global block,
 // AR token by token), streamed out as a `samples` stream with confidence + unmaskStep.
 //
-//   canvas = [BOS] + prompt + MASK…   (length L, or M in variable-length mode); promptLength counts the BOS
+//   canvas = [BOS] + prompt + MASK… + suffix   (length L, or M in variable-length mode); promptLength counts the BOS
 //   stop rules after each block (spec §3.4):
 //     variable length: the first EOS at a position ≥ promptLength ends the sample (truncated just after it).
 //        With BOS = EOS at position 0 this is the reference's "more than one EOS, cut after the second".
@@ -15,7 +15,8 @@
 //   except through float rounding of the batched matrix products.
 //
 // Public API:
-//   DraftOptions, SamplingUsageError, runDraft(checkpoint:options:prompts:writer:log:)
+//   DraftOptions (… unmask, suffix), SamplingUsageError, runDraft(checkpoint:options:prompts:writer:observer:log:)
+//   Stage entries end with generated= tpf= finish=length | finish=stop rule=eos|entropy (finishFields).
 import Foundation
 
 /// A usage error found by the library (the CLI turns it into exit 64).

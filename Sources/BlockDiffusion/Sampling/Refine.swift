@@ -16,9 +16,10 @@
 //   random    uniform choice (partial Fisher–Yates, seeded by canvasSeed(seed, id)).
 //
 // Public API:
-//   RefineOptions, runRefine(checkpoint:options:reader:writer:)
-//   RemaskPolicy, remaskRecord(_:policy:ratio:maskId:seed:scores:), posthocConfidence(engine:tokens:maskId:),
-//   runRemask(policy:ratio:seed:checkpoint:reader:writer:)
+//   RefineOptions (… unmask), runRefine(checkpoint:options:reader:writer:source:observer:),
+//   runRefine(checkpoint:options:next:writer:source:observer:) (records from anywhere, e.g. infillRecords)
+//   RemaskPolicy, remaskRecord(_:policy:ratio:maskId:seed:scores:dilate:), posthocConfidence(engine:tokens:maskId:),
+//   runRemask(policy:ratio:seed:checkpoint:reader:writer:source:dilate:)
 import Foundation
 
 public struct RefineOptions: Sendable {
