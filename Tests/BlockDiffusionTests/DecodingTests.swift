@@ -255,6 +255,18 @@ final class DecodingTests: XCTestCase {
         }
     }
 
+    func testTraceOfAnARDraft() throws {
+        let ck = try loadCheckpoint(makeSamplingModel(samplingConfig(causal: true), seed: 2), blockSize: 1)
+        let sink = MemorySink()
+        let trace = TraceWriter(sink: sink)
+        var o = options(2, length: 8, block: 1, .random); o.batch = 2
+        let w = try TokenStreamWriter(sink: MemorySink(), header: ck.samplesHeader(tool: "draft", attributes: [:]))
+        try runDraft(checkpoint: ck, options: o, prompts: [], writer: w, observer: trace)
+        let lines = String(decoding: sink.bytes, as: UTF8.self).split(separator: "\n")
+        XCTAssertEqual(lines.count, 14, "7 tokens × 2 records")
+        XCTAssert(lines[0].hasPrefix("{\"record\":0,\"block\":1,\"step\":1,\"positions\":[1],"), String(lines[0]))
+    }
+
     // MARK: infill
 
     func testParseInfill() throws {

@@ -97,7 +97,7 @@ public struct SamplerStep: Sendable {
 
 public final class BlockSampler {
     public let engine: SamplingEngine
-    /// Called after every step that unmasked positions (never for AR); nil = no tracing.
+    /// Called after every step that unmasked positions (AR: every token, block = position); nil = no tracing.
     public var onStep: ((SamplerStep, Canvas) -> Void)? = nil
     var blockSteps: [Int] = []
     public let settings: SamplerSettings
@@ -294,12 +294,14 @@ public final class BlockSampler {
             s = e
         }
         for pos in prefix..<len {
+            blockSteps = [Int](repeating: 0, count: cs.count)   // AR: every token is its own block (L' = 1)
             for b in cs.indices where cs[b].active {
                 cs[b].nfe += 1
                 var p = subsProbabilities(logits: logits.baseAddress! + b * V, count: V, maskId: Int(maskId))
                 nucleusFilter(&p, topP: settings.nucleus)
                 let tok = gumbelSample(p: p, rng: &cs[b].rng)
                 write(&cs[b], pos, tok, p)
+                report(cs, b, pos..<(pos + 1), [pos])
                 stop?(&cs[b], pos + 1)
             }
             if !cs.contains(where: { $0.active }) || pos + 1 == len { break }
