@@ -1,6 +1,6 @@
 // Watching a sampler work: per-step JSON lines (`--trace FILE`) and a terminal view (`--visual`).
 //
-//   trace line (one per step that unmasked something, in the order the steps ran; with --batch > 1 the
+//   trace line (one per step that unmasked something — AR: per token, block = position — in the order the steps ran; with --batch > 1 the
 //   records' steps interleave, each record's own lines stay in order):
 //     {"record":7,"block":2,"step":1,"positions":[9,11],"confidence":[0.93,0.71],"nfe":9,"tokens":[412,88]}
 //   record = the stream's record id, block = position / L', step = 1-based step within the block, positions =
