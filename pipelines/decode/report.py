@@ -20,6 +20,7 @@ for path in sorted(glob.glob(os.path.join(out, "*.gen.json"))):
     with open(os.path.join(out, name + ".cmd")) as f:
         cmds = [l.strip() for l in f if l.strip()]
     cells[name] = {"cell": name, "commands": cmds, "score": score}
+# "remask-*" cells are not drafts: keep them out of the draft-policy patterns below.
 
 os.makedirs(os.path.dirname(prefix) or ".", exist_ok=True)
 with open(prefix + "-cells.jsonl.gz", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:  # byte-stable
@@ -81,6 +82,17 @@ if did:
     for p1 in did:
         s1 = f"b4-fh-{p1}" if not p1.startswith("threshold") else f"b4-threshold-{p1[len('threshold'):]}"
         lines.append(f"| {p1} | {cell(s1)} | " + " | ".join(cell(f"did-{p1}-{p2}") for p2 in did) + " |")
+
+rem = [c for c in cells if c.startswith("remask-")]
+if rem:
+    lines += ["", "## Remasking between the stages: snapshot vs margin, dilated spans", "",
+              "Stage 1: L'=4 first-hitting drafts (row); remask γ = 0.5 by the lowest snapshot confidence or the lowest",
+              "snapshot margin (top-1 − top-2), each selected position grown to ±d neighbours within the same budget",
+              "(`--dilate d`); stage 2: global refine, 16-step ddpm schedule, random policy.", "",
+              "| stage 1 | remask | d = 0 | d = 1 | d = 3 |", "|---|---|---:|---:|---:|"]
+    for p1 in ["random", "confidence"]:
+        for pol in ["snapshot", "margin"]:
+            lines.append(f"| {p1} | {pol} | " + " | ".join(cell(f"remask-{p1}-{pol}-d{d}") for d in [0, 1, 3]) + " |")
 
 with open(prefix + ".md", "w") as f:
     f.write("\n".join(lines) + "\n")

@@ -50,8 +50,8 @@ did_cell() {  # NAME STAGE1-CELL REFINE-ARGS...
 
 RANKED="random confidence margin entropy"
 # A global-block forward runs all 16 × 128 tokens through the model, ~30× the work of an L' = 4 forward
-# with the KV cache, so the global cells keep small NFE budgets (the whole run: ~14 min of wall time on
-# 2 cores shared with other jobs, 6 min of CPU).
+# with the KV cache, so the global cells keep small NFE budgets (the whole run: ~18 min of wall time on
+# 2 cores shared with other jobs, 7.5 min of CPU).
 # 1. Equal NFE budgets. L' = 4: first-hitting (k = 1, NFE 127) and ddpm with 2 steps per block (NFE ≤ 64).
 #    One global block (L' = L): ddpm with 32 / 16 steps (ranked policies: NFE = T exactly).
 for p in $RANKED; do
@@ -70,4 +70,23 @@ for p1 in $STAGE; do
     s1="b4-fh-$p1"
     case $p1 in threshold:*) s1="b4-threshold-${p1#threshold:}"; draft_cell "$s1" --block-size 4 --unmask "$p1";; esac
     for p2 in $STAGE; do did_cell "did-${p1/:/}-${p2/:/}" "$s1" --sampler ddpm --steps 16 --unmask "$p2"; done
+done
+# 4. Remasking between the stages: snapshot vs margin (the stream's --margins field), each with --dilate d
+#    (the same ⌊γ·n⌋ budget spent on ±d spans); stage 2 as in 3 with the random policy.
+remask_cell() {  # NAME STAGE1-CELL TAG REMASK-ARGS
+    local name=$1 from=$2 tag=$3 rargs=$4
+    [ -s "$OUT/$name.gen.json" ] && return 0
+    local masked="$OUT/$from.masked-$tag.tok"
+    local rm="$BIN/remask $rargs --ratio 0.5 -i $OUT/$from.tok -o $masked"
+    [ -s "$masked" ] || $rm
+    local cmd="$BIN/refine -m $M --block-size $L --nucleus 0.9 --seed $SEED --batch $N --sampler ddpm --steps 16 -i $masked -o $OUT/$name.tok"
+    { cat "$OUT/$from.cmd"; echo "$rm"; echo "$cmd"; } > "$OUT/$name.cmd"
+    $cmd 2>/dev/null
+    score "$name"
+    echo "$name: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("gen_ppl %.1f nfe %.1f" % (d["gen_ppl"], d["nfe"]))' "$OUT/$name.gen.json")"
+}
+for p1 in random confidence; do
+    for pol in snapshot margin; do
+        for d in 0 1 3; do remask_cell "remask-$p1-$pol-d$d" "b4-fh-$p1" "$pol-d$d" "--policy $pol --dilate $d"; done
+    done
 done
