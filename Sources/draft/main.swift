@@ -3,9 +3,7 @@
 import ArgumentParser
 import BlockDiffusion
 import Foundation
-
-extension SamplerKind: ExpressibleByArgument {}
-extension SEDDPredictor: ExpressibleByArgument {}
+import ToolOptions
 
 struct Draft: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -25,29 +23,19 @@ struct Draft: ParsableCommand {
           draft -m run/last.safetensors -n 2 --max-length 2048 --prompt-tokens prompt.tok -o long.tok
         """)
 
-    @Option(name: [.customShort("m"), .customLong("model")], help: "Checkpoint (safetensors written by train).")
-    var model: String
+    @OptionGroup(title: "Checkpoint") var checkpoint: CheckpointOptions
+    @OptionGroup(title: "Special ids") var ids: SpecialIDOptions
 
-    @Option(name: .customShort("n"), help: "Number of samples (per prompt).")
+    @Option(name: .customShort("n"), parsing: .unconditional, help: "Number of samples (per prompt).")
     var samples: Int = 1
 
-    @Option(help: "Fixed total length in tokens (BOS and prompt included).")
+    @Option(parsing: .unconditional, help: "Fixed total length in tokens (BOS and prompt included).")
     var length: Int?
 
-    @Option(name: .customLong("max-length"), help: "Variable-length mode: stop at EOS or low entropy, at most this many tokens.")
+    @Option(name: .customLong("max-length"), parsing: .unconditional, help: "Variable-length mode: stop at EOS or low entropy, at most this many tokens.")
     var maxLength: Int?
 
-    @Option(name: .customLong("block-size"), help: "Block size L' (default: the checkpoint's).")
-    var blockSize: Int?
-
-    @Option(help: "Nucleus (top-p) threshold in (0, 1]; 1 = off.")
-    var nucleus: Double = 1.0
-
-    @Option(help: "first-hitting (one token per forward) or ddpm (--steps per block).")
-    var sampler: SamplerKind = .firstHitting
-
-    @Option(help: "DDPM steps per block; for SEDD checkpoints the number of sampling steps T.")
-    var steps: Int = 1000
+    @OptionGroup(title: "Sampler") var sampling: SamplerOptions
 
     @Option(help: "SEDD checkpoints: analytic (Tweedie τ-leaping, default) or euler.")
     var predictor: SEDDPredictor?
@@ -61,59 +49,33 @@ struct Draft: ParsableCommand {
     @Option(name: .customLong("prompt-tokens"), help: "Token stream of prompts (each record is one prompt; -n samples each).")
     var promptTokens: String?
 
-    @Option(help: "Random seed.")
-    var seed: UInt64 = 0
-
-    @Option(help: "Samples per batched forward.")
-    var batch: Int = 1
-
-    @Option(help: "Only the samples with id % n == i (format i/n).")
-    var shard: String?
+    @OptionGroup var sharding: ShardOptions
 
     @Flag(name: .customLong("no-entropy-stop"), help: "Disable the low-entropy (< 4 nats over 256 tokens) stop/regenerate rule.")
     var noEntropyStop = false
 
-    @Option(name: .customLong("mask-id"), help: "Mask id if the checkpoint metadata lacks it.")
-    var maskId: Int32?
-    @Option(name: .customLong("bos-id"), help: "BOS id if the checkpoint metadata lacks it.")
-    var bosId: Int32?
-    @Option(name: .customLong("eos-id"), help: "EOS id if the checkpoint metadata lacks it.")
-    var eosId: Int32?
+    @OptionGroup(title: "Output") var out: OutputOptions
 
-    @Flag(name: .customLong("no-kv-cache"), help: "No KV cache: every forward runs the window of finished blocks + the current block (at most the model length) through the block-causal mask (the reference's kv_cache=False; slower, for comparison).")
-    var noKVCache = false
-
-    @Option(name: [.short, .long], help: "Output samples stream ('-' = stdout).")
-    var output: String = "-"
-
-    @Flag(help: "Write binary output even to a terminal.")
-    var force = false
-
-    func parsedShard() throws -> (Int, Int) {
-        guard let shard else { return (0, 1) }
-        let parts = shard.split(separator: "/")
-        guard parts.count == 2, let i = Int(parts[0]), let n = Int(parts[1]), n >= 1, i >= 0, i < n else {
-            throw ValidationError("--shard must be i/n with 0 ≤ i < n (got \(shard))")
-        }
-        return (i, n)
+    /// The library's options (validated by DraftOptions.validate()).
+    func options() throws -> DraftOptions {
+        var o = DraftOptions()
+        o.samples = samples; o.length = length ?? maxLength ?? 0; o.variableLength = maxLength != nil
+        sampling.apply(to: &o)
+        o.entropyStop = !noEntropyStop; o.shard = try sharding.parsed()
+        o.seddPredictor = predictor
+        return o
     }
 
     func validate() throws {
         guard (length == nil) != (maxLength == nil) else { throw ValidationError("give exactly one of --length and --max-length") }
-        if let l = length ?? maxLength, l < 1 { throw ValidationError("the length must be at least 1") }
-        guard samples >= 1 else { throw ValidationError("-n must be at least 1") }
-        guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
-        guard nucleus > 0 && nucleus <= 1 else { throw ValidationError("--nucleus must be in (0, 1] (got \(nucleus))") }
-        guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
-        if let b = blockSize, b < 1 { throw ValidationError("--block-size must be at least 1") }
         if prompt != nil && promptTokens != nil { throw ValidationError("give either --prompt or --prompt-tokens, not both") }
         if prompt != nil && tokenizer == nil { throw ValidationError("--prompt TEXT needs -t tokenizer.json (the checkpoint's tokenizer)") }
         if tokenizer != nil && prompt == nil { throw ValidationError("-t/--tokenizer is only used with --prompt") }
-        _ = try parsedShard()
+        try usage { try options().validate() }
     }
 
     func run() throws {
-        let ck = try SamplingCheckpoint.load(path: model, maskId: maskId, bosId: bosId, eosId: eosId)
+        let ck = try SamplingCheckpoint.load(path: checkpoint.model, maskId: ids.maskId, bosId: ids.bosId, eosId: ids.eosId)
         var prompts: [[Int32]] = []
         if let promptTokens {
             let (h, p) = try readPromptStream(path: promptTokens)
@@ -126,26 +88,19 @@ struct Draft: ParsableCommand {
             }
             prompts = [tok.encode(Array(prompt.utf8))]
         }
-        var o = DraftOptions()
-        o.samples = samples; o.length = length ?? maxLength!; o.variableLength = maxLength != nil
-        o.blockSize = blockSize; o.sampler = sampler; o.steps = steps; o.nucleus = nucleus; o.seed = seed
-        o.batch = batch; o.entropyStop = !noEntropyStop; o.shard = try parsedShard(); o.kvCache = !noKVCache
-        o.seddPredictor = predictor
-        let bs = ck.config.causal ? 1 : (blockSize ?? ck.blockSize)
-        var attrs = ["block_size": "\(bs)", "sampler": sampler.rawValue, "nucleus": "\(nucleus)", "seed": "\(seed)",
+        let o = try options()
+        let bs = ck.config.causal ? 1 : (o.blockSize ?? ck.blockSize)
+        var attrs = ["block_size": "\(bs)", "sampler": o.sampler.rawValue, "nucleus": "\(o.nucleus)", "seed": "\(o.seed)",
                      "length": "\(o.length)", "var_length": "\(o.variableLength)"]
-        if let shard { attrs["shard"] = shard }
-        if noKVCache { attrs["kv_cache"] = "false" }
-        if ck.algorithm == "sedd" { attrs["sampler"] = "sedd-" + (predictor ?? .analytic).rawValue; attrs["steps"] = "\(steps)" }
-        do {
-            try withSamplesOutput(path: output, header: ck.samplesHeader(tool: "draft", attributes: attrs), allowTerminal: force) { w in
-                try runDraft(checkpoint: ck, options: o, prompts: prompts, writer: w) { line in
-                    FileHandle.standardError.write(Data(("draft: " + line + "\n").utf8))
-                }
+        if let shard = sharding.shard { attrs["shard"] = shard }
+        if !o.kvCache { attrs["kv_cache"] = "false" }
+        if ck.algorithm == "sedd" { attrs["sampler"] = "sedd-" + (predictor ?? .analytic).rawValue; attrs["steps"] = "\(o.steps)" }
+        try withSamplesOutput(path: out.output, header: ck.samplesHeader(tool: "draft", attributes: attrs), allowTerminal: out.force) { w in
+            try runDraft(checkpoint: ck, options: o, prompts: prompts, writer: w) { line in
+                FileHandle.standardError.write(Data(("draft: " + line + "\n").utf8))
             }
-        } catch let e as SamplingUsageError { throw ValidationError(e.description) }
+        }
     }
 }
 
-Runtime.prepareTool()
-Draft.main()
+runTool(Draft.self)

@@ -3,8 +3,7 @@
 import ArgumentParser
 import BlockDiffusion
 import Foundation
-
-extension SamplerKind: ExpressibleByArgument {}
+import ToolOptions
 
 struct Refine: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -18,63 +17,25 @@ struct Refine: ParsableCommand {
           remask --ratio 0.5 -i drafts.tok | refine -m ck.safetensors --block-size 1024 --nucleus 0.9 -o refined.tok
         """)
 
-    @Option(name: [.customShort("m"), .customLong("model")], help: "Checkpoint (safetensors written by train).")
-    var model: String
-
-    @Option(name: .customLong("block-size"), help: "Block size (default: the checkpoint's; ≥ length = global).")
-    var blockSize: Int?
-
-    @Option(help: "first-hitting or ddpm.")
-    var sampler: SamplerKind = .firstHitting
-
-    @Option(help: "DDPM steps per block.")
-    var steps: Int = 1000
-
-    @Option(help: "Nucleus (top-p) threshold in (0, 1].")
-    var nucleus: Double = 1.0
-
-    @Option(help: "Random seed.")
-    var seed: UInt64 = 0
-
-    @Option(help: "Records of equal length per batched forward.")
-    var batch: Int = 1
-
-    @Option(name: [.short, .long], help: "Input samples stream ('-' = stdin).")
-    var input: String = "-"
-
-    @Flag(name: .customLong("no-kv-cache"), help: "No KV cache: every forward runs the window of finished blocks + the current block (at most the model length) through the block-causal mask (the reference's kv_cache=False; slower, for comparison).")
-    var noKVCache = false
-
-    @Option(name: [.short, .long], help: "Output stream ('-' = stdout).")
-    var output: String = "-"
-
-    @Flag(help: "Write binary output even to a terminal.")
-    var force = false
-
-    func validate() throws {
-        if let b = blockSize, b < 1 { throw ValidationError("--block-size must be at least 1") }
-        guard nucleus > 0 && nucleus <= 1 else { throw ValidationError("--nucleus must be in (0, 1] (got \(nucleus))") }
-        guard steps >= 1, batch >= 1 else { throw ValidationError("--steps and --batch must be at least 1") }
-    }
+    @OptionGroup(title: "Checkpoint") var checkpoint: CheckpointOptions
+    @OptionGroup(title: "Special ids") var ids: SpecialIDOptions
+    @OptionGroup(title: "Sampler") var sampling: SamplerOptions
+    @OptionGroup var input: InputOptions
+    @OptionGroup(title: "Output") var out: OutputOptions
 
     func run() throws {
-        let ck = try SamplingCheckpoint.load(path: model)
-        let name = input == "-" ? "stdin" : input
-        let reader = try TokenStreamReader(source: try openInput(input), name: name)
+        let ck = try SamplingCheckpoint.load(path: checkpoint.model, maskId: ids.maskId, bosId: ids.bosId, eosId: ids.eosId)
+        let reader = try TokenStreamReader(source: try openInput(input.input), name: input.name)
+        try requireSamplesStream(reader.header, source: input.name, tool: "refine")
         var h = reader.header
         h.kind = .samples
         h.fields = [.confidence, .unmaskStep]
         if h.special.mask < 0 { h.special = ck.special }
         h.attributes["tool"] = "refine"
-        var o = RefineOptions()
-        o.blockSize = blockSize; o.sampler = sampler; o.steps = steps; o.nucleus = nucleus; o.seed = seed; o.batch = batch; o.kvCache = !noKVCache
-        do {
-            try withSamplesOutput(path: output, header: h, allowTerminal: force) { w in
-                try runRefine(checkpoint: ck, options: o, reader: reader, writer: w, source: name)
-            }
-        } catch let e as SamplingUsageError { throw ValidationError(e.description) }
+        try withSamplesOutput(path: out.output, header: h, allowTerminal: out.force) { w in
+            try runRefine(checkpoint: ck, options: sampling.refineOptions, reader: reader, writer: w, source: input.name)
+        }
     }
 }
 
-Runtime.prepareTool()
-Refine.main()
+runTool(Refine.self)

@@ -3,8 +3,7 @@
 import ArgumentParser
 import BlockDiffusion
 import Foundation
-
-extension RemaskPolicy: ExpressibleByArgument {}
+import ToolOptions
 
 struct Remask: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -22,42 +21,33 @@ struct Remask: ParsableCommand {
     @Option(help: "snapshot, posthoc or random.")
     var policy: RemaskPolicy = .snapshot
 
-    @Option(help: "Fraction γ in [0, 1] of the non-prompt tokens to mask.")
+    @Option(parsing: .unconditional, help: "Fraction γ in [0, 1] of the non-prompt tokens to mask.")
     var ratio: Double
 
     @Option(name: [.customShort("m"), .customLong("model")], help: "Checkpoint (needed by --policy posthoc).")
     var model: String?
 
-    @Option(help: "Seed for --policy random.")
+    @Option(parsing: .unconditional, help: "Seed for --policy random.")
     var seed: UInt64 = 0
 
-    @Option(name: [.short, .long], help: "Input samples stream ('-' = stdin).")
-    var input: String = "-"
-
-    @Option(name: [.short, .long], help: "Output stream ('-' = stdout).")
-    var output: String = "-"
-
-    @Flag(help: "Write binary output even to a terminal.")
-    var force = false
+    @OptionGroup var input: InputOptions
+    @OptionGroup(title: "Output") var out: OutputOptions
 
     func validate() throws {
-        guard ratio >= 0 && ratio <= 1 else { throw ValidationError("--ratio must be in [0, 1] (got \(ratio))") }
+        try usage { try validateRemaskRatio(ratio) }
         if policy == .posthoc && model == nil { throw ValidationError("--policy posthoc needs -m CHECKPOINT") }
     }
 
     func run() throws {
         let ck = try model.map { try SamplingCheckpoint.load(path: $0) }
-        let reader = try TokenStreamReader(source: try openInput(input), name: input == "-" ? "stdin" : input)
+        let reader = try TokenStreamReader(source: try openInput(input.input), name: input.name)
+        try requireSamplesStream(reader.header, source: input.name, tool: "remask")
         var h = reader.header
         h.attributes["tool"] = "remask"
-        do {
-            try withSamplesOutput(path: output, header: h, allowTerminal: force) { w in
-                try runRemask(policy: policy, ratio: ratio, seed: seed, checkpoint: ck, reader: reader, writer: w,
-                              source: input == "-" ? "stdin" : input)
-            }
-        } catch let e as SamplingUsageError { throw ValidationError(e.description) }
+        try withSamplesOutput(path: out.output, header: h, allowTerminal: out.force) { w in
+            try runRemask(policy: policy, ratio: ratio, seed: seed, checkpoint: ck, reader: reader, writer: w, source: input.name)
+        }
     }
 }
 
-Runtime.prepareTool()
-Remask.main()
+runTool(Remask.self)

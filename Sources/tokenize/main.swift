@@ -3,8 +3,7 @@
 import ArgumentParser
 import BlockDiffusion
 import Foundation
-
-extension DocumentFormat: ExpressibleByArgument {}
+import ToolOptions
 
 struct Tokenize: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -45,13 +44,13 @@ struct Train: ParsableCommand {
           tokenize train --vocab-size 8192 -o tok.json --input-format lines data/train.txt
         """)
 
-    @Option(name: .long, help: "Total vocabulary size, including 256 bytes and 3 specials (≥ 259).")
+    @Option(name: .long, parsing: .unconditional, help: "Total vocabulary size, including 256 bytes and 3 specials (≥ 259).")
     var vocabSize: Int
     @Option(name: .shortAndLong, help: "Output tokenizer.json.")
     var output: String
     @Option(name: .long, help: "How files are cut into documents: text (whole file), lines, jsonl (\"text\" field).")
     var inputFormat: DocumentFormat = .text
-    @Option(name: .long, help: "Threads for counting.")
+    @Option(name: .long, parsing: .unconditional, help: "Threads for counting.")
     var threads: Int = 2
     @Argument(help: "Text files (\"-\" = stdin).")
     var files: [String] = []
@@ -60,8 +59,9 @@ struct Train: ParsableCommand {
         if vocabSize < BPETrainer.minimumVocabSize {
             throw ValidationError("--vocab-size \(vocabSize) is too small: at least \(BPETrainer.minimumVocabSize) (256 byte tokens + 3 specials)")
         }
+        try usage { try checkRange(vocabSize, BPETrainer.minimumVocabSize...(1 << 24), "--vocab-size") }
         if files.isEmpty { throw ValidationError("give at least one input file (\"-\" for stdin)") }
-        if threads < 1 { throw ValidationError("--threads must be ≥ 1") }
+        try usage { try checkRange(threads, 1...Limits.threads, "--threads") }
     }
 
     func run() throws {
@@ -153,7 +153,7 @@ struct Encode: ParsableCommand {
     @Option(name: [.customShort("t"), .long], help: "tokenizer.json") var tokenizer: String
     @Option(name: .long, help: "text, lines or jsonl") var inputFormat: DocumentFormat = .text
     @Option(name: .shortAndLong, help: "Output stream (\"-\" = stdout).") var output: String = "-"
-    @Option(name: .long, help: "Encoding threads.") var threads: Int = 2
+    @Option(name: .long, parsing: .unconditional, help: "Encoding threads.") var threads: Int = 2
     @Flag(name: .long, help: "Write to stdout even if it is a terminal.") var force = false
     @Flag(name: .long, help: "Print a summary to stderr: documents, bytes, tokens, encoding time and MB/s (encoding only, without loading, reading and writing).")
     var report = false
@@ -162,7 +162,7 @@ struct Encode: ParsableCommand {
     @Argument(help: "Input files (none or \"-\" = stdin).") var files: [String] = []
 
     func validate() throws {
-        if threads < 1 { throw ValidationError("--threads must be ≥ 1") }
+        try usage { try checkRange(threads, 1...Limits.threads, "--threads") }
     }
 
     func run() throws {
@@ -304,5 +304,4 @@ struct Stats: ParsableCommand {
     }
 }
 
-Runtime.prepareTool()
-Tokenize.main()
+runTool(Tokenize.self)

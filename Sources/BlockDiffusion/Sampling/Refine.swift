@@ -35,11 +35,10 @@ public struct RefineOptions: Sendable {
 public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOptions, reader: TokenStreamReader,
                       writer: TokenStreamWriter, source: String = "input") throws -> Int {
     guard !ck.config.causal else { throw ToolError("\(ck.path) is an AR checkpoint; refine needs a diffusion (BD3-LM/MDLM) checkpoint") }
-    guard o.nucleus > 0 && o.nucleus <= 1 else { throw SamplingUsageError("--nucleus must be in (0, 1] (got \(o.nucleus))") }
-    guard o.steps >= 1, o.batch >= 1 else { throw SamplingUsageError("--steps and --batch must be at least 1") }
+    try o.validate()
+    try requireSamplesStream(reader.header, source: source, tool: "refine")
     try ck.requireCompatible(reader.header, source: source)
     let bs = o.blockSize ?? ck.blockSize
-    guard bs >= 1 else { throw SamplingUsageError("--block-size must be at least 1") }
     let settings = SamplerSettings(kind: o.sampler, steps: o.steps, nucleus: o.nucleus, blockSize: bs)
     let mask = ck.special.mask
     var samplers: [Int: BlockSampler] = [:]   // by length (the window depends on it when one block covers it)
@@ -75,7 +74,7 @@ public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOption
         let len = r.tokens.count
         guard len >= 1 else { try flush(); var out = r; out.stages.append("refine (empty)"); try writer.write(out); written += 1; continue }
         if bs < len && len % bs != 0 {
-            throw SamplingUsageError("block size \(bs) does not divide the length \(len) of record \(r.id)")
+            throw UsageError("block size \(bs) does not divide the length \(len) of record \(r.id)")
         }
         if let bad = r.tokens.first(where: { $0 < 0 || Int($0) >= ck.vocabSize }) {
             throw ToolError("\(source): record \(r.id) holds token \(bad) outside the checkpoint's vocabulary")
@@ -140,8 +139,9 @@ public func posthocConfidence(engine: CachedDiT, tokens: [Int32], maskId: Int32)
 @discardableResult
 public func runRemask(policy: RemaskPolicy, ratio: Double, seed: UInt64, checkpoint ck: SamplingCheckpoint?,
                       reader: TokenStreamReader, writer: TokenStreamWriter, source: String = "input") throws -> Int {
-    guard ratio >= 0 && ratio <= 1 else { throw SamplingUsageError("--ratio must be in [0, 1] (got \(ratio))") }
+    try validateRemaskRatio(ratio)
     let h = reader.header
+    try requireSamplesStream(h, source: source, tool: "remask")
     guard h.special.mask >= 0 || ck != nil else {
         throw ToolError("\(source) has no mask id in its header; give -m CHECKPOINT or remask a stream written by draft")
     }
@@ -158,7 +158,7 @@ public func runRemask(policy: RemaskPolicy, ratio: Double, seed: UInt64, checkpo
         }
         var scores: [Float]? = nil
         if policy == .posthoc {
-            guard let ck else { throw SamplingUsageError("--policy posthoc needs -m CHECKPOINT") }
+            guard let ck else { throw UsageError("--policy posthoc needs -m CHECKPOINT") }
             let len = r.tokens.count
             if len > 0 {
                 if engines[len] == nil { engines[len] = try CachedDiT(model: ck.model, maxBatch: 1, maxChunk: len, capacity: max(len, ck.config.length)) }

@@ -16,6 +16,13 @@ public struct PerplexityOptions: Sendable {
     /// bd3 only: evaluate at this block size instead of the checkpoint's (e.g. a mixed-scale model at its global size).
     public var blockSize: Int? = nil
     public init() {}
+
+    /// The checks that need no file (exit 64); `load` checks the block size against the data.
+    public func validate() throws {
+        try checkRange(samples, 1...Limits.count, "--samples")
+        try checkRange(batch, 1...Limits.batch, "--batch")
+        if let b = blockSize { try checkRange(b, 1...Limits.length, "--block-size") }
+    }
 }
 
 public enum Perplexity {
@@ -103,8 +110,7 @@ public enum Perplexity {
     /// Loads a checkpoint and a test stream and checks they fit together.
     /// `blockSize` overrides the checkpoint's (bd3 only; usage error otherwise or when it does not divide L).
     public static func load(checkpoint: String, data path: String, batch: Int, blockSize: Int? = nil) throws -> (DiT, CheckpointInfo, SequenceData) {
-        let file: SafetensorsFile
-        do { file = try SafetensorsFile(path: checkpoint) } catch { throw ToolError("\(error)") }
+        let file = try SafetensorsFile(path: checkpoint)
         let info = try CheckpointInfo.read(file)
         let data = try SequenceData.load(path: path)
         try info.requireCompatible(data.header, path: path)
@@ -123,7 +129,7 @@ public enum Perplexity {
         var config = info.config
         config.length = data.length
         let model = DiT(config: config, maxBatch: batch, maxTokens: BatchLoss.inputLength(info.algorithm, length: data.length), inference: true)
-        do { try model.load(file: file) } catch { throw ToolError("\(error)") }
+        try model.load(file: file)
         return (model, info, data)
     }
 }
