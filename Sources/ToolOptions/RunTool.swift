@@ -27,7 +27,7 @@ public func runTool<Root: ParsableCommand>(_ root: Root.Type, arguments: [String
         let names = Root.configuration.subcommands.map { $0._commandName }.joined(separator: ", ")
         fail(64, "Error: missing subcommand (one of: \(names))\n\n" + Root.helpMessage())
     }
-    if ProcessInfo.processInfo.environment["BD3_PARSE_ONLY"] == "1" { exit(0) }
+    if ProcessInfo.processInfo.environment["BD3_PARSE_ONLY"] == "1" { leave(0) }
     do {
         try command.run()
     } catch let e as UsageError {
@@ -36,7 +36,7 @@ public func runTool<Root: ParsableCommand>(_ root: Root.Type, arguments: [String
         usageFailure(Root.self, type, e.message)
     } catch let e as ExitCode {
         finishStdout()
-        exit(e.rawValue)
+        leave(e.rawValue)
     } catch let e as ToolError {
         fail(1, "Error: \(e.description)")
     } catch {
@@ -44,7 +44,7 @@ public func runTool<Root: ParsableCommand>(_ root: Root.Type, arguments: [String
         exitAfterParse(Root.self, error)
     }
     finishStdout()
-    exit(0)
+    leave(0)
 }
 
 /// ArgumentParser's verdict on the command line: help to stdout (exit 0, or 1 if stdout cannot take it),
@@ -55,8 +55,9 @@ private func exitAfterParse<Root: ParsableCommand>(_ root: Root.Type, _ error: E
         let text = Root.fullMessage(for: error)
         if !text.isEmpty { print(text) }
         finishStdout()
-        exit(0)
+        leave(0)
     }
+    Runtime.removeUnfinishedOutputs()
     Root.exit(withError: error)
 }
 
@@ -77,6 +78,12 @@ private func finishStdout() {
 
 private func fail(_ code: Int32, _ message: String) -> Never {
     FileHandle.standardError.write(Data((message + "\n").utf8))
+    leave(code)
+}
+
+/// Every way out: outputs not committed by now are incomplete, so their temp files go.
+private func leave(_ code: Int32) -> Never {
+    Runtime.removeUnfinishedOutputs()
     exit(code)
 }
 

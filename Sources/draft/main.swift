@@ -15,12 +15,21 @@ struct Draft: ParsableCommand {
         Every record carries per-token confidence (post-nucleus probability of the chosen token when it was \
         unmasked) and unmask step (forward index; 0 = prompt/BOS).
 
+        A SEDD checkpoint samples with the analytic (Tweedie τ-leaping) predictor by default, in --steps \
+        steps (NFE = T), or with --predictor euler.
+
         Examples:
-          draft -m run/best.safetensors -n 8 --length 1024 --block-size 4 --nucleus 0.9 -o drafts.tok
-          draft -m mdlm.safetensors -n 4 --length 256 --sampler ddpm --steps 256 -o mdlm.tok
-          draft -m sedd.safetensors -n 4 --length 256 --steps 1000 -o sedd.tok     (SEDD: analytic sampler, NFE = T)
-          draft -m sedd.safetensors -n 4 --length 256 --steps 128 --predictor euler -o sedd-euler.tok
-          draft -m run/last.safetensors -n 2 --max-length 2048 --prompt-tokens prompt.tok -o long.tok
+          draft -m run/best.safetensors -n 8 --length 1024 --block-size 4 \\
+                --nucleus 0.9 -o drafts.tok
+          draft -m mdlm.safetensors -n 4 --length 256 --sampler ddpm \\
+                --steps 256 -o mdlm.tok
+          draft -m sedd.safetensors -n 4 --length 256 --steps 1000 -o sedd.tok
+          draft -m sedd.safetensors -n 4 --length 256 --steps 128 \\
+                --predictor euler -o sedd-euler.tok
+          draft -m run/last.safetensors -n 2 --max-length 2048 \\
+                --prompt-tokens prompt.tok -o long.tok
+          draft -m run/best.safetensors -t tokenizer.json --prompt "Once upon" \\
+                -n 4 --max-length 256 -o prompted.tok
         """)
 
     @OptionGroup(title: "Checkpoint") var checkpoint: CheckpointOptions

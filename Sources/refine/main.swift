@@ -13,8 +13,10 @@ struct Refine: ParsableCommand {
         Blocks go left to right over an exact KV cache; only masked positions are sampled. \
         Chains: refine | remask | refine.
 
-        Example:
-          remask --ratio 0.5 -i drafts.tok | refine -m ck.safetensors --block-size 1024 --nucleus 0.9 -o refined.tok
+        Examples:
+          refine -m ck.safetensors --block-size 1024 -i masked.tok -o refined.tok
+          remask --ratio 0.5 -i drafts.tok \\
+                 | refine -m ck.safetensors --nucleus 0.9 -o refined.tok
         """)
 
     @OptionGroup(title: "Checkpoint") var checkpoint: CheckpointOptions

@@ -14,8 +14,12 @@ struct Remask: ParsableCommand {
         ties by position). posthoc: confidences from a fresh forward over the finished sequence (needs -m). \
         random: uniform. Prompt tokens are never re-masked; masked positions get confidence 0 and step 0.
 
-        Example:
-          draft -m ck.safetensors -n 4 --length 1024 -o - | remask --ratio 0.25 | refine -m ck.safetensors --block-size 1024 -o refined.tok
+        Examples:
+          remask --ratio 0.25 -i drafts.tok -o masked.tok
+          remask --policy posthoc -m ck.safetensors --ratio 0.25 -i drafts.tok \\
+                 -o masked.tok
+          draft -m ck.safetensors -n 4 --length 1024 -o - | remask --ratio 0.25 \\
+                 | refine -m ck.safetensors --block-size 1024 -o refined.tok
         """)
 
     @Option(help: "snapshot, posthoc or random.")

@@ -10,7 +10,7 @@ struct Score: ParsableCommand {
         abstract: "Score a model on token streams.",
         discussion: """
         Examples:
-          score ppl -m runs/bd3-4/best.safetensors -i owt.test.tok --samples 4 > ppl.json
+          score ppl -m runs/bd3-4/best.safetensors -i owt.test.tok > ppl.json
           score gen --scorer runs/ar/best.safetensors -i samples.tok > gen.json
         """,
         subcommands: [PPL.self, Gen.self])

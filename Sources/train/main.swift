@@ -15,7 +15,9 @@ struct Train: ParsableCommand {
           train --data owt.train.tok --valid owt.valid.tok --algo bd3 \\
                 --block-size 4 --config cpu --steps 2000 --batch 8 \\
                 --warmup 100 --val-every 500 --clip-search -o runs/bd3-4
-          train ... --block-mix bimodal:4,256,0.1 --init runs/mdlm/best.safetensors -o runs/mix
+          train --data owt.train.tok --valid owt.valid.tok --algo bd3 \\
+                --block-mix bimodal:4,256,0.1 \\
+                --init runs/mdlm/best.safetensors -o runs/mix
         """)
 
     @Option(help: "Training sequences (pack-blocks output).") var data: String

@@ -54,6 +54,8 @@ public enum TrainSetup {
         if r.algorithm == .ar && L < 2 { throw UsageError("AR training needs sequences of at least 2 tokens") }
         let o = try trainOptions(r, sets: sets, length: L, mix: mix)
 
+        // Checkpoint temp files of an earlier run killed while saving (SIGKILL, OOM) are garbage.
+        for name in ["last.safetensors", "best.safetensors", "last.optim.safetensors"] { sweepStaleTempFiles(for: r.runDir + "/" + name) }
         // Model config: resumed run > --init checkpoint > named config; then --set overrides.
         let resuming = FileManager.default.fileExists(atPath: r.runDir + "/last.optim.safetensors")
         let config = try modelConfig(r, sets: sets, resuming: resuming, length: L, vocabSize: train.header.vocabSize)
