@@ -6,7 +6,8 @@
                line is wrapped by the terminal (each fits in 80 columns or continues with a backslash);
                every example parses (exit 0 under BD3_PARSE_ONLY=1: arguments parsed and validated, no file
                opened).
-  docs         README.md and docs/*.md: every command line of the seven tools in a code block parses the
+  docs         README.md and docs/*.md: every command line of the seven tools in a code block (except
+               ```text blocks, which hold diagrams) parses the
                same way; a synopsis line ([optional] parts, a|b alternatives, FILE...) and a command quoted
                inline in the text must name only options the tool has.
 
@@ -182,7 +183,9 @@ def check_docs(bindir, root):
     for f in files:
         text = open(f, encoding="utf-8").read()
         rel = os.path.relpath(f, root)
-        for block in re.findall(r"```[^\n]*\n(.*?)```", text, re.S):
+        for lang, block in re.findall(r"```([^\n]*)\n(.*?)```", text, re.S):
+            if lang.strip() == "text":
+                continue   # a diagram, not commands
             lines = []
             for line in joined_lines(block.split("\n")):
                 # An indented "[--opt ...]" line continues the synopsis above it.
