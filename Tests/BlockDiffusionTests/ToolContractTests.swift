@@ -271,6 +271,15 @@ final class ToolContractTests: TinyRunTestCase {
         XCTAssertEqual(r.out, "", "no JSON with a null gen_ppl")
     }
 
+    func testClipSearchWithOneBlockPerBatchIsAUsageError() throws {
+        // At L' = L a batch of one row has one block: no variance, the search could pick nothing.
+        let r = try run("train", ["--data", trainPath, "--valid", validPath, "--set", "hidden_size=32", "--set", "n_blocks=1",
+                                  "--set", "n_heads=2", "--set", "cond_dim=16", "--block-size", "16", "--batch", "1",
+                                  "--clip-search", "--steps", "1", "-o", dir + "/run"])
+        XCTAssertEqual(r.code, 64, r.err)
+        XCTAssertTrue(r.err.contains("--batch 2"), r.err)
+    }
+
     // MARK: train defaults
 
     func testWarmupDefaultFitsTheRun() {

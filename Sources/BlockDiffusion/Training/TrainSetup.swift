@@ -53,6 +53,9 @@ public enum TrainSetup {
         }
         if r.algorithm == .ar && L < 2 { throw UsageError("AR training needs sequences of at least 2 tokens") }
         let o = try trainOptions(r, sets: sets, length: L, mix: mix)
+        if r.clipSearch, let largest = (mix?.sizes ?? [o.blockSize]).max(), r.batch * (L / largest) < 2 {
+            throw UsageError("--clip-search compares the variance across the blocks of a validation batch, and a batch of \(r.batch) row(s) of \(L) tokens at block size \(largest) holds one block: use --batch 2 or more")
+        }
 
         // Checkpoint temp files of an earlier run killed while saving (SIGKILL, OOM) are garbage.
         for name in ["last.safetensors", "best.safetensors", "last.optim.safetensors"] { sweepStaleTempFiles(for: r.runDir + "/" + name) }
