@@ -99,6 +99,12 @@ struct Draft: ParsableCommand {
         }
         let o = try options()
         let bs = ck.config.causal ? 1 : (o.blockSize ?? ck.blockSize)
+        let rows = Double(min(o.batch, o.samples)), c = ck.config
+        // Lower bound: the KV cache of a window of at most the model length, and one block's logits.
+        try requireMemory(rows * Double(min(o.length, c.length)) * Double(2 * c.hiddenSize * c.nBlocks) * 4
+                          + rows * Double(min(bs, o.length)) * Double(c.vocabSize) * 4,
+                          for: "sampling \(Int(rows)) sequences of \(o.length) tokens at once (KV cache and logits)",
+                          fix: "lower --batch (or --length)")
         var attrs = ["block_size": "\(bs)", "sampler": o.sampler.rawValue, "nucleus": "\(o.nucleus)", "seed": "\(o.seed)",
                      "length": "\(o.length)", "var_length": "\(o.variableLength)"]
         if let shard = sharding.shard { attrs["shard"] = shard }

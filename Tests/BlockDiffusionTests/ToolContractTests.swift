@@ -280,6 +280,16 @@ final class ToolContractTests: TinyRunTestCase {
         XCTAssertTrue(r.err.contains("--batch 2"), r.err)
     }
 
+    func testBuffersBeyondTheMachinesMemoryAreRefusedBeforeAllocation() {
+        XCTAssertGreaterThan(physicalMemoryBytes, 0)
+        XCTAssertNoThrow(try requireMemory(1_048_576, for: "a small buffer", fix: "nothing"))
+        XCTAssertThrowsError(try requireMemory(physicalMemoryBytes * 2, for: "a batch", fix: "lower --batch")) {
+            let e = $0 as? UsageError
+            XCTAssertNotNil(e)
+            XCTAssertTrue(e?.description.contains("lower --batch") ?? false, "\($0)")
+        }
+    }
+
     // MARK: train defaults
 
     func testWarmupDefaultFitsTheRun() {

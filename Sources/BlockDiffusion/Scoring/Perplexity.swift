@@ -139,6 +139,9 @@ public enum Perplexity {
         }
         var config = info.config
         config.length = data.length
+        let tokens = Double(batch) * Double(BatchLoss.inputLength(info.algorithm, length: data.length))
+        try requireMemory(tokens * Double(config.vocabSize + config.hiddenSize) * 4,
+                          for: "a batch of \(batch) rows of \(data.length) tokens (logits and activations)", fix: "lower --batch")
         let model = DiT(config: config, maxBatch: batch, maxTokens: BatchLoss.inputLength(info.algorithm, length: data.length), inference: true)
         try model.load(file: file)
         return (model, info, data)

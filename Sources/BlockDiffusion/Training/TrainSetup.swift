@@ -62,6 +62,10 @@ public enum TrainSetup {
         // Model config: resumed run > --init checkpoint > named config; then --set overrides.
         let resuming = FileManager.default.fileExists(atPath: r.runDir + "/last.optim.safetensors")
         let config = try modelConfig(r, sets: sets, resuming: resuming, length: L, vocabSize: train.header.vocabSize)
+        let tokens = Double(r.batch) * Double(BatchLoss.inputLength(r.algorithm, length: L))
+        try requireMemory(tokens * Double(config.vocabSize + 3 * config.hiddenSize) * 4,
+                          for: "a micro-batch of \(r.batch) rows of \(L) tokens (logits, activations and their gradients)",
+                          fix: "lower --batch and raise --accumulate")
         let model = DiT(config: config, maxBatch: r.batch, maxTokens: BatchLoss.inputLength(r.algorithm, length: L))
         model.initialize(seed: r.seed)
         let trainer = Trainer(model: model, options: o, train: train, valid: valid)
