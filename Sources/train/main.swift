@@ -4,6 +4,9 @@ import BlockDiffusion
 import Foundation
 import ToolOptions
 
+/// --lr-schedule.
+enum LRSchedule: String, CaseIterable, ExpressibleByArgument { case constant, cosine }
+
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
@@ -34,7 +37,7 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "Micro-batches per optimizer step.") var accumulate: Int = 1
     @Option(parsing: .unconditional, help: "Peak learning rate.") var lr: Double = 3e-4
     @Option(parsing: .unconditional, help: "Linear warmup steps (constant schedule; default: 2500, at most a tenth of --steps).") var warmup: Int?
-    @Option(help: "constant (warmup then constant) or cosine (10% warmup from 1e-6, cosine to 1e-6).") var lrSchedule: String = "constant"
+    @Option(help: "constant (warmup then constant) or cosine (10% warmup from 1e-6, cosine to 1e-6).") var lrSchedule: LRSchedule = .constant
     @Option(help: "Noise schedule: loglinear, square, square_root, log, cosine, gaussian, bimodal_gaussian.") var schedule: String = "loglinear"
     @Option(help: "Loss reweighting: none, edm, iddpm, sigmoid[:k], fm, simple (training loss only).") var reweight: String = "none"
     @Flag(help: "Search the clipped interval U[a,b] minimising Var-NELBO at each validation (bd3).") var clipSearch = false
@@ -53,14 +56,13 @@ struct Train: ParsableCommand {
         var r = TrainRequest()
         r.data = data; r.valid = valid; r.algorithm = algo; r.blockSize = blockSize ?? 4; r.blockMix = blockMix; r.configName = config; r.sets = sets
         r.steps = steps; r.batch = batch; r.accumulate = accumulate; r.lr = lr; r.warmup = warmup ?? TrainRequest.defaultWarmup(steps: steps)
-        r.cosine = lrSchedule == "cosine"; r.schedule = schedule; r.reweight = reweight; r.clipSearch = clipSearch
+        r.cosine = lrSchedule == .cosine; r.schedule = schedule; r.reweight = reweight; r.clipSearch = clipSearch
         r.clip = clip; r.initPath = `init`; r.seed = seed; r.valEvery = valEvery; r.valBatches = valBatches
         r.saveEvery = saveEvery; r.runDir = output
         return r
     }
 
     func validate() throws {
-        guard lrSchedule == "constant" || lrSchedule == "cosine" else { throw ValidationError("--lr-schedule must be constant or cosine") }
         try usage { try checkRange(logEvery, 1...Limits.steps, "--log-every") }
         if blockMix != nil && blockSize != nil { throw ValidationError("--block-size and --block-mix exclude each other (the mix names its draft size)") }
         try usage { try request().validate() }
