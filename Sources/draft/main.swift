@@ -49,7 +49,7 @@ struct Draft: ParsableCommand {
     @Option(help: "SEDD checkpoints: analytic (Tweedie τ-leaping, default) or euler.")
     var predictor: SEDDPredictor?
 
-    @Option(help: "Prompt text (needs -t tokenizer.json).")
+    @Option(parsing: .unconditional, help: "Prompt text (needs -t tokenizer.json); may start with a dash.")
     var prompt: String?
 
     @Option(name: [.customShort("t"), .customLong("tokenizer")], help: "tokenizer.json for --prompt.")

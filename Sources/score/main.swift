@@ -32,7 +32,7 @@ struct PPL: ParsableCommand {
     @Option(name: .shortAndLong, help: "Test sequences (pack-blocks output).") var input: String
     @Option(parsing: .unconditional, help: "Monte-Carlo draws of t per block (diffusion NELBO).") var samples: Int = 1
     @Option(parsing: .unconditional, help: "Sequences per batch.") var batch: Int = 8
-    @Option(help: "Clip interval 'a,b' (0 ≤ a ≤ b ≤ 1) whose Var. NELBO to report (repeatable).") var clip: [String] = []
+    @Option(parsing: .unconditionalSingleValue, help: "Clip interval 'a,b' (0 ≤ a ≤ b ≤ 1) whose Var. NELBO to report (repeatable).") var clip: [String] = []
     @Option(parsing: .unconditional, help: "Random seed.") var seed: UInt64 = 1
     @Option(parsing: .unconditional, help: "Evaluate a bd3 checkpoint at this block size L' (must divide the sequence length; default: the checkpoint's, the draft size of a mixed-scale model).") var blockSize: Int?
 

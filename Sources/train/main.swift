@@ -41,7 +41,7 @@ struct Train: ParsableCommand {
     @Option(help: "Noise schedule: loglinear, square, square_root, log, cosine, gaussian, bimodal_gaussian.") var schedule: String = "loglinear"
     @Option(help: "Loss reweighting: none, edm, iddpm, sigmoid[:k], fm, simple (training loss only).") var reweight: String = "none"
     @Flag(help: "Search the clipped interval U[a,b] minimising Var-NELBO at each validation (bd3).") var clipSearch = false
-    @Option(help: "Fixed (initial) clip interval 'a,b' (0 ≤ a ≤ b ≤ 1) for t ~ U[a,b].") var clip: String?
+    @Option(parsing: .unconditional, help: "Fixed (initial) clip interval 'a,b' (0 ≤ a ≤ b ≤ 1) for t ~ U[a,b].") var clip: String?
     @Option(help: "Start from this checkpoint's weights (e.g. trained at another block size).") var `init`: String?
     @Option(parsing: .unconditional, help: "Random seed.") var seed: UInt64 = 1
     @Option(parsing: .unconditional, help: "Validate (on EMA weights) every N steps; 0 = only at the end.") var valEvery: Int = 0
