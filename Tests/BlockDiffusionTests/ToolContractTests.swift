@@ -98,6 +98,7 @@ final class ToolContractTests: TinyRunTestCase {
             // --clip states the rule it enforces (it used to refuse 2,3 with a rule 2,3 satisfies).
             ("train", ["--data", "x", "-o", "y", "--clip", "2,3"], "0 ≤ min ≤ max ≤ 1"),
             ("score", ["ppl", "-m", "x", "-i", "y", "--clip", "0.9,0.2"], "0 ≤ min ≤ max ≤ 1"),
+            ("score", ["ppl", "-m", "x", "-i", "y", "--clip", "-0.1,0.5"], "0 ≤ min ≤ max ≤ 1"),
             ("draft", ["-m", "x", "--length", "8", "--shard", "2/2"], "--shard must be i/n"),
             ("train", ["--data", "x", "-o", "y", "--algo", "gpt"], "gpt"),
         ]
