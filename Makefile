@@ -21,6 +21,7 @@ build: deps
 test: deps
 	python3 Tests/scripts/layers.py
 	$(SWIFT) build
+	python3 Tests/scripts/doc_commands.py --bin .build/debug
 	@set -o pipefail; $(SWIFT) test --disable-swift-testing 2>&1 | tee .build/test.log | grep -vE "^Test Case .* (started|passed)"; rc=$$?; \
 	  total=$$(grep -oE "Executed [0-9]+ tests?, with [0-9]+ failures?" .build/test.log | tail -1); \
 	  n=$$(echo "$$total" | grep -oE "[0-9]+" | head -1); f=$$(echo "$$total" | grep -oE "[0-9]+" | sed -n 2p); \

@@ -32,13 +32,18 @@ let package = Package(
         .target(name: "BlockDiffusion",
                 dependencies: ["CZstd", "COpenBLAS"]),
 
-        .executableTarget(name: "tokenize", dependencies: ["BlockDiffusion", argumentParser]),
-        .executableTarget(name: "pack-blocks", dependencies: ["BlockDiffusion", argumentParser]),
-        .executableTarget(name: "train", dependencies: ["BlockDiffusion", argumentParser]),
-        .executableTarget(name: "score", dependencies: ["BlockDiffusion", argumentParser]),
-        .executableTarget(name: "draft", dependencies: ["BlockDiffusion", argumentParser]),
-        .executableTarget(name: "remask", dependencies: ["BlockDiffusion", argumentParser]),
-        .executableTarget(name: "refine", dependencies: ["BlockDiffusion", argumentParser]),
+        // The tools' shared side: runTool (exit codes, BD3_PARSE_ONLY) and the option groups. Swift 5 mode:
+        // runTool checks C's `stdout` stream, a global Swift 6 refuses to touch.
+        .target(name: "ToolOptions", dependencies: ["BlockDiffusion", argumentParser],
+                swiftSettings: [.swiftLanguageMode(.v5)]),
+
+        .executableTarget(name: "tokenize", dependencies: ["BlockDiffusion", "ToolOptions", argumentParser]),
+        .executableTarget(name: "pack-blocks", dependencies: ["BlockDiffusion", "ToolOptions", argumentParser]),
+        .executableTarget(name: "train", dependencies: ["BlockDiffusion", "ToolOptions", argumentParser]),
+        .executableTarget(name: "score", dependencies: ["BlockDiffusion", "ToolOptions", argumentParser]),
+        .executableTarget(name: "draft", dependencies: ["BlockDiffusion", "ToolOptions", argumentParser]),
+        .executableTarget(name: "remask", dependencies: ["BlockDiffusion", "ToolOptions", argumentParser]),
+        .executableTarget(name: "refine", dependencies: ["BlockDiffusion", "ToolOptions", argumentParser]),
         // Training throughput benchmark of the model (model helper); see docs/benchmarks.md.
         .executableTarget(name: "bench-train", dependencies: ["BlockDiffusion", "COpenBLAS"], path: "bench/train"),
         // Random-weight checkpoints for the sampling benchmark (bench/sampling/run.sh).

@@ -3,9 +3,7 @@
 import ArgumentParser
 import BlockDiffusion
 import Foundation
-
-extension SamplerKind: ExpressibleByArgument {}
-extension SEDDPredictor: ExpressibleByArgument {}
+import ToolOptions
 
 struct Draft: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -17,128 +15,93 @@ struct Draft: ParsableCommand {
         Every record carries per-token confidence (post-nucleus probability of the chosen token when it was \
         unmasked) and unmask step (forward index; 0 = prompt/BOS).
 
+        A SEDD checkpoint samples with the analytic (Tweedie τ-leaping) predictor by default, in --steps \
+        steps (NFE = T), or with --predictor euler.
+
         Examples:
-          draft -m run/best.safetensors -n 8 --length 1024 --block-size 4 --nucleus 0.9 -o drafts.tok
-          draft -m mdlm.safetensors -n 4 --length 256 --sampler ddpm --steps 256 -o mdlm.tok
-          draft -m sedd.safetensors -n 4 --length 256 --steps 1000 -o sedd.tok     (SEDD: analytic sampler, NFE = T)
-          draft -m sedd.safetensors -n 4 --length 256 --steps 128 --predictor euler -o sedd-euler.tok
-          draft -m run/last.safetensors -n 2 --max-length 2048 --prompt-tokens prompt.tok -o long.tok
-          draft -m ck.safetensors -n 8 --length 128 --unmask threshold:0.9 --trace steps.jsonl -o fast.tok
-          draft -m ck.safetensors -t tokenizer.json --prompt "Once" --suffix "The end." --length 128 -o - | tokenize decode
+          draft -m run/best.safetensors -n 8 --length 1024 --block-size 4 \\
+                --nucleus 0.9 -o drafts.tok
+          draft -m mdlm.safetensors -n 4 --length 256 --sampler ddpm \\
+                --steps 256 -o mdlm.tok
+          draft -m sedd.safetensors -n 4 --length 256 --steps 1000 -o sedd.tok
+          draft -m sedd.safetensors -n 4 --length 256 --steps 128 \\
+                --predictor euler -o sedd-euler.tok
+          draft -m run/last.safetensors -n 2 --max-length 2048 \\
+                --prompt-tokens prompt.tok -o long.tok
+          draft -m run/best.safetensors -t tokenizer.json --prompt "Once upon" \\
+                -n 4 --max-length 256 -o prompted.tok
+          draft -m run/best.safetensors -n 8 --length 128 --unmask threshold:0.9 \\
+                --trace steps.jsonl -o fast.tok
+          draft -m run/best.safetensors -t tokenizer.json --prompt "Once" \\
+                --suffix "The end." --length 128 -o - | tokenize decode
         """)
 
-    @Option(name: [.customShort("m"), .customLong("model")], help: "Checkpoint (safetensors written by train).")
-    var model: String
+    @OptionGroup(title: "Checkpoint") var checkpoint: CheckpointOptions
+    @OptionGroup(title: "Special ids") var ids: SpecialIDOptions
 
-    @Option(name: .customShort("n"), help: "Number of samples (per prompt).")
+    @Option(name: .customShort("n"), parsing: .unconditional, help: "Number of samples (per prompt).")
     var samples: Int = 1
 
-    @Option(help: "Fixed total length in tokens (BOS and prompt included).")
+    @Option(parsing: .unconditional, help: "Fixed total length in tokens (BOS and prompt included).")
     var length: Int?
 
-    @Option(name: .customLong("max-length"), help: "Variable-length mode: stop at EOS or low entropy, at most this many tokens.")
+    @Option(name: .customLong("max-length"), parsing: .unconditional, help: "Variable-length mode: stop at EOS or low entropy, at most this many tokens.")
     var maxLength: Int?
 
-    @Option(name: .customLong("block-size"), help: "Block size L' (default: the checkpoint's).")
-    var blockSize: Int?
-
-    @Option(help: "Nucleus (top-p) threshold in (0, 1]; 1 = off.")
-    var nucleus: Double = 1.0
-
-    @Option(help: "first-hitting (one token per forward) or ddpm (--steps per block).")
-    var sampler: SamplerKind = .firstHitting
-
-    @Option(help: "DDPM steps per block; for SEDD checkpoints the number of sampling steps T.")
-    var steps: Int = 1000
+    @OptionGroup(title: "Sampler") var sampling: SamplerOptions
 
     @Option(help: "SEDD checkpoints: analytic (Tweedie τ-leaping, default) or euler.")
     var predictor: SEDDPredictor?
 
-    @Option(help: "Prompt text (needs -t tokenizer.json).")
+    @Option(parsing: .unconditional, help: "Prompt text (needs -t tokenizer.json); may start with a dash.")
     var prompt: String?
 
-    @Option(name: [.customShort("t"), .customLong("tokenizer")], help: "tokenizer.json for --prompt.")
+    @Option(name: [.customShort("t"), .customLong("tokenizer")], help: "tokenizer.json for --prompt, --suffix and --visual.")
     var tokenizer: String?
 
     @Option(name: .customLong("prompt-tokens"), help: "Token stream of prompts (each record is one prompt; -n samples each).")
     var promptTokens: String?
 
-    @Option(help: "Random seed.")
-    var seed: UInt64 = 0
-
-    @Option(help: "Samples per batched forward.")
-    var batch: Int = 1
-
-    @Option(help: "Only the samples with id % n == i (format i/n).")
-    var shard: String?
+    @OptionGroup var sharding: ShardOptions
 
     @Flag(name: .customLong("no-entropy-stop"), help: "Disable the low-entropy (< 4 nats over 256 tokens) stop/regenerate rule.")
     var noEntropyStop = false
 
-    @Option(name: .customLong("mask-id"), help: "Mask id if the checkpoint metadata lacks it.")
-    var maskId: Int32?
-    @Option(name: .customLong("bos-id"), help: "BOS id if the checkpoint metadata lacks it.")
-    var bosId: Int32?
-    @Option(name: .customLong("eos-id"), help: "EOS id if the checkpoint metadata lacks it.")
-    var eosId: Int32?
-
-    @Flag(name: .customLong("no-kv-cache"), help: "No KV cache: every forward runs the window of finished blocks + the current block (at most the model length) through the block-causal mask (the reference's kv_cache=False; slower, for comparison).")
-    var noKVCache = false
-
-    // MARK: decoding options (unmasking policy, suffix, traces); checked by DecodeOptions / runDraft
-    @Option(help: "Which masked positions a step fills: random (default, the reference), confidence, margin, entropy (k per step from --sampler: first-hitting 1, ddpm the block's masks over --steps), threshold:τ (all with top-1 p > τ, at least one), eb:γ (entropy-bounded).")
-    var unmask: String = "random"
-
-    @Option(help: "Text the sample ends with (needs -t); clean context, never resampled. Fixed --length only.")
+    @Option(parsing: .unconditional, help: "Text the sample ends with (needs -t); clean context, never resampled. Fixed --length only.")
     var suffix: String?
 
-    @Option(help: "Write one JSON line per sampling step (record, block, step, positions, confidence, nfe, tokens) to FILE.")
-    var trace: String?
+    @OptionGroup(title: "Decoding") var decoding: DecodingOptions
 
-    @Flag(help: "Redraw the block being denoised on the terminal (stderr); with -t as text.")
-    var visual = false
+    @OptionGroup(title: "Output") var out: OutputOptions
 
-    @Flag(help: "Also record each token's snapshot margin (top-1 − top-2 probability; stream format v2) for remask --policy margin.")
-    var margins = false
-    // MARK: end of decoding options
-
-    @Option(name: [.short, .long], help: "Output samples stream ('-' = stdout).")
-    var output: String = "-"
-
-    @Flag(help: "Write binary output even to a terminal.")
-    var force = false
-
-    func parsedShard() throws -> (Int, Int) {
-        guard let shard else { return (0, 1) }
-        let parts = shard.split(separator: "/")
-        guard parts.count == 2, let i = Int(parts[0]), let n = Int(parts[1]), n >= 1, i >= 0, i < n else {
-            throw ValidationError("--shard must be i/n with 0 ≤ i < n (got \(shard))")
-        }
-        return (i, n)
+    /// The library's options (validated by DraftOptions.validate()).
+    func options() throws -> DraftOptions {
+        var o = DraftOptions()
+        o.samples = samples; o.length = length ?? maxLength ?? 0; o.variableLength = maxLength != nil
+        sampling.apply(to: &o)
+        o.entropyStop = !noEntropyStop; o.shard = try sharding.parsed()
+        o.seddPredictor = predictor
+        o.unmask = try decoding.parsed().unmask
+        return o
     }
 
     func validate() throws {
         guard (length == nil) != (maxLength == nil) else { throw ValidationError("give exactly one of --length and --max-length") }
-        if let l = length ?? maxLength, l < 1 { throw ValidationError("the length must be at least 1") }
-        guard samples >= 1 else { throw ValidationError("-n must be at least 1") }
-        guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
-        guard nucleus > 0 && nucleus <= 1 else { throw ValidationError("--nucleus must be in (0, 1] (got \(nucleus))") }
-        guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
-        if let b = blockSize, b < 1 { throw ValidationError("--block-size must be at least 1") }
         if prompt != nil && promptTokens != nil { throw ValidationError("give either --prompt or --prompt-tokens, not both") }
         if prompt != nil && tokenizer == nil { throw ValidationError("--prompt TEXT needs -t tokenizer.json (the checkpoint's tokenizer)") }
         if suffix != nil && tokenizer == nil { throw ValidationError("--suffix TEXT needs -t tokenizer.json (the checkpoint's tokenizer)") }
-        if tokenizer != nil && prompt == nil && suffix == nil && !visual { throw ValidationError("-t/--tokenizer is only used with --prompt, --suffix or --visual") }
-        do { _ = try DecodeOptions(unmask: unmask, trace: trace, visual: visual) } catch let e as SamplingUsageError { throw ValidationError(e.description) }
-        _ = try parsedShard()
+        if tokenizer != nil && prompt == nil && suffix == nil && !decoding.visual {
+            throw ValidationError("-t/--tokenizer is only used with --prompt, --suffix or --visual")
+        }
+        try usage { try options().validate() }
     }
 
     func run() throws {
-        let ck = try SamplingCheckpoint.load(path: model, maskId: maskId, bosId: bosId, eosId: eosId)
+        let ck = try SamplingCheckpoint.load(path: checkpoint.model, maskId: ids.maskId, bosId: ids.bosId, eosId: ids.eosId)
         var prompts: [[Int32]] = []
         let tok = try tokenizer.map { try BPETokenizer.load(path: $0) }
         if let tok, let tokenizer, ck.fingerprint != 0 && tok.fingerprint != ck.fingerprint {
-            throw ToolError("\(tokenizer): tokenizer fingerprint \(String(format: "%016llx", tok.fingerprint)) differs from the checkpoint's \(String(format: "%016llx", ck.fingerprint)); pass the tokenizer the model was trained with")
+            throw ToolError("\(tokenizer): tokenizer fingerprint \(hex(tok.fingerprint)) differs from the checkpoint's \(hex(ck.fingerprint)); pass the tokenizer the model was trained with")
         }
         if let promptTokens {
             let (h, p) = try readPromptStream(path: promptTokens)
@@ -147,38 +110,36 @@ struct Draft: ParsableCommand {
         } else if let prompt, let tok {
             prompts = [tok.encode(Array(prompt.utf8))]
         }
-        let decoding = try DecodeOptions(unmask: unmask, trace: trace, visual: visual)
-        var o = DraftOptions()
-        o.samples = samples; o.length = length ?? maxLength!; o.variableLength = maxLength != nil
-        o.blockSize = blockSize; o.sampler = sampler; o.steps = steps; o.nucleus = nucleus; o.seed = seed
-        o.batch = batch; o.entropyStop = !noEntropyStop; o.shard = try parsedShard(); o.kvCache = !noKVCache
-        o.seddPredictor = predictor
-        o.unmask = decoding.unmask
+        var o = try options()
         if let suffix, let tok { o.suffix = tok.encode(Array(suffix.utf8)) }
-        let bs = ck.config.causal ? 1 : (blockSize ?? ck.blockSize)
-        var attrs = ["block_size": "\(bs)", "sampler": sampler.rawValue, "nucleus": "\(nucleus)", "seed": "\(seed)",
+        let dec = try decoding.parsed()
+        let bs = ck.config.causal ? 1 : (o.blockSize ?? ck.blockSize)
+        let rows = Double(min(o.batch, o.samples)), c = ck.config
+        // Lower bound: the KV cache of a window of at most the model length, and one block's logits.
+        try requireMemory(rows * Double(min(o.length, c.length)) * Double(2 * c.hiddenSize * c.nBlocks) * 4
+                          + rows * Double(min(bs, o.length)) * Double(c.vocabSize) * 4,
+                          for: "sampling \(Int(rows)) sequences of \(o.length) tokens at once (KV cache and logits)",
+                          fix: "lower --batch (or --length)")
+        var attrs = ["block_size": "\(bs)", "sampler": o.sampler.rawValue, "nucleus": "\(o.nucleus)", "seed": "\(o.seed)",
                      "length": "\(o.length)", "var_length": "\(o.variableLength)"]
-        if let shard { attrs["shard"] = shard }
-        if noKVCache { attrs["kv_cache"] = "false" }
-        if decoding.unmask != .random { attrs["unmask"] = "\(decoding.unmask)" }
+        if let shard = sharding.shard { attrs["shard"] = shard }
+        if !o.kvCache { attrs["kv_cache"] = "false" }
+        if dec.unmask != .random { attrs["unmask"] = "\(dec.unmask)" }
+        if ck.algorithm == "sedd" { attrs["sampler"] = "sedd-" + (predictor ?? .analytic).rawValue; attrs["steps"] = "\(o.steps)" }
         var header = ck.samplesHeader(tool: "draft", attributes: attrs)
-        if margins {
-            if ck.algorithm == "sedd" { throw ValidationError("--margins is for BD3-LM/MDLM/AR checkpoints; SEDD records no margins") }
+        if decoding.margins {
+            if ck.algorithm == "sedd" { throw UsageError("--margins is for BD3-LM/MDLM/AR checkpoints; SEDD records no margins") }
             header.fields.insert(.margin)
         }
-        if ck.algorithm == "sedd" { attrs["sampler"] = "sedd-" + (predictor ?? .analytic).rawValue; attrs["steps"] = "\(steps)" }
-        do {
-            let text: ([Int32]) -> String = { ids in tok.map { String(decoding: $0.decode(ids), as: UTF8.self) } ?? ids.map(String.init).joined(separator: " ") + " " }
-            try decoding.withObservers(decode: text, maskId: ck.special.mask) { observer in
-                try withSamplesOutput(path: output, header: header, allowTerminal: force) { w in
-                    try runDraft(checkpoint: ck, options: o, prompts: prompts, writer: w, observer: observer) { line in
-                        FileHandle.standardError.write(Data(("draft: " + line + "\n").utf8))
-                    }
+        let text: ([Int32]) -> String = { ids in tok.map { String(decoding: $0.decode(ids), as: UTF8.self) } ?? ids.map(String.init).joined(separator: " ") + " " }
+        try dec.withObservers(decode: text, maskId: ck.special.mask) { observer in
+            try withSamplesOutput(path: out.output, header: header, allowTerminal: out.force) { w in
+                try runDraft(checkpoint: ck, options: o, prompts: prompts, writer: w, observer: observer) { line in
+                    FileHandle.standardError.write(Data(("draft: " + line + "\n").utf8))
                 }
             }
-        } catch let e as SamplingUsageError { throw ValidationError(e.description) }
+        }
     }
 }
 
-Runtime.prepareTool()
-Draft.main()
+runTool(Draft.self)

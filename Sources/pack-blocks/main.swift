@@ -4,8 +4,7 @@
 import ArgumentParser
 import BlockDiffusion
 import Foundation
-
-extension PackMode: ExpressibleByArgument {}
+import ToolOptions
 
 struct PackBlocks: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -24,10 +23,10 @@ struct PackBlocks: ParsableCommand {
           pack-blocks -L 128 --bos --mode pad -i lm1b.docs.tok -o lm1b.tok
         """)
 
-    @Option(name: [.customShort("L"), .customLong("seq-len")], help: "Row length in tokens.")
+    @Option(name: [.customShort("L"), .customLong("seq-len")], parsing: .unconditional, help: "Row length in tokens.")
     var seqLen: Int
 
-    @Option(name: .customLong("block-size"), help: "A block size the rows will be trained with; L must be a multiple of each (repeatable).")
+    @Option(name: .customLong("block-size"), parsing: .unconditionalSingleValue, help: "A block size the rows will be trained with; L must be a multiple of each (repeatable).")
     var blockSizes: [Int] = []
 
     @Option(help: "wrap or pad.")
@@ -48,13 +47,13 @@ struct PackBlocks: ParsableCommand {
     @Option(name: [.short, .long], help: "Input documents stream ('-' = stdin).")
     var input: String = "-"
 
-    @Option(help: "Seed for the split assignment and the row shuffle.")
+    @Option(parsing: .unconditional, help: "Seed for the split assignment and the row shuffle.")
     var seed: UInt64 = 0
 
     @Flag(name: .customLong("no-shuffle"), help: "Keep packing order and write rows as they are made (constant memory, streams through pipes).")
     var noShuffle = false
 
-    @Option(help: "zstd compression level (1-19).")
+    @Option(parsing: .unconditional, help: "zstd compression level (1-19).")
     var level: Int32 = 3
 
     @Flag(help: "Write binary output even to a terminal.")
@@ -67,11 +66,7 @@ struct PackBlocks: ParsableCommand {
     }
 
     func validate() throws {
-        do {
-            try options().validate()
-        } catch let error as PackUsageError {
-            throw ValidationError(error.description)
-        }
+        try usage { try options().validate() }
         if split != nil {
             guard outPrefix != nil else { throw ValidationError("--split needs --out-prefix PREFIX (outputs PREFIX.NAME.tok)") }
             guard output == nil else { throw ValidationError("give either --split with --out-prefix, or -o, not both") }
@@ -90,5 +85,4 @@ struct PackBlocks: ParsableCommand {
     }
 }
 
-Runtime.prepareTool()
-PackBlocks.main()
+runTool(PackBlocks.self)

@@ -3,8 +3,7 @@
 import ArgumentParser
 import BlockDiffusion
 import Foundation
-
-extension RemaskPolicy: ExpressibleByArgument {}
+import ToolOptions
 
 struct Remask: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -16,53 +15,49 @@ struct Remask: ParsableCommand {
         ties by position). posthoc: confidences from a fresh forward over the finished sequence (needs -m). \
         random: uniform. Prompt tokens are never re-masked; masked positions get confidence 0 and step 0.
 
-        Example:
-          draft -m ck.safetensors -n 4 --length 1024 -o - | remask --ratio 0.25 | refine -m ck.safetensors --block-size 1024 -o refined.tok
+        Examples:
+          remask --ratio 0.25 -i drafts.tok -o masked.tok
+          remask --policy posthoc -m ck.safetensors --ratio 0.25 -i drafts.tok \\
+                 -o masked.tok
+          draft -m ck.safetensors -n 4 --length 1024 -o - | remask --ratio 0.25 \\
+                 | refine -m ck.safetensors --block-size 1024 -o refined.tok
         """)
 
     @Option(help: "snapshot, margin (needs a stream written with --margins), posthoc or random.")
     var policy: RemaskPolicy = .snapshot
 
-    @Option(help: "Fraction γ in [0, 1] of the non-prompt tokens to mask.")
+    @Option(parsing: .unconditional, help: "Fraction γ in [0, 1] of the non-prompt tokens to mask.")
     var ratio: Double
 
     @Option(name: [.customShort("m"), .customLong("model")], help: "Checkpoint (needed by --policy posthoc).")
     var model: String?
 
-    @Option(help: "Seed for --policy random.")
+    @Option(parsing: .unconditional, help: "Seed for --policy random.")
     var seed: UInt64 = 0
 
-    @Option(help: "Grow each selected position into its ±k neighbours (nearest first) within the same ⌊γ·n⌋ budget: spans instead of isolated holes.")
+    @Option(parsing: .unconditional, help: "Grow each selected position into its ±k neighbours (nearest first) within the same ⌊γ·n⌋ budget: spans instead of isolated holes.")
     var dilate: Int = 0
 
-    @Option(name: [.short, .long], help: "Input samples stream ('-' = stdin).")
-    var input: String = "-"
-
-    @Option(name: [.short, .long], help: "Output stream ('-' = stdout).")
-    var output: String = "-"
-
-    @Flag(help: "Write binary output even to a terminal.")
-    var force = false
+    @OptionGroup var input: InputOptions
+    @OptionGroup(title: "Output") var out: OutputOptions
 
     func validate() throws {
-        guard ratio >= 0 && ratio <= 1 else { throw ValidationError("--ratio must be in [0, 1] (got \(ratio))") }
+        try usage { try validateRemaskRatio(ratio) }
         guard dilate >= 0 else { throw ValidationError("--dilate must be at least 0 (got \(dilate))") }
         if policy == .posthoc && model == nil { throw ValidationError("--policy posthoc needs -m CHECKPOINT") }
     }
 
     func run() throws {
         let ck = try model.map { try SamplingCheckpoint.load(path: $0) }
-        let reader = try TokenStreamReader(source: try openInput(input), name: input == "-" ? "stdin" : input)
+        let reader = try TokenStreamReader(source: try openInput(input.input), name: input.name)
+        try requireSamplesStream(reader.header, source: input.name, tool: "remask")
         var h = reader.header
         h.attributes["tool"] = "remask"
-        do {
-            try withSamplesOutput(path: output, header: h, allowTerminal: force) { w in
-                try runRemask(policy: policy, ratio: ratio, seed: seed, checkpoint: ck, reader: reader, writer: w,
-                              source: input == "-" ? "stdin" : input, dilate: dilate)
-            }
-        } catch let e as SamplingUsageError { throw ValidationError(e.description) }
+        try withSamplesOutput(path: out.output, header: h, allowTerminal: out.force) { w in
+            try runRemask(policy: policy, ratio: ratio, seed: seed, checkpoint: ck, reader: reader, writer: w,
+                          source: input.name, dilate: dilate)
+        }
     }
 }
 
-Runtime.prepareTool()
-Remask.main()
+runTool(Remask.self)

@@ -2,6 +2,7 @@
 import ArgumentParser
 import BlockDiffusion
 import Foundation
+import ToolOptions
 
 struct Gen: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -28,38 +29,41 @@ struct Gen: ParsableCommand {
     @Option(name: .customLong("scorer-tokenizer"), help: "tokenizer.json of the scorer.") var scorerTokenizer: String?
     @Option(name: .shortAndLong, help: "Samples stream ('-' = stdin).") var input: String = "-"
     @Flag(name: .customLong("per-sample"), help: "Add per-sample rows (id, tokens, nll, ppl, entropy, nfe, degenerate) to the JSON.") var perSample = false
-    @Option(help: "Sliding-window stride in tokens (checkpoint scorer; default: context/2).") var stride: Int?
-    @Option(name: .customLong("max-tokens"), help: "Score only the first N scorer tokens of each sample (checkpoint scorer).") var maxTokens: Int?
-    @Option(name: .customLong("scorer-timeout"), help: "Seconds to wait for each answer of the scorer command once it has every pending request (0 = no limit; default 600); then it is killed.") var scorerTimeout: Double?
-    @Option(name: .customLong("degenerate-below"), help: "Entropy (nats) under which a sample counts as degenerate.") var degenerateBelow: Double = 4
+    @Option(parsing: .unconditional, help: "Sliding-window stride in tokens (checkpoint scorer; default: context/2).") var stride: Int?
+    @Option(name: .customLong("max-tokens"), parsing: .unconditional, help: "Score only the first N scorer tokens of each sample (checkpoint scorer).") var maxTokens: Int?
+    @Option(name: .customLong("scorer-timeout"), parsing: .unconditional, help: "Seconds to wait for each answer of the scorer command once it has every pending request (0 = no limit; default 600); then it is killed.") var scorerTimeout: Double?
+    @Option(name: .customLong("degenerate-below"), parsing: .unconditional, help: "Entropy (nats) under which a sample counts as degenerate.") var degenerateBelow: Double = 4
+
+    /// The library's options, without the tokenizers (loaded in run()).
+    func options() -> GenerativeOptions {
+        var o = GenerativeOptions()
+        o.stride = stride; o.maxTokens = maxTokens; o.degenerateBelow = degenerateBelow
+        if let t = scorerTimeout { o.scorerTimeout = t }
+        return o
+    }
 
     func validate() throws {
         guard (scorer == nil) != (scorerCommand == nil) else { throw ValidationError("give exactly one of --scorer CKPT and --scorer-cmd CMD") }
-        if let s = stride, s < 1 { throw ValidationError("--stride must be ≥ 1") }
-        if let m = maxTokens, m < 2 { throw ValidationError("--max-tokens must be ≥ 2") }
-        if let t = scorerTimeout {
-            guard scorerCommand != nil else { throw ValidationError("--scorer-timeout applies to --scorer-cmd") }
-            guard t >= 0, t.isFinite else { throw ValidationError("--scorer-timeout must be a number of seconds ≥ 0 (0 = no limit)") }
+        if scorerTimeout != nil && scorerCommand == nil { throw ValidationError("--scorer-timeout applies to --scorer-cmd") }
+        if scorerCommand != nil && tokenizer == nil {
+            throw ValidationError("--scorer-cmd sends text: give the samples' tokenizer with -t TOKENIZER.json to decode them")
         }
+        try usage { try options().validate(command: scorerCommand != nil) }
     }
 
     func run() throws {
-        do {
-            var o = GenerativeOptions()
-            o.stride = stride; o.maxTokens = maxTokens; o.degenerateBelow = degenerateBelow
-            if let t = scorerTimeout { o.scorerTimeout = t }
-            if let t = tokenizer { o.samplesTokenizer = try BPETokenizer.load(path: t) }
-            if let t = scorerTokenizer { o.scorerTokenizer = try BPETokenizer.load(path: t) }
-            if isatty(STDERR_FILENO) != 0 {
-                o.progress = { n in FileHandle.standardError.write(Data("\rscored \(n) samples".utf8)) }
-            }
-            let reader = try TokenStreamReader(path: input)
-            let choice: GenerativeScorerChoice = scorer.map { .checkpoint($0) } ?? .command(scorerCommand!)
-            let report = try GenerativeScoring.run(input: reader, scorer: choice, options: o)
-            if o.progress != nil { FileHandle.standardError.write(Data("\r".utf8)) }
-            guard !report.samples.isEmpty else { throw ToolError("\(input) holds no samples; nothing to score") }
-            FileHandle.standardError.write(Data(report.table.utf8))
-            print(report.json(perSample: perSample))
-        } catch let e as GenerativeUsageError { throw ValidationError(e.description) }
+        var o = options()
+        if let t = tokenizer { o.samplesTokenizer = try BPETokenizer.load(path: t) }
+        if let t = scorerTokenizer { o.scorerTokenizer = try BPETokenizer.load(path: t) }
+        if isatty(STDERR_FILENO) != 0 {
+            o.progress = { n in FileHandle.standardError.write(Data("\rscored \(n) samples".utf8)) }
+        }
+        let reader = try TokenStreamReader(path: input)
+        let choice: GenerativeScorerChoice = scorer.map { .checkpoint($0) } ?? .command(scorerCommand!)
+        let report = try GenerativeScoring.run(input: reader, scorer: choice, options: o)
+        if o.progress != nil { FileHandle.standardError.write(Data("\r".utf8)) }
+        guard !report.samples.isEmpty else { throw ToolError("\(input) holds no samples; nothing to score") }
+        FileHandle.standardError.write(Data(report.table.utf8))
+        print(report.json(perSample: perSample))
     }
 }

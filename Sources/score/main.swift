@@ -2,11 +2,17 @@
 import ArgumentParser
 import BlockDiffusion
 import Foundation
+import ToolOptions
 
 struct Score: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "score",
         abstract: "Score a model on token streams.",
+        discussion: """
+        Examples:
+          score ppl -m runs/bd3-4/best.safetensors -i owt.test.tok > ppl.json
+          score gen --scorer runs/ar/best.safetensors -i samples.tok > gen.json
+        """,
         subcommands: [PPL.self, Gen.self])
 }
 
@@ -22,27 +28,30 @@ struct PPL: ParsableCommand {
                 --samples 4 --clip 0.45,0.95 --clip 0.001,1
         """)
 
-    @Option(name: .shortAndLong, help: "Checkpoint (safetensors written by train).") var model: String
+    @OptionGroup(title: "Checkpoint") var checkpoint: CheckpointOptions
     @Option(name: .shortAndLong, help: "Test sequences (pack-blocks output).") var input: String
-    @Option(help: "Monte-Carlo draws of t per block (diffusion NELBO).") var samples: Int = 1
-    @Option(help: "Sequences per batch.") var batch: Int = 8
-    @Option(help: "Clip interval 'a,b' whose Var. NELBO to report (repeatable).") var clip: [String] = []
-    @Option(help: "Random seed.") var seed: UInt64 = 1
-    @Option(help: "Evaluate a bd3 checkpoint at this block size L' (must divide the sequence length; default: the checkpoint's, the draft size of a mixed-scale model).") var blockSize: Int?
+    @Option(parsing: .unconditional, help: "Monte-Carlo draws of t per block (diffusion NELBO).") var samples: Int = 1
+    @Option(parsing: .unconditional, help: "Sequences per batch.") var batch: Int = 8
+    @Option(parsing: .unconditionalSingleValue, help: "Clip interval 'a,b' (0 ≤ a ≤ b ≤ 1) whose Var. NELBO to report (repeatable).") var clip: [String] = []
+    @Option(parsing: .unconditional, help: "Random seed.") var seed: UInt64 = 1
+    @Option(parsing: .unconditional, help: "Evaluate a bd3 checkpoint at this block size L' (must divide the sequence length; default: the checkpoint's, the draft size of a mixed-scale model).") var blockSize: Int?
 
-    func run() throws {
-        guard samples >= 1, batch >= 1 else { throw ValidationError("--samples and --batch must be ≥ 1") }
+    func options() throws -> PerplexityOptions {
         var o = PerplexityOptions()
         o.samples = samples; o.batch = batch; o.seed = seed; o.blockSize = blockSize
-        do {
-            o.clips = try clip.map { try TrainSetup.parseInterval($0) }
-            let (m, info, data) = try Perplexity.load(checkpoint: model, data: input, batch: batch, blockSize: blockSize)
-            let r = Perplexity.evaluate(model: m, info: info, data: data, options: o)
-            FileHandle.standardError.write(Data(r.table.utf8))
-            print(r.json)
-        } catch let e as UsageError { throw ValidationError(e.description) }
+        o.clips = try clip.map { try ClipInterval.parse($0) }
+        return o
+    }
+
+    func validate() throws { try usage { try options().validate() } }
+
+    func run() throws {
+        let o = try options()
+        let (m, info, data) = try Perplexity.load(checkpoint: checkpoint.model, data: input, batch: batch, blockSize: blockSize)
+        let r = Perplexity.evaluate(model: m, info: info, data: data, options: o)
+        FileHandle.standardError.write(Data(r.table.utf8))
+        print(r.json)
     }
 }
 
-Runtime.prepareTool()
-Score.main()
+runTool(Score.self)

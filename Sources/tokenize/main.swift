@@ -3,8 +3,7 @@
 import ArgumentParser
 import BlockDiffusion
 import Foundation
-
-extension DocumentFormat: ExpressibleByArgument {}
+import ToolOptions
 
 struct Tokenize: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -35,23 +34,24 @@ func stderrLine(_ s: String) { FileHandle.standardError.write((s + "\n").data(us
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Learn a byte-level BPE from text files and write an HF tokenizer.json.",
+        abstract: "Learn a byte-level BPE from text files; write an HF tokenizer.json.",
         discussion: """
-        --vocab-size counts everything: ids 0-255 are the bytes, then the merges, then
-        <|endoftext|> (BOS = EOS), [PAD], [MASK] as the last three ids. Merges are learnt as HF
+        --vocab-size counts everything: ids 0-255 are the bytes, then the merges, then \
+        <|endoftext|> (BOS = EOS), [PAD], [MASK] as the last three ids. Merges are learnt as HF \
         tokenizers' BpeTrainer does (highest pair count; ties: the pair of older tokens first).
 
         Example:
-          tokenize train --vocab-size 8192 -o tok.json --input-format lines data/train.txt
+          tokenize train --vocab-size 8192 -o tok.json --input-format lines \\
+                   data/train.txt
         """)
 
-    @Option(name: .long, help: "Total vocabulary size, including 256 bytes and 3 specials (≥ 259).")
+    @Option(name: .long, parsing: .unconditional, help: "Total vocabulary size, including 256 bytes and 3 specials (≥ 259).")
     var vocabSize: Int
     @Option(name: .shortAndLong, help: "Output tokenizer.json.")
     var output: String
     @Option(name: .long, help: "How files are cut into documents: text (whole file), lines, jsonl (\"text\" field).")
     var inputFormat: DocumentFormat = .text
-    @Option(name: .long, help: "Threads for counting.")
+    @Option(name: .long, parsing: .unconditional, help: "Threads for counting.")
     var threads: Int = 2
     @Argument(help: "Text files (\"-\" = stdin).")
     var files: [String] = []
@@ -60,8 +60,9 @@ struct Train: ParsableCommand {
         if vocabSize < BPETrainer.minimumVocabSize {
             throw ValidationError("--vocab-size \(vocabSize) is too small: at least \(BPETrainer.minimumVocabSize) (256 byte tokens + 3 specials)")
         }
+        try usage { try checkRange(vocabSize, BPETrainer.minimumVocabSize...(1 << 24), "--vocab-size") }
         if files.isEmpty { throw ValidationError("give at least one input file (\"-\" for stdin)") }
-        if threads < 1 { throw ValidationError("--threads must be ≥ 1") }
+        try usage { try checkRange(threads, 1...Limits.threads, "--threads") }
     }
 
     func run() throws {
@@ -92,7 +93,7 @@ struct Import: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Convert a tiktoken ranks file, an HF tokenizer.json, or GPT-2 vocab.json+merges.txt.",
         discussion: """
-        The result is our tokenizer.json: the same ids as the source, plus <|endoftext|> and
+        The result is our tokenizer.json: the same ids as the source, plus <|endoftext|> and \
         [MASK] appended when missing (GPT-2: <|endoftext|> = 50256, [MASK] = 50257, pad = eos).
 
         Example:
@@ -141,19 +142,20 @@ struct Encode: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Encode text into a `documents` token stream (record ids 0, 1, … in input order).",
         discussion: """
-        Documents: --input-format text = each file is one document; lines = one per non-empty
-        line (line break dropped); jsonl = the "text" field of each line. No specials are added;
-        special-token text in the input is encoded as ordinary text. The output does not depend
+        Documents: --input-format text = each file is one document; lines = one per non-empty \
+        line (line break dropped); jsonl = the "text" field of each line. No specials are added; \
+        special-token text in the input is encoded as ordinary text. The output does not depend \
         on --threads.
 
         Example:
-          tokenize encode -t tok.json --input-format jsonl data/train.jsonl -o train.docs
+          tokenize encode -t tok.json --input-format jsonl data/train.jsonl \\
+                   -o train.docs
         """)
 
     @Option(name: [.customShort("t"), .long], help: "tokenizer.json") var tokenizer: String
     @Option(name: .long, help: "text, lines or jsonl") var inputFormat: DocumentFormat = .text
     @Option(name: .shortAndLong, help: "Output stream (\"-\" = stdout).") var output: String = "-"
-    @Option(name: .long, help: "Encoding threads.") var threads: Int = 2
+    @Option(name: .long, parsing: .unconditional, help: "Encoding threads.") var threads: Int = 2
     @Flag(name: .long, help: "Write to stdout even if it is a terminal.") var force = false
     @Flag(name: .long, help: "Print a summary to stderr: documents, bytes, tokens, encoding time and MB/s (encoding only, without loading, reading and writing).")
     var report = false
@@ -162,7 +164,7 @@ struct Encode: ParsableCommand {
     @Argument(help: "Input files (none or \"-\" = stdin).") var files: [String] = []
 
     func validate() throws {
-        if threads < 1 { throw ValidationError("--threads must be ≥ 1") }
+        try usage { try checkRange(threads, 1...Limits.threads, "--threads") }
     }
 
     func run() throws {
@@ -227,14 +229,14 @@ struct Decode: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Decode a token stream back to text.",
         discussion: """
-        Default output: each record's bytes followed by "\\n" (exactly the input bytes for
-        `encode --input-format lines`). --raw: records concatenated with nothing in between (a
-        single `text` document comes back byte for byte). --jsonl: {"id": …, "text": …} per
-        record; bytes that are not valid UTF-8 become U+FFFD in "text" and the exact bytes are
-        added as "bytes_base64". Specials decode to their names ("<|endoftext|>", "[MASK]").
-        The stream's tokenizer fingerprint must match the tokenizer's. Without -t, the tokenizer
-        path recorded in the stream by `tokenize encode` is used. On stdout every record is printed
-        as soon as it is read, so `draft … -o - | tokenize decode -t tok.json` shows samples while
+        Default output: each record's bytes followed by "\\n" (exactly the input bytes for \
+        `encode --input-format lines`). --raw: records concatenated with nothing in between (a \
+        single `text` document comes back byte for byte). --jsonl: {"id": …, "text": …} per \
+        record; bytes that are not valid UTF-8 become U+FFFD in "text" and the exact bytes are \
+        added as "bytes_base64". Specials decode to their names ("<|endoftext|>", "[MASK]"). \
+        The stream's tokenizer fingerprint must match the tokenizer's. Without -t, the tokenizer \
+        path recorded in the stream by `tokenize encode` is used. On stdout every record is printed \
+        as soon as it is read, so `draft … -o - | tokenize decode -t tok.json` shows samples while \
         sampling runs.
 
         Example:
@@ -309,5 +311,4 @@ struct Stats: ParsableCommand {
     }
 }
 
-Runtime.prepareTool()
-Tokenize.main()
+runTool(Tokenize.self)

@@ -2,6 +2,10 @@
 import ArgumentParser
 import BlockDiffusion
 import Foundation
+import ToolOptions
+
+/// --lr-schedule.
+enum LRSchedule: String, CaseIterable, ExpressibleByArgument { case constant, cosine }
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -14,50 +18,58 @@ struct Train: ParsableCommand {
           train --data owt.train.tok --valid owt.valid.tok --algo bd3 \\
                 --block-size 4 --config cpu --steps 2000 --batch 8 \\
                 --warmup 100 --val-every 500 --clip-search -o runs/bd3-4
-          train ... --block-mix bimodal:4,256,0.1 --init runs/mdlm/best.safetensors -o runs/mix
+          train --data owt.train.tok --valid owt.valid.tok --algo bd3 \\
+                --block-mix bimodal:4,256,0.1 \\
+                --init runs/mdlm/best.safetensors -o runs/mix
         """)
 
     @Option(help: "Training sequences (pack-blocks output).") var data: String
     @Option(help: "Validation sequences (same tokenizer and length).") var valid: String?
-    @Option(help: "ar, mdlm, bd3 or sedd (time-conditioned score entropy).") var algo: String = "bd3"
-    @Option(help: "Block size L' for bd3 (must divide the sequence length; default 4).") var blockSize: Int?
+    @Option(help: "ar, mdlm, bd3 or sedd (time-conditioned score entropy).") var algo: Algorithm = .bd3
+    @Option(parsing: .unconditional, help: "Block size L' for bd3 (must divide the sequence length; default 4).") var blockSize: Int?
     @Option(help: ArgumentHelp("Mixed-scale training (bd3): block size drawn per sequence. bimodal:DRAFT[,GLOBAL[,LAMBDA]] (P(DRAFT)=1-LAMBDA, P(GLOBAL)=LAMBDA; GLOBAL defaults to the sequence length, LAMBDA to 0.1) or uniform:S1,S2,... Every size must divide the sequence length.", valueName: "mix"))
     var blockMix: String?
     @Option(help: "Model size: tiny, small or cpu.") var config: String = "cpu"
     @Option(name: .customLong("set"), help: "Override key=value (hidden_size, n_blocks, n_heads, cond_dim, dropout, ema, grad_clip, weight_decay, resample, antithetic, tuned_rule, ignore_bos, sedd_noise, mu, sigma, p_min, w1, mu1, sigma1, sigma2, m_start, m_end, tau_scale).")
     var sets: [String] = []
-    @Option(help: "Optimizer steps.") var steps: Int = 1000
-    @Option(help: "Sequences per micro-batch.") var batch: Int = 8
-    @Option(help: "Micro-batches per optimizer step.") var accumulate: Int = 1
-    @Option(help: "Peak learning rate.") var lr: Double = 3e-4
-    @Option(help: "Linear warmup steps (constant schedule).") var warmup: Int = 2500
-    @Option(help: "constant (warmup then constant) or cosine (10% warmup from 1e-6, cosine to 1e-6).") var lrSchedule: String = "constant"
+    @Option(parsing: .unconditional, help: "Optimizer steps.") var steps: Int = 1000
+    @Option(parsing: .unconditional, help: "Sequences per micro-batch.") var batch: Int = 8
+    @Option(parsing: .unconditional, help: "Micro-batches per optimizer step.") var accumulate: Int = 1
+    @Option(parsing: .unconditional, help: "Peak learning rate.") var lr: Double = 3e-4
+    @Option(parsing: .unconditional, help: "Linear warmup steps (constant schedule; default: 2500, at most a tenth of --steps).") var warmup: Int?
+    @Option(help: "constant (warmup then constant) or cosine (10% warmup from 1e-6, cosine to 1e-6).") var lrSchedule: LRSchedule = .constant
     @Option(help: "Noise schedule: loglinear, square, square_root, log, cosine, gaussian, bimodal_gaussian.") var schedule: String = "loglinear"
     @Option(help: "Loss reweighting: none, edm, iddpm, sigmoid[:k], fm, simple (training loss only).") var reweight: String = "none"
     @Flag(help: "Search the clipped interval U[a,b] minimising Var-NELBO at each validation (bd3).") var clipSearch = false
-    @Option(help: "Fixed (initial) clip interval 'a,b' for t ~ U[a,b].") var clip: String?
+    @Option(parsing: .unconditional, help: "Fixed (initial) clip interval 'a,b' (0 ≤ a ≤ b ≤ 1) for t ~ U[a,b].") var clip: String?
     @Option(help: "Start from this checkpoint's weights (e.g. trained at another block size).") var `init`: String?
-    @Option(help: "Random seed.") var seed: UInt64 = 1
-    @Option(help: "Validate (on EMA weights) every N steps; 0 = only at the end.") var valEvery: Int = 0
-    @Option(help: "At most this many validation batches.") var valBatches: Int = 100
-    @Option(help: "Write last.* every N steps.") var saveEvery: Int = 500
-    @Option(help: "Print progress every N steps.") var logEvery: Int = 10
+    @Option(parsing: .unconditional, help: "Random seed.") var seed: UInt64 = 1
+    @Option(parsing: .unconditional, help: "Validate (on EMA weights) every N steps; 0 = only at the end.") var valEvery: Int = 0
+    @Option(parsing: .unconditional, help: "At most this many validation batches.") var valBatches: Int = 100
+    @Option(parsing: .unconditional, help: "Write last.* every N steps; 0 = only at the end.") var saveEvery: Int = 500
+    @Option(parsing: .unconditional, help: "Print progress every N steps.") var logEvery: Int = 10
     @Option(help: "Append JSON-lines metrics to this file.") var metrics: String?
     @Option(name: .shortAndLong, help: "Run directory.") var output: String
 
-    func run() throws {
-        guard let a = Algorithm(rawValue: algo) else { throw ValidationError("--algo must be ar, mdlm, bd3 or sedd") }
-        guard lrSchedule == "constant" || lrSchedule == "cosine" else { throw ValidationError("--lr-schedule must be constant or cosine") }
-        guard logEvery >= 1 else { throw ValidationError("--log-every must be ≥ 1") }
+    /// The library's request (validated by TrainRequest.validate()).
+    func request() -> TrainRequest {
         var r = TrainRequest()
-        if blockMix != nil && blockSize != nil { throw ValidationError("--block-size and --block-mix exclude each other (the mix names its draft size)") }
-        r.data = data; r.valid = valid; r.algorithm = a; r.blockSize = blockSize ?? 4; r.blockMix = blockMix; r.configName = config; r.sets = sets
-        r.steps = steps; r.batch = batch; r.accumulate = accumulate; r.lr = lr; r.warmup = warmup
-        r.cosine = lrSchedule == "cosine"; r.schedule = schedule; r.reweight = reweight; r.clipSearch = clipSearch
+        r.data = data; r.valid = valid; r.algorithm = algo; r.blockSize = blockSize ?? 4; r.blockMix = blockMix; r.configName = config; r.sets = sets
+        r.steps = steps; r.batch = batch; r.accumulate = accumulate; r.lr = lr; r.warmup = warmup ?? TrainRequest.defaultWarmup(steps: steps)
+        r.cosine = lrSchedule == .cosine; r.schedule = schedule; r.reweight = reweight; r.clipSearch = clipSearch
         r.clip = clip; r.initPath = `init`; r.seed = seed; r.valEvery = valEvery; r.valBatches = valBatches
         r.saveEvery = saveEvery; r.runDir = output
-        let trainer: Trainer, how: String
-        do { (trainer, how) = try TrainSetup.make(r) } catch let e as UsageError { throw ValidationError(e.description) }
+        return r
+    }
+
+    func validate() throws {
+        try usage { try checkRange(logEvery, 1...Limits.steps, "--log-every") }
+        if blockMix != nil && blockSize != nil { throw ValidationError("--block-size and --block-mix exclude each other (the mix names its draft size)") }
+        try usage { try request().validate() }
+    }
+
+    func run() throws {
+        let (trainer, how) = try TrainSetup.make(request())
         let log: (String) -> Void = { FileHandle.standardError.write(Data(("train: " + $0 + "\n").utf8)) }
         log(how)
         let m = try metrics.map { try MetricsLog(path: $0) }
@@ -68,5 +80,4 @@ struct Train: ParsableCommand {
     }
 }
 
-Runtime.prepareTool()
-Train.main()
+runTool(Train.self)

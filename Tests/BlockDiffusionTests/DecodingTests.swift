@@ -114,7 +114,7 @@ final class DecodingTests: XCTestCase {
         XCTAssertEqual(try UnmaskPolicy.parse("threshold:0.9"), .threshold(0.9))
         XCTAssertEqual(try UnmaskPolicy.parse("eb:0.25"), .entropyBounded(0.25))
         for bad in ["", "best", "threshold", "threshold:1", "threshold:-0.1", "threshold:x", "eb:-1", "eb:nan", "confidence:2"] {
-            XCTAssertThrowsError(try UnmaskPolicy.parse(bad), bad) { XCTAssert($0 is SamplingUsageError, bad) }
+            XCTAssertThrowsError(try UnmaskPolicy.parse(bad), bad) { XCTAssert($0 is UsageError, bad) }
         }
         XCTAssertEqual(UnmaskPolicy.threshold(0.9).description, "threshold:0.9")
     }
@@ -214,13 +214,13 @@ final class DecodingTests: XCTestCase {
         _ = sawStop   // either outcome is checked; which one occurs depends on the random model
         // Usage errors.
         var bad = options(1, length: 16, block: 4, .random); bad.suffix = [5]; bad.variableLength = true
-        XCTAssertThrowsError(try draftRecords(ck, bad)) { XCTAssert($0 is SamplingUsageError) }
+        XCTAssertThrowsError(try draftRecords(ck, bad)) { XCTAssert($0 is UsageError) }
         bad = options(1, length: 4, block: 4, .random); bad.suffix = [5, 5, 5, 5]
-        XCTAssertThrowsError(try draftRecords(ck, bad)) { XCTAssert($0 is SamplingUsageError) }
+        XCTAssertThrowsError(try draftRecords(ck, bad)) { XCTAssert($0 is UsageError) }
         let ar = try loadCheckpoint(makeSamplingModel(samplingConfig(causal: true), seed: 2), blockSize: 1)
-        XCTAssertThrowsError(try draftRecords(ar, options(1, length: 8, block: 1, .confidence))) { XCTAssert($0 is SamplingUsageError) }
+        XCTAssertThrowsError(try draftRecords(ar, options(1, length: 8, block: 1, .confidence))) { XCTAssert($0 is UsageError) }
         var arSuffix = options(1, length: 8, block: 1, .random); arSuffix.suffix = [5]
-        XCTAssertThrowsError(try draftRecords(ar, arSuffix)) { XCTAssert($0 is SamplingUsageError) }
+        XCTAssertThrowsError(try draftRecords(ar, arSuffix)) { XCTAssert($0 is UsageError) }
     }
 
     func testTraceLinesCoverEveryGeneratedPosition() throws {
@@ -273,8 +273,8 @@ final class DecodingTests: XCTestCase {
         XCTAssertEqual(try parseInfill("The [MASK:8] sat on the mat"), [.text("The "), .masks(8), .text(" sat on the mat")])
         XCTAssertEqual(try parseInfill("[MASK]a[MASK:2]"), [.masks(1), .text("a"), .masks(2)])
         XCTAssertEqual(try parseInfill("[MASKED] [MASK"), [.text("[MASKED] [MASK")])
-        XCTAssertThrowsError(try parseInfill("x [MASK:0] y")) { XCTAssert($0 is SamplingUsageError) }
-        XCTAssertThrowsError(try parseInfill("x [MASK:two] y")) { XCTAssert($0 is SamplingUsageError) }
+        XCTAssertThrowsError(try parseInfill("x [MASK:0] y")) { XCTAssert($0 is UsageError) }
+        XCTAssertThrowsError(try parseInfill("x [MASK:two] y")) { XCTAssert($0 is UsageError) }
     }
 
     func testInfillRecordsAndRefine() throws {

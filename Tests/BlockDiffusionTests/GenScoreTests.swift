@@ -245,7 +245,7 @@ final class GenScoreTests: XCTestCase {
         }
         // Another tokenizer without -t/--scorer-tokenizer: a usage error.
         XCTAssertThrowsError(try GenerativeScoring.run(input: try stream(good, fingerprint: 0xCD), scorer: .checkpoint(path), options: GenerativeOptions())) {
-            XCTAssertTrue($0 is GenerativeUsageError, "\($0)")
+            XCTAssertTrue($0 is UsageError, "\($0)")
             XCTAssertTrue("\($0)".contains("--scorer-tokenizer"))
         }
         // A diffusion checkpoint is no AR scorer.
@@ -258,7 +258,7 @@ final class GenScoreTests: XCTestCase {
         // A stride that leaves tokens without context.
         var o = GenerativeOptions(); o.stride = 8
         XCTAssertThrowsError(try GenerativeScoring.run(input: try stream(good), scorer: .checkpoint(path), options: o)) {
-            XCTAssertTrue($0 is GenerativeUsageError, "\($0)")
+            XCTAssertTrue($0 is UsageError, "\($0)")
         }
     }
 
@@ -274,7 +274,7 @@ final class GenScoreTests: XCTestCase {
                                       scorer: .checkpoint(path), options: o)
         }
         var o = GenerativeOptions(); o.samplesTokenizer = a
-        XCTAssertThrowsError(try run(o)) { XCTAssertTrue($0 is GenerativeUsageError) }
+        XCTAssertThrowsError(try run(o)) { XCTAssertTrue($0 is UsageError) }
         o.scorerTokenizer = a                       // not the checkpoint's tokenizer
         XCTAssertThrowsError(try run(o)) { XCTAssertTrue("\($0)".contains("scorer"), "\($0)") }
         o.scorerTokenizer = b
@@ -498,11 +498,11 @@ final class GenScoreTests: XCTestCase {
     func testCommandNeedsTheSamplesTokenizer() throws {
         let tok = try byteTokenizer()
         XCTAssertThrowsError(try GenerativeScoring.run(input: try byteStream(["a"], tok: tok), scorer: .command("cat"), options: GenerativeOptions())) {
-            XCTAssertTrue($0 is GenerativeUsageError, "\($0)")
+            XCTAssertTrue($0 is UsageError, "\($0)")
         }
         var o = GenerativeOptions(); o.samplesTokenizer = try byteTokenizer(merges: [("a", "b")])
         XCTAssertThrowsError(try GenerativeScoring.run(input: try byteStream(["a"], tok: tok), scorer: .command("cat"), options: o)) {
-            XCTAssertTrue($0 is GenerativeUsageError, "\($0)")
+            XCTAssertTrue($0 is UsageError, "\($0)")
         }
     }
 

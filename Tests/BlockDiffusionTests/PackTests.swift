@@ -205,7 +205,7 @@ final class PackTests: XCTestCase {
         XCTAssertThrowsError(try PackOptions(seqLen: 2, bos: true).validate())
         XCTAssertThrowsError(try PackOptions(seqLen: 8, blockSizes: [0]).validate())
         func splitsError(_ text: String) -> Bool {
-            do { try PackOptions(seqLen: 8, splits: try parseSplits(text)).validate(); return false } catch { return error is PackUsageError }
+            do { try PackOptions(seqLen: 8, splits: try parseSplits(text)).validate(); return false } catch { return error is UsageError }
         }
         XCTAssertFalse(splitsError("train=0.98,valid=0.01,test=0.01"))
         XCTAssertTrue(splitsError("train=0.9,valid=0.2"))

@@ -48,7 +48,7 @@ final class RefineTests: XCTestCase {
         let ck = try loadCheckpoint(makeSamplingModel(samplingConfig(), seed: 42), blockSize: 4)
         let r = TokenRecord(id: 0, tokens: [21, 22, 3, 22, 5, 6], confidence: [1, 0, 0.5, 0, 0.5, 0.5], unmaskStep: [0, 0, 1, 0, 2, 3],
                             nfe: 3, promptLength: 1, stages: [])
-        XCTAssertThrowsError(try refine(ck, try samplesStream([r]), block: 4)) { XCTAssert($0 is SamplingUsageError, "\($0)") }
+        XCTAssertThrowsError(try refine(ck, try samplesStream([r]), block: 4)) { XCTAssert($0 is UsageError, "\($0)") }
         XCTAssertEqual(try refine(ck, try samplesStream([r]), block: 3).first?.tokens.contains(22), false)
         XCTAssertThrowsError(try refine(ck, try samplesStream([r], fingerprint: 0x99), block: 3)) { e in
             XCTAssert(e is ToolError && "\(e)".contains("fingerprint"), "\(e)")

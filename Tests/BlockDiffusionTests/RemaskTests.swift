@@ -88,7 +88,7 @@ final class RemaskTests: XCTestCase {
             XCTAssert(e is ToolError && "\(e)".contains("no confidences"), "\(e)")
         }
         XCTAssertThrowsError(try pipe(plain) { r, w in try runRemask(policy: .random, ratio: 1.5, seed: 0, checkpoint: nil, reader: r, writer: w) }) { e in
-            XCTAssert(e is SamplingUsageError)
+            XCTAssert(e is UsageError)
         }
         // Posthoc: confidences from a full forward over the finished sequence.
         let model = makeSamplingModel(samplingConfig(), seed: 31)

@@ -600,15 +600,15 @@ final class SEDDDraftTests: XCTestCase {
         XCTAssertTrue(e.allSatisfy { $0.stages.first?.hasPrefix("draft sedd euler T=4") ?? false }, "\(e.map(\.stages))")
         XCTAssertTrue(e.allSatisfy { !$0.tokens.contains(22) })
         let bd3 = try SamplingCheckpoint.load(path: try saveCheckpoint(makeSamplingModel(samplingConfig(), seed: 5), blockSize: 4))
-        XCTAssertThrowsError(try draftRecords(bd3, o)) { XCTAssertTrue($0 is SamplingUsageError, "\($0)") }
+        XCTAssertThrowsError(try draftRecords(bd3, o)) { XCTAssertTrue($0 is UsageError, "\($0)") }
     }
 
     func testDraftLimits() throws {
         let ck = try seddCheckpoint()
         var o = DraftOptions()
         o.samples = 1; o.length = 16; o.steps = 4
-        XCTAssertThrowsError(try draftRecords(ck, o)) { XCTAssertTrue($0 is SamplingUsageError) }
+        XCTAssertThrowsError(try draftRecords(ck, o)) { XCTAssertTrue($0 is UsageError) }
         o.length = 8; o.variableLength = true
-        XCTAssertThrowsError(try draftRecords(ck, o)) { XCTAssertTrue($0 is SamplingUsageError) }
+        XCTAssertThrowsError(try draftRecords(ck, o)) { XCTAssertTrue($0 is UsageError) }
     }
 }

@@ -363,10 +363,10 @@ final class SamplerTests: XCTestCase {
 
     func testUsageErrors() throws {
         let ck = try loadCheckpoint(makeSamplingModel(samplingConfig(), seed: 12), blockSize: 4)
-        XCTAssertThrowsError(try draftRecords(ck, options(1, length: 10, block: 4))) { XCTAssert($0 is SamplingUsageError) }
-        XCTAssertThrowsError(try draftRecords(ck, options(1, length: 4, block: 4), prompts: [[1, 2, 3, 4]])) { XCTAssert($0 is SamplingUsageError) }
+        XCTAssertThrowsError(try draftRecords(ck, options(1, length: 10, block: 4))) { XCTAssert($0 is UsageError) }
+        XCTAssertThrowsError(try draftRecords(ck, options(1, length: 4, block: 4), prompts: [[1, 2, 3, 4]])) { XCTAssert($0 is UsageError) }
         var o = options(1, length: 8, block: 4); o.nucleus = 0
-        XCTAssertThrowsError(try draftRecords(ck, o)) { XCTAssert($0 is SamplingUsageError) }
+        XCTAssertThrowsError(try draftRecords(ck, o)) { XCTAssert($0 is UsageError) }
     }
 
     func testCorruptCheckpointRefusedWithReason() throws {

@@ -40,12 +40,15 @@ public enum ClipSearch {
 
 /// Σ over batches of the unbiased variance of the (B·nb) per-block mean losses; Var-NELBO = Σ/batches.
 /// (The reference selects by the sum; with the same batch count per interval that is the same argmin.)
+/// A batch with a single block (one sequence at L' = L, typically the last validation batch) has no
+/// variance: it is left out rather than turning the whole mean into NaN (torch's `.var()` of one value).
 public struct VarianceAccumulator: Equatable, Sendable {
     public var sum = 0.0
     public var batches = 0
     public init() {}
 
     public mutating func add(blockMeans: [Double]) {
+        guard blockMeans.count > 1 else { return }
         batches += 1
         sum += VarianceAccumulator.unbiasedVariance(blockMeans)
     }

@@ -95,8 +95,6 @@ public struct ParameterTensor: Equatable, Sendable {
     public var count: Int { shape.reduce(1, *) }
 }
 
-/// Runtime failure inside the model code (bad checkpoint, bad shapes). The message says what to do.
-public struct ModelError: Error, CustomStringConvertible, Sendable {
-    public let description: String
-    public init(_ message: String) { description = message }
-}
+/// Runtime failure inside the model code (bad checkpoint, bad shapes): a ToolError (exit 1) by its
+/// older name. The message says what to do.
+public typealias ModelError = ToolError

@@ -3,7 +3,7 @@
 //   public enum PackMode: String          wrap | pad
 //   public struct SplitSpec               name + fraction
 //   public func parseSplits(_:) throws    "train=0.98,valid=0.01,test=0.01"
-//   public struct PackOptions             seqLen, blockSizes, mode, bos, splits, seed; validate() throws PackUsageError
+//   public struct PackOptions             seqLen, blockSizes, mode, bos, splits, seed; validate() throws UsageError
 //   public final class Packer             add(document:), rows(split:), write(split:to:), stats, headers
 //   public func documentHash(_:seed:)     FNV-1a 64 over the token ids (LE uint32), seed first
 //   public func runPackBlocks(...)        the whole tool: read, pack, shuffle, write atomically
@@ -34,18 +34,12 @@ public struct SplitSpec: Equatable, Sendable {
     public init(name: String, fraction: Double) { self.name = name; self.fraction = fraction }
 }
 
-/// Bad command-line values: the executable turns it into a ValidationError (exit 64).
-public struct PackUsageError: Error, CustomStringConvertible, Equatable {
-    public let description: String
-    public init(_ message: String) { description = message }
-}
-
 public func parseSplits(_ text: String) throws -> [SplitSpec] {
     var splits: [SplitSpec] = []
     for part in text.split(separator: ",", omittingEmptySubsequences: false) {
         let pieces = part.split(separator: "=", omittingEmptySubsequences: false)
         guard pieces.count == 2, let fraction = Double(pieces[1].trimmingCharacters(in: .whitespaces)) else {
-            throw PackUsageError("--split: '\(part)' is not NAME=FRACTION (e.g. --split train=0.98,valid=0.01,test=0.01)")
+            throw UsageError("--split: '\(part)' is not NAME=FRACTION (e.g. --split train=0.98,valid=0.01,test=0.01)")
         }
         splits.append(SplitSpec(name: pieces[0].trimmingCharacters(in: .whitespaces), fraction: fraction))
     }
@@ -75,31 +69,31 @@ public struct PackOptions: Equatable, Sendable {
     public var splitNames: [String] { splits.isEmpty ? ["all"] : splits.map(\.name) }
 
     public func validate() throws {
-        guard seqLen >= 1 else { throw PackUsageError("-L must be at least 1 (got \(seqLen))") }
+        try checkRange(seqLen, 1...Limits.length, "-L")
         if bos && seqLen < 3 {
-            throw PackUsageError("--bos needs -L of at least 3 (BOS + content + EOS); got \(seqLen)")
+            throw UsageError("--bos needs -L of at least 3 (BOS + content + EOS); got \(seqLen)")
         }
         for b in blockSizes {
-            guard b >= 1 else { throw PackUsageError("--block-size must be at least 1 (got \(b))") }
+            try checkRange(b, 1...Limits.length, "--block-size")
             guard seqLen % b == 0 else {
                 let lower = seqLen / b * b, upper = lower + b
-                throw PackUsageError("-L \(seqLen) is not a multiple of --block-size \(b): use -L \(lower > 0 ? "\(lower) or " : "")\(upper)")
+                throw UsageError("-L \(seqLen) is not a multiple of --block-size \(b): use -L \(lower > 0 ? "\(lower) or " : "")\(upper)")
             }
         }
         var seen = Set<String>()
         for s in splits {
             guard !s.name.isEmpty, s.name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") }) else {
-                throw PackUsageError("--split: name '\(s.name)' must be letters, digits, '_' or '-'")
+                throw UsageError("--split: name '\(s.name)' must be letters, digits, '_' or '-'")
             }
-            guard seen.insert(s.name).inserted else { throw PackUsageError("--split: '\(s.name)' appears twice") }
+            guard seen.insert(s.name).inserted else { throw UsageError("--split: '\(s.name)' appears twice") }
             guard s.fraction.isFinite && s.fraction > 0 else {
-                throw PackUsageError("--split: fraction of '\(s.name)' must be positive (got \(s.fraction))")
+                throw UsageError("--split: fraction of '\(s.name)' must be positive (got \(s.fraction))")
             }
         }
         if !splits.isEmpty {
             let sum = splits.reduce(0) { $0 + $1.fraction }
             guard abs(sum - 1) < 1e-6 else {
-                throw PackUsageError("--split: fractions must sum to 1 (they sum to \(String(format: "%.6g", sum)))")
+                throw UsageError("--split: fractions must sum to 1 (they sum to \(String(format: "%.6g", sum)))")
             }
         }
     }

@@ -15,15 +15,9 @@
 //   except through float rounding of the batched matrix products.
 //
 // Public API:
-//   DraftOptions (… unmask, suffix), SamplingUsageError, runDraft(checkpoint:options:prompts:writer:observer:log:)
+//   DraftOptions (… unmask, suffix; validate() in SamplingValidation.swift), runDraft(checkpoint:options:prompts:writer:observer:log:)
 //   Stage entries end with generated= tpf= finish=length | finish=stop rule=eos|entropy (finishFields).
 import Foundation
-
-/// A usage error found by the library (the CLI turns it into exit 64).
-public struct SamplingUsageError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ m: String) { description = m }
-}
 
 public struct DraftOptions: Sendable {
     public var samples: Int = 1
@@ -49,35 +43,28 @@ public struct DraftOptions: Sendable {
     public init() {}
 }
 
-/// Settings after resolving defaults against the checkpoint; throws SamplingUsageError for bad combinations.
+/// Settings after resolving defaults against the checkpoint; throws UsageError for bad combinations.
 public func resolveDraftSettings(_ o: DraftOptions, checkpoint ck: SamplingCheckpoint, promptLengths: [Int]) throws -> SamplerSettings {
-    guard o.samples >= 1 else { throw SamplingUsageError("-n must be at least 1") }
-    guard o.length >= 1 else { throw SamplingUsageError("the length must be at least 1") }
-    guard o.batch >= 1 else { throw SamplingUsageError("--batch must be at least 1") }
-    guard o.nucleus > 0 && o.nucleus <= 1 else { throw SamplingUsageError("--nucleus must be in (0, 1] (got \(o.nucleus))") }
-    guard o.steps >= 1 else { throw SamplingUsageError("--steps must be at least 1") }
-    guard o.shard.count >= 1 && o.shard.index >= 0 && o.shard.index < o.shard.count else {
-        throw SamplingUsageError("--shard must be i/n with 0 ≤ i < n")
-    }
+    try o.validate()
     let bs = ck.config.causal ? 1 : (o.blockSize ?? ck.blockSize)
-    guard bs >= 1 else { throw SamplingUsageError("--block-size must be at least 1") }
+    guard bs >= 1 else { throw UsageError("--block-size must be at least 1") }
     if !ck.config.causal && bs < o.length && o.length % bs != 0 {
-        throw SamplingUsageError("block size \(bs) does not divide the length \(o.length)")
+        throw UsageError("block size \(bs) does not divide the length \(o.length)")
     }
     for p in promptLengths where p > o.length {
-        throw SamplingUsageError("the prompt (\(p) tokens with BOS) is longer than the length \(o.length)")
+        throw UsageError("the prompt (\(p) tokens with BOS) is longer than the length \(o.length)")
     }
     if ck.config.causal && promptLengths.contains(0) {
-        throw SamplingUsageError("AR sampling needs a BOS id (--bos-id) or a prompt")
+        throw UsageError("AR sampling needs a BOS id (--bos-id) or a prompt")
     }
     if ck.config.causal && o.unmask != .random {
-        throw SamplingUsageError("--unmask \(o.unmask) needs a diffusion checkpoint; an AR checkpoint writes one token per forward, left to right")
+        throw UsageError("--unmask \(o.unmask) needs a diffusion checkpoint; an AR checkpoint writes one token per forward, left to right")
     }
     if !o.suffix.isEmpty {
-        if ck.config.causal { throw SamplingUsageError("--suffix needs a diffusion checkpoint (an AR model cannot condition on what follows)") }
-        if o.variableLength { throw SamplingUsageError("--suffix needs a fixed --length (a variable-length sample would cut the suffix off)") }
+        if ck.config.causal { throw UsageError("--suffix needs a diffusion checkpoint (an AR model cannot condition on what follows)") }
+        if o.variableLength { throw UsageError("--suffix needs a fixed --length (a variable-length sample would cut the suffix off)") }
         for p in promptLengths where p + o.suffix.count > o.length {
-            throw SamplingUsageError("prompt (\(p) tokens with BOS) + suffix (\(o.suffix.count)) are longer than the length \(o.length)")
+            throw UsageError("prompt (\(p) tokens with BOS) + suffix (\(o.suffix.count)) are longer than the length \(o.length)")
         }
     }
     return SamplerSettings(kind: o.sampler, steps: o.steps, nucleus: o.nucleus, blockSize: bs, unmask: o.unmask)
@@ -94,19 +81,19 @@ public func runDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions,
         return p
     }
     for p in prefixes where p.contains(where: { $0 < 0 || Int($0) >= ck.vocabSize || $0 == sp.mask }) {
-        throw SamplingUsageError("the prompt holds a token outside the vocabulary or the mask id")
+        throw UsageError("the prompt holds a token outside the vocabulary or the mask id")
     }
     if o.suffix.contains(where: { $0 < 0 || Int($0) >= ck.vocabSize || $0 == sp.mask }) {
-        throw SamplingUsageError("the suffix holds a token outside the vocabulary or the mask id")
+        throw UsageError("the suffix holds a token outside the vocabulary or the mask id")
     }
     if ck.algorithm == "sedd" {
         if o.unmask != .random || !o.suffix.isEmpty || observer != nil {
-            throw SamplingUsageError("--unmask, --suffix, --trace and --visual are for BD3-LM/MDLM checkpoints; this is a SEDD checkpoint")
+            throw UsageError("--unmask, --suffix, --trace and --visual are for BD3-LM/MDLM checkpoints; this is a SEDD checkpoint")
         }
         return try runSEDDDraft(checkpoint: ck, options: o, prefixes: prefixes, writer: writer)
     }
     if let p = o.seddPredictor {
-        throw SamplingUsageError("--predictor \(p.rawValue) is for SEDD checkpoints; this is a \(ck.algorithm) checkpoint (use --sampler)")
+        throw UsageError("--predictor \(p.rawValue) is for SEDD checkpoints; this is a \(ck.algorithm) checkpoint (use --sampler)")
     }
     let settings = try resolveDraftSettings(o, checkpoint: ck, promptLengths: prefixes.map(\.count))
     let sampler = try BlockSampler(model: ck.model, settings: settings, maskId: sp.mask,
@@ -193,14 +180,11 @@ func draftStop(_ c: inout Canvas, end: Int, options o: DraftOptions, eos: Int32)
 /// do not change the samples.
 func runSEDDDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions, prefixes: [[Int32]],
                   writer: TokenStreamWriter) throws -> Int {
-    guard !o.variableLength else { throw SamplingUsageError("SEDD samples a fixed length: use --length, not --max-length") }
+    guard !o.variableLength else { throw UsageError("SEDD samples a fixed length: use --length, not --max-length") }
     guard o.length <= ck.config.length else {
-        throw SamplingUsageError("SEDD samples the whole sequence at once: --length must be at most the model length \(ck.config.length)")
+        throw UsageError("SEDD samples the whole sequence at once: --length must be at most the model length \(ck.config.length)")
     }
-    guard o.samples >= 1, o.batch >= 1, o.steps >= 1 else { throw SamplingUsageError("-n, --batch and --steps must be at least 1") }
-    guard o.shard.count >= 1 && o.shard.index >= 0 && o.shard.index < o.shard.count else {
-        throw SamplingUsageError("--shard must be i/n with 0 ≤ i < n")
-    }
+    try o.validate()
     let predictor = o.seddPredictor ?? .analytic
     let batch = max(1, min(o.batch, o.samples))
     let model = DiT(sharingWeightsOf: ck.model, maxBatch: batch, maxTokens: o.length)
@@ -211,7 +195,7 @@ func runSEDDDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions, pr
         so.noise = ck.seddNoise
         so.predictor = predictor
         let sampler: SEDDSampler
-        do { sampler = try SEDDSampler(model: model, options: so) } catch { throw SamplingUsageError("\(error)") }
+        do { sampler = try SEDDSampler(model: model, options: so) } catch { throw UsageError("\(error)") }
         let ids = (0..<o.samples).map { UInt64(j * o.samples + $0) }.filter { Int($0 % UInt64(o.shard.count)) == o.shard.index }
         try sampler.draft(ids: ids, batch: batch, seed: o.seed) { r in
             var r = r

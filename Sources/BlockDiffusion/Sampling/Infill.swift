@@ -31,7 +31,7 @@ public func parseInfill(_ line: String) throws -> [InfillPiece] {
         else if after.first == ":", let close = after.firstIndex(of: "]") {
             let digits = after[after.index(after: after.startIndex)..<close]
             guard let n = Int(digits), n >= 1, n <= 1_000_000 else {
-                throw SamplingUsageError("[MASK:\(digits)]: the count must be a whole number ≥ 1")
+                throw UsageError("[MASK:\(digits)]: the count must be a whole number ≥ 1")
             }
             count = n; end = after.index(after: close)
         }
@@ -60,13 +60,13 @@ public func infillRecords(lines: [String], format: InfillFormat, encode: ([UInt8
         if format == .jsonl {
             guard let obj = try? JSONSerialization.jsonObject(with: Data(raw.utf8)) as? [String: Any],
                   let t = obj["text"] as? String else {
-                throw SamplingUsageError("infill line \(i + 1): expected a JSON object with a \"text\" string")
+                throw UsageError("infill line \(i + 1): expected a JSON object with a \"text\" string")
             }
             line = t
         }
         let pieces = try parseInfill(line)
         guard pieces.contains(where: { if case .masks = $0 { return true }; return false }) else {
-            throw SamplingUsageError("infill line \(i + 1) has no [MASK] or [MASK:n] marker: nothing to fill")
+            throw UsageError("infill line \(i + 1) has no [MASK] or [MASK:n] marker: nothing to fill")
         }
         var tokens: [Int32] = sp.bos >= 0 ? [sp.bos] : []
         for p in pieces {
@@ -80,6 +80,6 @@ public func infillRecords(lines: [String], format: InfillFormat, encode: ([UInt8
                                unmaskStep: [UInt32](repeating: 0, count: tokens.count), nfe: 0,
                                promptLength: prompt, stages: ["infill"]))
     }
-    guard !out.isEmpty else { throw SamplingUsageError("the infill file holds no text lines") }
+    guard !out.isEmpty else { throw UsageError("the infill file holds no text lines") }
     return out
 }

@@ -40,6 +40,7 @@ public struct RefineOptions: Sendable {
 @discardableResult
 public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOptions, reader: TokenStreamReader,
                       writer: TokenStreamWriter, source: String = "input", observer: StepObserver? = nil) throws -> Int {
+    try requireSamplesStream(reader.header, source: source, tool: "refine")
     try ck.requireCompatible(reader.header, source: source)
     return try runRefine(checkpoint: ck, options: o, next: { try reader.next() }, writer: writer, source: source, observer: observer)
 }
@@ -49,10 +50,8 @@ public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOption
 public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOptions, next: () throws -> TokenRecord?,
                       writer: TokenStreamWriter, source: String = "input", observer: StepObserver? = nil) throws -> Int {
     guard !ck.config.causal else { throw ToolError("\(ck.path) is an AR checkpoint; refine needs a diffusion (BD3-LM/MDLM) checkpoint") }
-    guard o.nucleus > 0 && o.nucleus <= 1 else { throw SamplingUsageError("--nucleus must be in (0, 1] (got \(o.nucleus))") }
-    guard o.steps >= 1, o.batch >= 1 else { throw SamplingUsageError("--steps and --batch must be at least 1") }
+    try o.validate()
     let bs = o.blockSize ?? ck.blockSize
-    guard bs >= 1 else { throw SamplingUsageError("--block-size must be at least 1") }
     let settings = SamplerSettings(kind: o.sampler, steps: o.steps, nucleus: o.nucleus, blockSize: bs, unmask: o.unmask)
     let mask = ck.special.mask
     var samplers: [Int: BlockSampler] = [:]   // by length (the window depends on it when one block covers it)
@@ -102,7 +101,7 @@ public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOption
             try writer.write(out); written += 1; continue
         }
         if bs < len && len % bs != 0 {
-            throw SamplingUsageError("block size \(bs) does not divide the length \(len) of record \(r.id) (give --block-size ≥ \(len) for one global block, or make the record a multiple of \(bs) tokens)")
+            throw UsageError("block size \(bs) does not divide the length \(len) of record \(r.id) (give --block-size ≥ \(len) for one global block, or make the record a multiple of \(bs) tokens)")
         }
         if let bad = r.tokens.first(where: { $0 < 0 || Int($0) >= ck.vocabSize }) {
             throw ToolError("\(source): record \(r.id) holds token \(bad) outside the checkpoint's vocabulary")
@@ -192,9 +191,10 @@ public func posthocConfidence(engine: CachedDiT, tokens: [Int32], maskId: Int32)
 @discardableResult
 public func runRemask(policy: RemaskPolicy, ratio: Double, seed: UInt64, checkpoint ck: SamplingCheckpoint?,
                       reader: TokenStreamReader, writer: TokenStreamWriter, source: String = "input", dilate: Int = 0) throws -> Int {
-    guard ratio >= 0 && ratio <= 1 else { throw SamplingUsageError("--ratio must be in [0, 1] (got \(ratio))") }
-    guard dilate >= 0 else { throw SamplingUsageError("--dilate must be at least 0 (got \(dilate))") }
+    try validateRemaskRatio(ratio)
+    guard dilate >= 0 else { throw UsageError("--dilate must be at least 0 (got \(dilate))") }
     let h = reader.header
+    try requireSamplesStream(h, source: source, tool: "remask")
     guard h.special.mask >= 0 || ck != nil else {
         throw ToolError("\(source) has no mask id in its header; give -m CHECKPOINT or remask a stream written by draft")
     }
@@ -214,7 +214,7 @@ public func runRemask(policy: RemaskPolicy, ratio: Double, seed: UInt64, checkpo
         }
         var scores: [Float]? = nil
         if policy == .posthoc {
-            guard let ck else { throw SamplingUsageError("--policy posthoc needs -m CHECKPOINT") }
+            guard let ck else { throw UsageError("--policy posthoc needs -m CHECKPOINT") }
             let len = r.tokens.count
             if len > 0 {
                 if engines[len] == nil { engines[len] = try CachedDiT(model: ck.model, maxBatch: 1, maxChunk: len, capacity: max(len, ck.config.length)) }

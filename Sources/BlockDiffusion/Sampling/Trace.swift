@@ -101,11 +101,11 @@ public struct DecodeOptions: Sendable {
     public var visual = false
     public init() {}
 
-    /// Throws SamplingUsageError (exit 64) for a bad policy or an empty trace path.
+    /// Throws UsageError (exit 64) for a bad policy or an empty trace path.
     public init(unmask: String, trace: String?, visual: Bool) throws {
         self.unmask = try UnmaskPolicy.parse(unmask)
-        if let trace, trace.isEmpty { throw SamplingUsageError("--trace needs a file name") }
-        if trace == "-" { throw SamplingUsageError("--trace - would mix with the samples stream; give a file name") }
+        if let trace, trace.isEmpty { throw UsageError("--trace needs a file name") }
+        if trace == "-" { throw UsageError("--trace - would mix with the samples stream; give a file name") }
         self.trace = trace; self.visual = visual
     }
 

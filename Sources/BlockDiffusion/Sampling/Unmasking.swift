@@ -39,15 +39,15 @@ public enum UnmaskPolicy: Equatable, Sendable, CustomStringConvertible {
         let parts = s.split(separator: ":", maxSplits: 1).map(String.init)
         if parts.count == 2, let x = Double(parts[1]), x.isFinite {
             if parts[0] == "threshold" {
-                guard x >= 0 && x < 1 else { throw SamplingUsageError("--unmask threshold:τ needs 0 ≤ τ < 1 (got \(parts[1]))") }
+                guard x >= 0 && x < 1 else { throw UsageError("--unmask threshold:τ needs 0 ≤ τ < 1 (got \(parts[1]))") }
                 return .threshold(x)
             }
             if parts[0] == "eb" {
-                guard x >= 0 else { throw SamplingUsageError("--unmask eb:γ needs γ ≥ 0 (got \(parts[1]))") }
+                guard x >= 0 else { throw UsageError("--unmask eb:γ needs γ ≥ 0 (got \(parts[1]))") }
                 return .entropyBounded(x)
             }
         }
-        throw SamplingUsageError("--unmask must be random, confidence, margin, entropy, threshold:τ or eb:γ (got '\(s)')")
+        throw UsageError("--unmask must be random, confidence, margin, entropy, threshold:τ or eb:γ (got '\(s)')")
     }
 
     public var description: String {

@@ -26,8 +26,7 @@ public final class ARCheckpointScorer {
     /// `stride` defaults to context / 2 (the reference: 1024 / 512).
     public init(path: String, stride: Int? = nil) throws {
         self.path = path
-        let file: SafetensorsFile
-        do { file = try SafetensorsFile(path: path) } catch { throw ToolError("\(error)") }
+        let file = try SafetensorsFile(path: path)
         info = try CheckpointInfo.read(file)
         guard info.algorithm == .ar, info.config.causal else {
             throw ToolError("\(path) is a \(info.algorithm.rawValue) checkpoint; generative perplexity needs an autoregressive scorer: train one with `train --algo ar` or use --scorer-cmd")
@@ -36,13 +35,16 @@ public final class ARCheckpointScorer {
         guard context >= 2 else { throw ToolError("\(path): sequence length \(context) is too short to score anything") }
         let s = stride ?? max(1, context / 2)
         guard s >= 1 && s < context else {
-            throw GenerativeUsageError("--stride \(s) must be in 1…\(context - 1) (the scorer's context is \(context))")
+            throw UsageError("--stride \(s) must be in 1…\(context - 1) (the scorer's context is \(context))")
         }
         self.stride = s
         var config = info.config
         config.length = context
         model = DiT(config: config, maxBatch: 1, maxTokens: context - 1, inference: true)
-        do { try model.load(file: file) } catch { throw ToolError("\(error)") }
+        try model.load(file: file)
+        for i in 0..<model.parameters.count where !model.parameters[i].isFinite {
+            throw ToolError("\(path): parameter \(i) is not finite; the scorer checkpoint is corrupt or its training diverged (use another checkpoint)")
+        }
         eos = info.special.eos
         input = []; targets = []; weights = []; rowLoss = []
     }
@@ -77,13 +79,6 @@ public final class ARCheckpointScorer {
         }
         return (nll, count)
     }
-}
-
-/// Usage errors of `score gen` that depend on the data (e.g. a tokenizer path needed because the
-/// samples' tokenizer differs from the scorer's); the CLI turns them into exit 64.
-public struct GenerativeUsageError: Error, CustomStringConvertible, Sendable {
-    public let description: String
-    public init(_ message: String) { description = message }
 }
 
 /// Samples' ids → text → the scorer's ids. The text keeps special tokens by name (a BOS decodes to

@@ -19,8 +19,8 @@
 //   exit grace: once its stdout is closed, the scorer must exit within min(10 s, reply timeout) (10 s with no
 //     timeout); otherwise it is killed and the error says so (it closed its output but kept running).
 //   After the last answer (stdin closed), the scorer likewise has the exit grace to close its output and exit.
-// The command runs in its own process group (dash forks rather than execs `sh -c 'sh script'` and the like), so
-// killing means SIGKILL to the whole group; SIGINT/SIGTERM/SIGHUP received by the tool are passed on to it.
+// The command runs in its own process group (Support/ChildProcess.swift: spawn, group kill, reaping, exit
+// status), so killing means SIGKILL to the whole group; SIGINT/SIGTERM/SIGHUP received by the tool are passed on.
 //
 // Public API:
 //   ScorerRequest { id, text }, ScorerResponse { id, nll, tokens }
@@ -54,7 +54,7 @@ public struct ScorerResponse: Codable, Equatable, Sendable {
 }
 
 /// State shared by the writer thread and the reader (the calling thread).
-private final class ScorerChannel<Meta>: @unchecked Sendable {
+final class ScorerChannel<Meta>: @unchecked Sendable {
     let cond = NSCondition()
     var pending: [(UInt64, Meta)] = []   // requests written (or being written), not yet answered
     var writerDone = false
@@ -105,52 +105,6 @@ private final class ScorerChannel<Meta>: @unchecked Sendable {
     }
 }
 
-/// Buffered line reader over a descriptor.
-final class FDLineReader {
-    let fd: Int32
-    var buffer = [UInt8](repeating: 0, count: 1 << 16)
-    var start = 0, end = 0
-    var eof = false
-    /// Uptime (ns) of the last read that returned data.
-    var lastData = DispatchTime.now().uptimeNanoseconds
-    /// Called each `idleSlice` ms without data while waiting; it may throw (a timeout). nil = block in read().
-    var idle: (() throws -> Void)?
-    var idleSlice: Int32 = 100
-    static let maxLine = 1 << 24
-    init(fd: Int32) { self.fd = fd }
-
-    /// The next line without its newline; nil at end of input. A last line without newline is returned.
-    func readLine() throws -> [UInt8]? {
-        var line: [UInt8] = []
-        while true {
-            if start < end {
-                if let nl = buffer[start..<end].firstIndex(of: 0x0A) {
-                    line += buffer[start..<nl]; start = nl + 1
-                    return line
-                }
-                line += buffer[start..<end]; start = end
-                if line.count > FDLineReader.maxLine { throw ToolError("scorer command printed a line longer than \(FDLineReader.maxLine) bytes") }
-            }
-            if eof { return line.isEmpty ? nil : line }
-            if let idle {
-                var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                let r = poll(&p, 1, idleSlice)
-                if r < 0 {
-                    if errno == EINTR { continue }
-                    throw ToolError("waiting for the scorer command's output failed: \(String(cString: strerror(errno)))")
-                }
-                if r == 0 { try idle(); continue }
-            }
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw ToolError("reading the scorer command's output failed: \(String(cString: strerror(errno)))")
-            }
-            if n == 0 { eof = true } else { start = 0; end = n; lastData = DispatchTime.now().uptimeNanoseconds }
-        }
-    }
-}
-
 public enum ScorerCommand {
     public static let defaultReplyTimeout = 600.0
 
@@ -163,58 +117,21 @@ public enum ScorerCommand {
                                  next: @escaping () throws -> (ScorerRequest, Meta)?,
                                  handle: (ScorerResponse, Meta) throws -> Void) throws {
         precondition(replyTimeout >= 0 && replyTimeout.isFinite, "the reply timeout must be ≥ 0 seconds")
-        let (pid, toChild, fromChild) = try spawn(command)
-        let groupSlot = ChildGroupRegistry.register(pid)
-        let channel = ScorerChannel<Meta>(fd: toChild, next: next)
+        let child = try ChildProcess.spawnShell(command, what: "the scorer command")
+        let channel = ScorerChannel<Meta>(fd: child.stdinFD, next: next)
         let writer = Thread { channel.writeAll() }
         writer.stackSize = 1 << 22
         writer.start()
-        let lines = FDLineReader(fd: fromChild)
-        let seconds = { (t: Double) in t == t.rounded() ? "\(Int(t)) s" : "\(t) s" }
-        var reaped = false
-        var lastID: UInt64? = nil
+        let lines = LineReader(fd: child.stdoutFD, name: "the scorer command's output")
         let grace = exitGrace(replyTimeout: replyTimeout)
-        let graceNanos = UInt64(grace * 1e9), replyNanos = UInt64(replyTimeout * 1e9)
-        lines.idleSlice = Int32(max(1, min(100, grace * 1000 / 10, replyTimeout > 0 ? replyTimeout * 1000 / 10 : 100)))
-        lines.idle = { [unowned lines] in
-            channel.cond.lock()
-            let waiting = channel.pending.first.map(\.0)
-            let running = waiting != nil && !channel.inNext
-            let finished = waiting == nil && channel.writerDone
-            let since = max(channel.progress, lines.lastData)
-            channel.cond.unlock()
-            let elapsed = DispatchTime.now().uptimeNanoseconds &- since
-            if finished && elapsed >= graceNanos {
-                throw ToolError("scorer command `\(command)` answered every sample\(lastID.map { " (last: \($0))" } ?? ""), then neither closed its output nor exited within \(seconds(grace)) and was killed; it must exit once its stdin is closed")
-            }
-            if replyTimeout > 0, running, let id = waiting, elapsed >= replyNanos {
-                throw ToolError("scorer command `\(command)` did not answer sample \(id) within \(seconds(replyTimeout)) (--scorer-timeout) and was killed; check that it answers every request and flushes each answer line (flush=True), or give a larger --scorer-timeout (0 = no limit)")
-            }
-        }
-        /// Its exit status, waiting at most `grace` seconds: nil when it had to be killed.
-        func status() -> String? {
-            var st: Int32 = 0
-            let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(grace * 1e9)
-            while true {
-                let r = waitpid(pid, &st, WNOHANG)
-                if r == pid { reaped = true; return describeStatus(st) }
-                if r < 0 && errno != EINTR { reaped = true; return "vanished (\(String(cString: strerror(errno))))" }
-                if DispatchTime.now().uptimeNanoseconds >= deadline { break }
-                usleep(10_000)
-            }
-            kill(-pid, SIGKILL)
-            while waitpid(pid, &st, 0) < 0 && errno == EINTR {}
-            reaped = true
-            return nil
-        }
-        let stillRunning = "closed its output but did not exit within \(seconds(grace)) and was killed"
+        var lastID: UInt64? = nil
+        let said = Said(command: command, grace: grace, replyTimeout: replyTimeout)
+        watch(lines, channel, grace: grace, replyTimeout: replyTimeout, said: said) { lastID }
         defer {
             channel.cond.lock(); channel.abort = true; channel.cond.unlock()
-            if !reaped { kill(-pid, SIGKILL); var st: Int32 = 0; while waitpid(pid, &st, 0) < 0 && errno == EINTR {} }
-            ChildGroupRegistry.unregister(groupSlot)
-            close(fromChild)
+            child.killGroup()
+            close(child.stdoutFD)
         }
-        let decoder = JSONDecoder()
         while true {
             let line = try lines.readLine()
             // Which request does this line answer? Wait until the writer has sent one or finished.
@@ -226,98 +143,88 @@ public enum ScorerCommand {
 
             guard let line else {
                 if let (id, _) = expected {
-                    guard let s = status() else {
-                        throw ToolError("scorer command `\(command)` \(stillRunning) before answering sample \(id); run it by hand on that sample's request (see docs/scorer-protocol.md)")
+                    guard let s = child.exitStatus(within: grace) else {
+                        throw ToolError("scorer command `\(command)` \(said.stillRunning) before answering sample \(id); run it by hand on that sample's request (see docs/scorer-protocol.md)")
                     }
-                    throw ToolError("scorer command `\(command)` \(s == "exited with status 0" ? "closed its output" : s) before answering sample \(id); run it by hand on that sample's request (see docs/scorer-protocol.md)")
+                    throw ToolError("scorer command `\(command)` \(s.succeeded ? "closed its output" : s.description) before answering sample \(id); run it by hand on that sample's request (see docs/scorer-protocol.md)")
                 }
                 break
             }
             guard let (id, meta) = expected else {
-                throw ToolError("scorer command `\(command)` printed an extra line after the last sample\(lastID.map { " (\($0))" } ?? ""): \(preview(line)); it must print exactly one JSON line per request (log to stderr)")
+                throw ToolError("scorer command `\(command)` printed an extra line after the last sample\(said.last(lastID)): \(preview(line)); it must print exactly one JSON line per request (log to stderr)")
             }
-            let r: ScorerResponse
-            do { r = try decoder.decode(ScorerResponse.self, from: Data(line)) } catch {
-                let s = String(decoding: line, as: UTF8.self)
-                // Shaped like an answer but not decodable: a number is the problem (NaN, 1e999, 2.5 tokens).
-                let shaped = s.hasPrefix("{") && s.contains("\"id\"") && s.contains("\"nll\"") && s.contains("\"tokens\"")
-                if shaped || s.contains("NaN") || s.contains("Infinity") {
-                    throw ToolError("scorer command `\(command)` answered sample \(id) with a non-finite or invalid number: \(preview(line)); nll must be a finite float, tokens an integer")
-                }
-                throw ToolError("scorer command `\(command)` printed garbage for sample \(id): \(preview(line)); expected {\"id\": \(id), \"nll\": <nats>, \"tokens\": <count>} (log to stderr, not stdout)")
-            }
-            guard r.id == id else {
-                throw ToolError("scorer command `\(command)` answered id \(r.id) where sample \(id) was expected; responses must come one per request, in order")
-            }
-            guard r.nll.isFinite, r.nll >= 0 else {
-                throw ToolError("scorer command `\(command)` answered sample \(id) with NLL \(r.nll); it must be a finite sum of token NLLs ≥ 0 (nats)")
-            }
-            guard r.tokens >= 0, r.tokens > 0 || r.nll == 0 else {
-                throw ToolError("scorer command `\(command)` answered sample \(id) with \(r.tokens) tokens and NLL \(r.nll); tokens must be ≥ 0 (and NLL 0 when it is 0)")
-            }
-            try handle(r, meta)
+            try handle(try answer(line, for: id, command: command), meta)
             lastID = id
         }
         // All answers are in: the writer has finished (pending was empty and writerDone).
-        let exit = status()
+        let exit = child.exitStatus(within: grace)
         channel.cond.lock(); let werr = channel.writerError; channel.cond.unlock()
         if let werr { throw werr }
         guard let s = exit else {
-            throw ToolError("scorer command `\(command)` answered every sample\(lastID.map { " (last: \($0))" } ?? ""), then \(stillRunning); it must exit once its stdin is closed")
+            throw ToolError("scorer command `\(command)` answered every sample\(said.last(lastID)), then \(said.stillRunning); it must exit once its stdin is closed")
         }
-        if s != "exited with status 0" {
-            throw ToolError("scorer command `\(command)` \(s) after answering every sample\(lastID.map { " (last: \($0))" } ?? ""); check its stderr")
+        if !s.succeeded {
+            throw ToolError("scorer command `\(command)` \(s) after answering every sample\(said.last(lastID)); check its stderr")
         }
+    }
+
+    /// Pieces of the messages shared by the checks.
+    struct Said {
+        let command: String, grace: Double, replyTimeout: Double
+        static func seconds(_ t: Double) -> String { t == t.rounded() ? "\(Int(t)) s" : "\(t) s" }
+        var stillRunning: String { "closed its output but did not exit within \(Said.seconds(grace)) and was killed" }
+        func last(_ id: UInt64?) -> String { id.map { " (last: \($0))" } ?? "" }
+    }
+
+    /// The watchdog run while the reader waits: the exit grace after the last answer, the reply timeout while a
+    /// request is unanswered and the writer is not waiting on our own input (see the file header).
+    static func watch<Meta>(_ lines: LineReader, _ channel: ScorerChannel<Meta>, grace: Double, replyTimeout: Double,
+                            said: Said, lastID: @escaping () -> UInt64?) {
+        let graceNanos = UInt64(grace * 1e9), replyNanos = UInt64(replyTimeout * 1e9)
+        lines.idleSlice = Int32(max(1, min(100, grace * 1000 / 10, replyTimeout > 0 ? replyTimeout * 1000 / 10 : 100)))
+        lines.idle = { [unowned lines] in
+            channel.cond.lock()
+            let waiting = channel.pending.first.map(\.0)
+            let running = waiting != nil && !channel.inNext
+            let finished = waiting == nil && channel.writerDone
+            let since = max(channel.progress, lines.lastData)
+            channel.cond.unlock()
+            let elapsed = DispatchTime.now().uptimeNanoseconds &- since
+            if finished && elapsed >= graceNanos {
+                throw ToolError("scorer command `\(said.command)` answered every sample\(said.last(lastID())), then neither closed its output nor exited within \(Said.seconds(grace)) and was killed; it must exit once its stdin is closed")
+            }
+            if replyTimeout > 0, running, let id = waiting, elapsed >= replyNanos {
+                throw ToolError("scorer command `\(said.command)` did not answer sample \(id) within \(Said.seconds(replyTimeout)) (--scorer-timeout) and was killed; check that it answers every request and flushes each answer line (flush=True), or give a larger --scorer-timeout (0 = no limit)")
+            }
+        }
+    }
+
+    /// The answer `line` to request `id`, checked: JSON of the right shape, the same id, finite NLL ≥ 0, tokens ≥ 0.
+    static func answer(_ line: [UInt8], for id: UInt64, command: String) throws -> ScorerResponse {
+        let r: ScorerResponse
+        do { r = try JSONDecoder().decode(ScorerResponse.self, from: Data(line)) } catch {
+            let s = String(decoding: line, as: UTF8.self)
+            // Shaped like an answer but not decodable: a number is the problem (NaN, 1e999, 2.5 tokens).
+            let shaped = s.hasPrefix("{") && s.contains("\"id\"") && s.contains("\"nll\"") && s.contains("\"tokens\"")
+            if shaped || s.contains("NaN") || s.contains("Infinity") {
+                throw ToolError("scorer command `\(command)` answered sample \(id) with a non-finite or invalid number: \(preview(line)); nll must be a finite float, tokens an integer")
+            }
+            throw ToolError("scorer command `\(command)` printed garbage for sample \(id): \(preview(line)); expected {\"id\": \(id), \"nll\": <nats>, \"tokens\": <count>} (log to stderr, not stdout)")
+        }
+        guard r.id == id else {
+            throw ToolError("scorer command `\(command)` answered id \(r.id) where sample \(id) was expected; responses must come one per request, in order")
+        }
+        guard r.nll.isFinite, r.nll >= 0 else {
+            throw ToolError("scorer command `\(command)` answered sample \(id) with NLL \(r.nll); it must be a finite sum of token NLLs ≥ 0 (nats)")
+        }
+        guard r.tokens >= 0, r.tokens > 0 || r.nll == 0 else {
+            throw ToolError("scorer command `\(command)` answered sample \(id) with \(r.tokens) tokens and NLL \(r.nll); tokens must be ≥ 0 (and NLL 0 when it is 0)")
+        }
+        return r
     }
 
     static func preview(_ line: [UInt8]) -> String {
         let s = String(decoding: line.prefix(120), as: UTF8.self)
         return "'" + s + (line.count > 120 ? "…" : "") + "'"
-    }
-
-    static func describeStatus(_ st: Int32) -> String {
-        let sig = st & 0x7f
-        if sig == 0 { return "exited with status \((st >> 8) & 0xff)" }
-        return "was killed by signal \(sig)"
-    }
-
-    /// /bin/sh -c command, its stdin and stdout on pipes (our ends close-on-exec), stderr inherited,
-    /// SIGPIPE back to its default action and no blocked signals in the child, in a new process group (pgid = pid).
-    static func spawn(_ command: String) throws -> (pid_t, Int32, Int32) {
-        var inPipe: [Int32] = [-1, -1], outPipe: [Int32] = [-1, -1]
-        guard pipe(&inPipe) == 0 else { throw ToolError("cannot create a pipe: \(String(cString: strerror(errno)))") }
-        guard pipe(&outPipe) == 0 else {
-            close(inPipe[0]); close(inPipe[1])
-            throw ToolError("cannot create a pipe: \(String(cString: strerror(errno)))")
-        }
-        // Our ends must not leak into the child (it would never see EOF on its stdin); dup2 in the
-        // child clears the flag on fds 0 and 1.
-        for fd in inPipe + outPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
-        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        var defaults = sigset_t(), empty = sigset_t()
-        sigemptyset(&defaults); sigaddset(&defaults, SIGPIPE); sigemptyset(&empty)
-        posix_spawnattr_setsigdefault(&attr, &defaults)
-        posix_spawnattr_setsigmask(&attr, &empty)
-        posix_spawnattr_setpgroup(&attr, 0)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP))
-        let args: [String] = ["/bin/sh", "-c", command]
-        var argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) }
-        argv.append(nil)
-        defer { for a in argv { free(a) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, "/bin/sh", &actions, &attr, argv, environ)
-        close(inPipe[0]); close(outPipe[1])
-        guard rc == 0 else {
-            close(inPipe[1]); close(outPipe[0])
-            throw ToolError("cannot start /bin/sh for the scorer command: \(String(cString: strerror(rc)))")
-        }
-        return (pid, inPipe[1], outPipe[0])
     }
 }

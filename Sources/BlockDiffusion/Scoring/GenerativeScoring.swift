@@ -33,6 +33,21 @@ public struct GenerativeOptions {
     /// Called on the calling thread after each scored sample with the running count.
     public var progress: ((Int) -> Void)?
     public init() {}
+
+    /// The checks that need no file (exit 64); the stride is checked against the scorer's context on load.
+    public func validate(command: Bool) throws {
+        if let s = stride { try checkRange(s, 1...Limits.length, "--stride") }
+        if let m = maxTokens {
+            guard !command else { throw UsageError("--max-tokens applies to a checkpoint scorer; a scorer command truncates itself (e.g. hf_gpt2.py --max-length)") }
+            try checkRange(m, 2...Limits.length, "--max-tokens")
+        }
+        guard scorerTimeout >= 0, scorerTimeout.isFinite else {
+            throw UsageError("--scorer-timeout must be a number of seconds ≥ 0 (0 = no limit; got \(scorerTimeout))")
+        }
+        guard degenerateBelow.isFinite, degenerateBelow >= 0 else {
+            throw UsageError("--degenerate-below must be an entropy ≥ 0 in nats (got \(degenerateBelow))")
+        }
+    }
 }
 
 public enum GenerativeScorerChoice {
@@ -42,6 +57,7 @@ public enum GenerativeScorerChoice {
 
 public enum GenerativeScoring {
     public static func run(input: TokenStreamReader, scorer: GenerativeScorerChoice, options o: GenerativeOptions) throws -> GenerativeReport {
+        if case .command = scorer { try o.validate(command: true) } else { try o.validate(command: false) }
         let h = input.header
         guard h.kind == .samples || h.kind == .documents else {
             throw ToolError("score gen needs a 'samples' stream (from draft/refine) or 'documents', not '\(h.kind)'")
@@ -57,7 +73,7 @@ public enum GenerativeScoring {
             var retok: Retokenizer? = nil
             if !same {
                 guard let from = o.samplesTokenizer, let to = o.scorerTokenizer else {
-                    throw GenerativeUsageError("the samples' tokenizer (fingerprint \(hex(h.tokenizerFingerprint)), vocabulary \(h.vocabSize)) differs from the scorer's (\(hex(ar.info.fingerprint)), \(ar.vocabSize)): give both -t SAMPLES_TOKENIZER.json and --scorer-tokenizer SCORER_TOKENIZER.json to re-tokenise")
+                    throw UsageError("the samples' tokenizer (fingerprint \(hex(h.tokenizerFingerprint)), vocabulary \(h.vocabSize)) differs from the scorer's (\(hex(ar.info.fingerprint)), \(ar.vocabSize)): give both -t SAMPLES_TOKENIZER.json and --scorer-tokenizer SCORER_TOKENIZER.json to re-tokenise")
                 }
                 try requireTokenizer(to, matches: ar.info.fingerprint, vocab: ar.vocabSize, what: "the scorer \(path) (--scorer-tokenizer)")
                 retok = Retokenizer(from: from, to: to)
@@ -72,6 +88,9 @@ public enum GenerativeScoring {
                     throw ToolError("sample \(r.id): token \(bad) is outside the scorer's vocabulary (0..<\(ar.vocabSize)); use the scorer's tokenizer")
                 }
                 let (nll, n) = ar.score(toks)
+                guard nll.isFinite else {
+                    throw ToolError("the scorer \(path) gives sample \(r.id) a non-finite NLL (\(nll)); its weights or the sample are broken, so no perplexity can be reported")
+                }
                 samples.append(score(r, nll: nll, tokens: n, scorerTokens: toks, threshold: o.degenerateBelow))
                 distinct.add(toks, excluding: ar.eos)
                 o.progress?(samples.count)
@@ -80,12 +99,8 @@ public enum GenerativeScoring {
 
         case .command(let cmd):
             guard let from = o.samplesTokenizer else {
-                throw GenerativeUsageError("--scorer-cmd sends text: give the samples' tokenizer with -t TOKENIZER.json to decode them")
+                throw UsageError("--scorer-cmd sends text: give the samples' tokenizer with -t TOKENIZER.json to decode them")
             }
-            guard o.scorerTimeout >= 0, o.scorerTimeout.isFinite else {
-                throw GenerativeUsageError("--scorer-timeout must be a number of seconds ≥ 0 (0 = no limit)")
-            }
-            if o.maxTokens != nil { throw GenerativeUsageError("--max-tokens applies to a checkpoint scorer; a scorer command truncates itself (e.g. hf_gpt2.py --max-length)") }
             let retok = o.scorerTokenizer.map { Retokenizer(from: from, to: $0) }
             let eos = o.scorerTokenizer?.eosId ?? h.special.eos
             // Runs on the writer thread; the reader thread only sees the prepared values.
@@ -128,7 +143,7 @@ public enum GenerativeScoring {
 
     static func requireTokenizer(_ t: BPETokenizer, matches fingerprint: UInt64, vocab: Int, what: String) throws {
         if t.vocabSize != vocab || (fingerprint != 0 && t.fingerprint != fingerprint) {
-            throw GenerativeUsageError("tokenizer (fingerprint \(hex(t.fingerprint)), vocabulary \(t.vocabSize)) is not the one of \(what): fingerprint \(hex(fingerprint)), vocabulary \(vocab)")
+            throw UsageError("tokenizer (fingerprint \(hex(t.fingerprint)), vocabulary \(t.vocabSize)) is not the one of \(what): fingerprint \(hex(fingerprint)), vocabulary \(vocab)")
         }
     }
 }

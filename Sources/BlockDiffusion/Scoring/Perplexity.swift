@@ -16,6 +16,13 @@ public struct PerplexityOptions: Sendable {
     /// bd3 only: evaluate at this block size instead of the checkpoint's (e.g. a mixed-scale model at its global size).
     public var blockSize: Int? = nil
     public init() {}
+
+    /// The checks that need no file (exit 64); `load` checks the block size against the data.
+    public func validate() throws {
+        try checkRange(samples, 1...Limits.count, "--samples")
+        try checkRange(batch, 1...Limits.batch, "--batch")
+        if let b = blockSize { try checkRange(b, 1...Limits.length, "--block-size") }
+    }
 }
 
 public enum Perplexity {
@@ -53,11 +60,16 @@ public enum Perplexity {
         let report: ClipInterval = algo == .bd3 && bs == 1 ? .tuned : .base
         let exact = algo == .ar || report == .tuned
         let K = exact ? 1 : max(1, o.samples)
+        // Each estimate draws its t from its own stream, so the reported NLL does not depend on which other
+        // estimates were asked for (--clip, the training schedule's): stream 0 is the reported NELBO, 1 the
+        // training schedule's, 2+j the j-th extra clip interval.
         var rng = Xoshiro256(seed: o.seed)
+        var ownRng = Xoshiro256(seed: Perplexity.streamSeed(o.seed, 1))
         // Var-NELBO of the reported interval comes from the first of the K draws; the other requested
         // intervals get one extra draw per batch each.
         var reportAcc = VarianceAccumulator()
         var accs = algo == .ar ? [] : o.clips.filter { $0 != report }.map { ($0, VarianceAccumulator()) }
+        var clipRngs = accs.indices.map { Xoshiro256(seed: Perplexity.streamSeed(o.seed, UInt64(2 + $0))) }
         var ownReport = (acc: VarianceAccumulator(), nll: 0.0, count: 0)
         var nll = 0.0, count = 0
         var rows: [Int32] = []
@@ -76,14 +88,14 @@ public enum Perplexity {
             if own != .loglinear {
                 let s = rows.withUnsafeBufferPointer {
                     ownRunner.run(x0: $0, batch: hi - lo, interval: report, training: false, weighted: false, backward: false,
-                                  dropoutSeed: 0, rng: &rng)
+                                  dropoutSeed: 0, rng: &ownRng)
                 }
                 ownReport.acc.add(blockMeans: s.blockMeans); ownReport.nll += s.nllSum; ownReport.count += s.tokenCount
             }
             for j in accs.indices {
                 let s = rows.withUnsafeBufferPointer {
                     ownRunner.run(x0: $0, batch: hi - lo, interval: accs[j].0, training: false, weighted: false, backward: false,
-                                  dropoutSeed: 0, rng: &rng)
+                                  dropoutSeed: 0, rng: &clipRngs[j])
                 }
                 accs[j].1.add(blockMeans: s.blockMeans)
             }
@@ -100,14 +112,19 @@ public enum Perplexity {
         return result
     }
 
+    /// The seed of random stream `k` (k ≥ 1) of one evaluation; stream 0 is the seed itself.
+    static func streamSeed(_ seed: UInt64, _ k: UInt64) -> UInt64 { SplitMix64.mix(seed ^ SplitMix64.mix(k)) }
+
     /// Loads a checkpoint and a test stream and checks they fit together.
     /// `blockSize` overrides the checkpoint's (bd3 only; usage error otherwise or when it does not divide L).
     public static func load(checkpoint: String, data path: String, batch: Int, blockSize: Int? = nil) throws -> (DiT, CheckpointInfo, SequenceData) {
-        let file: SafetensorsFile
-        do { file = try SafetensorsFile(path: checkpoint) } catch { throw ToolError("\(error)") }
+        let file = try SafetensorsFile(path: checkpoint)
         let info = try CheckpointInfo.read(file)
         let data = try SequenceData.load(path: path)
         try info.requireCompatible(data.header, path: path)
+        guard data.length >= 2 else {
+            throw ToolError("\(path): rows of \(data.length) token hold nothing to score (a row is a BOS or first token plus the tokens predicted from it); repack with pack-blocks -L 2 or more")
+        }
         if let b = blockSize {
             guard info.algorithm == .bd3 else {
                 throw UsageError("--block-size applies to bd3 checkpoints; \(checkpoint) is \(info.algorithm.rawValue)")
@@ -122,8 +139,11 @@ public enum Perplexity {
         }
         var config = info.config
         config.length = data.length
+        let tokens = Double(batch) * Double(BatchLoss.inputLength(info.algorithm, length: data.length))
+        try requireMemory(tokens * Double(config.vocabSize + config.hiddenSize) * 4,
+                          for: "a batch of \(batch) rows of \(data.length) tokens (logits and activations)", fix: "lower --batch")
         let model = DiT(config: config, maxBatch: batch, maxTokens: BatchLoss.inputLength(info.algorithm, length: data.length), inference: true)
-        do { try model.load(file: file) } catch { throw ToolError("\(error)") }
+        try model.load(file: file)
         return (model, info, data)
     }
 }

@@ -12,6 +12,7 @@
 // directory (".NAME.tmp-PID-RANDOM"), `commit()` fsyncs it and renames it over NAME, `abort()`
 // (or deinit without commit, or any write error) unlinks it. So NAME either holds a complete
 // result or is untouched: a crash, a full disk or a closed pipe never leaves a half-written file.
+// Temp files of killed processes are swept when NAME is next written (TempFiles.swift).
 
 import Foundation
 
@@ -120,6 +121,7 @@ public final class OutputFile: ByteSink {
             if stat(dir, &dirInfo) != 0 || (dirInfo.st_mode & S_IFMT) != S_IFDIR {
                 throw ToolError("cannot write '\(path)': directory '\(dir)' does not exist (create it first)")
             }
+            sweepStaleTempFiles(for: path)
             var created: (Int32, String)?
             for _ in 0..<16 {
                 let tmp = dir + "/." + base + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"

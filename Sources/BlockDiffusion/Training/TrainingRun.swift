@@ -25,25 +25,6 @@ public enum StopSignal {
     public static func reset() { received = 0 }
 }
 
-/// Appends JSON lines to a metrics file.
-public final class MetricsLog {
-    let handle: FileHandle
-    public init(path: String) throws {
-        if !FileManager.default.fileExists(atPath: path) {
-            guard FileManager.default.createFile(atPath: path, contents: nil) else {
-                throw ToolError("cannot create metrics file \(path); check the directory exists and is writable")
-            }
-        }
-        guard let h = FileHandle(forWritingAtPath: path) else { throw ToolError("cannot open metrics file \(path)") }
-        h.seekToEndOfFile()
-        handle = h
-    }
-    public func write(_ object: [String: Any]) {
-        guard let d = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
-        handle.write(d); handle.write(Data("\n".utf8))
-    }
-}
-
 public struct RunOutcome: Sendable {
     public var step: Int
     public var lastLoss: Double
@@ -70,7 +51,7 @@ extension Trainer {
             }
             let st: StepStats
             do { st = try trainStep() } catch let d as TrainingDiverged {
-                metrics?.write(["step": d.step, "diverged": d.record])
+                try metrics?.write(["step": d.step, "diverged": d.record])
                 try? Trainer.writeJSON(d.record, to: runDir + "/diverged.json")
                 throw d
             }
@@ -82,14 +63,14 @@ extension Trainer {
                 let eta = done > 0 ? elapsed / Double(done) * Double(options.steps - step) : 0
                 log(String(format: "step %d/%d  loss %.4f  lr %.2e  |g| %.3f  %.0f tok/s  ETA %@",
                            step, options.steps, st.loss, st.lr, st.gradNorm, tps, Trainer.duration(eta)))
-                metrics?.write(["step": step, "loss": st.loss, "lr": st.lr, "grad_norm": st.gradNorm, "tokens_per_s": tps])
+                try metrics?.write(["step": step, "loss": st.loss, "lr": st.lr, "grad_norm": st.gradNorm, "tokens_per_s": tps])
             }
             var saved = false
             let pauseStart = Date()
             defer { paused += Date().timeIntervalSince(pauseStart) }
             if options.valEvery > 0 && step % options.valEvery == 0 && step < options.steps, let v = validate() {
                 lastVal = v.nll
-                report(v, metrics: metrics, log: log)
+                try report(v, metrics: metrics, log: log)
                 let isBest = v.nll < bestNLL
                 if isBest { bestNLL = v.nll }
                 try saveCheckpoint(runDir: runDir, best: isBest, valNLL: v.nll)
@@ -103,7 +84,7 @@ extension Trainer {
         var isBest = false
         if let v = validate() {
             lastVal = v.nll
-            report(v, metrics: metrics, log: log)
+            try report(v, metrics: metrics, log: log)
             isBest = v.nll < bestNLL
             if isBest { bestNLL = v.nll }
         } else {
@@ -121,7 +102,7 @@ extension Trainer {
         try out.commit()
     }
 
-    func report(_ v: ValidationStats, metrics: MetricsLog?, log: (String) -> Void) {
+    func report(_ v: ValidationStats, metrics: MetricsLog?, log: (String) -> Void) throws {
         var line = options.blockMix != nil
             ? String(format: "valid step %d  nll %.4f  ppl %.2f  (mix-weighted over %@, %d tokens per size)", step, v.nll, exp(v.nll),
                      options.blockMix!.description, v.tokens)
@@ -147,7 +128,7 @@ extension Trainer {
             obj["val_nll_by_block"] = byBlock
             if !clips.isEmpty { obj["clip_by_block"] = clips }
         }
-        metrics?.write(obj)
+        try metrics?.write(obj)
     }
 
     static func duration(_ s: Double) -> String {

@@ -1,0 +1,19 @@
+// A request whose buffers cannot fit in this machine's memory is refused with the option to lower, before the
+// allocation (which would abort the process, or bring the machine to its knees swapping). Callers pass a lower
+// bound of what they are about to allocate (e.g. the logits and one activation of a DiT), so a refusal is never
+// wrong; sizes in between are left to the allocator.
+import Foundation
+
+/// Physical memory of this machine in bytes (0 if unknown).
+public var physicalMemoryBytes: Double {
+    let pages = sysconf(Int32(_SC_PHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
+    return pages > 0 && size > 0 ? Double(pages) * Double(size) : 0
+}
+
+/// Throws a UsageError when `bytes` (a lower bound of what `what` needs) exceeds the machine's memory.
+public func requireMemory(_ bytes: Double, for what: String, fix: String) throws {
+    let ram = physicalMemoryBytes
+    guard ram > 0, bytes > ram else { return }
+    let gib = { (b: Double) in String(format: "%.1f GiB", b / 1_073_741_824) }
+    throw UsageError("\(what) needs at least \(gib(bytes)), more than this machine's \(gib(ram)) of memory: \(fix)")
+}
