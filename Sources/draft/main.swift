@@ -73,6 +73,10 @@ struct Draft: ParsableCommand {
     @Flag(name: .customLong("no-entropy-stop"), help: "Disable the low-entropy (< 4 nats over 256 tokens) stop/regenerate rule.")
     var noEntropyStop = false
 
+    // Facts a reference checkpoint may lack (CheckpointOverrides).
+    @Option(help: "Algorithm of a checkpoint that does not record it: ar, mdlm, bd3, sedd.") var algo: String?
+    @Option(help: "Named size (tiny, small, cpu) for a checkpoint without a config.") var config: String?
+    @Option(name: .customLong("set"), help: "Checkpoint fact key=value (n_heads, length, mask_id, bos_id, eos_id, …); repeatable.") var sets: [String] = []
     @Option(name: .customLong("mask-id"), help: "Mask id if the checkpoint metadata lacks it.")
     var maskId: Int32?
     @Option(name: .customLong("bos-id"), help: "BOS id if the checkpoint metadata lacks it.")
@@ -113,7 +117,13 @@ struct Draft: ParsableCommand {
     }
 
     func run() throws {
-        let ck = try SamplingCheckpoint.load(path: model, maskId: maskId, bosId: bosId, eosId: eosId)
+        var extra = sets
+        for (k, v) in [("mask_id", maskId), ("bos_id", bosId), ("eos_id", eosId)] { if let v { extra.append("\(k)=\(v)") } }
+        let overrides: CheckpointOverrides
+        do { overrides = try CheckpointOverrides.parse(algo: algo, blockSize: blockSize, config: config, sets: extra) }
+        catch let e as UsageError { throw ValidationError(e.description) }
+        let ck = try SamplingCheckpoint.open(path: model, overrides: overrides)
+        if promptTokens == nil && prompt == nil { try ck.requireBOS() }
         var prompts: [[Int32]] = []
         if let promptTokens {
             let (h, p) = try readPromptStream(path: promptTokens)

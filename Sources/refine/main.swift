@@ -39,6 +39,10 @@ struct Refine: ParsableCommand {
     @Option(help: "Records of equal length per batched forward.")
     var batch: Int = 1
 
+    // Facts a reference checkpoint may lack (CheckpointOverrides).
+    @Option(help: "Algorithm of a checkpoint that does not record it: ar, mdlm, bd3, sedd.") var algo: String?
+    @Option(help: "Named size (tiny, small, cpu) for a checkpoint without a config.") var config: String?
+    @Option(name: .customLong("set"), help: "Checkpoint fact key=value (n_heads, length, mask_id, bos_id, eos_id, …); repeatable.") var sets: [String] = []
     @Option(name: [.short, .long], help: "Input samples stream ('-' = stdin).")
     var input: String = "-"
 
@@ -58,7 +62,10 @@ struct Refine: ParsableCommand {
     }
 
     func run() throws {
-        let ck = try SamplingCheckpoint.load(path: model)
+        let overrides: CheckpointOverrides
+        do { overrides = try CheckpointOverrides.parse(algo: algo, blockSize: blockSize, config: config, sets: sets) }
+        catch let e as UsageError { throw ValidationError(e.description) }
+        let ck = try SamplingCheckpoint.open(path: model, overrides: overrides)
         let name = input == "-" ? "stdin" : input
         let reader = try TokenStreamReader(source: try openInput(input), name: name)
         var h = reader.header

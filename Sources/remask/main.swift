@@ -28,6 +28,11 @@ struct Remask: ParsableCommand {
     @Option(name: [.customShort("m"), .customLong("model")], help: "Checkpoint (needed by --policy posthoc).")
     var model: String?
 
+    // Facts a reference checkpoint may lack (CheckpointOverrides).
+    @Option(help: "Algorithm of a checkpoint that does not record it: ar, mdlm, bd3, sedd.") var algo: String?
+    @Option(help: "Named size (tiny, small, cpu) for a checkpoint without a config.") var config: String?
+    @Option(name: .customLong("set"), help: "Checkpoint fact key=value (n_heads, length, mask_id, bos_id, eos_id, …); repeatable.") var sets: [String] = []
+    @Option(name: .customLong("block-size"), help: "Block size of a bd3 checkpoint that does not record it.") var blockSize: Int?
     @Option(help: "Seed for --policy random.")
     var seed: UInt64 = 0
 
@@ -46,7 +51,10 @@ struct Remask: ParsableCommand {
     }
 
     func run() throws {
-        let ck = try model.map { try SamplingCheckpoint.load(path: $0) }
+        let overrides: CheckpointOverrides
+        do { overrides = try CheckpointOverrides.parse(algo: algo, blockSize: blockSize, config: config, sets: sets) }
+        catch let e as UsageError { throw ValidationError(e.description) }
+        let ck = try model.map { try SamplingCheckpoint.open(path: $0, overrides: overrides) }
         let reader = try TokenStreamReader(source: try openInput(input), name: input == "-" ? "stdin" : input)
         var h = reader.header
         h.attributes["tool"] = "remask"

@@ -30,13 +30,19 @@ struct PPL: ParsableCommand {
     @Option(help: "Random seed.") var seed: UInt64 = 1
     @Option(help: "Evaluate a bd3 checkpoint at this block size L' (must divide the sequence length; default: the checkpoint's, the draft size of a mixed-scale model).") var blockSize: Int?
 
+    // Facts a reference checkpoint may lack (CheckpointOverrides).
+    @Option(help: "Algorithm of a checkpoint that does not record it: ar, mdlm, bd3, sedd.") var algo: String?
+    @Option(help: "Named size (tiny, small, cpu) for a checkpoint without a config.") var config: String?
+    @Option(name: .customLong("set"), help: "Checkpoint fact key=value (n_heads, length, mask_id, bos_id, eos_id, …); repeatable.") var sets: [String] = []
+
     func run() throws {
         guard samples >= 1, batch >= 1 else { throw ValidationError("--samples and --batch must be ≥ 1") }
         var o = PerplexityOptions()
         o.samples = samples; o.batch = batch; o.seed = seed; o.blockSize = blockSize
         do {
             o.clips = try clip.map { try TrainSetup.parseInterval($0) }
-            let (m, info, data) = try Perplexity.load(checkpoint: model, data: input, batch: batch, blockSize: blockSize)
+            let overrides = try CheckpointOverrides.parse(algo: algo, blockSize: nil, config: config, sets: sets)
+            let (m, info, data) = try Perplexity.load(checkpoint: model, data: input, batch: batch, blockSize: blockSize, overrides: overrides)
             let r = Perplexity.evaluate(model: m, info: info, data: data, options: o)
             FileHandle.standardError.write(Data(r.table.utf8))
             print(r.json)

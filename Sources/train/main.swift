@@ -17,7 +17,8 @@ struct Train: ParsableCommand {
           train ... --block-mix bimodal:4,256,0.1 --init runs/mdlm/best.safetensors -o runs/mix
         """)
 
-    @Option(help: "Training sequences (pack-blocks output).") var data: String
+    @Option(help: "Training sequences (pack-blocks output).") var data: String?
+    @Option(name: .customLong("export-hf"), help: ArgumentHelp("Instead of training: write RUN_DIR (-o) as a Hugging Face model directory (config.json + model.safetensors) that the reference's BD3LM.from_pretrained loads.", valueName: "dir")) var exportHF: String?
     @Option(help: "Validation sequences (same tokenizer and length).") var valid: String?
     @Option(help: "ar, mdlm, bd3 or sedd (time-conditioned score entropy).") var algo: String = "bd3"
     @Option(help: "Block size L' for bd3 (must divide the sequence length; default 4).") var blockSize: Int?
@@ -46,6 +47,12 @@ struct Train: ParsableCommand {
     @Option(name: .shortAndLong, help: "Run directory.") var output: String
 
     func run() throws {
+        if let exportHF {
+            try HFExport.export(source: output, to: exportHF)
+            FileHandle.standardError.write(Data("train: exported \(output) to \(exportHF) (config.json + model.safetensors)\n".utf8))
+            return
+        }
+        guard let data else { throw ValidationError("missing --data (training sequences)") }
         guard let a = Algorithm(rawValue: algo) else { throw ValidationError("--algo must be ar, mdlm, bd3 or sedd") }
         guard lrSchedule == "constant" || lrSchedule == "cosine" else { throw ValidationError("--lr-schedule must be constant or cosine") }
         guard logEvery >= 1 else { throw ValidationError("--log-every must be ≥ 1") }

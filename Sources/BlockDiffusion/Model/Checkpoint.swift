@@ -20,9 +20,7 @@ extension DiT {
         for k in extraScalars.keys.sorted() { w.add(name: k, shape: [], floats: [extraScalars[k]!]) }
         var meta = metadata
         if meta["format"] == nil { meta["format"] = "pt" }
-        if meta["model_config"] == nil, let json = try? JSONEncoder().encode(config), let s = String(data: json, encoding: .utf8) {
-            meta["model_config"] = s
-        }
+        if meta["model_config"] == nil { meta["model_config"] = config.json }
         try w.write(path: path, metadata: meta)
     }
 
@@ -79,6 +77,13 @@ extension DiT {
 }
 
 extension ModelConfig {
+    /// The config as JSON with sorted keys (checkpoint bytes are identical for identical runs).
+    public var json: String {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return String(decoding: (try? e.encode(self)) ?? Data(), as: UTF8.self)
+    }
+
     /// The config written by `DiT.save` (`model_config` in `__metadata__`), or nil if absent/unreadable.
     public static func stored(in file: SafetensorsFile) -> ModelConfig? {
         guard let s = file.metadata["model_config"] else { return nil }

@@ -51,7 +51,10 @@ extension Trainer {
         // alone holds everything a resume needs (live weights, EMA shadow, moments, RNG). Each file is replaced
         // atomically, so last.optim.safetensors is always one consistent state; last.safetensors is at most one
         // save ahead of it and is rewritten at the next save.
-        let scalars: [String: Float] = ["sampling_eps_min": Float(interval.min), "sampling_eps_max": Float(interval.max)]
+        // The reference's var_min buffers exist only for bd3lm (configs/algo/bd3lm.yaml): AR, MDLM and SEDD files
+        // without them load with strict=True into the reference's modules.
+        let scalars: [String: Float] = options.algorithm == .bd3
+            ? ["sampling_eps_min": Float(interval.min), "sampling_eps_max": Float(interval.max)] : [:]
         let wm = weightsMetadata(valNLL: valNLL)
         do {
             ema.swap(with: model.parameters)
@@ -79,9 +82,10 @@ extension Trainer {
     /// Restores everything `saveCheckpoint` wrote; afterwards training continues exactly.
     public func resume(runDir: String) throws {
         let optPath = runDir + "/last.optim.safetensors", wPath = runDir + "/last.safetensors"
-        let opt: SafetensorsFile, weights: SafetensorsFile
-        do { opt = try SafetensorsFile(path: optPath); weights = try SafetensorsFile(path: wPath) } catch { throw ToolError("\(error)") }
-        let info = try CheckpointInfo.read(weights)
+        let opt: SafetensorsFile
+        do { opt = try SafetensorsFile(path: optPath) } catch { throw ToolError("\(error)") }
+        let weights = try Checkpoint.open(wPath)
+        let info = weights.info
         try info.requireCompatible(train.header, path: "training data")
         guard info.config == model.config else {
             throw ToolError("\(wPath): model config differs from this run's; use another -o directory or the same --config/--set")
@@ -105,7 +109,7 @@ extension Trainer {
                 guard shadow.count == model.parameterCount else { throw ToolError("\(optPath): parameter count mismatch") }
                 ema.restore(updates: Int(m["ema_updates"] ?? "") ?? 0, shadow: shadow)
             } else {
-                try model.load(file: weights)
+                try weights.load(into: model)
                 ema.restore(updates: Int(m["ema_updates"] ?? "") ?? 0, shadow: Array(model.parameters))
             }
             let live = try opt.floats("live")
@@ -132,17 +136,19 @@ extension Trainer {
 
     /// `--init`: starts from another checkpoint's weights (e.g. pretrained at L' = L, fine-tuned at L' = 4).
     /// Parameters and EMA both start from the loaded weights; the optimizer starts fresh.
-    public func initialize(from path: String) throws {
-        let file: SafetensorsFile
-        do { file = try SafetensorsFile(path: path) } catch { throw ToolError("\(error)") }
-        let info = try CheckpointInfo.read(file)
-        try info.requireCompatible(train.header, path: "training data")
+    public func initialize(from path: String, overrides: CheckpointOverrides = .init()) throws {
+        let ck = try Checkpoint.open(path, overrides: overrides)
+        let info = ck.info
+        if ck.layout == .ours { try info.requireCompatible(train.header, path: "training data") }
+        else if info.vocabSize != train.header.vocabSize {
+            throw ToolError("\(path): vocabulary size \(info.vocabSize) differs from the training data's \(train.header.vocabSize); tokenize with the checkpoint's tokenizer (GPT-2: docs/checkpoints.md)")
+        }
         guard info.config.vocabSize == model.config.vocabSize, info.config.hiddenSize == model.config.hiddenSize,
               info.config.nBlocks == model.config.nBlocks, info.config.nHeads == model.config.nHeads,
               info.config.condDim == model.config.condDim, info.config.causal == model.config.causal else {
             throw ToolError("\(path): its model size differs from this run's; pass the same --config/--set as when it was trained")
         }
-        do { try model.load(file: file) } catch { throw ToolError("\(error)") }
+        try ck.load(into: model)
         ema.reset(to: UnsafeBufferPointer(model.parameters))
     }
 }

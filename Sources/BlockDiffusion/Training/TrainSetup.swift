@@ -155,10 +155,15 @@ public enum TrainSetup {
         let optPath = r.runDir + "/last.optim.safetensors"
         let resuming = FileManager.default.fileExists(atPath: optPath)
         var config: ModelConfig
+        // What a reference state_dict lacks (heads, length, ids) comes from --config/--set like any run.
+        var initOverrides = try CheckpointOverrides.parse(algo: nil, blockSize: nil, config: nil, sets: r.sets, ignoreUnknown: true)
+        initOverrides.forWeights = true
+        initOverrides.algorithm = r.algorithm
+        if r.configName != "cpu" { initOverrides.configName = r.configName }
         if resuming {
-            config = try readConfig(r.runDir + "/last.safetensors")
+            config = try Checkpoint.open(r.runDir + "/last.safetensors").info.config
         } else if let ip = r.initPath {
-            config = try readConfig(ip)
+            config = try Checkpoint.open(ip, overrides: initOverrides).info.config
             config.length = L
         } else {
             guard let c = ModelConfig.named(r.configName, vocabSize: train.header.vocabSize) else {
@@ -193,15 +198,9 @@ public enum TrainSetup {
             return (trainer, "resuming \(r.runDir) at step \(trainer.step)")
         }
         if let ip = r.initPath {
-            try trainer.initialize(from: ip)
+            try trainer.initialize(from: ip, overrides: initOverrides)
             return (trainer, "initialised from \(ip)")
         }
         return (trainer, "fresh \(config.nBlocks)-layer model, \(model.parameterCount) parameters" + (mix.map { ", block mix \($0)" } ?? ""))
-    }
-
-    static func readConfig(_ path: String) throws -> ModelConfig {
-        let f: SafetensorsFile
-        do { f = try SafetensorsFile(path: path) } catch { throw ToolError("\(error)") }
-        return try CheckpointInfo.read(f).config
     }
 }
