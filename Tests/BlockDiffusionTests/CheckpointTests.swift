@@ -255,6 +255,13 @@ final class CheckpointTests: XCTestCase {
         expectError(try Checkpoint.open(ints), contains: [ints, "norm1.weight", "dtype I32"])
     }
 
+    /// A cl100k-sized ranks file is refused: its pre-tokenizer is not GPT-2's, so the ids would silently differ.
+    func testTiktokenWithAnotherPatternRefused() {
+        let lines = (0..<100_256).map { "\(Data("t\($0)".utf8).base64EncodedString()) \($0)" }
+        expectError(try BPETokenizer.fromTiktoken(Data(lines.joined(separator: "\n").utf8), source: "cl100k_base.tiktoken"),
+                    contains: ["cl100k_base.tiktoken", "100256 ranks", "gpt2.tiktoken"])
+    }
+
     // MARK: ours → theirs, reproducibility
 
     func testCheckpointBytesAreReproducible() throws {
