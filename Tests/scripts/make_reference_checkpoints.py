@@ -6,7 +6,9 @@
                                     # strict=True load of our files into the reference's modules
 
 The reference is imported from the checkout given on the command line (never copied here). Needs torch,
-safetensors, omegaconf, einops, huggingface_hub and transformers (for `models/hf`); CPU float32.
+safetensors, omegaconf, einops, huggingface_hub and transformers (for `models/hf`); CPU float32. `--check-ours`
+with from_pretrained needs the reference's pinned transformers==4.49.0 (5.x lacks what its BD3LM class expects):
+    pip install --target DIR "transformers==4.49.0" "huggingface_hub<1.0" "tokenizers<0.22"; PYTHONPATH=DIR python3 ...
 
 Output: Tests/BlockDiffusionTests/Fixtures/reference/
   v512/hf/              BD3LM.save_pretrained: config.json + model.safetensors (bd3lm, L'=4, L=16)
@@ -190,8 +192,10 @@ def check_ours(ref, paths):
     dit, BD3LM, BD3LMConfig, _ = ref
     for p in paths:
         if os.path.isdir(p):
-            m = BD3LM.from_pretrained(p)
-            print(f"{p}: BD3LM.from_pretrained ok ({sum(x.numel() for x in m.parameters())} parameters)")
+            m, info = BD3LM.from_pretrained(p, output_loading_info=True)
+            bad = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+            assert not bad, f"{p}: {bad}"
+            print(f"{p}: BD3LM.from_pretrained ok, no missing/unexpected keys ({sum(x.numel() for x in m.parameters())} parameters)")
             continue
         with safe_open(p, "pt") as f:
             meta = f.metadata()
