@@ -25,7 +25,7 @@ struct Draft: ParsableCommand {
           draft -m run/last.safetensors -n 2 --max-length 2048 --prompt-tokens prompt.tok -o long.tok
         """)
 
-    @Option(name: [.customShort("m"), .customLong("model")], help: "Checkpoint (safetensors written by train).")
+    @Option(name: [.customShort("m"), .customLong("model")], help: "Checkpoint: a safetensors file (train's, or a reference state_dict) or a Hugging Face model directory (docs/checkpoints.md).")
     var model: String
 
     @Option(name: .customShort("n"), help: "Number of samples (per prompt).")

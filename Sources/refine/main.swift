@@ -18,7 +18,7 @@ struct Refine: ParsableCommand {
           remask --ratio 0.5 -i drafts.tok | refine -m ck.safetensors --block-size 1024 --nucleus 0.9 -o refined.tok
         """)
 
-    @Option(name: [.customShort("m"), .customLong("model")], help: "Checkpoint (safetensors written by train).")
+    @Option(name: [.customShort("m"), .customLong("model")], help: "Checkpoint: a safetensors file (train's, or a reference state_dict) or a Hugging Face model directory (docs/checkpoints.md).")
     var model: String
 
     @Option(name: .customLong("block-size"), help: "Block size (default: the checkpoint's; ≥ length = global).")

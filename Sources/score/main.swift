@@ -22,7 +22,7 @@ struct PPL: ParsableCommand {
                 --samples 4 --clip 0.45,0.95 --clip 0.001,1
         """)
 
-    @Option(name: .shortAndLong, help: "Checkpoint (safetensors written by train).") var model: String
+    @Option(name: .shortAndLong, help: "Checkpoint: a safetensors file (train's, or a reference state_dict) or a Hugging Face model directory (docs/checkpoints.md).") var model: String
     @Option(name: .shortAndLong, help: "Test sequences (pack-blocks output).") var input: String
     @Option(help: "Monte-Carlo draws of t per block (diffusion NELBO).") var samples: Int = 1
     @Option(help: "Sequences per batch.") var batch: Int = 8

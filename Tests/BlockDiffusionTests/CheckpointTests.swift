@@ -262,6 +262,24 @@ final class CheckpointTests: XCTestCase {
                     contains: ["cl100k_base.tiktoken", "100256 ranks", "gpt2.tiktoken"])
     }
 
+    func testContentChecksumCatchesChangedWeightsAndDtypes() throws {
+        let c = ModelConfig(vocabSize: 24, hiddenSize: 16, nBlocks: 1, nHeads: 2, condDim: 8, length: 16)
+        let m = DiT(config: c, maxBatch: 1, maxTokens: 1, inference: true)
+        m.initialize(seed: 3)
+        let p = dir + "/sum.safetensors"
+        try CheckpointDigest.save(m, path: p, metadata: ["algo": "bd3", "block_size": "4", "mask_id": "23"])
+        XCTAssertNotNil(try Checkpoint.open(p).info)
+        // One flipped bit in the data region.
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: p)))
+        bytes[bytes.count - 3] ^= 0x10
+        let flipped = dir + "/flipped.safetensors"
+        try Data(bytes).write(to: URL(fileURLWithPath: flipped))
+        expectError(try Checkpoint.open(flipped), contains: [flipped, "weights_crc32c", "corrupt"])
+        // The same bytes under another dtype name (what relabelling F16 data as BF16 does).
+        let relabelled = try patchHeader(p, #""backbone.blocks.0.norm1.weight":{"dtype":"F32""#, #""backbone.blocks.0.norm1.weight":{"dtype":"I32""#)
+        expectError(try Checkpoint.open(relabelled), contains: [relabelled, "weights_crc32c"])
+    }
+
     // MARK: ours → theirs, reproducibility
 
     func testCheckpointBytesAreReproducible() throws {

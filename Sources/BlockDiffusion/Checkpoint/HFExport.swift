@@ -51,7 +51,8 @@ public enum HFExport {
             ? ["sampling_eps_min": Float(info.interval.min), "sampling_eps_max": Float(info.interval.max)] : [:]
         if info.algorithm != .bd3 { meta["sampling_eps_min"] = nil; meta["sampling_eps_max"] = nil }
         do {
-            try model.save(safetensors: (outDir as NSString).appendingPathComponent("model.safetensors"), metadata: meta, extraScalars: scalars)
+            meta[CheckpointDigest.key] = nil
+            try CheckpointDigest.save(model, path: (outDir as NSString).appendingPathComponent("model.safetensors"), metadata: meta, extraScalars: scalars)
         } catch { throw ToolError("\(error)") }
         try writeAtomically(Data(configJSON(info).utf8), to: (outDir as NSString).appendingPathComponent("config.json"))
     }
@@ -61,6 +62,35 @@ public enum HFExport {
         guard FileManager.default.createFile(atPath: tmp, contents: data), rename(tmp, path) == 0 else {
             unlink(tmp)
             throw ToolError("cannot write \(path): \(String(cString: strerror(errno))); check disk space and permissions")
+        }
+    }
+}
+
+/// A content checksum over the tensors (names, dtypes, shapes, data): metadata `weights_crc32c` in the files
+/// `train` and the export write, verified by `Checkpoint.open`. It catches what no structural check can: flipped
+/// bits in the weights, or F16 data relabelled BF16 (same size, another model).
+public enum CheckpointDigest {
+    public static let key = "weights_crc32c"
+
+    static func hex(_ body: ((UnsafeRawBufferPointer) -> Void) -> Void) -> String {
+        var c: UInt32 = 0
+        body { c = crc32c($0, crc: c) }
+        return String(format: "%08x", c)
+    }
+
+    /// Writes `model` like `DiT.save`, with the checksum in the metadata.
+    public static func save(_ model: DiT, path: String, metadata: [String: String], extraScalars: [String: Float] = [:]) throws {
+        let w = model.safetensorsWriter(extraScalars: extraScalars)
+        var meta = model.checkpointMetadata(metadata)
+        meta[key] = hex { w.digest($0) }
+        try w.write(path: path, metadata: meta)
+    }
+
+    static func verify(_ file: SafetensorsFile) throws {
+        guard let want = file.metadata[key] else { return }
+        let got = hex { file.digest($0) }
+        guard got == want.lowercased() else {
+            throw ToolError("\(file.path): metadata key '\(key)' is \(want) but the tensors give \(got): a weight, dtype or shape was changed after writing; the file is corrupt — use another copy or an earlier checkpoint")
         }
     }
 }

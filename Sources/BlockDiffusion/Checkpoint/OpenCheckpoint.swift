@@ -89,6 +89,7 @@ public final class Checkpoint {
         }
         let file = try read(path)
         if file.metadata["model_config"] != nil {
+            try CheckpointDigest.verify(file)
             let info = try CheckpointInfo.read(file, overrides: o)
             let loc = try locate([file], config: info.config, path: path)
             return Checkpoint(path: path, layout: .ours, info: info, locations: loc)
@@ -119,6 +120,7 @@ public final class Checkpoint {
             files = [try read(p("model.safetensors"))]
             // Our HF export keeps the toolkit's metadata (tokenizer fingerprint, special ids): read it as ours.
             if files[0].metadata["model_config"] != nil {
+                try CheckpointDigest.verify(files[0])
                 let info = try CheckpointInfo.read(files[0], overrides: o)
                 return Checkpoint(path: dir, layout: .ours, info: info, locations: try locate(files, config: info.config, path: dir))
             }

@@ -10,6 +10,19 @@ extension DiT {
     public static let invFreqName = "backbone.rotary_emb.inv_freq"
 
     public func save(safetensors path: String, metadata: [String: String] = [:], extraScalars: [String: Float] = [:]) throws {
+        try safetensorsWriter(extraScalars: extraScalars).write(path: path, metadata: checkpointMetadata(metadata))
+    }
+
+    /// `metadata` with `format` and `model_config` (sorted JSON) added when missing.
+    public func checkpointMetadata(_ metadata: [String: String]) -> [String: String] {
+        var meta = metadata
+        if meta["format"] == nil { meta["format"] = "pt" }
+        if meta["model_config"] == nil { meta["model_config"] = config.json }
+        return meta
+    }
+
+    /// Every parameter (F32), the rotary table and the extra scalars, ready to write.
+    public func safetensorsWriter(extraScalars: [String: Float] = [:]) -> SafetensorsWriter {
         var w = SafetensorsWriter()
         for t in tensors {
             w.add(name: t.name, shape: t.shape,
@@ -18,10 +31,7 @@ extension DiT {
         let inv = RotaryTable.invFreq(headDim: config.headDim)
         w.add(name: DiT.invFreqName, shape: [inv.count], floats: inv)
         for k in extraScalars.keys.sorted() { w.add(name: k, shape: [], floats: [extraScalars[k]!]) }
-        var meta = metadata
-        if meta["format"] == nil { meta["format"] = "pt" }
-        if meta["model_config"] == nil { meta["model_config"] = config.json }
-        try w.write(path: path, metadata: meta)
+        return w
     }
 
     /// Loads parameters; returns the extra scalar buffers found (e.g. sampling_eps_min/max).

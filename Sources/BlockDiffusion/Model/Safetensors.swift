@@ -170,6 +170,18 @@ public final class SafetensorsFile {
         }
     }
 
+    /// Feeds the tensors in name order (name, dtype, shape, raw data) to `feed`: the bytes a content checksum covers,
+    /// equal to `SafetensorsWriter.digest` of the writer that made the file.
+    public func digest(_ feed: (UnsafeRawBufferPointer) -> Void) {
+        bytes.withUnsafeBytes { raw in
+            for name in names {
+                let e = entries[name]!
+                SafetensorsWriter.feedIndex(name: name, dtype: e.dtype, shape: e.shape, feed)
+                feed(UnsafeRawBufferPointer(rebasing: raw[(dataStart + e.begin)..<(dataStart + e.end)]))
+            }
+        }
+    }
+
     /// Integer (or bool) dtypes converted to Int32; values outside Int32 are an error, floats are refused.
     public func int32s(_ name: String) throws -> [Int32] {
         let e = try require(name)
@@ -225,6 +237,19 @@ public struct SafetensorsWriter {
     public mutating func add(name: String, shape: [Int], bools: [Bool]) {
         precondition(shape.reduce(1, *) == bools.count)
         items.append((name, "BOOL", shape, bools.map { $0 ? 1 : 0 }))
+    }
+
+    static func feedIndex(name: String, dtype: String, shape: [Int], _ feed: (UnsafeRawBufferPointer) -> Void) {
+        let s = Array("\(name)\u{0}\(dtype)\u{0}\(shape.map(String.init).joined(separator: ","))\u{0}".utf8)
+        s.withUnsafeBytes { feed($0) }
+    }
+
+    /// The same bytes as `SafetensorsFile.digest` of the file this writer makes.
+    public func digest(_ feed: (UnsafeRawBufferPointer) -> Void) {
+        for it in items.sorted(by: { $0.name < $1.name }) {
+            Self.feedIndex(name: it.name, dtype: it.dtype, shape: it.shape, feed)
+            it.data.withUnsafeBytes { feed($0) }
+        }
     }
 
     static func jsonString(_ s: String) -> String {

@@ -3,8 +3,9 @@
 // Weights-file __metadata__ keys (all strings), read by `score` and the sampling tools:
 //   model_config (JSON ModelConfig), algo (ar|mdlm|bd3), block_size, seq_len, noise, reweight,
 //   vocab_size, mask_id, bos_id, eos_id, pad_id, tokenizer_fingerprint (16 hex digits),
-//   sampling_eps_min, sampling_eps_max (exact decimals; also stored as the reference's scalar
-//   tensors of the same names), step, val_nll (when validated), training (JSON of TrainOptions), format=pt.
+//   sampling_eps_min, sampling_eps_max (exact decimals; bd3 only also stores the reference's scalar
+//   tensors of the same names), step, val_nll (when validated), training (JSON of TrainOptions), format=pt,
+//   weights_crc32c (CheckpointDigest: CRC-32C of the tensors, verified by Checkpoint.open).
 // Mixed-scale runs add block_mix (canonical `BlockMix` spelling, e.g. "bimodal:4,256,0.1"; block_size is
 // then the draft size and sampling_eps_* its interval) and clip_by_block (JSON {"4":[β,ω],"256":[β,ω]},
 // exact decimals), and val_nll_by_block (JSON {"4":nll,…}) when validated.
@@ -59,8 +60,8 @@ extension Trainer {
         do {
             ema.swap(with: model.parameters)
             defer { ema.swap(with: model.parameters) }
-            try model.save(safetensors: runDir + "/last.safetensors", metadata: wm, extraScalars: scalars)
-            if best { try model.save(safetensors: runDir + "/best.safetensors", metadata: wm, extraScalars: scalars) }
+            try CheckpointDigest.save(model, path: runDir + "/last.safetensors", metadata: wm, extraScalars: scalars)
+            if best { try CheckpointDigest.save(model, path: runDir + "/best.safetensors", metadata: wm, extraScalars: scalars) }
         } catch { throw ToolError("\(error)") }
         var w = SafetensorsWriter()
         let n = model.parameterCount
