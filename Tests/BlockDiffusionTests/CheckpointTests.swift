@@ -138,6 +138,34 @@ final class CheckpointTests: XCTestCase {
     }
 
     func testParityWithReferenceV512() throws { try checkParity("v512") }
+
+    /// draft's per-step confidence on the reference's weights: with block 0 as the prompt, the token the first
+    /// forward of block 1 unmasks carries the reference's p_x0 of that token (nucleus 1), through the KV cache path.
+    func testDraftConfidenceMatchesReferenceProbabilities() throws {
+        let e = try SafetensorsFile(path: try referenceFixture("v512/expect.safetensors"))
+        let V = 512, bs = 4
+        let first = try e.int32s("input.first"), logp = try e.floats("expect.first.logp")
+        let prompt = dir + "/prompt.tok"
+        try TinyRun.writeStream(prompt, rows: [Array(first[0..<bs])], header: StreamHeader(kind: .sequences, vocabSize: V,
+            special: SpecialTokens(bos: 510, eos: 510, mask: 511, pad: 510), attributes: ["seq_len": "\(bs)"]))
+        for seed in 0..<3 {
+            let out = dir + "/conf\(seed).tok"
+            let r = try runCLI(try cliBinary("draft"), ["-m", try referenceFixture("v512/hf"), "--prompt-tokens", prompt, "-n", "1",
+                                                       "--length", "\(2 * bs)", "--seed", "\(seed)", "--bos-id", "510", "-o", out])
+            XCTAssertEqual(r.code, 0, r.err)
+            let rec = try TokenStreamReader(source: try openInput(out), name: out).next()!
+            XCTAssertEqual(Array(rec.tokens[0..<bs]), Array(first[0..<bs]))
+            let steps = rec.unmaskStep!, conf = rec.confidence!
+            let firstStep = (bs..<(2 * bs)).map { steps[$0] }.min()!
+            var checked = 0
+            for pos in bs..<(2 * bs) where steps[pos] == firstStep {
+                let want = exp(Double(logp[(pos - bs) * V + Int(rec.tokens[pos])]))
+                XCTAssertEqual(Double(conf[pos]), want, accuracy: 1e-6 * want, "seed \(seed) position \(pos)")
+                checked += 1
+            }
+            XCTAssertEqual(checked, 1)
+        }
+    }
     func testParityWithReferenceV50258() throws { try checkParity("v50258") }
 
     // MARK: refusals (the file, the key, the fix)

@@ -27,6 +27,8 @@ Output: Tests/BlockDiffusionTests/Fixtures/reference/
     expect.window.logp (B, L', V) (V=512) or expect.window.lp_x0 / expect.window.max_logp (B, L') (V=50258):
                        log p_x0 of the last block from DIT.forward(sample_mode=True) without KV cache (the
                        sampler's conditional probabilities; mask column excluded as SUBS does)
+    input.first (1, 2L'), expect.first.logp (1, L', V) (V=512): the same for block 0 of x0 then a fully masked
+                       block, the state of draft's first step with block 0 as the prompt
 """
 import argparse
 import json
@@ -176,6 +178,11 @@ def make(ref, V, hidden, heads, cond, nblocks, out, dtype, layouts):
             tensors["expect.window.logp"] = logp
         tensors["expect.window.lp_x0"] = logp.gather(-1, x0[:, BS:2 * BS, None])[..., 0]
         tensors["expect.window.max_logp"] = logp.max(dim=-1).values
+        if V <= 4096:
+            # The first forward of draft with block 0 as the prompt: block 1 fully masked (row 0 of x0).
+            first = torch.cat([x0[:1, :BS], torch.full((1, BS), mask)], dim=1)
+            tensors["input.first"] = first
+            tensors["expect.first.logp"] = subs_logp(d4(first, torch.zeros(1), sample_mode=True)[:, -BS:], mask)
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out, "expect.safetensors"),
               metadata={"vocab_size": str(V), "mask_id": str(mask), "bos_id": str(bos), "block_size": str(BS),
                         "length": str(L), "generator": "Tests/scripts/make_reference_checkpoints.py",
