@@ -346,7 +346,36 @@ final class CheckpointTests: XCTestCase {
         XCTAssertEqual(c.info.algorithm, .bd3)
     }
 
+    /// An NLL above 709 nats overflows the PPL: the JSON says null instead of crashing after the table printed.
+    func testHugeNLLWritesValidJSON() throws {
+        let r = PerplexityResult(nll: 800, tokens: 10, sequences: 1, samples: 1, interval: nil, exact: true, varNELBO: [(ClipInterval(0.1, 0.2), .nan)])
+        let j = try JSONSerialization.jsonObject(with: Data(r.json.utf8)) as! [String: Any]
+        XCTAssert(j["ppl"] is NSNull)
+        XCTAssertEqual(j["nll"] as? Double, 800)
+    }
+
     // MARK: the tools
+
+    func testScoreRefusesCorruptCheckpointsWithExit1() throws {
+        let score = try cliBinary("score")
+        let data = dir + "/tiny.tok"
+        try TinyRun.writeStream(data, rows: TinyRun.rows(4))
+        let good = try ourFile()
+        let ok = try runCLI(score, ["ppl", "-m", good, "-i", data, "--batch", "2"])
+        XCTAssertEqual(ok.code, 0, ok.err)
+        for (k, v) in [("mask_id", "4000"), ("block_size", "0"), ("tokenizer_fingerprint", "garbage")] {
+            let p = try ourFile([k: v])
+            let r = try runCLI(score, ["ppl", "-m", p, "-i", data, "--batch", "2"])
+            XCTAssertEqual(r.code, 1, "\(k)=\(v): \(r.err)")
+            XCTAssert(r.err.contains(p) && r.err.contains(k), r.err)
+        }
+        let nan = try ourFile(weights: { $0[7] = .nan })
+        let r = try runCLI(score, ["ppl", "-m", nan, "-i", data, "--batch", "2"])
+        XCTAssertEqual(r.code, 1, r.err)
+        XCTAssert(r.err.contains("non-finite"), r.err)
+        let usage = try runCLI(score, ["ppl", "-m", good, "-i", data, "--set", "bogus=1"])
+        XCTAssertEqual(usage.code, 64, usage.err)
+    }
 
     func testToolsOnReferenceCheckpoints() throws {
         let draft = try cliBinary("draft"), score = try cliBinary("score")
