@@ -93,33 +93,4 @@ extension ModelConfig {
         e.outputFormatting = [.sortedKeys]
         return String(decoding: (try? e.encode(self)) ?? Data(), as: UTF8.self)
     }
-
-    /// The config written by `DiT.save` (`model_config` in `__metadata__`), or nil if absent/unreadable.
-    public static func stored(in file: SafetensorsFile) -> ModelConfig? {
-        guard let s = file.metadata["model_config"] else { return nil }
-        return try? JSONDecoder().decode(ModelConfig.self, from: Data(s.utf8))
-    }
-
-    /// Sizes read from the tensor shapes of a reference checkpoint (vocab, hidden, blocks, cond, AR or not).
-    /// Head count and length are not recoverable from shapes (read them from the HF `config.json`).
-    /// `condDim` is used only for AR checkpoints, which have no sigma_map to read it from (it is unused there).
-    public static func inferred(from file: SafetensorsFile, nHeads: Int, length: Int, dropout: Float = 0.1,
-                                timeConditioning: Bool = false, condDim: Int = 128) throws -> ModelConfig {
-        func shape(_ name: String) -> [Int]? {
-            file.entry(name)?.shape ?? file.entry("_orig_mod." + name)?.shape
-        }
-        guard let emb = shape("backbone.vocab_embed.embedding"), emb.count == 2 else {
-            throw ModelError("\(file.path): no backbone.vocab_embed.embedding; not a DiT checkpoint")
-        }
-        var nBlocks = 0
-        while shape("backbone.blocks.\(nBlocks).attn_qkv.weight") != nil { nBlocks += 1 }
-        guard nBlocks > 0 else { throw ModelError("\(file.path): no backbone.blocks.*; not a DiT checkpoint") }
-        let sigma = shape("backbone.sigma_map.mlp.0.weight")
-        let causal = sigma == nil && shape("backbone.blocks.0.adaLN_modulation.weight") == nil
-        let cond = sigma?[0] ?? condDim
-        let config = ModelConfig(vocabSize: emb[0], hiddenSize: emb[1], nBlocks: nBlocks, nHeads: nHeads, condDim: cond,
-                                 length: length, dropout: dropout, causal: causal, timeConditioning: timeConditioning)
-        try config.validate()
-        return config
-    }
 }
