@@ -44,6 +44,10 @@ final class CheckpointTests: XCTestCase {
 
     // MARK: layouts
 
+    func testSEDDNoiseNamesAgree() {
+        XCTAssertEqual(Set(CheckpointInfo.seddNoises), Set(SEDDNoise.allCases.map(\.rawValue)))
+    }
+
     func testParameterShapesMatchTheModel() {
         for causal in [false, true] {
             let c = ModelConfig(vocabSize: 50, hiddenSize: 16, nBlocks: 3, nHeads: 2, condDim: 8, length: 8, causal: causal)

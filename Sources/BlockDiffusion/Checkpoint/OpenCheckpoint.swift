@@ -254,7 +254,7 @@ public final class Checkpoint {
         else if let h = hf, h.varMin, let a = h.epsMin, let b = h.epsMax { lo = a; hi = b }
         guard hi >= lo else { throw ToolError("\(path): sampling_eps_min \(lo) > sampling_eps_max \(hi); the checkpoint is corrupt") }
         var meta = ["algo": algo.rawValue, "block_size": "\(bs)", "seq_len": "\(L)", "source": layout.rawValue]
-        if algo == .sedd { meta["sedd_noise"] = SEDDNoise.bd3lms.rawValue }
+        if algo == .sedd { meta["sedd_noise"] = "bd3lms" }   // the reference's SEDD σ(t)
         let info = CheckpointInfo(config: config, algorithm: algo, blockSize: bs, length: L, vocabSize: V, special: special,
                                   fingerprint: 0, interval: ClipInterval(lo, hi), schedule: "loglinear", step: 0, metadata: meta)
         let loc = try locate(byName: byName, config: config, path: path)
