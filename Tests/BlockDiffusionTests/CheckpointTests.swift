@@ -360,6 +360,18 @@ final class CheckpointTests: XCTestCase {
 
     // MARK: the tools
 
+    func testTrainExportsARunDirectory() throws {
+        let run = dir + "/run"
+        try FileManager.default.createDirectory(atPath: run, withIntermediateDirectories: true)
+        try FileManager.default.moveItem(atPath: try ourFile(), toPath: run + "/best.safetensors")
+        let r = try runCLI(try cliBinary("train"), ["--export-hf", dir + "/hf", "-o", run])
+        XCTAssertEqual(r.code, 0, r.err)
+        XCTAssertEqual(try Checkpoint.open(dir + "/hf").info.blockSize, 4)
+        let missing = try runCLI(try cliBinary("train"), ["--export-hf", dir + "/hf2", "-o", dir + "/nowhere"])
+        XCTAssertEqual(missing.code, 1, missing.err)
+        XCTAssert(missing.err.contains("best.safetensors"), missing.err)
+    }
+
     func testScoreRefusesCorruptCheckpointsWithExit1() throws {
         let score = try cliBinary("score")
         let data = dir + "/tiny.tok"

@@ -36,7 +36,10 @@ public enum HFExport {
     /// Exports `source` (a run directory or a weights file of ours) into `outDir` (created if needed).
     public static func export(source: String, to outDir: String) throws {
         var isDir: ObjCBool = false
-        let weights = FileManager.default.fileExists(atPath: source, isDirectory: &isDir) && isDir.boolValue
+        guard FileManager.default.fileExists(atPath: source, isDirectory: &isDir) else {
+            throw ToolError("\(source) does not exist; give the run directory train wrote (-o, holding best.safetensors or last.safetensors) or a weights file")
+        }
+        let weights = isDir.boolValue
             ? try weightsFile(runDir: source) : source
         let ck = try Checkpoint.open(weights)
         guard ck.layout == .ours else { throw ToolError("\(weights) is already a reference layout; nothing to export") }
