@@ -119,10 +119,11 @@ struct Draft: ParsableCommand {
     func run() throws {
         var extra = sets
         for (k, v) in [("mask_id", maskId), ("bos_id", bosId), ("eos_id", eosId)] { if let v { extra.append("\(k)=\(v)") } }
-        let overrides: CheckpointOverrides
-        do { overrides = try CheckpointOverrides.parse(algo: algo, blockSize: blockSize, config: config, sets: extra) }
-        catch let e as UsageError { throw ValidationError(e.description) }
-        let ck = try SamplingCheckpoint.open(path: model, overrides: overrides)
+        let ck: SamplingCheckpoint
+        do {
+            let overrides = try CheckpointOverrides.parse(algo: algo, blockSize: blockSize, config: config, sets: extra)
+            ck = try SamplingCheckpoint.open(path: model, overrides: overrides)
+        } catch let e as UsageError { throw ValidationError(e.description) }
         if promptTokens == nil && prompt == nil { try ck.requireBOS() }
         var prompts: [[Int32]] = []
         if let promptTokens {

@@ -62,10 +62,11 @@ struct Refine: ParsableCommand {
     }
 
     func run() throws {
-        let overrides: CheckpointOverrides
-        do { overrides = try CheckpointOverrides.parse(algo: algo, blockSize: blockSize, config: config, sets: sets) }
-        catch let e as UsageError { throw ValidationError(e.description) }
-        let ck = try SamplingCheckpoint.open(path: model, overrides: overrides)
+        let ck: SamplingCheckpoint
+        do {
+            let overrides = try CheckpointOverrides.parse(algo: algo, blockSize: blockSize, config: config, sets: sets)
+            ck = try SamplingCheckpoint.open(path: model, overrides: overrides)
+        } catch let e as UsageError { throw ValidationError(e.description) }
         let name = input == "-" ? "stdin" : input
         let reader = try TokenStreamReader(source: try openInput(input), name: name)
         var h = reader.header

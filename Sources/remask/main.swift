@@ -51,10 +51,11 @@ struct Remask: ParsableCommand {
     }
 
     func run() throws {
-        let overrides: CheckpointOverrides
-        do { overrides = try CheckpointOverrides.parse(algo: algo, blockSize: blockSize, config: config, sets: sets) }
-        catch let e as UsageError { throw ValidationError(e.description) }
-        let ck = try model.map { try SamplingCheckpoint.open(path: $0, overrides: overrides) }
+        let ck: SamplingCheckpoint?
+        do {
+            let overrides = try CheckpointOverrides.parse(algo: algo, blockSize: blockSize, config: config, sets: sets)
+            ck = try model.map { try SamplingCheckpoint.open(path: $0, overrides: overrides) }
+        } catch let e as UsageError { throw ValidationError(e.description) }
         let reader = try TokenStreamReader(source: try openInput(input), name: input == "-" ? "stdin" : input)
         var h = reader.header
         h.attributes["tool"] = "remask"

@@ -419,6 +419,8 @@ final class CheckpointTests: XCTestCase {
         XCTAssert(ckpt.err.contains("pipelines/convert/lightning_to_safetensors.py"), ckpt.err)
         let usage = try runCLI(draft, ["-m", try referenceFixture("v512/hf"), "-n", "1", "--length", "8", "--algo", "gpt", "-o", out])
         XCTAssertEqual(usage.code, 64, usage.err)
+        let contradiction = try runCLI(draft, ["-m", try referenceFixture("v512/hf"), "-n", "1", "--length", "8", "--algo", "mdlm", "-o", out])
+        XCTAssertEqual(contradiction.code, 64, contradiction.err)
         let bare = try runCLI(draft, ["-m", try referenceFixture("v512/lightning-names.safetensors"), "-n", "1", "--length", "8",
                                       "--bos-id", "510", "--block-size", "4", "--set", "n_heads=2", "--set", "length=16", "-o", out])
         XCTAssertEqual(bare.code, 0, bare.err)
