@@ -358,6 +358,37 @@ final class CheckpointTests: XCTestCase {
         XCTAssertEqual(j["nll"] as? Double, 800)
     }
 
+    /// Every algorithm survives ours → HF config.json → the front door with only the reference's facts.
+    func testHFConfigOfEveryAlgorithmReadsBack() throws {
+        for algo in Algorithm.allCases {
+            let c = ModelConfig(vocabSize: 24, hiddenSize: 16, nBlocks: 1, nHeads: 2, condDim: 8, length: 16,
+                                causal: algo == .ar, timeConditioning: algo == .sedd)
+            let m = DiT(config: c, maxBatch: 1, maxTokens: 1, inference: true)
+            m.initialize(seed: 4)
+            let src = dir + "/\(algo).safetensors"
+            try CheckpointDigest.save(m, path: src, metadata: ["algo": algo.rawValue, "block_size": algo == .bd3 ? "4" : (algo == .ar ? "1" : "16"),
+                                                               "mask_id": "23", "bos_id": "21"],
+                                      extraScalars: algo == .bd3 ? ["sampling_eps_min": 0.2, "sampling_eps_max": 0.7] : [:])
+            let out = dir + "/hf-\(algo)"
+            try HFExport.export(source: src, to: out)
+            let f = try SafetensorsFile(path: out + "/model.safetensors")
+            XCTAssertEqual(f.entry("sampling_eps_min") != nil, algo == .bd3, "\(algo): var_min buffers only for bd3")
+            let plain = dir + "/plain-\(algo)"
+            try FileManager.default.createDirectory(atPath: plain, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: out + "/config.json", toPath: plain + "/config.json")
+            var w = SafetensorsWriter()
+            for n in f.names { let e = f.entry(n)!; w.add(name: n, shape: e.shape, floats: try f.floats(n)) }
+            try w.write(path: plain + "/model.safetensors", metadata: ["format": "pt"])
+            let ck = try Checkpoint.open(plain)
+            XCTAssertEqual(ck.info.algorithm, algo)
+            XCTAssertEqual(ck.info.blockSize, algo == .bd3 ? 4 : (algo == .ar ? 1 : 16))
+            var got = ck.info.config
+            got.dropout = c.dropout
+            XCTAssertEqual(got, c, "\(algo)")
+            if algo == .bd3 { XCTAssertEqual(ck.info.interval, ClipInterval(Double(Float(0.2)), Double(Float(0.7)))) }
+        }
+    }
+
     // MARK: the tools
 
     func testTrainExportsARunDirectory() throws {

@@ -90,13 +90,26 @@ public final class Checkpoint {
         let file = try read(path)
         if file.metadata["model_config"] != nil {
             try CheckpointDigest.verify(file)
-            let info = try CheckpointInfo.read(file, overrides: o)
+            let info = try withScalarInterval(CheckpointInfo.read(file, overrides: o), file)
             let loc = try locate([file], config: info.config, path: path)
             return Checkpoint(path: path, layout: .ours, info: info, locations: loc)
         }
         let beside = ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent("config.json")
         let hf = FileManager.default.fileExists(atPath: beside) ? try HFConfig.read(beside) : nil
         return try openStateDict(path, files: [file], hf: hf, overrides: o, layout: hf == nil ? .stateDict : .huggingFace)
+    }
+
+    /// A file of ours without the `sampling_eps_*` metadata keys takes the interval from the reference's scalar buffers.
+    static func withScalarInterval(_ info: CheckpointInfo, _ file: SafetensorsFile) throws -> CheckpointInfo {
+        guard info.metadata["sampling_eps_min"] == nil, let a = file.entry("sampling_eps_min"), let b = file.entry("sampling_eps_max"),
+              a.count == 1, b.count == 1, a.isFloat, b.isFloat else { return info }
+        let lo = Double(try file.floats(a.name)[0]), hi = Double(try file.floats(b.name)[0])
+        guard lo.isFinite, hi.isFinite, lo >= 0, hi >= lo, hi <= 2 else {
+            throw ToolError("\(file.path): sampling_eps_min/max tensors (\(lo), \(hi)) are not an interval in [0, 1]; the checkpoint is corrupt")
+        }
+        var i = info
+        i.interval = ClipInterval(lo, hi)
+        return i
     }
 
     static func read(_ path: String) throws -> SafetensorsFile {
@@ -121,7 +134,7 @@ public final class Checkpoint {
             // Our HF export keeps the toolkit's metadata (tokenizer fingerprint, special ids): read it as ours.
             if files[0].metadata["model_config"] != nil {
                 try CheckpointDigest.verify(files[0])
-                let info = try CheckpointInfo.read(files[0], overrides: o)
+                let info = try withScalarInterval(CheckpointInfo.read(files[0], overrides: o), files[0])
                 return Checkpoint(path: dir, layout: .ours, info: info, locations: try locate(files, config: info.config, path: dir))
             }
         } else if fm.fileExists(atPath: p("model.safetensors.index.json")) {
