@@ -47,7 +47,7 @@ public final class SafetensorsFile {
 
     public init(bytes: [UInt8], path: String = "<memory>") throws {
         self.path = path
-        func bad(_ why: String) -> ModelError { ModelError("\(path): corrupt or truncated safetensors file: \(why)") }
+        func bad(_ why: String) -> ModelError { ModelError("\(path): corrupt or truncated safetensors file: \(why); copy or download it again (or use an earlier checkpoint)") }
         guard bytes.count >= 8 else { throw bad("shorter than the 8-byte header length") }
         var n: UInt64 = 0
         for i in 0..<8 { n |= UInt64(bytes[i]) << (8 * UInt64(i)) }
