@@ -10,6 +10,7 @@ help:
 	@echo "make demo   - run the main job on the shipped data (data/)"
 	@echo "make test   - build and run the tests"
 	@echo "make build  - release build of the seven tools into $(BIN)/"
+	@echo "make fuzz   - fuzz the checkpoint/stream/tokenizer readers (FUZZ_SECONDS per target, default 60)"
 
 deps:
 	@pipelines/deps.sh
@@ -27,10 +28,19 @@ test: deps
 	  n=$$(echo "$$total" | grep -oE "[0-9]+" | head -1); f=$$(echo "$$total" | grep -oE "[0-9]+" | sed -n 2p); \
 	  [ -n "$$n" ] && echo "$$((n - f)) passed, $$f failed"; exit $$rc
 
+# Mutation fuzzing of the checkpoint, token-stream and tokenizer.json readers (Tests/BlockDiffusionTests/
+# CheckpointFuzzTests.swift): FUZZ_SECONDS per target with a fresh seed; `make test` runs a short fixed-seed campaign.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	$(SWIFT) build --build-tests
+	BD3_FUZZ_SECONDS=$(FUZZ_SECONDS) BD3_FUZZ_SEED=$${BD3_FUZZ_SEED:-$$(date +%s)} BD3_FUZZ_ARTIFACTS=.build/fuzz \
+	  $(SWIFT) test --skip-build --disable-swift-testing --filter CheckpointFuzzTests 2>&1 | grep -E "^fuzz |error|Executed|Fatal"; \
+	  exit $${PIPESTATUS[0]}
+
 include pipelines/demo.mk
 include pipelines/corpora.mk
 include pipelines/did.mk
 include pipelines/paper.mk
 include pipelines/decode.mk
 
-.PHONY: help deps build test
+.PHONY: help deps build test fuzz

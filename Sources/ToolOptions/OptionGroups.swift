@@ -1,7 +1,8 @@
 // Options shared by several tools, declared once as ArgumentParser option groups and checked once by the
 // library (each group's validate() calls the library's rule through `usage {}`).
 //
-//   CheckpointOptions   -m/--model                                   draft, refine, score ppl
+//   CheckpointOptions   -m/--model --algo --config --set             draft, refine, score ppl
+//   CheckpointFactOptions  --algo --config --set (without -m)           remask (-m optional)
 //   SpecialIDOptions    --mask-id --bos-id --eos-id                  draft, refine (checkpoints without them)
 //   SamplerOptions      --block-size --sampler --steps --nucleus --seed --batch --no-kv-cache   draft, refine
 //   ShardOptions        --shard i/n                                  draft
@@ -21,12 +22,47 @@ extension PackMode: ExpressibleByArgument {}
 extension DocumentFormat: ExpressibleByArgument {}
 extension Algorithm: ExpressibleByArgument {}
 
-/// The checkpoint a tool reads.
+/// The checkpoint a tool reads, and the facts a reference checkpoint may lack (docs/checkpoints.md).
 public struct CheckpointOptions: ParsableArguments {
-    @Option(name: [.customShort("m"), .customLong("model")], help: "Checkpoint (safetensors written by train).")
+    @Option(name: [.customShort("m"), .customLong("model")], help: "Checkpoint: a safetensors file (train's, or a reference state_dict) or a Hugging Face model directory (docs/checkpoints.md).")
     public var model: String
 
+    @OptionGroup(title: "Checkpoint facts") public var facts: CheckpointFactOptions
+
     public init() {}
+
+    /// Opens the checkpoint through the library's front door; `blockSize` is the tool's --block-size (a
+    /// fact for a checkpoint without one), `ids` the special ids given on the command line.
+    public func open(blockSize: Int? = nil, ids: SpecialIDOptions? = nil) throws -> SamplingCheckpoint {
+        let overrides = try facts.overrides(blockSize: blockSize, ids: ids)
+        var ck: SamplingCheckpoint?
+        try usage { ck = try SamplingCheckpoint.open(path: model, overrides: overrides) }
+        return ck!
+    }
+}
+
+/// --algo, --config, --set: what a reference state_dict does not record (CheckpointOverrides).
+public struct CheckpointFactOptions: ParsableArguments {
+    @Option(help: "Algorithm of a checkpoint that does not record it: ar, mdlm, bd3, sedd.")
+    public var algo: String?
+    @Option(help: "Named size (tiny, small, cpu) for a checkpoint without a config.")
+    public var config: String?
+    @Option(name: .customLong("set"), help: "Checkpoint fact key=value (n_heads, length, mask_id, bos_id, eos_id, …); repeatable.")
+    public var sets: [String] = []
+
+    public init() {}
+
+    public func validate() throws { _ = try overrides(blockSize: nil, ids: nil) }
+
+    public func overrides(blockSize: Int?, ids: SpecialIDOptions?) throws -> CheckpointOverrides {
+        var extra = sets
+        if let ids {
+            for (k, v) in [("mask_id", ids.maskId), ("bos_id", ids.bosId), ("eos_id", ids.eosId)] { if let v { extra.append("\(k)=\(v)") } }
+        }
+        var o = CheckpointOverrides()
+        try usage { o = try CheckpointOverrides.parse(algo: algo, blockSize: blockSize, config: config, sets: extra) }
+        return o
+    }
 }
 
 /// Special-token ids for a checkpoint whose metadata lacks them.

@@ -97,7 +97,8 @@ struct Draft: ParsableCommand {
     }
 
     func run() throws {
-        let ck = try SamplingCheckpoint.load(path: checkpoint.model, maskId: ids.maskId, bosId: ids.bosId, eosId: ids.eosId)
+        let ck = try checkpoint.open(blockSize: sampling.blockSize, ids: ids)
+        if promptTokens == nil && prompt == nil { try ck.requireBOS() }
         var prompts: [[Int32]] = []
         let tok = try tokenizer.map { try BPETokenizer.load(path: $0) }
         if let tok, let tokenizer, ck.fingerprint != 0 && tok.fingerprint != ck.fingerprint {

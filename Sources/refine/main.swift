@@ -47,7 +47,7 @@ struct Refine: ParsableCommand {
     }
 
     func run() throws {
-        let ck = try SamplingCheckpoint.load(path: checkpoint.model, maskId: ids.maskId, bosId: ids.bosId, eosId: ids.eosId)
+        let ck = try checkpoint.open(blockSize: sampling.blockSize, ids: ids)
         let tok = try tokenizer.map { try BPETokenizer.load(path: $0) }
         if let tok, let tokenizer, ck.fingerprint != 0 && tok.fingerprint != ck.fingerprint {
             throw ToolError("\(tokenizer): tokenizer fingerprint \(hex(tok.fingerprint)) differs from the checkpoint's \(hex(ck.fingerprint)); pass the tokenizer the model was trained with")

@@ -32,6 +32,10 @@ struct Remask: ParsableCommand {
     @Option(name: [.customShort("m"), .customLong("model")], help: "Checkpoint (needed by --policy posthoc).")
     var model: String?
 
+    @OptionGroup(title: "Checkpoint facts (with -m)") var facts: CheckpointFactOptions
+    @Option(name: .customLong("block-size"), parsing: .unconditional, help: "Block size of a bd3 checkpoint that does not record it.")
+    var blockSize: Int?
+
     @Option(parsing: .unconditional, help: "Seed for --policy random.")
     var seed: UInt64 = 0
 
@@ -48,7 +52,11 @@ struct Remask: ParsableCommand {
     }
 
     func run() throws {
-        let ck = try model.map { try SamplingCheckpoint.load(path: $0) }
+        var ck: SamplingCheckpoint?
+        if let model {
+            let overrides = try facts.overrides(blockSize: blockSize, ids: nil)
+            try usage { ck = try SamplingCheckpoint.open(path: model, overrides: overrides) }
+        }
         let reader = try TokenStreamReader(source: try openInput(input.input), name: input.name)
         try requireSamplesStream(reader.header, source: input.name, tool: "remask")
         var h = reader.header

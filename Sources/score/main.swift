@@ -47,7 +47,10 @@ struct PPL: ParsableCommand {
 
     func run() throws {
         let o = try options()
-        let (m, info, data) = try Perplexity.load(checkpoint: checkpoint.model, data: input, batch: batch, blockSize: blockSize)
+        let overrides = try checkpoint.facts.overrides(blockSize: nil, ids: nil)
+        var loaded: (DiT, CheckpointInfo, SequenceData)?
+        try usage { loaded = try Perplexity.load(checkpoint: checkpoint.model, data: input, batch: batch, blockSize: blockSize, overrides: overrides) }
+        let (m, info, data) = loaded!
         let r = Perplexity.evaluate(model: m, info: info, data: data, options: o)
         FileHandle.standardError.write(Data(r.table.utf8))
         print(r.json)

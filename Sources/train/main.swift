@@ -23,7 +23,8 @@ struct Train: ParsableCommand {
                 --init runs/mdlm/best.safetensors -o runs/mix
         """)
 
-    @Option(help: "Training sequences (pack-blocks output).") var data: String
+    @Option(help: "Training sequences (pack-blocks output).") var data: String?
+    @Option(name: .customLong("export-hf"), help: ArgumentHelp("Instead of training: write RUN_DIR (-o) as a Hugging Face model directory (config.json + model.safetensors) that the reference's BD3LM.from_pretrained loads.", valueName: "dir")) var exportHF: String?
     @Option(help: "Validation sequences (same tokenizer and length).") var valid: String?
     @Option(help: "ar, mdlm, bd3 or sedd (time-conditioned score entropy).") var algo: Algorithm = .bd3
     @Option(parsing: .unconditional, help: "Block size L' for bd3 (must divide the sequence length; default 4).") var blockSize: Int?
@@ -54,7 +55,7 @@ struct Train: ParsableCommand {
     /// The library's request (validated by TrainRequest.validate()).
     func request() -> TrainRequest {
         var r = TrainRequest()
-        r.data = data; r.valid = valid; r.algorithm = algo; r.blockSize = blockSize ?? 4; r.blockMix = blockMix; r.configName = config; r.sets = sets
+        r.data = data ?? ""; r.valid = valid; r.algorithm = algo; r.blockSize = blockSize ?? 4; r.blockMix = blockMix; r.configName = config; r.sets = sets
         r.steps = steps; r.batch = batch; r.accumulate = accumulate; r.lr = lr; r.warmup = warmup ?? TrainRequest.defaultWarmup(steps: steps)
         r.cosine = lrSchedule == .cosine; r.schedule = schedule; r.reweight = reweight; r.clipSearch = clipSearch
         r.clip = clip; r.initPath = `init`; r.seed = seed; r.valEvery = valEvery; r.valBatches = valBatches
@@ -63,12 +64,19 @@ struct Train: ParsableCommand {
     }
 
     func validate() throws {
+        if exportHF != nil { return }   // only -o RUN_DIR is read
+        guard data != nil else { throw ValidationError("missing --data (training sequences)") }
         try usage { try checkRange(logEvery, 1...Limits.steps, "--log-every") }
         if blockMix != nil && blockSize != nil { throw ValidationError("--block-size and --block-mix exclude each other (the mix names its draft size)") }
         try usage { try request().validate() }
     }
 
     func run() throws {
+        if let exportHF {
+            try HFExport.export(source: output, to: exportHF)
+            FileHandle.standardError.write(Data("train: exported \(output) to \(exportHF) (config.json + model.safetensors)\n".utf8))
+            return
+        }
         let (trainer, how) = try TrainSetup.make(request())
         let log: (String) -> Void = { FileHandle.standardError.write(Data(("train: " + $0 + "\n").utf8)) }
         log(how)

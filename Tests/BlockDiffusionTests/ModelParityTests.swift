@@ -251,15 +251,23 @@ final class ModelParityTests: XCTestCase {
         let (cfg, _, _, _) = config(bd3)
         let model = DiT(config: cfg, maxBatch: 1, maxTokens: 4)
         let weights = try parityFixture("bd3.weights")
-        XCTAssertEqual(try ModelConfig.inferred(from: weights, nHeads: cfg.nHeads, length: cfg.length, dropout: 0), cfg)
-        XCTAssertNil(ModelConfig.stored(in: weights))
+        // The front door reads the sizes from the shapes and the rest from the options.
+        var front = try Checkpoint.open(weights.path, overrides: try .parse(algo: "bd3", blockSize: 4, config: nil,
+                                                                             sets: ["n_heads=\(cfg.nHeads)", "length=\(cfg.length)"])).info
+        front.config.dropout = 0
+        XCTAssertEqual(front.config, cfg)
+        XCTAssertEqual(front.interval, ClipInterval(Double(Float(0.45)), Double(Float(0.95))))
         let extras = try model.load(file: weights)
         XCTAssertEqual(extras["sampling_eps_min"], 0.45)
         XCTAssertEqual(extras["sampling_eps_max"], 0.95)
         for t in model.tensors { XCTAssertEqual(Array(model.tensor(named: t.name)!), try bd3.floats(t.name), t.name) }
         let ar = try parityFixture("ar")
         let arModel = DiT(config: config(ar).0, maxBatch: 1, maxTokens: 4)
-        XCTAssertEqual(try ModelConfig.inferred(from: try parityFixture("ar.weights"), nHeads: 4, length: 16, dropout: 0, condDim: 16), config(ar).0)
+        var arFront = try Checkpoint.open(try parityFixture("ar.weights").path,
+                                          overrides: try .parse(algo: nil, blockSize: nil, config: nil, sets: ["n_heads=4", "length=16", "cond_dim=16"])).info
+        arFront.config.dropout = 0
+        XCTAssertEqual(arFront.config, config(ar).0)
+        XCTAssertEqual(arFront.algorithm, .ar)
         XCTAssertEqual(try arModel.load(file: try parityFixture("ar.weights")), [:])
         // The diffusion file does not load into the AR model (and vice versa).
         XCTAssertThrowsError(try arModel.load(file: try parityFixture("bd3.weights")))

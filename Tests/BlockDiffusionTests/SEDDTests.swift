@@ -561,7 +561,7 @@ final class SEDDDraftTests: XCTestCase {
         var c = samplingConfig()
         c.timeConditioning = true
         let m = makeSamplingModel(c, seed: 5)
-        return try SamplingCheckpoint.load(path: try saveCheckpoint(m, blockSize: 8, algo: "sedd"))
+        return try SamplingCheckpoint.open(path: try saveCheckpoint(m, blockSize: 8, algo: "sedd"))
     }
 
     func testDraftUsesAnalyticSampler() throws {
@@ -599,7 +599,7 @@ final class SEDDDraftTests: XCTestCase {
         XCTAssertEqual(e.count, 5)
         XCTAssertTrue(e.allSatisfy { $0.stages.first?.hasPrefix("draft sedd euler T=4") ?? false }, "\(e.map(\.stages))")
         XCTAssertTrue(e.allSatisfy { !$0.tokens.contains(22) })
-        let bd3 = try SamplingCheckpoint.load(path: try saveCheckpoint(makeSamplingModel(samplingConfig(), seed: 5), blockSize: 4))
+        let bd3 = try SamplingCheckpoint.open(path: try saveCheckpoint(makeSamplingModel(samplingConfig(), seed: 5), blockSize: 4))
         XCTAssertThrowsError(try draftRecords(bd3, o)) { XCTAssertTrue($0 is UsageError, "\($0)") }
     }
 

@@ -39,7 +39,7 @@ func saveCheckpoint(_ m: DiT, blockSize: Int, fingerprint: UInt64 = 0xABCD, algo
 }
 
 func loadCheckpoint(_ m: DiT, blockSize: Int, extra: [String: String] = [:]) throws -> SamplingCheckpoint {
-    try SamplingCheckpoint.load(path: try saveCheckpoint(m, blockSize: blockSize, extra: extra))
+    try SamplingCheckpoint.open(path: try saveCheckpoint(m, blockSize: blockSize, extra: extra))
 }
 
 /// Runs draft into memory; returns the records.
@@ -374,12 +374,12 @@ final class SamplerTests: XCTestCase {
         var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
         let truncated = path + ".short"
         try Data(bytes[0..<(bytes.count - 100)]).write(to: URL(fileURLWithPath: truncated))
-        XCTAssertThrowsError(try SamplingCheckpoint.load(path: truncated)) { e in
+        XCTAssertThrowsError(try SamplingCheckpoint.open(path: truncated)) { e in
             XCTAssert("\(e)".contains("truncated") || "\(e)".contains("corrupt"), "\(e)")
         }
         bytes[3] = 0xFF   // header length absurd
         try Data(bytes).write(to: URL(fileURLWithPath: truncated))
-        XCTAssertThrowsError(try SamplingCheckpoint.load(path: truncated)) { e in XCTAssert("\(e)".contains(truncated), "\(e)") }
-        XCTAssertThrowsError(try SamplingCheckpoint.load(path: path + ".missing")) { e in XCTAssert("\(e)".contains("missing"), "\(e)") }
+        XCTAssertThrowsError(try SamplingCheckpoint.open(path: truncated)) { e in XCTAssert("\(e)".contains(truncated), "\(e)") }
+        XCTAssertThrowsError(try SamplingCheckpoint.open(path: path + ".missing")) { e in XCTAssert("\(e)".contains("missing"), "\(e)") }
     }
 }

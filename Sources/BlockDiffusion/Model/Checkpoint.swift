@@ -10,6 +10,19 @@ extension DiT {
     public static let invFreqName = "backbone.rotary_emb.inv_freq"
 
     public func save(safetensors path: String, metadata: [String: String] = [:], extraScalars: [String: Float] = [:]) throws {
+        try safetensorsWriter(extraScalars: extraScalars).write(path: path, metadata: checkpointMetadata(metadata))
+    }
+
+    /// `metadata` with `format` and `model_config` (sorted JSON) added when missing.
+    public func checkpointMetadata(_ metadata: [String: String]) -> [String: String] {
+        var meta = metadata
+        if meta["format"] == nil { meta["format"] = "pt" }
+        if meta["model_config"] == nil { meta["model_config"] = config.json }
+        return meta
+    }
+
+    /// Every parameter (F32), the rotary table and the extra scalars, ready to write.
+    public func safetensorsWriter(extraScalars: [String: Float] = [:]) -> SafetensorsWriter {
         var w = SafetensorsWriter()
         for t in tensors {
             w.add(name: t.name, shape: t.shape,
@@ -18,12 +31,7 @@ extension DiT {
         let inv = RotaryTable.invFreq(headDim: config.headDim)
         w.add(name: DiT.invFreqName, shape: [inv.count], floats: inv)
         for k in extraScalars.keys.sorted() { w.add(name: k, shape: [], floats: [extraScalars[k]!]) }
-        var meta = metadata
-        if meta["format"] == nil { meta["format"] = "pt" }
-        if meta["model_config"] == nil, let json = try? JSONEncoder().encode(config), let s = String(data: json, encoding: .utf8) {
-            meta["model_config"] = s
-        }
-        try w.write(path: path, metadata: meta)
+        return w
     }
 
     /// Loads parameters; returns the extra scalar buffers found (e.g. sampling_eps_min/max).
@@ -79,32 +87,10 @@ extension DiT {
 }
 
 extension ModelConfig {
-    /// The config written by `DiT.save` (`model_config` in `__metadata__`), or nil if absent/unreadable.
-    public static func stored(in file: SafetensorsFile) -> ModelConfig? {
-        guard let s = file.metadata["model_config"] else { return nil }
-        return try? JSONDecoder().decode(ModelConfig.self, from: Data(s.utf8))
-    }
-
-    /// Sizes read from the tensor shapes of a reference checkpoint (vocab, hidden, blocks, cond, AR or not).
-    /// Head count and length are not recoverable from shapes (read them from the HF `config.json`).
-    /// `condDim` is used only for AR checkpoints, which have no sigma_map to read it from (it is unused there).
-    public static func inferred(from file: SafetensorsFile, nHeads: Int, length: Int, dropout: Float = 0.1,
-                                timeConditioning: Bool = false, condDim: Int = 128) throws -> ModelConfig {
-        func shape(_ name: String) -> [Int]? {
-            file.entry(name)?.shape ?? file.entry("_orig_mod." + name)?.shape
-        }
-        guard let emb = shape("backbone.vocab_embed.embedding"), emb.count == 2 else {
-            throw ModelError("\(file.path): no backbone.vocab_embed.embedding; not a DiT checkpoint")
-        }
-        var nBlocks = 0
-        while shape("backbone.blocks.\(nBlocks).attn_qkv.weight") != nil { nBlocks += 1 }
-        guard nBlocks > 0 else { throw ModelError("\(file.path): no backbone.blocks.*; not a DiT checkpoint") }
-        let sigma = shape("backbone.sigma_map.mlp.0.weight")
-        let causal = sigma == nil && shape("backbone.blocks.0.adaLN_modulation.weight") == nil
-        let cond = sigma?[0] ?? condDim
-        let config = ModelConfig(vocabSize: emb[0], hiddenSize: emb[1], nBlocks: nBlocks, nHeads: nHeads, condDim: cond,
-                                 length: length, dropout: dropout, causal: causal, timeConditioning: timeConditioning)
-        try config.validate()
-        return config
+    /// The config as JSON with sorted keys (checkpoint bytes are identical for identical runs).
+    public var json: String {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return String(decoding: (try? e.encode(self)) ?? Data(), as: UTF8.self)
     }
 }

@@ -57,7 +57,7 @@ public enum LossHeads {
         let m = Int(maskId)
         return forEachRow(N: N, V: V, loss: loss, dLogits: dLogits) { r, e in
             e.update(from: logits + r * V, count: V)
-            e[m] = subsNegInfinity               // overwritten: the mask logit has no gradient
+            if m >= 0 { e[m] = subsNegInfinity } // overwritten: the mask logit has no gradient (no mask id: none)
             return maskedCrossEntropy(e, V, mask: m, target: Int(targets[r]), weight: weights[r], gradient: dLogits != nil,
                                       maskHasGradient: false)
         }
@@ -87,7 +87,7 @@ public enum LossHeads {
         let target = e[t]
         let mx = maxOf(e, V)
         var s = expShiftSum(e, V, mx)            // e = exp(e − max)
-        s -= e[m]; e[m] = 0
+        if m >= 0 { s -= e[m]; e[m] = 0 }
         if gradient {
             scaleInPlace(e, V, w / s)
             if maskHasGradient || t != m { e[t] -= w }

@@ -15,7 +15,10 @@ public struct SafetensorsEntry: Equatable, Sendable {
     public let shape: [Int]
     public let begin: Int   // byte offset within the data region
     public let end: Int
+    /// Element count; the reader checked it for overflow.
     public var count: Int { shape.reduce(1, *) }
+    /// Floating-point dtypes: the only ones weights may have.
+    public var isFloat: Bool { ["F32", "F16", "BF16", "F64"].contains(dtype) }
 }
 
 public final class SafetensorsFile {
@@ -44,11 +47,14 @@ public final class SafetensorsFile {
 
     public init(bytes: [UInt8], path: String = "<memory>") throws {
         self.path = path
-        func bad(_ why: String) -> ModelError { ModelError("\(path): corrupt or truncated safetensors file: \(why)") }
+        func bad(_ why: String) -> ModelError { ModelError("\(path): corrupt or truncated safetensors file: \(why); copy or download it again (or use an earlier checkpoint)") }
         guard bytes.count >= 8 else { throw bad("shorter than the 8-byte header length") }
         var n: UInt64 = 0
         for i in 0..<8 { n |= UInt64(bytes[i]) << (8 * UInt64(i)) }
         guard n >= 2, n <= UInt64(bytes.count - 8), n < 100_000_000 else {
+            if bytes.count >= 4 && bytes[0] == 0x50 && bytes[1] == 0x4B && bytes[2] == 0x03 && bytes[3] == 0x04 {
+                throw ModelError("\(path) is a zip archive (a torch/Lightning .ckpt pickle), not a safetensors file; convert it first: python3 pipelines/convert/lightning_to_safetensors.py \(path) \((path as NSString).deletingPathExtension).safetensors")
+            }
             throw bad("header length \(n) does not fit in the file of \(bytes.count) bytes")
         }
         let headerEnd = 8 + Int(n)
@@ -71,14 +77,21 @@ public final class SafetensorsFile {
                   let shapeAny = e["shape"] as? [Any], let offs = e["data_offsets"] as? [Any], offs.count == 2
             else { throw bad("entry \(key) lacks dtype/shape/data_offsets") }
             guard let size = SafetensorsFile.elementSize[dtype] else { throw bad("entry \(key) has unsupported dtype \(dtype)") }
+            guard entries.count < 1_000_000, shapeAny.count <= 8 else { throw bad("entry \(key): too many tensors or dimensions") }
+            // Every dimension and the element count checked for overflow before anything is sized from them.
             var shape: [Int] = []
+            var count = 1
             for s in shapeAny {
-                guard let v = (s as? NSNumber)?.int64Value, v >= 0, v < (1 << 40) else { throw bad("entry \(key) has a bad shape") }
+                guard let num = s as? NSNumber, let v = Int64(exactly: num.doubleValue),
+                      v >= 0, v < (1 << 40) else { throw bad("entry \(key) has a bad shape") }
+                let (c, o) = count.multipliedReportingOverflow(by: Int(v))
+                guard !o, c <= bytes.count else { throw bad("entry \(key): shape \(shapeAny.map { "\($0)" }) holds more elements than the file has bytes") }
+                count = c
                 shape.append(Int(v))
             }
-            guard let b = (offs[0] as? NSNumber)?.int64Value, let en = (offs[1] as? NSNumber)?.int64Value,
-                  b >= 0, en >= b else { throw bad("entry \(key) has bad data_offsets") }
-            let count = shape.reduce(1, *)
+            guard let bn = offs[0] as? NSNumber, let enn = offs[1] as? NSNumber,
+                  let b = Int64(exactly: bn.doubleValue), let en = Int64(exactly: enn.doubleValue),
+                  b >= 0, en >= b, en <= Int64(bytes.count) else { throw bad("entry \(key) has bad data_offsets") }
             guard Int(en - b) == count * size else {
                 throw bad("entry \(key): \(en - b) bytes for \(count) elements of \(dtype)")
             }
@@ -127,6 +140,46 @@ public final class SafetensorsFile {
             }
         }
         return out
+    }
+
+    /// A weight tensor into `out` (its element count): F32, F16, BF16 and F64 read as what they are; integer and
+    /// bool dtypes are refused, and so is any non-finite value (a corrupt or diverged checkpoint).
+    public func weights(_ name: String, into out: UnsafeMutableBufferPointer<Float>) throws {
+        let e = try require(name)
+        guard e.isFloat else {
+            throw ModelError("\(path): tensor \(name) has dtype \(e.dtype); weights must be F32, F16, BF16 or F64")
+        }
+        precondition(out.count == e.count)
+        var bad = -1
+        bytes.withUnsafeBytes { raw in
+            let p = raw.baseAddress! + dataStart + e.begin
+            for i in 0..<e.count {
+                let v: Float
+                switch e.dtype {
+                case "F32": v = Float(bitPattern: p.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self).littleEndian)
+                case "F16": v = Float(Float16(bitPattern: p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self).littleEndian))
+                case "BF16": v = Float(bitPattern: UInt32(p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self).littleEndian) << 16)
+                default: v = Float(Double(bitPattern: p.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self).littleEndian))
+                }
+                if !v.isFinite && bad < 0 { bad = i }
+                out[i] = v
+            }
+        }
+        if bad >= 0 {
+            throw ModelError("\(path): tensor \(name) holds a non-finite value at element \(bad); the checkpoint is corrupt or the run diverged — use an earlier checkpoint")
+        }
+    }
+
+    /// Feeds the tensors in name order (name, dtype, shape, raw data) to `feed`: the bytes a content checksum covers,
+    /// equal to `SafetensorsWriter.digest` of the writer that made the file.
+    public func digest(_ feed: (UnsafeRawBufferPointer) -> Void) {
+        bytes.withUnsafeBytes { raw in
+            for name in names {
+                let e = entries[name]!
+                SafetensorsWriter.feedIndex(name: name, dtype: e.dtype, shape: e.shape, feed)
+                feed(UnsafeRawBufferPointer(rebasing: raw[(dataStart + e.begin)..<(dataStart + e.end)]))
+            }
+        }
     }
 
     /// Integer (or bool) dtypes converted to Int32; values outside Int32 are an error, floats are refused.
@@ -184,6 +237,19 @@ public struct SafetensorsWriter {
     public mutating func add(name: String, shape: [Int], bools: [Bool]) {
         precondition(shape.reduce(1, *) == bools.count)
         items.append((name, "BOOL", shape, bools.map { $0 ? 1 : 0 }))
+    }
+
+    static func feedIndex(name: String, dtype: String, shape: [Int], _ feed: (UnsafeRawBufferPointer) -> Void) {
+        let s = Array("\(name)\u{0}\(dtype)\u{0}\(shape.map(String.init).joined(separator: ","))\u{0}".utf8)
+        s.withUnsafeBytes { feed($0) }
+    }
+
+    /// The same bytes as `SafetensorsFile.digest` of the file this writer makes.
+    public func digest(_ feed: (UnsafeRawBufferPointer) -> Void) {
+        for it in items.sorted(by: { $0.name < $1.name }) {
+            Self.feedIndex(name: it.name, dtype: it.dtype, shape: it.shape, feed)
+            it.data.withUnsafeBytes { feed($0) }
+        }
     }
 
     static func jsonString(_ s: String) -> String {

@@ -20,17 +20,19 @@ public struct PerplexityResult: Sendable {
     public var bpd: Double { nll / M_LN2 }
 
     public var json: String {
-        var o: [String: Any] = ["ppl": ppl, "nll": nll, "bpd": bpd, "tokens": tokens, "sequences": sequences,
+        // JSON has no inf/NaN (an NLL above 709 nats overflows the PPL): those become null, never a crash.
+        func n(_ x: Double) -> Any { x.isFinite ? x : NSNull() }
+        var o: [String: Any] = ["ppl": n(ppl), "nll": n(nll), "bpd": n(bpd), "tokens": tokens, "sequences": sequences,
                                 "samples": samples, "exact": exact, "block_size": blockSize,
                                 "interval": interval.map { [$0.min, $0.max] as Any } ?? NSNull()]
         var vars: [[String: Any]] = []
-        for (c, v) in varNELBO { vars.append(["min": c.min, "max": c.max, "var": v.isFinite ? v : NSNull()]) }
+        for (c, v) in varNELBO { vars.append(["min": n(c.min), "max": n(c.max), "var": n(v)]) }
         o["var_nelbo"] = vars
         if let sc = schedule {
             o["schedule"] = sc.name; o["schedule_params"] = sc.parameters
-            o["schedule_nll"] = sc.nll; o["schedule_ppl"] = exp(sc.nll)
+            o["schedule_nll"] = n(sc.nll); o["schedule_ppl"] = n(exp(sc.nll))
         }
-        let d = try! JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])
+        let d = (try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])) ?? Data("{}".utf8)
         return String(decoding: d, as: UTF8.self)
     }
 

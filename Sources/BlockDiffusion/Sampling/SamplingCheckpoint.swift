@@ -1,11 +1,9 @@
-// A checkpoint for the sampling tools: DiT.save weights + __metadata__ (keys as written by `train`,
-// parsed by Training/TrainCheckpoint.swift's CheckpointInfo.read): model_config (JSON, required), algo (ar|mdlm|bd3),
-// block_size, seq_len, mask_id, bos_id, eos_id, pad_id, tokenizer_fingerprint (16 hex digits).
-// Missing special ids can be given on the command line (--mask-id/--bos-id/--eos-id); the mask defaults
-// to V−1 for diffusion checkpoints (the reference's mask = V−1).
+// A checkpoint for the sampling tools, opened by `Checkpoint.open` (Checkpoint/OpenCheckpoint.swift: our files,
+// Hugging Face directories, reference state_dicts). Missing special ids are given as overrides (--set bos_id=…,
+// or draft's --mask-id/--bos-id/--eos-id); the mask defaults to V−1 (the reference's).
 //
 // Public API:
-//   SamplingCheckpoint.load(path:maskId:bosId:eosId:) throws   (corrupt/short files refused with the reason)
+//   SamplingCheckpoint.open(path:overrides:) throws   (every refusal names the file, the key and the fix)
 //   model, algorithm, blockSize, special, fingerprint, vocabSize, requireCompatible(_:source:)
 import Foundation
 
@@ -18,39 +16,29 @@ public struct SamplingCheckpoint {
     public let fingerprint: UInt64
     /// σ(t) of a SEDD checkpoint (metadata `sedd_noise`).
     public var seddNoise: SEDDNoise = .bd3lms
+    /// Where the facts came from (a reference layout has no tokenizer fingerprint).
+    public var layout: Checkpoint.Layout = .ours
     public var vocabSize: Int { model.config.vocabSize }
     public var config: ModelConfig { model.config }
 
-    public static func load(path: String, maskId: Int32? = nil, bosId: Int32? = nil, eosId: Int32? = nil) throws -> SamplingCheckpoint {
-        let file: SafetensorsFile
-        do { file = try SafetensorsFile(path: path) } catch {
-            throw ToolError("cannot read checkpoint \(path): \(error)")
+    /// Opens `path` through the one front door (`Checkpoint.open`: every layout, validated before allocation) and
+    /// loads a forward-only model: no gradient buffer (it would double the weight memory). The samplers read these
+    /// weights in place (CachedDiT) or through DiT(sharingWeightsOf:) sized for their window.
+    public static func open(path: String, overrides: CheckpointOverrides = .init()) throws -> SamplingCheckpoint {
+        let ck = try Checkpoint.open(path, overrides: overrides)
+        let info = ck.info
+        let model = try ck.model(maxBatch: 1, maxTokens: 1)
+        let seddNoise = SEDDNoise(rawValue: info.metadata["sedd_noise"] ?? SEDDNoise.bd3lms.rawValue) ?? .bd3lms
+        return SamplingCheckpoint(path: path, model: model, algorithm: info.algorithm.rawValue, blockSize: info.blockSize,
+                                  special: info.special, fingerprint: info.fingerprint, seddNoise: seddNoise, layout: ck.layout)
+    }
+
+    /// Unprompted sampling fixes BOS at position 0 as the reference does; a reference-layout checkpoint does not say
+    /// which id that is unless its vocabulary is GPT-2's (V = 50258: BOS = 50256).
+    public func requireBOS() throws {
+        if layout != .ours && special.bos < 0 {
+            throw ToolError("\(path): the checkpoint records no BOS id and draft fixes position 0 to it; give --bos-id N (GPT-2: 50256)")
         }
-        // The metadata is parsed once, by the trainer's reader (same keys, same defaults).
-        let info = try CheckpointInfo.read(file)
-        let config = info.config
-        do { try config.validate() } catch { throw ToolError("\(path): invalid model_config metadata (\(error)); the checkpoint is corrupt") }
-        if (info.algorithm == .ar) != config.causal {
-            throw ToolError("\(path): algo '\(info.algorithm.rawValue)' does not match the model config (causal=\(config.causal))")
-        }
-        // Forward only: no gradient buffer (it would double the weight memory). The samplers read these weights
-        // in place (CachedDiT) or through DiT(sharingWeightsOf:) sized for their window.
-        let model = DiT(config: config, maxBatch: 1, maxTokens: 1, inference: true)
-        do { try model.load(file: file) } catch { throw ToolError("\(path): \(error)") }
-        for i in 0..<model.parameters.count where !model.parameters[i].isFinite {
-            throw ToolError("\(path): parameter \(i) is not finite; the checkpoint is corrupt")
-        }
-        var special = info.special
-        if let maskId { special.mask = maskId }
-        if let bosId { special.bos = bosId }
-        if let eosId { special.eos = eosId }
-        for (name, v) in [("mask", special.mask), ("bos", special.bos), ("eos", special.eos)] where v >= Int32(config.vocabSize) {
-            throw ToolError("\(path): \(name) id \(v) is outside the vocabulary of \(config.vocabSize)")
-        }
-        if !config.causal && special.mask < 0 { throw ToolError("\(path): diffusion checkpoints need a mask id (--mask-id)") }
-        let seddNoise = SEDDNoise(rawValue: file.metadata["sedd_noise"] ?? SEDDNoise.bd3lms.rawValue) ?? .bd3lms
-        return SamplingCheckpoint(path: path, model: model, algorithm: info.algorithm.rawValue, blockSize: max(1, info.blockSize),
-                                  special: special, fingerprint: info.fingerprint, seddNoise: seddNoise)
     }
 
     /// Refuses a stream written with another tokenizer (fingerprint, when both are known) or vocabulary.

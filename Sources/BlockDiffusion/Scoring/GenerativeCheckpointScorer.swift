@@ -2,7 +2,7 @@
 // and the re-tokenisation of samples made with another tokenizer.
 //
 // Public API:
-//   ARCheckpointScorer(path:stride:)      loads config + weights as `score ppl` does; context = the
+//   ARCheckpointScorer(path:stride:overrides:)  opened by Checkpoint.open as every tool does; context = the
 //                                         checkpoint's seq_len (the AR model reads ctx − 1 tokens)
 //   scorer.score(_ tokens:) -> (nll: Double, tokens: Int)   sliding windows, EOS targets excluded
 //   Retokenizer(from:to:)                 decode with one tokenizer, encode with another; special-token
@@ -24,10 +24,10 @@ public final class ARCheckpointScorer {
     var rowLoss: [Float]
 
     /// `stride` defaults to context / 2 (the reference: 1024 / 512).
-    public init(path: String, stride: Int? = nil) throws {
+    public init(path: String, stride: Int? = nil, overrides: CheckpointOverrides = .init()) throws {
         self.path = path
-        let file = try SafetensorsFile(path: path)
-        info = try CheckpointInfo.read(file)
+        let ck = try Checkpoint.open(path, overrides: overrides)
+        info = ck.info
         guard info.algorithm == .ar, info.config.causal else {
             throw ToolError("\(path) is a \(info.algorithm.rawValue) checkpoint; generative perplexity needs an autoregressive scorer: train one with `train --algo ar` or use --scorer-cmd")
         }
@@ -38,13 +38,7 @@ public final class ARCheckpointScorer {
             throw UsageError("--stride \(s) must be in 1…\(context - 1) (the scorer's context is \(context))")
         }
         self.stride = s
-        var config = info.config
-        config.length = context
-        model = DiT(config: config, maxBatch: 1, maxTokens: context - 1, inference: true)
-        try model.load(file: file)
-        for i in 0..<model.parameters.count where !model.parameters[i].isFinite {
-            throw ToolError("\(path): parameter \(i) is not finite; the scorer checkpoint is corrupt or its training diverged (use another checkpoint)")
-        }
+        model = try ck.model(maxBatch: 1, maxTokens: context - 1)
         eos = info.special.eos
         input = []; targets = []; weights = []; rowLoss = []
     }

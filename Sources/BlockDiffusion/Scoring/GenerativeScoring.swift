@@ -32,6 +32,8 @@ public struct GenerativeOptions {
     public var scorerTimeout = ScorerCommand.defaultReplyTimeout
     /// Called on the calling thread after each scored sample with the running count.
     public var progress: ((Int) -> Void)?
+    /// Facts a reference AR state_dict lacks (Checkpoint.open), for the checkpoint scorer.
+    public var scorerOverrides = CheckpointOverrides()
     public init() {}
 
     /// The checks that need no file (exit 64); the stride is checked against the scorer's context on load.
@@ -67,7 +69,7 @@ public enum GenerativeScoring {
         var distinct = DistinctNGrams()
         switch scorer {
         case .checkpoint(let path):
-            let ar = try ARCheckpointScorer(path: path, stride: o.stride)
+            let ar = try ARCheckpointScorer(path: path, stride: o.stride, overrides: o.scorerOverrides)
             let same = h.vocabSize == ar.vocabSize
                 && (h.tokenizerFingerprint == ar.info.fingerprint || h.tokenizerFingerprint == 0 || ar.info.fingerprint == 0)
             var retok: Retokenizer? = nil

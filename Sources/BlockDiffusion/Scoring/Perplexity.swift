@@ -117,9 +117,13 @@ public enum Perplexity {
 
     /// Loads a checkpoint and a test stream and checks they fit together.
     /// `blockSize` overrides the checkpoint's (bd3 only; usage error otherwise or when it does not divide L).
-    public static func load(checkpoint: String, data path: String, batch: Int, blockSize: Int? = nil) throws -> (DiT, CheckpointInfo, SequenceData) {
-        let file = try SafetensorsFile(path: checkpoint)
-        let info = try CheckpointInfo.read(file)
+    /// `overrides` supply what a reference state_dict lacks (Checkpoint.open).
+    public static func load(checkpoint: String, data path: String, batch: Int, blockSize: Int? = nil,
+                            overrides: CheckpointOverrides = .init()) throws -> (DiT, CheckpointInfo, SequenceData) {
+        var o = overrides
+        if o.blockSize == nil { o.blockSize = blockSize }
+        let ck = try Checkpoint.open(checkpoint, overrides: o)
+        let info = ck.info
         let data = try SequenceData.load(path: path)
         try info.requireCompatible(data.header, path: path)
         guard data.length >= 2 else {
@@ -137,13 +141,13 @@ public enum Perplexity {
         guard data.length % bs == 0 else {
             throw UsageError("\(path): sequence length \(data.length) is not a multiple of the checkpoint's block size \(bs); repack with pack-blocks --seq-len")
         }
-        var config = info.config
-        config.length = data.length
+        if info.algorithm == .sedd && data.length > info.length {
+            throw ToolError("\(path): sequences of \(data.length) tokens are longer than the SEDD model's length \(info.length); repack with pack-blocks --seq-len \(info.length)")
+        }
         let tokens = Double(batch) * Double(BatchLoss.inputLength(info.algorithm, length: data.length))
-        try requireMemory(tokens * Double(config.vocabSize + config.hiddenSize) * 4,
+        try requireMemory(tokens * Double(info.config.vocabSize + info.config.hiddenSize) * 4,
                           for: "a batch of \(batch) rows of \(data.length) tokens (logits and activations)", fix: "lower --batch")
-        let model = DiT(config: config, maxBatch: batch, maxTokens: BatchLoss.inputLength(info.algorithm, length: data.length), inference: true)
-        try model.load(file: file)
+        let model = try ck.model(maxBatch: batch, maxTokens: BatchLoss.inputLength(info.algorithm, length: data.length), length: data.length)
         return (model, info, data)
     }
 }

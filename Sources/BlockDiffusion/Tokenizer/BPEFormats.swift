@@ -162,6 +162,12 @@ extension BPETokenizer {
         }
         guard !byRank.isEmpty else { throw bad("no ranks found") }
         guard !byRank.contains(where: { $0 == nil }) else { throw bad("ranks are not contiguous 0..<\(byRank.count)") }
+        // A ranks file carries no pre-tokenizer pattern. Ours is GPT-2's, which r50k_base (gpt2, 50256 ranks) and
+        // p50k_base (50280) use; cl100k_base (100256) and o200k_base split text with other patterns, so importing them
+        // would silently give other ids than tiktoken does.
+        guard byRank.count <= 50_280 else {
+            throw bad("\(byRank.count) ranks: a tiktoken vocabulary of that size (cl100k_base, o200k_base) pre-tokenizes with another pattern than GPT-2's, which this tokenizer implements, so its ids would differ from tiktoken's; import gpt2.tiktoken (r50k/p50k) or GPT-2's tokenizer.json (--hf), or train one (tokenize train)")
+        }
         let tokens = byRank.map { $0! }
         var table = ByteStringTable(capacity: tokens.count)
         for t in tokens {

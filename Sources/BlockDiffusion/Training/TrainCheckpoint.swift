@@ -3,8 +3,9 @@
 // Weights-file __metadata__ keys (all strings), read by `score` and the sampling tools:
 //   model_config (JSON ModelConfig), algo (ar|mdlm|bd3), block_size, seq_len, noise, reweight,
 //   vocab_size, mask_id, bos_id, eos_id, pad_id, tokenizer_fingerprint (16 hex digits),
-//   sampling_eps_min, sampling_eps_max (exact decimals; also stored as the reference's scalar
-//   tensors of the same names), step, val_nll (when validated), training (JSON of TrainOptions), format=pt.
+//   sampling_eps_min, sampling_eps_max (exact decimals; bd3 only also stores the reference's scalar
+//   tensors of the same names), step, val_nll (when validated), training (JSON of TrainOptions), format=pt,
+//   weights_crc32c (CheckpointDigest: CRC-32C of the tensors, verified by Checkpoint.open).
 // Mixed-scale runs add block_mix (canonical `BlockMix` spelling, e.g. "bimodal:4,256,0.1"; block_size is
 // then the draft size and sampling_eps_* its interval) and clip_by_block (JSON {"4":[β,ω],"256":[β,ω]},
 // exact decimals), and val_nll_by_block (JSON {"4":nll,…}) when validated.
@@ -51,13 +52,16 @@ extension Trainer {
         // alone holds everything a resume needs (live weights, EMA shadow, moments, RNG). Each file is replaced
         // atomically, so last.optim.safetensors is always one consistent state; last.safetensors is at most one
         // save ahead of it and is rewritten at the next save.
-        let scalars: [String: Float] = ["sampling_eps_min": Float(interval.min), "sampling_eps_max": Float(interval.max)]
+        // The reference's var_min buffers exist only for bd3lm (configs/algo/bd3lm.yaml): AR, MDLM and SEDD files
+        // without them load with strict=True into the reference's modules.
+        let scalars: [String: Float] = options.algorithm == .bd3
+            ? ["sampling_eps_min": Float(interval.min), "sampling_eps_max": Float(interval.max)] : [:]
         let wm = weightsMetadata(valNLL: valNLL)
         do {
             ema.swap(with: model.parameters)
             defer { ema.swap(with: model.parameters) }
-            try model.save(safetensors: runDir + "/last.safetensors", metadata: wm, extraScalars: scalars)
-            if best { try model.save(safetensors: runDir + "/best.safetensors", metadata: wm, extraScalars: scalars) }
+            try CheckpointDigest.save(model, path: runDir + "/last.safetensors", metadata: wm, extraScalars: scalars)
+            if best { try CheckpointDigest.save(model, path: runDir + "/best.safetensors", metadata: wm, extraScalars: scalars) }
         } catch { throw ToolError("\(error)") }
         var w = SafetensorsWriter()
         let n = model.parameterCount
@@ -79,9 +83,10 @@ extension Trainer {
     /// Restores everything `saveCheckpoint` wrote; afterwards training continues exactly.
     public func resume(runDir: String) throws {
         let optPath = runDir + "/last.optim.safetensors", wPath = runDir + "/last.safetensors"
-        let opt: SafetensorsFile, weights: SafetensorsFile
-        do { opt = try SafetensorsFile(path: optPath); weights = try SafetensorsFile(path: wPath) } catch { throw ToolError("\(error)") }
-        let info = try CheckpointInfo.read(weights)
+        let opt: SafetensorsFile
+        do { opt = try SafetensorsFile(path: optPath) } catch { throw ToolError("\(error)") }
+        let weights = try Checkpoint.open(wPath)
+        let info = weights.info
         try info.requireCompatible(train.header, path: "training data")
         guard info.config == model.config else {
             throw ToolError("\(wPath): model config differs from this run's; use another -o directory or the same --config/--set")
@@ -105,7 +110,7 @@ extension Trainer {
                 guard shadow.count == model.parameterCount else { throw ToolError("\(optPath): parameter count mismatch") }
                 ema.restore(updates: Int(m["ema_updates"] ?? "") ?? 0, shadow: shadow)
             } else {
-                try model.load(file: weights)
+                try weights.load(into: model)
                 ema.restore(updates: Int(m["ema_updates"] ?? "") ?? 0, shadow: Array(model.parameters))
             }
             let live = try opt.floats("live")
@@ -132,17 +137,19 @@ extension Trainer {
 
     /// `--init`: starts from another checkpoint's weights (e.g. pretrained at L' = L, fine-tuned at L' = 4).
     /// Parameters and EMA both start from the loaded weights; the optimizer starts fresh.
-    public func initialize(from path: String) throws {
-        let file: SafetensorsFile
-        do { file = try SafetensorsFile(path: path) } catch { throw ToolError("\(error)") }
-        let info = try CheckpointInfo.read(file)
-        try info.requireCompatible(train.header, path: "training data")
+    public func initialize(from path: String, overrides: CheckpointOverrides = .init()) throws {
+        let ck = try Checkpoint.open(path, overrides: overrides)
+        let info = ck.info
+        if ck.layout == .ours { try info.requireCompatible(train.header, path: "training data") }
+        else if info.vocabSize != train.header.vocabSize {
+            throw ToolError("\(path): vocabulary size \(info.vocabSize) differs from the training data's \(train.header.vocabSize); tokenize with the checkpoint's tokenizer (GPT-2: docs/checkpoints.md)")
+        }
         guard info.config.vocabSize == model.config.vocabSize, info.config.hiddenSize == model.config.hiddenSize,
               info.config.nBlocks == model.config.nBlocks, info.config.nHeads == model.config.nHeads,
               info.config.condDim == model.config.condDim, info.config.causal == model.config.causal else {
             throw ToolError("\(path): its model size differs from this run's; pass the same --config/--set as when it was trained")
         }
-        do { try model.load(file: file) } catch { throw ToolError("\(error)") }
+        try ck.load(into: model)
         ema.reset(to: UnsafeBufferPointer(model.parameters))
     }
 }

@@ -74,7 +74,7 @@ public enum TrainSetup {
             return (trainer, "resuming \(r.runDir) at step \(trainer.step)")
         }
         if let ip = r.initPath {
-            try trainer.initialize(from: ip)
+            try trainer.initialize(from: ip, overrides: try initOverrides(r))
             return (trainer, "initialised from \(ip)")
         }
         return (trainer, "fresh \(config.nBlocks)-layer model, \(model.parameterCount) parameters" + (mix.map { ", block mix \($0)" } ?? ""))
@@ -144,9 +144,9 @@ public enum TrainSetup {
     static func modelConfig(_ r: TrainRequest, sets: SetOverrides, resuming: Bool, length L: Int, vocabSize: Int) throws -> ModelConfig {
         var config: ModelConfig
         if resuming {
-            config = try readConfig(r.runDir + "/last.safetensors")
+            config = try Checkpoint.open(r.runDir + "/last.safetensors").info.config
         } else if let ip = r.initPath {
-            config = try readConfig(ip)
+            config = try Checkpoint.open(ip, overrides: try initOverrides(r)).info.config
             config.length = L
         } else {
             guard let c = ModelConfig.named(r.configName, vocabSize: vocabSize) else {
@@ -175,8 +175,13 @@ public enum TrainSetup {
         return config
     }
 
-    static func readConfig(_ path: String) throws -> ModelConfig {
-        try CheckpointInfo.read(try SafetensorsFile(path: path)).config
+    /// What a reference state_dict given to --init lacks (heads, length, ids) comes from --config/--set like any run.
+    static func initOverrides(_ r: TrainRequest) throws -> CheckpointOverrides {
+        var o = try CheckpointOverrides.parse(algo: nil, blockSize: nil, config: nil, sets: r.sets, ignoreUnknown: true)
+        o.forWeights = true
+        o.algorithm = r.algorithm
+        if r.configName != "cpu" { o.configName = r.configName }
+        return o
     }
 }
 
