@@ -122,22 +122,28 @@ public final class OutputFile: ByteSink {
                 throw ToolError("cannot write '\(path)': directory '\(dir)' does not exist (create it first)")
             }
             sweepStaleTempFiles(for: path)
-            var created: (Int32, String)?
+            var created: (Int32, String, Int)?
             for _ in 0..<16 {
                 let tmp = dir + "/." + base + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+                // Registered before it exists: a signal arriving between open() and a later registration
+                // would leave the file behind (the handler unlinks what is registered, a missing file is harmless).
+                let slot = TempFileRegistry.register(tmp)
                 let f = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o666)
-                if f >= 0 { created = (f, tmp); break }
+                if f >= 0 { created = (f, tmp, slot); break }
+                let err = errno
+                TempFileRegistry.unregister(slot)
+                errno = err
                 if errno != EEXIST {
                     throw ToolError("cannot create a temporary file in '\(dir)' for '\(path)': \(errnoText(errno))"
                                     + " (check that the directory is writable)")
                 }
             }
-            guard let (f, tmp) = created else {
+            guard let (f, tmp, slot) = created else {
                 throw ToolError("cannot create a temporary file in '\(dir)': too many name collisions")
             }
             fd = f
             tempPath = tmp
-            registrySlot = TempFileRegistry.register(tmp)
+            registrySlot = slot
         }
         buffer.reserveCapacity(bufferLimit)
     }
