@@ -44,6 +44,7 @@ struct Train: ParsableCommand {
     @Option(help: "Print progress every N steps.") var logEvery: Int = 10
     @Option(help: "Append JSON-lines metrics to this file.") var metrics: String?
     @Option(name: .shortAndLong, help: "Run directory.") var output: String
+    @Option(help: "Matmul operand precision: fp32 or bf16 (fp32 weights, gradients, optimizer either way).") var precision: String = "fp32"
 
     func run() throws {
         guard let a = Algorithm(rawValue: algo) else { throw ValidationError("--algo must be ar, mdlm, bd3 or sedd") }
@@ -55,7 +56,7 @@ struct Train: ParsableCommand {
         r.steps = steps; r.batch = batch; r.accumulate = accumulate; r.lr = lr; r.warmup = warmup
         r.cosine = lrSchedule == "cosine"; r.schedule = schedule; r.reweight = reweight; r.clipSearch = clipSearch
         r.clip = clip; r.initPath = `init`; r.seed = seed; r.valEvery = valEvery; r.valBatches = valBatches
-        r.saveEvery = saveEvery; r.runDir = output
+        r.saveEvery = saveEvery; r.runDir = output; r.precision = precision
         let trainer: Trainer, how: String
         do { (trainer, how) = try TrainSetup.make(r) } catch let e as UsageError { throw ValidationError(e.description) }
         let log: (String) -> Void = { FileHandle.standardError.write(Data(("train: " + $0 + "\n").utf8)) }

@@ -30,6 +30,8 @@ public struct TrainRequest: Sendable {
     public var valBatches = 100
     public var saveEvery = 500
     public var runDir = ""
+    /// `--precision`: fp32 or bf16 (matmul operands; see Model/Precision.swift).
+    public var precision = "fp32"
     public init() {}
 }
 
@@ -127,6 +129,9 @@ public enum TrainSetup {
         } else if sets["sedd_noise"] != nil {
             throw UsageError("--set sedd_noise applies to --algo sedd only")
         }
+        guard let precision = Precision(rawValue: r.precision) else {
+            throw UsageError("--precision must be fp32 or bf16, got '\(r.precision)'")
+        }
         if r.algorithm == .ar && L < 2 { throw UsageError("AR training needs sequences of at least 2 tokens") }
 
         var o = TrainOptions()
@@ -135,6 +140,7 @@ public enum TrainSetup {
         o.steps = r.steps; o.batch = r.batch; o.accumulate = r.accumulate; o.lr = r.lr; o.warmup = r.warmup
         o.cosine = r.cosine; o.schedule = schedule; o.reweighting = reweighting; o.clipSearch = r.clipSearch
         if let c = r.clip { o.interval = try parseInterval(c) }
+        o.precision = precision
         o.seed = r.seed; o.valEvery = r.valEvery; o.valBatches = r.valBatches; o.saveEvery = r.saveEvery
         if let x = try num("ema") { o.emaDecay = x }
         if let x = try num("grad_clip") { o.gradClip = x }
@@ -187,6 +193,7 @@ public enum TrainSetup {
 
         let model = DiT(config: config, maxBatch: r.batch, maxTokens: BatchLoss.inputLength(r.algorithm, length: L))
         model.initialize(seed: r.seed)
+        model.precision = precision
         let trainer = Trainer(model: model, options: o, train: train, valid: valid)
         if resuming {
             try trainer.resume(runDir: r.runDir)

@@ -40,6 +40,8 @@ public struct TrainOptions: Sendable {
     public var ignoreBOS = true
     /// σ(t) / move chance of `--algo sedd` (`--set sedd_noise=bd3lms|loglinear`).
     public var seddNoise: SEDDNoise = .bd3lms
+    /// Matmul operand precision (the model's `precision`); weights, gradients and optimizer stay fp32.
+    public var precision: Precision = .fp32
     public init() {}
 
     /// JSON summary stored in checkpoint metadata.
@@ -51,6 +53,7 @@ public struct TrainOptions: Sendable {
             "val_every": "\(valEvery)", "val_batches": "\(valBatches)", "ema": "\(emaDecay)", "grad_clip": "\(gradClip)", "weight_decay": "\(weightDecay)",
             "block_mix": blockMix?.description ?? "none", "sedd_noise": seddNoise.rawValue,
             "resample": "\(resample)", "antithetic": "\(antithetic)", "tuned_rule": tunedRule.rawValue, "ignore_bos": "\(ignoreBOS)",
+            "precision": precision.rawValue,
         ]
         let data = try! JSONSerialization.data(withJSONObject: d, options: [.sortedKeys])
         return String(decoding: data, as: UTF8.self)
