@@ -47,6 +47,19 @@ struct Train: ParsableCommand {
     @Option(help: "Matmul operand precision: fp32 or bf16 (fp32 weights, gradients, optimizer either way).") var precision: String = "fp32"
 
     func run() throws {
+        // Under mpirun: any rank's failure stops the whole job with its message (see DataParallel.swift).
+        let world = try World.join()
+        do { try train(world) } catch {
+            if let world {
+                if let e = error as? ExitCode, e.rawValue > 128 { world.finish(); throw e }   // stopped by a signal, checkpoint written
+                world.stop("\(error)", code: error is ValidationError ? 64 : 1)
+            }
+            throw error
+        }
+        world?.finish()
+    }
+
+    func train(_ world: World?) throws {
         guard let a = Algorithm(rawValue: algo) else { throw ValidationError("--algo must be ar, mdlm, bd3 or sedd") }
         guard lrSchedule == "constant" || lrSchedule == "cosine" else { throw ValidationError("--lr-schedule must be constant or cosine") }
         guard logEvery >= 1 else { throw ValidationError("--log-every must be ≥ 1") }
@@ -59,9 +72,10 @@ struct Train: ParsableCommand {
         r.saveEvery = saveEvery; r.runDir = output; r.precision = precision
         let trainer: Trainer, how: String
         do { (trainer, how) = try TrainSetup.make(r) } catch let e as UsageError { throw ValidationError(e.description) }
-        let log: (String) -> Void = { FileHandle.standardError.write(Data(("train: " + $0 + "\n").utf8)) }
+        let leader = world?.isLeader ?? true   // rank 0 logs and writes; the others only compute
+        let log: (String) -> Void = { if leader { FileHandle.standardError.write(Data(("train: " + $0 + "\n").utf8)) } }
         log(how)
-        let m = try metrics.map { try MetricsLog(path: $0) }
+        let m = leader ? try metrics.map { try MetricsLog(path: $0) } : nil
         StopSignal.install()
         let out = try trainer.run(runDir: output, metrics: m, logEvery: logEvery, log: log)
         if let s = out.stoppedBySignal { throw ExitCode(128 + s) }

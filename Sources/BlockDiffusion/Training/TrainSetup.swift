@@ -195,6 +195,7 @@ public enum TrainSetup {
         model.initialize(seed: r.seed)
         model.precision = precision
         let trainer = Trainer(model: model, options: o, train: train, valid: valid)
+        trainer.world = try World.join()
         if resuming {
             try trainer.resume(runDir: r.runDir)
             return (trainer, "resuming \(r.runDir) at step \(trainer.step)")
@@ -203,7 +204,8 @@ public enum TrainSetup {
             try trainer.initialize(from: ip)
             return (trainer, "initialised from \(ip)")
         }
-        return (trainer, "fresh \(config.nBlocks)-layer model, \(model.parameterCount) parameters" + (mix.map { ", block mix \($0)" } ?? ""))
+        return (trainer, "fresh \(config.nBlocks)-layer model, \(model.parameterCount) parameters" + (mix.map { ", block mix \($0)" } ?? "")
+                + (trainer.world.map { ", \($0.size) data-parallel ranks" } ?? ""))
     }
 
     static func readConfig(_ path: String) throws -> ModelConfig {

@@ -57,13 +57,16 @@ extension Trainer {
     public func run(runDir: String, metrics: MetricsLog?, logEvery: Int = 10, log: (String) -> Void) throws -> RunOutcome {
         let start = Date()
         let firstStep = step
-        unlink(runDir + "/diverged.json")   // a record from an earlier attempt no longer describes this run
+        let leader = world?.isLeader ?? true
+        if leader { unlink(runDir + "/diverged.json") }   // a record from an earlier attempt no longer describes this run
         var last = Double.nan
         var lastVal: Double? = nil
         var paused = 0.0   // seconds spent validating / checkpointing, left out of tokens/s
         while step < options.steps {
-            if StopSignal.pending != 0 {
-                let s = StopSignal.pending
+            // Every rank stops at the same step: a signal seen by any rank (mpirun forwards them) stops all.
+            let pending = world.map { Int32($0.max(Double(StopSignal.pending))) } ?? StopSignal.pending
+            if pending != 0 {
+                let s = pending
                 try saveCheckpoint(runDir: runDir, best: false, valNLL: lastVal)
                 log("stopped by signal \(s) at step \(step); checkpoint written to \(runDir), rerun the same command to resume")
                 return RunOutcome(step: step, lastLoss: last, stoppedBySignal: s)
@@ -71,7 +74,7 @@ extension Trainer {
             let st: StepStats
             do { st = try trainStep() } catch let d as TrainingDiverged {
                 metrics?.write(["step": d.step, "diverged": d.record])
-                try? Trainer.writeJSON(d.record, to: runDir + "/diverged.json")
+                if leader { try? Trainer.writeJSON(d.record, to: runDir + "/diverged.json") }
                 throw d
             }
             last = st.loss
