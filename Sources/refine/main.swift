@@ -51,6 +51,9 @@ struct Refine: ParsableCommand {
     @Flag(help: "Write binary output even to a terminal.")
     var force = false
 
+    @Option(help: "Only the records with id % n == i (format i/n); shard outputs concatenate.")
+    var shard: String?
+
     func validate() throws {
         if let b = blockSize, b < 1 { throw ValidationError("--block-size must be at least 1") }
         guard nucleus > 0 && nucleus <= 1 else { throw ValidationError("--nucleus must be in (0, 1] (got \(nucleus))") }
@@ -69,10 +72,12 @@ struct Refine: ParsableCommand {
         var o = RefineOptions()
         o.blockSize = blockSize; o.sampler = sampler; o.steps = steps; o.nucleus = nucleus; o.seed = seed; o.batch = batch; o.kvCache = !noKVCache
         do {
+            o.shard = try Shard.parse(shard)
             try withSamplesOutput(path: output, header: h, allowTerminal: force) { w in
                 try runRefine(checkpoint: ck, options: o, reader: reader, writer: w, source: name)
             }
         } catch let e as SamplingUsageError { throw ValidationError(e.description) }
+        catch let e as UsageError { throw ValidationError(e.description) }
     }
 }
 

@@ -40,12 +40,17 @@ struct Remask: ParsableCommand {
     @Flag(help: "Write binary output even to a terminal.")
     var force = false
 
+    @Option(help: "Only the records with id % n == i (format i/n); shard outputs concatenate.")
+    var shard: String?
+
     func validate() throws {
         guard ratio >= 0 && ratio <= 1 else { throw ValidationError("--ratio must be in [0, 1] (got \(ratio))") }
         if policy == .posthoc && model == nil { throw ValidationError("--policy posthoc needs -m CHECKPOINT") }
     }
 
     func run() throws {
+        let part: Shard
+        do { part = try Shard.parse(shard) } catch let e as UsageError { throw ValidationError(e.description) }
         let ck = try model.map { try SamplingCheckpoint.load(path: $0) }
         let reader = try TokenStreamReader(source: try openInput(input), name: input == "-" ? "stdin" : input)
         var h = reader.header
@@ -53,7 +58,7 @@ struct Remask: ParsableCommand {
         do {
             try withSamplesOutput(path: output, header: h, allowTerminal: force) { w in
                 try runRemask(policy: policy, ratio: ratio, seed: seed, checkpoint: ck, reader: reader, writer: w,
-                              source: input == "-" ? "stdin" : input)
+                              source: input == "-" ? "stdin" : input, shard: part)
             }
         } catch let e as SamplingUsageError { throw ValidationError(e.description) }
     }

@@ -7,7 +7,7 @@ struct Score: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "score",
         abstract: "Score a model on token streams.",
-        subcommands: [PPL.self, Gen.self])
+        subcommands: [PPL.self, Gen.self, Merge.self])
 }
 
 struct PPL: ParsableCommand {
@@ -29,6 +29,7 @@ struct PPL: ParsableCommand {
     @Option(help: "Clip interval 'a,b' whose Var. NELBO to report (repeatable).") var clip: [String] = []
     @Option(help: "Random seed.") var seed: UInt64 = 1
     @Option(help: "Evaluate a bd3 checkpoint at this block size L' (must divide the sequence length; default: the checkpoint's, the draft size of a mixed-scale model).") var blockSize: Int?
+    @Option(help: "Only the batches b with b % n == i (format i/n); combine the shards' JSON with score merge.") var shard: String?
 
     func run() throws {
         guard samples >= 1, batch >= 1 else { throw ValidationError("--samples and --batch must be ≥ 1") }
@@ -36,11 +37,40 @@ struct PPL: ParsableCommand {
         o.samples = samples; o.batch = batch; o.seed = seed; o.blockSize = blockSize
         do {
             o.clips = try clip.map { try TrainSetup.parseInterval($0) }
+            o.shard = try Shard.parse(shard)
             let (m, info, data) = try Perplexity.load(checkpoint: model, data: input, batch: batch, blockSize: blockSize)
+            try Perplexity.checkShard(o, sequences: data.count, algorithm: info.algorithm)
             let r = Perplexity.evaluate(model: m, info: info, data: data, options: o)
             FileHandle.standardError.write(Data(r.table.utf8))
             print(r.json)
         } catch let e as UsageError { throw ValidationError(e.description) }
+    }
+}
+
+struct Merge: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "merge",
+        abstract: "Merge the JSON reports of score ppl --shard i/n runs into the report of the whole stream.",
+        discussion: """
+        The aggregate (NLL, PPL, BPD, Var. NELBO) is recomputed from the shards' sums, not averaged. Every shard 0..n-1 must be given once.
+
+        Example:
+          for i in 0 1 2 3; do score ppl -m ck.safetensors -i test.tok --shard $i/4 > ppl.$i.json; done
+          score merge ppl.*.json > ppl.json
+        """)
+
+    @Argument(help: "The shards' JSON reports.") var reports: [String]
+
+    func run() throws {
+        guard !reports.isEmpty else { throw ValidationError("give the shards' JSON reports") }
+        let texts = try reports.map { path -> (name: String, text: String) in
+            guard let d = FileManager.default.contents(atPath: path) else { throw ToolError("cannot read \(path)") }
+            return (path, String(decoding: d, as: UTF8.self))
+        }
+        let r: PerplexityResult
+        do { r = try ScoreMerge.merge(texts) } catch let e as UsageError { throw ValidationError(e.description) }
+        FileHandle.standardError.write(Data(r.table.utf8))
+        print(r.json)
     }
 }
 

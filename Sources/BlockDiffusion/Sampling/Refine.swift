@@ -28,6 +28,8 @@ public struct RefineOptions: Sendable {
     public var batch = 1
     /// false: no KV cache (WindowDiT, the reference's kv_cache=False path).
     public var kvCache = true
+    /// `--shard i/n`: only the records with id ≡ i (mod n); each record's result depends only on its own seed.
+    public var shard = Shard.whole
     public init() {}
 }
 
@@ -72,6 +74,7 @@ public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOption
     }
 
     while let r = try reader.next() {
+        guard o.shard.contains(r.id) else { continue }
         let len = r.tokens.count
         guard len >= 1 else { try flush(); var out = r; out.stages.append("refine (empty)"); try writer.write(out); written += 1; continue }
         if bs < len && len % bs != 0 {
@@ -139,7 +142,8 @@ public func posthocConfidence(engine: CachedDiT, tokens: [Int32], maskId: Int32)
 
 @discardableResult
 public func runRemask(policy: RemaskPolicy, ratio: Double, seed: UInt64, checkpoint ck: SamplingCheckpoint?,
-                      reader: TokenStreamReader, writer: TokenStreamWriter, source: String = "input") throws -> Int {
+                      reader: TokenStreamReader, writer: TokenStreamWriter, source: String = "input",
+                      shard: Shard = .whole) throws -> Int {
     guard ratio >= 0 && ratio <= 1 else { throw SamplingUsageError("--ratio must be in [0, 1] (got \(ratio))") }
     let h = reader.header
     guard h.special.mask >= 0 || ck != nil else {
@@ -153,6 +157,7 @@ public func runRemask(policy: RemaskPolicy, ratio: Double, seed: UInt64, checkpo
     var engines: [Int: CachedDiT] = [:]
     var n = 0
     while let r = try reader.next() {
+        guard shard.contains(r.id) else { continue }   // --shard i/n: records with id ≡ i (mod n)
         if let bad = r.tokens.first(where: { $0 < 0 || Int($0) >= h.vocabSize }) {
             throw ToolError("\(source): record \(r.id) holds token \(bad) outside the vocabulary")
         }

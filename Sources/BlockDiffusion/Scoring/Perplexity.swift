@@ -15,7 +15,13 @@ public struct PerplexityOptions: Sendable {
     public var seed: UInt64 = 1
     /// bd3 only: evaluate at this block size instead of the checkpoint's (e.g. a mixed-scale model at its global size).
     public var blockSize: Int? = nil
+    /// `--shard i/n`: only the batches b ≡ i (mod n). Each batch draws from its own generator seeded by (seed, b),
+    /// so the shards' sums add up to the unsharded run's (`score merge`).
+    public var shard = Shard.whole
     public init() {}
+
+    /// The generator of batch b.
+    func batchRNG(_ b: Int) -> Xoshiro256 { Xoshiro256(seed: seed ^ SplitMix64.mix(UInt64(b) &+ 0x632B_E59B_D9B4_E019)) }
 }
 
 public enum Perplexity {
@@ -53,7 +59,6 @@ public enum Perplexity {
         let report: ClipInterval = algo == .bd3 && bs == 1 ? .tuned : .base
         let exact = algo == .ar || report == .tuned
         let K = exact ? 1 : max(1, o.samples)
-        var rng = Xoshiro256(seed: o.seed)
         // Var-NELBO of the reported interval comes from the first of the K draws; the other requested
         // intervals get one extra draw per batch each.
         var reportAcc = VarianceAccumulator()
@@ -61,9 +66,13 @@ public enum Perplexity {
         var ownReport = (acc: VarianceAccumulator(), nll: 0.0, count: 0)
         var nll = 0.0, count = 0
         var rows: [Int32] = []
-        var lo = 0
+        var lo = 0, batchIndex = -1, batches = 0
         while lo < data.count {
             let hi = min(data.count, lo + o.batch)
+            batchIndex += 1
+            guard o.shard.contains(batchIndex) else { lo = hi; continue }
+            batches += 1
+            var rng = o.batchRNG(batchIndex)
             data.gather(Array(lo..<hi), into: &rows)
             for k in 0..<K {
                 let s = rows.withUnsafeBufferPointer {
@@ -90,14 +99,36 @@ public enum Perplexity {
             lo = hi
         }
         let reportVar = own == .loglinear ? reportAcc.varNELBO : ownReport.acc.varNELBO
-        var result = PerplexityResult(nll: nll / Double(count), tokens: count / K, sequences: data.count, samples: K,
+        var result = PerplexityResult(nll: nll / Double(count), tokens: count / K, sequences: sequences(data.count, o), samples: K,
                                       interval: algo == .ar ? nil : report, exact: exact,
                                       varNELBO: (algo == .ar ? [] : [(report, reportVar)]) + accs.map { ($0.0, $0.1.varNELBO) })
         result.blockSize = bs
         if own != .loglinear {
             result.schedule = (own.name, own.parameterString, ownReport.nll / Double(max(ownReport.count, 1)))
         }
+        var sums = PerplexitySums(shard: o.shard, nllSum: nll, count: count, batches: batches)
+        let reportSums = own == .loglinear ? reportAcc : ownReport.acc
+        sums.variance = (algo == .ar ? [] : [(report, reportSums.sum, reportSums.batches)]) + accs.map { ($0.0, $0.1.sum, $0.1.batches) }
+        if own != .loglinear { sums.scheduleNLLSum = ownReport.nll; sums.scheduleCount = ownReport.count }
+        result.sums = sums
         return result
+    }
+
+    /// Sequences in the shard's batches.
+    static func sequences(_ n: Int, _ o: PerplexityOptions) -> Int {
+        var total = 0, lo = 0, b = 0
+        while lo < n { let hi = min(n, lo + o.batch); if o.shard.contains(b) { total += hi - lo }; lo = hi; b += 1 }
+        return total
+    }
+
+    /// A shard must hold at least one batch; SEDD checkpoints are not sharded (one generator for the whole stream).
+    public static func checkShard(_ o: PerplexityOptions, sequences: Int, algorithm: Algorithm) throws {
+        guard o.shard != .whole else { return }
+        guard algorithm != .sedd else { throw UsageError("--shard applies to ar, mdlm and bd3 checkpoints, not sedd") }
+        let batches = (sequences + o.batch - 1) / o.batch
+        guard o.shard.index < batches else {
+            throw UsageError("shard \(o.shard) has no batches: \(sequences) sequences make \(batches) batches of --batch \(o.batch); use at most \(batches) shards")
+        }
     }
 
     /// Loads a checkpoint and a test stream and checks they fit together.
