@@ -76,7 +76,7 @@ struct Train: ParsableCommand {
         let log: (String) -> Void = { if leader { FileHandle.standardError.write(Data(("train: " + $0 + "\n").utf8)) } }
         log(how)
         let m = leader ? try metrics.map { try MetricsLog(path: $0) } : nil
-        StopSignal.install()
+        StopSignal.install(alsoOn: world == nil ? [] : [SIGUSR1])
         let out = try trainer.run(runDir: output, metrics: m, logEvery: logEvery, log: log)
         if let s = out.stoppedBySignal { throw ExitCode(128 + s) }
         log(String(format: "done: step %d, last loss %.4f; checkpoints in %@", out.step, out.lastLoss, output))

@@ -95,3 +95,42 @@ final class DataParallelTests: TinyRunTestCase {
         XCTAssertTrue(r.err.contains("missing.tok"), r.err)
     }
 }
+
+extension DataParallelTests {
+    /// `kill -USR1 <mpirun>` mid-run: mpirun forwards it, the ranks agree on the step, rank 0 checkpoints, the job
+    /// exits 138; rerunning continues exactly (same weights as a job that ran straight to the same step).
+    func testSignalStopsJobWithCheckpointAndResumeIsExact() throws {
+        let t = self, m = mpirun
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: m)
+        p.arguments = ["-np", "2", "--oversubscribe", "--bind-to", "none", try cliBinary("train")]
+            + t.trainArgs(dir + "/stopped", steps: 100_000, extra: ["--log-every", "1"])
+        var env = ProcessInfo.processInfo.environment
+        env["BD3_NO_REEXEC"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        env["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none"
+        p.environment = env
+        let log = dir + "/stopped.log"
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let h = FileHandle(forWritingAtPath: log)!
+        p.standardError = h; p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let deadline = Date().addingTimeInterval(120)
+        while Date() < deadline, !((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("step 3/") { usleep(100_000) }
+        kill(p.processIdentifier, SIGUSR1)
+        p.waitUntilExit()
+        try h.close()
+        let err = try String(contentsOfFile: log, encoding: .utf8)
+        XCTAssertEqual(p.terminationStatus, 128 + SIGUSR1, err)
+        guard let r = err.range(of: #"stopped by signal \d+ at step (\d+)"#, options: .regularExpression) else {
+            return XCTFail("no stop message: \(err)")
+        }
+        let k = Int(err[r].split(separator: " ").last!)!
+        XCTAssertGreaterThanOrEqual(k, 3)
+        let resumed = try t.mpi(2, t.trainArgs(dir + "/stopped", steps: k + 2))
+        XCTAssertEqual(resumed.code, 0, resumed.err)
+        XCTAssertTrue(resumed.err.contains("resuming \(dir)/stopped at step \(k)"), resumed.err)
+        let straight = try t.mpi(2, t.trainArgs(dir + "/straight", steps: k + 2))
+        XCTAssertEqual(straight.code, 0, straight.err)
+        XCTAssertEqual(try t.live(dir + "/stopped").live, try t.live(dir + "/straight").live)
+    }
+}

@@ -78,8 +78,8 @@ struct AdamW {
 }
 
 let ceiling = ceilingRun ? sgemmCeiling() : (square: Double.nan, shaped: Double.nan)
-print(String(format: "{\"impl\":\"swift\",\"what\":\"sgemm_ceiling\",\"gflops_2048cube\":%.1f,\"gflops_4096x1024x256\":%.1f,\"blas_threads\":%d,\"blas_core\":\"%@\"}",
-             ceiling.square, ceiling.shaped, openblas_get_num_threads(), Runtime.blasCoreName))
+if ceilingRun { print(String(format: "{\"impl\":\"swift\",\"what\":\"sgemm_ceiling\",\"gflops_2048cube\":%.1f,\"gflops_4096x1024x256\":%.1f,\"blas_threads\":%d,\"blas_core\":\"%@\"}",
+             ceiling.square, ceiling.shaped, openblas_get_num_threads(), Runtime.blasCoreName)) }
 
 let V = 8192, B = batchSize
 for algo in algos {
@@ -161,8 +161,8 @@ for algo in algos {
     // Memory the design needs: parameters + gradients + two Adam moments + the activation buffer (fp32), plus
     // the dLogits buffer the loss head writes (B·L·V). Peak RSS also holds the process, BLAS and the batches.
     let theoryMB = Double(4 * (4 * model.parameterCount + model.activationCount + B * L * V)) / 1_048_576
-    print(String(format: "{\"impl\":\"swift\",\"precision\":\"\(precision.rawValue)\",\"config\":\"\(configName)\",\"algo\":\"%@\",\"tokens_per_s\":%.1f,\"batch\":%d,\"seq_len\":%d,\"block_size\":%d,\"steps\":%d,\"sec_per_step\":%.4f,\"fwd_loss_s\":%.4f,\"bwd_adam_s\":%.4f,\"gflops\":%.1f,\"frac_of_sgemm_ceiling\":%.2f,\"params\":%d,\"final_loss\":%.4f,\"theory_mb\":%.1f,\"peak_rss_mb\":%.1f}",
+    print(String(format: "{\"impl\":\"swift\",\"precision\":\"\(precision.rawValue)\",\"config\":\"\(configName)\",\"algo\":\"%@\",\"tokens_per_s\":%.1f,\"batch\":%d,\"seq_len\":%d,\"block_size\":%d,\"steps\":%d,\"sec_per_step\":%.4f,\"fwd_loss_s\":%.4f,\"bwd_adam_s\":%.4f,\"gflops\":%.1f,\"frac_of_sgemm_ceiling\":%@,\"params\":%d,\"final_loss\":%.4f,\"theory_mb\":%.1f,\"peak_rss_mb\":%.1f}",
                  algo, Double(B * L) / perStep, B, L, algo == "bd3" ? blockSize : (algo == "ar" ? 1 : L), steps, perStep,
-                 tForward / Double(steps), tBackward / Double(steps), flops / perStep / 1e9, flops / perStep / 1e9 / ceiling.shaped,
+                 tForward / Double(steps), tBackward / Double(steps), flops / perStep / 1e9, ceilingRun ? String(format: "%.2f", flops / perStep / 1e9 / ceiling.shaped) : "null",
                  model.parameterCount, lastLoss, theoryMB, peakRSSMB()))
 }

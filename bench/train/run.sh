@@ -17,8 +17,8 @@ steps=${STEPS:-3}; warmup=${WARMUP:-1}
 bin=.build/release/bench-train
 [ -x "$bin" ] || { echo "run: swift build -c release --product bench-train" >&2; exit 1; }
 out=$(mktemp); trap 'rm -f "$out"' EXIT
-ceiling=""
 for r in $(seq 1 "$rounds"); do
+  ceiling=""   # the sgemm ceiling once per round, in its first measurement of ours
   for a in $algos; do
     python3 bench/train/reference_train.py --ref "$BD3LMS_REF" --algo "$a" --config "$config" --batch "$batch" \
       --precision fp32 --steps "$steps" --warmup "$warmup" 2>/dev/null | sed "s/^{/{\"round\": $r, /" | tee -a "$out"
@@ -29,13 +29,16 @@ for r in $(seq 1 "$rounds"); do
     for p in fp32 bf16; do
       "$bin" --algo "$a" --config "$config" --batch "$batch" --precision "$p" --steps "$steps" --warmup "$warmup" $ceiling \
         | sed "s/^{/{\"round\":$r,/" | tee -a "$out"
-      ceiling=--no-ceiling   # the sgemm ceiling once, in the first measurement
+      ceiling=--no-ceiling
     done
   done
 done
 python3 - "$out" >&2 <<'PY'
 import json, sys, collections
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+for r in rows:
+    if r.get("what") == "sgemm_ceiling":
+        print(f"round {r['round']}: sgemm ceiling {r['gflops_2048cube']} GFLOP/s (2048^3, {r['blas_threads']} threads)")
 by = collections.defaultdict(list)
 for r in rows:
     if "tokens_per_s" in r:

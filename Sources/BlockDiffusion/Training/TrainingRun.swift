@@ -9,8 +9,10 @@ import Foundation
 public enum StopSignal {
     nonisolated(unsafe) static var received: sig_atomic_t = 0
 
-    public static func install() {
-        for sig in [SIGINT, SIGTERM] {
+    /// `alsoOn`: more signals with the same meaning — a data-parallel job adds SIGUSR1, which Open MPI's mpirun
+    /// forwards to every rank (on SIGINT/SIGTERM mpirun itself tears the job down within seconds).
+    public static func install(alsoOn extra: [Int32] = []) {
+        for sig in [SIGINT, SIGTERM] + extra {
             let previous = signal(sig) { s in
                 if StopSignal.received != 0 { signal(s, SIG_DFL); raise(s); return }
                 StopSignal.received = s
