@@ -58,6 +58,7 @@ struct Refine: ParsableCommand {
         if let b = blockSize, b < 1 { throw ValidationError("--block-size must be at least 1") }
         guard nucleus > 0 && nucleus <= 1 else { throw ValidationError("--nucleus must be in (0, 1] (got \(nucleus))") }
         guard steps >= 1, batch >= 1 else { throw ValidationError("--steps and --batch must be at least 1") }
+        do { _ = try Shard.parse(shard) } catch let e as UsageError { throw ValidationError(e.description) }
     }
 
     func run() throws {

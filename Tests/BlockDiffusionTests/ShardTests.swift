@@ -90,3 +90,42 @@ final class ShardTests: XCTestCase {
         }
     }
 }
+
+final class ShardCLITests: TinyRunTestCase {
+    /// Exit codes of the new options: a malformed --shard or --precision is a usage error (64); score merge of an
+    /// incomplete set of shards is a runtime error (1) naming the missing shard; a complete set prints one report.
+    func testShardAndPrecisionExitCodes() throws {
+        let train = try cliBinary("train"), score = try cliBinary("score")
+        let bad = try runCLI(train, ["--data", trainPath, "--precision", "fp16", "-o", dir + "/r"])
+        XCTAssertEqual(bad.code, 64, bad.err); XCTAssertTrue(bad.err.contains("--precision must be fp32 or bf16"), bad.err)
+        for tool in ["refine", "remask"] {
+            let r = try runCLI(try cliBinary(tool), ["-m", "x.safetensors", "--ratio", "0.5", "--shard", "2/2"].filter { tool == "remask" || $0 != "--ratio" && $0 != "0.5" })
+            XCTAssertEqual(r.code, 64, "\(tool): \(r.err)"); XCTAssertTrue(r.err.contains("--shard must be i/n"), r.err)
+        }
+        // A tiny checkpoint, two shards, merge.
+        var req = TinyRun.request(dir: dir, data: trainPath, valid: nil, algo: .ar, steps: 2)
+        req.runDir = dir + "/ar"
+        let (t, _) = try TrainSetup.make(req)
+        _ = try t.run(runDir: req.runDir, metrics: nil) { _ in }
+        let ck = req.runDir + "/last.safetensors"
+        XCTAssertEqual(try runCLI(score, ["ppl", "-m", ck, "-i", trainPath, "--batch", "2", "--shard", "3/4"]).code, 0)
+        let none = try runCLI(score, ["ppl", "-m", ck, "-i", trainPath, "--batch", "2", "--shard", "4/5"])
+        XCTAssertEqual(none.code, 64, none.err); XCTAssertTrue(none.err.contains("has no batches"), none.err)
+        var paths: [String] = []
+        for i in 0..<2 {
+            let r = try runCLI(score, ["ppl", "-m", ck, "-i", trainPath, "--batch", "2", "--shard", "\(i)/2"])
+            XCTAssertEqual(r.code, 0, r.err)
+            paths.append(dir + "/p\(i).json")
+            try r.out.write(toFile: paths[i], atomically: true, encoding: .utf8)
+        }
+        let whole = try runCLI(score, ["ppl", "-m", ck, "-i", trainPath, "--batch", "2"])
+        let merged = try runCLI(score, ["merge"] + paths)
+        XCTAssertEqual(merged.code, 0, merged.err)
+        let a = try JSONSerialization.jsonObject(with: Data(whole.out.utf8)) as! [String: Any]
+        let b = try JSONSerialization.jsonObject(with: Data(merged.out.utf8)) as! [String: Any]
+        XCTAssertEqual(a["nll"] as! Double, b["nll"] as! Double, accuracy: 1e-12)
+        XCTAssertEqual(a["tokens"] as? Int, b["tokens"] as? Int)
+        let missing = try runCLI(score, ["merge", paths[1]])
+        XCTAssertEqual(missing.code, 1, missing.err); XCTAssertTrue(missing.err.contains("missing shard 0/2"), missing.err)
+    }
+}
