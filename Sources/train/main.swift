@@ -15,6 +15,7 @@ struct Train: ParsableCommand {
                 --block-size 4 --config cpu --steps 2000 --batch 8 \\
                 --warmup 100 --val-every 500 --clip-search -o runs/bd3-4
           train ... --block-mix bimodal:4,256,0.1 --init runs/mdlm/best.safetensors -o runs/mix
+          mpirun -np 4 --hostfile hosts train ... -o /shared/runs/bd3   # data-parallel (Open MPI), docs/training.md
         """)
 
     @Option(help: "Training sequences (pack-blocks output).") var data: String
