@@ -9,6 +9,9 @@ pkg-config --exists libzstd 2>/dev/null || need+=(libzstd-dev)
 pkg-config --exists openblas 2>/dev/null || need+=(libopenblas-dev)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# Open MPI: `mpirun -np N train` (libmpi is loaded at run time; single-process train does not need it).
+command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin)
+pkg-config --exists ompi 2>/dev/null || need+=(libopenmpi-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps: installing ${need[*]}" >&2

@@ -41,6 +41,8 @@ struct Refine: ParsableCommand {
 
     @OptionGroup(title: "Output") var out: OutputOptions
 
+    @OptionGroup var sharding: ShardOptions
+
     func validate() throws {
         if infill != nil && tokenizer == nil { throw ValidationError("--infill FILE needs -t tokenizer.json (the checkpoint's tokenizer)") }
         if infill != nil && input.input != "-" { throw ValidationError("give either --infill FILE or -i STREAM, not both") }
@@ -55,6 +57,7 @@ struct Refine: ParsableCommand {
         let dec = try decoding.parsed()
         var o = sampling.refineOptions
         o.unmask = dec.unmask
+        try usage { o.shard = try Shard.parse(sharding.shard) }
         let text: ([Int32]) -> String = { ids in tok.map { String(decoding: $0.decode(ids), as: UTF8.self) } ?? ids.map(String.init).joined(separator: " ") + " " }
         try dec.withObservers(decode: text, maskId: ck.special.mask) { observer in
             if let infill, let tok {

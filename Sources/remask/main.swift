@@ -45,6 +45,8 @@ struct Remask: ParsableCommand {
     @OptionGroup var input: InputOptions
     @OptionGroup(title: "Output") var out: OutputOptions
 
+    @OptionGroup var sharding: ShardOptions
+
     func validate() throws {
         try usage { try validateRemaskRatio(ratio) }
         guard dilate >= 0 else { throw ValidationError("--dilate must be at least 0 (got \(dilate))") }
@@ -52,6 +54,8 @@ struct Remask: ParsableCommand {
     }
 
     func run() throws {
+        var part = Shard.whole
+        try usage { part = try Shard.parse(sharding.shard) }
         var ck: SamplingCheckpoint?
         if let model {
             let overrides = try facts.overrides(blockSize: blockSize, ids: nil)
@@ -63,7 +67,7 @@ struct Remask: ParsableCommand {
         h.attributes["tool"] = "remask"
         try withSamplesOutput(path: out.output, header: h, allowTerminal: out.force) { w in
             try runRemask(policy: policy, ratio: ratio, seed: seed, checkpoint: ck, reader: reader, writer: w,
-                          source: input.name, dilate: dilate)
+                          source: input.name, dilate: dilate, shard: part)
         }
     }
 }

@@ -13,7 +13,7 @@ struct Score: ParsableCommand {
           score ppl -m runs/bd3-4/best.safetensors -i owt.test.tok > ppl.json
           score gen --scorer runs/ar/best.safetensors -i samples.tok > gen.json
         """,
-        subcommands: [PPL.self, Gen.self])
+        subcommands: [PPL.self, Gen.self, Merge.self])
 }
 
 struct PPL: ParsableCommand {
@@ -35,11 +35,13 @@ struct PPL: ParsableCommand {
     @Option(parsing: .unconditionalSingleValue, help: "Clip interval 'a,b' (0 ≤ a ≤ b ≤ 1) whose Var. NELBO to report (repeatable).") var clip: [String] = []
     @Option(parsing: .unconditional, help: "Random seed.") var seed: UInt64 = 1
     @Option(parsing: .unconditional, help: "Evaluate a bd3 checkpoint at this block size L' (must divide the sequence length; default: the checkpoint's, the draft size of a mixed-scale model).") var blockSize: Int?
+    @OptionGroup var sharding: ShardOptions
 
     func options() throws -> PerplexityOptions {
         var o = PerplexityOptions()
         o.samples = samples; o.batch = batch; o.seed = seed; o.blockSize = blockSize
         o.clips = try clip.map { try ClipInterval.parse($0) }
+        o.shard = try Shard.parse(sharding.shard)
         return o
     }
 
@@ -51,7 +53,36 @@ struct PPL: ParsableCommand {
         var loaded: (DiT, CheckpointInfo, SequenceData)?
         try usage { loaded = try Perplexity.load(checkpoint: checkpoint.model, data: input, batch: batch, blockSize: blockSize, overrides: overrides) }
         let (m, info, data) = loaded!
+        try usage { try Perplexity.checkShard(o, sequences: data.count, algorithm: info.algorithm) }
         let r = Perplexity.evaluate(model: m, info: info, data: data, options: o)
+        FileHandle.standardError.write(Data(r.table.utf8))
+        print(r.json)
+    }
+}
+
+struct Merge: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "merge",
+        abstract: "Merge the JSON reports of score ppl --shard i/n runs into the report of the whole stream.",
+        discussion: """
+        The aggregate (NLL, PPL, BPD, Var. NELBO) is recomputed from the shards' sums, not averaged. Every shard 0..n-1 must be given once.
+
+        Example:
+          for i in 0 1 2 3; do score ppl -m ck.safetensors -i test.tok --shard $i/4 > ppl.$i.json; done
+          score merge ppl.*.json > ppl.json
+        """)
+
+    @Argument(help: "The shards' JSON reports.") var reports: [String]
+
+    func run() throws {
+        guard !reports.isEmpty else { throw ValidationError("give the shards' JSON reports") }
+        let texts = try reports.map { path -> (name: String, text: String) in
+            guard let d = FileManager.default.contents(atPath: path) else { throw ToolError("cannot read \(path)") }
+            return (path, String(decoding: d, as: UTF8.self))
+        }
+        var merged: PerplexityResult?
+        try usage { merged = try ScoreMerge.merge(texts) }
+        let r = merged!
         FileHandle.standardError.write(Data(r.table.utf8))
         print(r.json)
     }

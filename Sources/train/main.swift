@@ -21,6 +21,10 @@ struct Train: ParsableCommand {
           train --data owt.train.tok --valid owt.valid.tok --algo bd3 \\
                 --block-mix bimodal:4,256,0.1 \\
                 --init runs/mdlm/best.safetensors -o runs/mix
+          mpirun -np 2 train --data owt.train.tok --algo bd3 --steps 2000 -o runs/bd3-dp
+
+        Under mpirun every rank trains on its own micro-batches and the gradients are averaged (Open MPI, \
+        loaded at run time; docs/training.md).
         """)
 
     @Option(help: "Training sequences (pack-blocks output).") var data: String?
@@ -51,6 +55,7 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "Print progress every N steps.") var logEvery: Int = 10
     @Option(help: "Append JSON-lines metrics to this file.") var metrics: String?
     @Option(name: .shortAndLong, help: "Run directory.") var output: String
+    @Option(help: "Matmul operand precision: fp32 or bf16 (fp32 weights, gradients, optimizer either way).") var precision: String = "fp32"
 
     /// The library's request (validated by TrainRequest.validate()).
     func request() -> TrainRequest {
@@ -59,7 +64,7 @@ struct Train: ParsableCommand {
         r.steps = steps; r.batch = batch; r.accumulate = accumulate; r.lr = lr; r.warmup = warmup ?? TrainRequest.defaultWarmup(steps: steps)
         r.cosine = lrSchedule == .cosine; r.schedule = schedule; r.reweight = reweight; r.clipSearch = clipSearch
         r.clip = clip; r.initPath = `init`; r.seed = seed; r.valEvery = valEvery; r.valBatches = valBatches
-        r.saveEvery = saveEvery; r.runDir = output
+        r.saveEvery = saveEvery; r.runDir = output; r.precision = precision
         return r
     }
 
@@ -77,11 +82,25 @@ struct Train: ParsableCommand {
             FileHandle.standardError.write(Data("train: exported \(output) to \(exportHF) (config.json + model.safetensors)\n".utf8))
             return
         }
+        // Under mpirun: any rank's failure stops the whole job with its message (see DataParallel.swift).
+        let world = try World.join()
+        do { try train(world) } catch {
+            if let world {
+                if let e = error as? ExitCode, e.rawValue > 128 { world.finish(); throw e }   // stopped by a signal, checkpoint written
+                world.stop("\(error)", code: error is ValidationError || error is UsageError ? 64 : 1)
+            }
+            throw error
+        }
+        world?.finish()
+    }
+
+    func train(_ world: World?) throws {
         let (trainer, how) = try TrainSetup.make(request())
-        let log: (String) -> Void = { FileHandle.standardError.write(Data(("train: " + $0 + "\n").utf8)) }
+        let leader = world?.isLeader ?? true   // rank 0 logs and writes; the others only compute
+        let log: (String) -> Void = { if leader { FileHandle.standardError.write(Data(("train: " + $0 + "\n").utf8)) } }
         log(how)
-        let m = try metrics.map { try MetricsLog(path: $0) }
-        StopSignal.install()
+        let m = leader ? try metrics.map { try MetricsLog(path: $0) } : nil
+        StopSignal.install(alsoOn: world == nil ? [] : [SIGUSR1])
         let out = try trainer.run(runDir: output, metrics: m, logEvery: logEvery, log: log)
         if let s = out.stoppedBySignal { throw ExitCode(128 + s) }
         log(String(format: "done: step %d, last loss %.4f; checkpoints in %@", out.step, out.lastLoss, output))

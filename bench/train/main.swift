@@ -3,6 +3,7 @@
 // AdamW (lr 3e-4, betas 0.9/0.999, eps 1e-8, wd 0), matching bench/torch_train.py.
 //
 //   swift run -c release bench-train [--algo ar|mdlm|bd3|all] [--steps 10] [--warmup 2] [--block-size 4] [--profile]
+//                                    [--precision fp32|bf16] [--config cpu|small] [--batch 8] [--no-ceiling]
 //
 // tokens/s counts B·L per step (L, not 2L, for BD3), as the PyTorch script does.
 // GFLOP/s counts useful FLOPs: 6·(matmul FLOPs of the forward) + attention on allowed (q,k) pairs only
@@ -14,7 +15,7 @@ import COpenBLAS
 Runtime.prepareBLAS()
 
 var algos = ["ar", "mdlm", "bd3"]
-var steps = 10, warmup = 2, blockSize = 4, profile = false
+var steps = 10, warmup = 2, blockSize = 4, profile = false, precision = Precision.fp32, configName = "cpu", ceilingRun = true, batchSize = 8
 var args = CommandLine.arguments.dropFirst().makeIterator()
 while let a = args.next() {
     switch a {
@@ -23,6 +24,10 @@ while let a = args.next() {
     case "--warmup": warmup = Int(args.next()!)!
     case "--block-size": blockSize = Int(args.next()!)!
     case "--profile": profile = true
+    case "--precision": precision = Precision(rawValue: args.next()!)!
+    case "--config": configName = args.next()!
+    case "--batch": batchSize = Int(args.next()!)!
+    case "--no-ceiling": ceilingRun = false   // skip the sgemm ceiling (e.g. every round but the first)
     default: FileHandle.standardError.write("unknown option \(a)\n".data(using: .utf8)!); exit(64)
     }
 }
@@ -72,13 +77,13 @@ struct AdamW {
     }
 }
 
-let ceiling = sgemmCeiling()
-print(String(format: "{\"impl\":\"swift\",\"what\":\"sgemm_ceiling\",\"gflops_2048cube\":%.1f,\"gflops_4096x1024x256\":%.1f,\"blas_threads\":%d,\"blas_core\":\"%@\"}",
-             ceiling.square, ceiling.shaped, openblas_get_num_threads(), Runtime.blasCoreName))
+let ceiling = ceilingRun ? sgemmCeiling() : (square: Double.nan, shaped: Double.nan)
+if ceilingRun { print(String(format: "{\"impl\":\"swift\",\"what\":\"sgemm_ceiling\",\"gflops_2048cube\":%.1f,\"gflops_4096x1024x256\":%.1f,\"blas_threads\":%d,\"blas_core\":\"%@\"}",
+             ceiling.square, ceiling.shaped, openblas_get_num_threads(), Runtime.blasCoreName)) }
 
-let V = 8192, B = 8
+let V = 8192, B = batchSize
 for algo in algos {
-    var cfg = ModelConfig.named("cpu", vocabSize: V)!
+    var cfg = ModelConfig.named(configName, vocabSize: V)!
     cfg.causal = algo == "ar"
     let L = cfg.length, D = cfg.hiddenSize
     let mask = Int32(V - 1)
@@ -86,6 +91,7 @@ for algo in algos {
     let layout: AttentionLayout = algo == "ar" ? .causal : (algo == "mdlm" ? .full : .blockDiffusion(blockSize: blockSize))
     let model = DiT(config: cfg, maxBatch: B, maxTokens: T, maxOutputTokens: L)
     model.initialize(seed: 1)
+    model.precision = precision
     var opt = AdamW(model.parameterCount)
     var rng = SplitMix64(seed: 7)
     // 4 fixed batches (like the torch script).
@@ -155,8 +161,8 @@ for algo in algos {
     // Memory the design needs: parameters + gradients + two Adam moments + the activation buffer (fp32), plus
     // the dLogits buffer the loss head writes (B·L·V). Peak RSS also holds the process, BLAS and the batches.
     let theoryMB = Double(4 * (4 * model.parameterCount + model.activationCount + B * L * V)) / 1_048_576
-    print(String(format: "{\"impl\":\"swift\",\"algo\":\"%@\",\"tokens_per_s\":%.1f,\"batch\":%d,\"seq_len\":%d,\"block_size\":%d,\"steps\":%d,\"sec_per_step\":%.4f,\"fwd_loss_s\":%.4f,\"bwd_adam_s\":%.4f,\"gflops\":%.1f,\"frac_of_sgemm_ceiling\":%.2f,\"params\":%d,\"final_loss\":%.4f,\"theory_mb\":%.1f,\"peak_rss_mb\":%.1f}",
+    print(String(format: "{\"impl\":\"swift\",\"precision\":\"\(precision.rawValue)\",\"config\":\"\(configName)\",\"algo\":\"%@\",\"tokens_per_s\":%.1f,\"batch\":%d,\"seq_len\":%d,\"block_size\":%d,\"steps\":%d,\"sec_per_step\":%.4f,\"fwd_loss_s\":%.4f,\"bwd_adam_s\":%.4f,\"gflops\":%.1f,\"frac_of_sgemm_ceiling\":%@,\"params\":%d,\"final_loss\":%.4f,\"theory_mb\":%.1f,\"peak_rss_mb\":%.1f}",
                  algo, Double(B * L) / perStep, B, L, algo == "bd3" ? blockSize : (algo == "ar" ? 1 : L), steps, perStep,
-                 tForward / Double(steps), tBackward / Double(steps), flops / perStep / 1e9, flops / perStep / 1e9 / ceiling.shaped,
+                 tForward / Double(steps), tBackward / Double(steps), flops / perStep / 1e9, ceilingRun ? String(format: "%.2f", flops / perStep / 1e9 / ceiling.shaped) : "null",
                  model.parameterCount, lastLoss, theoryMB, peakRSSMB()))
 }

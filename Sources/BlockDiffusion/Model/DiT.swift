@@ -72,6 +72,8 @@ public final class DiT {
     let rotary: RotaryTable
     /// Per-phase wall time (seconds) accumulated over forward/backward calls while `profiling` is on (benchmarks).
     public var profiling = false
+    /// Operand precision of the matmuls in forward/backward (see Precision.swift); fp32 weights either way.
+    public var precision: Precision = .fp32
     public var phaseTimes: [String: Double] = [:]
     @inline(__always) func timed(_ name: String, _ body: () -> Void) {
         if !profiling { body(); return }
@@ -271,6 +273,7 @@ public final class DiT {
                         sigma: UnsafeBufferPointer<Float>?, training: Bool, dropoutSeed: UInt64) -> UnsafeMutableBufferPointer<Float> {
         precondition(B >= 1 && B <= maxBatch && tokens.count % B == 0, "batch \(B) must be in 1...\(maxBatch) and divide the token count")
         let T = tokens.count / B
+        let outerPrecision = MatmulContext.enter(precision); defer { _ = MatmulContext.enter(outerPrecision) }
         precondition(T >= 1 && T <= maxTokens, "sequence length \(T) exceeds maxTokens \(maxTokens)")
         let D = config.hiddenSize, V = config.vocabSize, H = config.nHeads, d = config.headDim
         let N = B * T
@@ -410,6 +413,7 @@ public final class DiT {
     public func backward(dLogits: UnsafeBufferPointer<Float>) {
         precondition(!isInference, "backward on an inference-only DiT (built with inference: true or sharingWeightsOf:, it has no gradient buffer); build the model with inference: false to train it")
         guard let last else { preconditionFailure("backward called before forward") }
+        let outerPrecision = MatmulContext.enter(precision); defer { _ = MatmulContext.enter(outerPrecision) }
         let (B, T, layout, training, seed, nCond, lout) = last
         let D = config.hiddenSize, V = config.vocabSize, H = config.nHeads, d = config.headDim, C = config.condDim
         let N = B * T, nOut = B * lout

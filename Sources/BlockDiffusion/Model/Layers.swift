@@ -15,9 +15,21 @@ public typealias FloatPtr = UnsafeMutablePointer<Float>
 @inline(__always)
 func splitCount(_ rows: Int, _ work: Int) -> Int { work < (1 << 18) ? 1 : max(1, min(workerCount, rows / 16)) }
 
+/// With `MatmulContext.current.precision == .bf16` (set by DiT for its passes) inp and weight are rounded
+/// to bf16 first; the product is accumulated in fp32 either way.
 func matmulForward(_ out: FloatPtr, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
                    _ N: Int, _ C: Int, _ OC: Int) {
     if N == 0 { return }
+    let ctx = MatmulContext.current
+    if ctx.precision == .bf16 {
+        sgemmForward(out, ctx.rounded(0, inp, N * C), ctx.rounded(1, weight, OC * C), bias, N, C, OC)
+    } else {
+        sgemmForward(out, inp, weight, bias, N, C, OC)
+    }
+}
+
+func sgemmForward(_ out: FloatPtr, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
+                  _ N: Int, _ C: Int, _ OC: Int) {
     let parts = splitCount(N, N * C * OC)
     parallelFor(parts) { part in
         let r0 = N * part / parts, r1 = N * (part + 1) / parts
@@ -34,10 +46,26 @@ func matmulForward(_ out: FloatPtr, _ inp: UnsafePointer<Float>, _ weight: Unsaf
 
 /// dinp (N, C) = dout · weight (overwrite if `accumulateInput` is false, else +=);
 /// dweight (OC, C) += doutᵀ · inp; dbias (OC) += column sums of dout.
+/// In bf16 mode both products take bf16-rounded operands (dout, weight, inp); dbias sums the fp32 dout.
 func matmulBackward(dinp: FloatPtr?, accumulateInput: Bool = false, dweight: FloatPtr?, dbias: FloatPtr?,
                     dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                     _ N: Int, _ C: Int, _ OC: Int) {
     if N == 0 { return }
+    let ctx = MatmulContext.current
+    if ctx.precision == .bf16 {
+        let rd = ctx.rounded(0, dout, N * OC)
+        sgemmBackward(dinp: dinp, accumulateInput: accumulateInput, dweight: dweight, dout: rd,
+                      inp: dweight == nil ? inp : ctx.rounded(1, inp, N * C),
+                      weight: dinp == nil ? weight : ctx.rounded(2, weight, OC * C), N, C, OC)
+    } else {
+        sgemmBackward(dinp: dinp, accumulateInput: accumulateInput, dweight: dweight, dout: dout, inp: inp, weight: weight, N, C, OC)
+    }
+    if let dbias { biasGradient(dbias, dout, N, OC) }
+}
+
+func sgemmBackward(dinp: FloatPtr?, accumulateInput: Bool, dweight: FloatPtr?,
+                   dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                   _ N: Int, _ C: Int, _ OC: Int) {
     if let dinp {
         let parts = splitCount(N, N * C * OC)
         parallelFor(parts) { part in
@@ -54,7 +82,6 @@ func matmulBackward(dinp: FloatPtr?, accumulateInput: Bool = false, dweight: Flo
                         1, dout + o0, Int32(OC), inp, Int32(C), 1, dweight + o0 * C, Int32(C))
         }
     }
-    if let dbias { biasGradient(dbias, dout, N, OC) }
 }
 
 /// dbias (OC) += column sums of dout (N, OC), as sgemv with a ones vector, split over column ranges.

@@ -16,6 +16,8 @@ public struct PerplexityResult: Sendable {
     /// A model trained with another schedule than loglinear: its name, parameters, and the NELBO under it at
     /// the reported interval (the reference's evaluation; one draw per block). `nll` is always loglinear.
     public var schedule: (name: String, parameters: String, nll: Double)? = nil
+    /// The additive totals behind the means, for `score merge` of `--shard` runs (nil: not recorded).
+    public var sums: PerplexitySums? = nil
     public var ppl: Double { exp(nll) }
     public var bpd: Double { nll / M_LN2 }
 
@@ -31,6 +33,10 @@ public struct PerplexityResult: Sendable {
         if let sc = schedule {
             o["schedule"] = sc.name; o["schedule_params"] = sc.parameters
             o["schedule_nll"] = n(sc.nll); o["schedule_ppl"] = n(exp(sc.nll))
+        }
+        if let sums {
+            o["shard"] = sums.shard.description
+            o["sums"] = sums.json
         }
         let d = (try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])) ?? Data("{}".utf8)
         return String(decoding: d, as: UTF8.self)
@@ -49,5 +55,29 @@ public struct PerplexityResult: Sendable {
             for (c, v) in varNELBO { s += String(format: "    %-22@ %.6g\n", c.description, v) }
         }
         return s
+    }
+}
+
+/// What a shard of `score ppl` adds up: Σ NLL over scored tokens (× draws) and their count, the batches, and per
+/// Var. NELBO interval the sum of per-batch variances and the batches counted (NaN variances of 1-block batches
+/// make a sum NaN, as they make the unsharded mean NaN). Means of merged shards are these sums' ratios.
+public struct PerplexitySums: Sendable {
+    public var shard: Shard
+    public var nllSum: Double
+    public var count: Int
+    public var batches: Int
+    public var variance: [(ClipInterval, Double, Int)] = []
+    public var scheduleNLLSum: Double? = nil
+    public var scheduleCount: Int? = nil
+
+    public init(shard: Shard, nllSum: Double, count: Int, batches: Int) {
+        self.shard = shard; self.nllSum = nllSum; self.count = count; self.batches = batches
+    }
+
+    var json: [String: Any] {
+        var o: [String: Any] = ["nll": nllSum, "count": count, "batches": batches,
+                                "var": variance.map { ["min": $0.0.min, "max": $0.0.max, "sum": $0.1.isFinite ? $0.1 : NSNull(), "batches": $0.2] as [String: Any] }]
+        if let s = scheduleNLLSum, let c = scheduleCount { o["schedule_nll"] = s; o["schedule_count"] = c }
+        return o
     }
 }

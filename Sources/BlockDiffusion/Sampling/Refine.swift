@@ -34,6 +34,8 @@ public struct RefineOptions: Sendable {
     // --- decoding options (Unmasking.swift) ---
     /// Which masked positions each step fills (`--unmask`); random = the reference's samplers.
     public var unmask: UnmaskPolicy = .random
+    /// `--shard i/n`: only the records with id ≡ i (mod n); each record's result depends only on its own seed.
+    public var shard = Shard.whole
     public init() {}
 }
 
@@ -94,6 +96,7 @@ public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOption
     }
 
     while let r = try next() {
+        guard o.shard.contains(r.id) else { continue }
         let len = r.tokens.count
         guard len >= 1 else {
             try flush(); var out = r; out.stages.append("refine (empty)")
@@ -190,7 +193,8 @@ public func posthocConfidence(engine: CachedDiT, tokens: [Int32], maskId: Int32)
 
 @discardableResult
 public func runRemask(policy: RemaskPolicy, ratio: Double, seed: UInt64, checkpoint ck: SamplingCheckpoint?,
-                      reader: TokenStreamReader, writer: TokenStreamWriter, source: String = "input", dilate: Int = 0) throws -> Int {
+                      reader: TokenStreamReader, writer: TokenStreamWriter, source: String = "input", dilate: Int = 0,
+                      shard: Shard = .whole) throws -> Int {
     try validateRemaskRatio(ratio)
     guard dilate >= 0 else { throw UsageError("--dilate must be at least 0 (got \(dilate))") }
     let h = reader.header
@@ -209,6 +213,7 @@ public func runRemask(policy: RemaskPolicy, ratio: Double, seed: UInt64, checkpo
     var engines: [Int: CachedDiT] = [:]
     var n = 0
     while let r = try reader.next() {
+        guard shard.contains(r.id) else { continue }   // --shard i/n: records with id ≡ i (mod n)
         if let bad = r.tokens.first(where: { $0 < 0 || Int($0) >= h.vocabSize }) {
             throw ToolError("\(source): record \(r.id) holds token \(bad) outside the vocabulary")
         }

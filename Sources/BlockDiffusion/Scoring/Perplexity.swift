@@ -15,7 +15,18 @@ public struct PerplexityOptions: Sendable {
     public var seed: UInt64 = 1
     /// bd3 only: evaluate at this block size instead of the checkpoint's (e.g. a mixed-scale model at its global size).
     public var blockSize: Int? = nil
+    /// `--shard i/n`: only the batches b ≡ i (mod n). Each batch draws from its own generators seeded by (seed, b),
+    /// so the shards' sums add up to the unsharded run's (`score merge`).
+    public var shard = Shard.whole
     public init() {}
+
+    /// The generator of estimate `stream` in batch b. Each estimate draws its t from its own stream, so the
+    /// reported NLL does not depend on which other estimates were asked for (--clip, the training schedule's):
+    /// stream 0 is the reported NELBO, 1 the training schedule's, 2+j the j-th extra clip interval.
+    func batchRNG(_ b: Int, stream: UInt64 = 0) -> Xoshiro256 {
+        let s = seed ^ SplitMix64.mix(UInt64(b) &+ 0x632B_E59B_D9B4_E019)
+        return Xoshiro256(seed: stream == 0 ? s : SplitMix64.mix(s ^ SplitMix64.mix(stream)))
+    }
 
     /// The checks that need no file (exit 64); `load` checks the block size against the data.
     public func validate() throws {
@@ -60,22 +71,20 @@ public enum Perplexity {
         let report: ClipInterval = algo == .bd3 && bs == 1 ? .tuned : .base
         let exact = algo == .ar || report == .tuned
         let K = exact ? 1 : max(1, o.samples)
-        // Each estimate draws its t from its own stream, so the reported NLL does not depend on which other
-        // estimates were asked for (--clip, the training schedule's): stream 0 is the reported NELBO, 1 the
-        // training schedule's, 2+j the j-th extra clip interval.
-        var rng = Xoshiro256(seed: o.seed)
-        var ownRng = Xoshiro256(seed: Perplexity.streamSeed(o.seed, 1))
         // Var-NELBO of the reported interval comes from the first of the K draws; the other requested
         // intervals get one extra draw per batch each.
         var reportAcc = VarianceAccumulator()
         var accs = algo == .ar ? [] : o.clips.filter { $0 != report }.map { ($0, VarianceAccumulator()) }
-        var clipRngs = accs.indices.map { Xoshiro256(seed: Perplexity.streamSeed(o.seed, UInt64(2 + $0))) }
         var ownReport = (acc: VarianceAccumulator(), nll: 0.0, count: 0)
         var nll = 0.0, count = 0
         var rows: [Int32] = []
-        var lo = 0
+        var lo = 0, batchIndex = -1, batches = 0
         while lo < data.count {
             let hi = min(data.count, lo + o.batch)
+            batchIndex += 1
+            guard o.shard.contains(batchIndex) else { lo = hi; continue }
+            batches += 1
+            var rng = o.batchRNG(batchIndex)
             data.gather(Array(lo..<hi), into: &rows)
             for k in 0..<K {
                 let s = rows.withUnsafeBufferPointer {
@@ -86,6 +95,7 @@ public enum Perplexity {
                 if k == 0 { reportAcc.add(blockMeans: s.blockMeans) }
             }
             if own != .loglinear {
+                var ownRng = o.batchRNG(batchIndex, stream: 1)
                 let s = rows.withUnsafeBufferPointer {
                     ownRunner.run(x0: $0, batch: hi - lo, interval: report, training: false, weighted: false, backward: false,
                                   dropoutSeed: 0, rng: &ownRng)
@@ -93,27 +103,47 @@ public enum Perplexity {
                 ownReport.acc.add(blockMeans: s.blockMeans); ownReport.nll += s.nllSum; ownReport.count += s.tokenCount
             }
             for j in accs.indices {
+                var clipRng = o.batchRNG(batchIndex, stream: UInt64(2 + j))
                 let s = rows.withUnsafeBufferPointer {
                     ownRunner.run(x0: $0, batch: hi - lo, interval: accs[j].0, training: false, weighted: false, backward: false,
-                                  dropoutSeed: 0, rng: &clipRngs[j])
+                                  dropoutSeed: 0, rng: &clipRng)
                 }
                 accs[j].1.add(blockMeans: s.blockMeans)
             }
             lo = hi
         }
         let reportVar = own == .loglinear ? reportAcc.varNELBO : ownReport.acc.varNELBO
-        var result = PerplexityResult(nll: nll / Double(count), tokens: count / K, sequences: data.count, samples: K,
+        var result = PerplexityResult(nll: nll / Double(count), tokens: count / K, sequences: sequences(data.count, o), samples: K,
                                       interval: algo == .ar ? nil : report, exact: exact,
                                       varNELBO: (algo == .ar ? [] : [(report, reportVar)]) + accs.map { ($0.0, $0.1.varNELBO) })
         result.blockSize = bs
         if own != .loglinear {
             result.schedule = (own.name, own.parameterString, ownReport.nll / Double(max(ownReport.count, 1)))
         }
+        var sums = PerplexitySums(shard: o.shard, nllSum: nll, count: count, batches: batches)
+        let reportSums = own == .loglinear ? reportAcc : ownReport.acc
+        sums.variance = (algo == .ar ? [] : [(report, reportSums.sum, reportSums.batches)]) + accs.map { ($0.0, $0.1.sum, $0.1.batches) }
+        if own != .loglinear { sums.scheduleNLLSum = ownReport.nll; sums.scheduleCount = ownReport.count }
+        result.sums = sums
         return result
     }
 
-    /// The seed of random stream `k` (k ≥ 1) of one evaluation; stream 0 is the seed itself.
-    static func streamSeed(_ seed: UInt64, _ k: UInt64) -> UInt64 { SplitMix64.mix(seed ^ SplitMix64.mix(k)) }
+    /// Sequences in the shard's batches.
+    static func sequences(_ n: Int, _ o: PerplexityOptions) -> Int {
+        var total = 0, lo = 0, b = 0
+        while lo < n { let hi = min(n, lo + o.batch); if o.shard.contains(b) { total += hi - lo }; lo = hi; b += 1 }
+        return total
+    }
+
+    /// A shard must hold at least one batch; SEDD checkpoints are not sharded (one generator for the whole stream).
+    public static func checkShard(_ o: PerplexityOptions, sequences: Int, algorithm: Algorithm) throws {
+        guard o.shard != .whole else { return }
+        guard algorithm != .sedd else { throw UsageError("--shard applies to ar, mdlm and bd3 checkpoints, not sedd") }
+        let batches = (sequences + o.batch - 1) / o.batch
+        guard o.shard.index < batches else {
+            throw UsageError("shard \(o.shard) has no batches: \(sequences) sequences make \(batches) batches of --batch \(o.batch); use at most \(batches) shards")
+        }
+    }
 
     /// Loads a checkpoint and a test stream and checks they fit together.
     /// `blockSize` overrides the checkpoint's (bd3 only; usage error otherwise or when it does not divide L).

@@ -46,7 +46,9 @@ extension Trainer {
     }
 
     /// Writes RUN_DIR/last.optim.safetensors then RUN_DIR/last.safetensors (and best.safetensors when `best`).
+    /// In a data-parallel job only rank 0 writes (every rank holds the same state).
     public func saveCheckpoint(runDir: String, best: Bool, valNLL: Double?) throws {
+        if let world, !world.isLeader { return }
         try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
         // Order matters for a kill at any instant: the exported EMA weights first, then the optimizer file, which
         // alone holds everything a resume needs (live weights, EMA shadow, moments, RNG). Each file is replaced

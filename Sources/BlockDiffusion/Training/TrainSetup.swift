@@ -30,6 +30,8 @@ public struct TrainRequest: Sendable {
     public var valBatches = 100
     public var saveEvery = 500
     public var runDir = ""
+    /// `--precision`: fp32 or bf16 (matmul operands; see Model/Precision.swift).
+    public var precision = "fp32"
     public init() {}
 }
 
@@ -51,8 +53,12 @@ public enum TrainSetup {
         if r.algorithm == .bd3 && mix == nil && L % r.blockSize != 0 {
             throw UsageError("--block-size \(r.blockSize) does not divide the sequence length \(L)")
         }
+        guard let precision = Precision(rawValue: r.precision) else {
+            throw UsageError("--precision must be fp32 or bf16, got '\(r.precision)'")
+        }
         if r.algorithm == .ar && L < 2 { throw UsageError("AR training needs sequences of at least 2 tokens") }
-        let o = try trainOptions(r, sets: sets, length: L, mix: mix)
+        var o = try trainOptions(r, sets: sets, length: L, mix: mix)
+        o.precision = precision
         if r.clipSearch, let largest = (mix?.sizes ?? [o.blockSize]).max(), r.batch * (L / largest) < 2 {
             throw UsageError("--clip-search compares the variance across the blocks of a validation batch, and a batch of \(r.batch) row(s) of \(L) tokens at block size \(largest) holds one block: use --batch 2 or more")
         }
@@ -68,7 +74,9 @@ public enum TrainSetup {
                           fix: "lower --batch and raise --accumulate")
         let model = DiT(config: config, maxBatch: r.batch, maxTokens: BatchLoss.inputLength(r.algorithm, length: L))
         model.initialize(seed: r.seed)
+        model.precision = precision
         let trainer = Trainer(model: model, options: o, train: train, valid: valid)
+        trainer.world = try World.join()
         if resuming {
             try trainer.resume(runDir: r.runDir)
             return (trainer, "resuming \(r.runDir) at step \(trainer.step)")
@@ -77,7 +85,8 @@ public enum TrainSetup {
             try trainer.initialize(from: ip, overrides: try initOverrides(r))
             return (trainer, "initialised from \(ip)")
         }
-        return (trainer, "fresh \(config.nBlocks)-layer model, \(model.parameterCount) parameters" + (mix.map { ", block mix \($0)" } ?? ""))
+        return (trainer, "fresh \(config.nBlocks)-layer model, \(model.parameterCount) parameters" + (mix.map { ", block mix \($0)" } ?? "")
+                + (trainer.world.map { ", \($0.size) data-parallel ranks" } ?? ""))
     }
 
     /// The training and validation rows, checked against each other and the algorithm.

@@ -40,6 +40,8 @@ public struct TrainOptions: Sendable {
     public var ignoreBOS = true
     /// σ(t) / move chance of `--algo sedd` (`--set sedd_noise=bd3lms|loglinear`).
     public var seddNoise: SEDDNoise = .bd3lms
+    /// Matmul operand precision (the model's `precision`); weights, gradients and optimizer stay fp32.
+    public var precision: Precision = .fp32
     public init() {}
 
     /// JSON summary stored in checkpoint metadata.
@@ -51,6 +53,7 @@ public struct TrainOptions: Sendable {
             "val_every": "\(valEvery)", "val_batches": "\(valBatches)", "ema": "\(emaDecay)", "grad_clip": "\(gradClip)", "weight_decay": "\(weightDecay)",
             "block_mix": blockMix?.description ?? "none", "sedd_noise": seddNoise.rawValue,
             "resample": "\(resample)", "antithetic": "\(antithetic)", "tuned_rule": tunedRule.rawValue, "ignore_bos": "\(ignoreBOS)",
+            "precision": precision.rawValue,
         ]
         let data = try! JSONSerialization.data(withJSONObject: d, options: [.sortedKeys])
         return String(decoding: data, as: UTF8.self)
@@ -112,6 +115,8 @@ public final class Trainer {
     public var bestNLL = Double.infinity
     /// Per-block-size NELBO of the last validation (mixed-scale runs record it in the weights metadata).
     public var lastValidationByBlock: [Int: Double]? = nil
+    /// The data-parallel job this trainer is a rank of (nil: one process). Only rank 0 writes files.
+    public var world: World? = nil
     var x0: [Int32] = []
 
     public init(model: DiT, options: TrainOptions, train: SequenceData, valid: SequenceData?) {
@@ -148,39 +153,56 @@ public final class Trainer {
         options.cosine ? .cosine(lr: options.lr, totalSteps: options.steps) : .constantWarmup(lr: options.lr, warmup: options.warmup)
     }
 
-    /// One optimizer step over `accumulate` micro-batches. Throws on a non-finite loss (nothing updated).
+    /// One optimizer step over `accumulate` micro-batches (× the ranks of a data-parallel job). Throws on a
+    /// non-finite loss (nothing updated).
+    ///
+    /// Each micro-batch k takes the next rows of the shuffled order and its own generator seeded from the
+    /// run's RNG, so the stream of micro-batches is the same however they are spread over ranks: rank r of N
+    /// runs k ≡ r (mod N) and skips the others' rows and seeds.
     public func trainStep() throws -> StepStats {
         var sched = loss.objective.schedule
         sched.setTrainingProgress(step: step, maxSteps: options.steps)
         loss.objective.schedule = sched
         model.zeroGradients()
-        var total = 0.0, tokens = 0
+        var total = 0.0
         let B = options.batch
-        for _ in 0..<options.accumulate {
-            train.gather(order.next(B), into: &x0)
+        let ranks = world?.size ?? 1, rank = world?.rank ?? 0
+        let micro = options.accumulate * ranks
+        let scale = 1 / Double(micro)
+        for k in 0..<micro {
+            let rows = order.next(B)
+            var mrng = Xoshiro256(seed: rng.split())
+            guard k % ranks == rank else { continue }
+            train.gather(rows, into: &x0)
             let s: LossSummary
             if let mix = options.blockMix {
-                let sizes = mix.draw(count: B, &rng)
+                let sizes = mix.draw(count: B, &mrng)
                 s = x0.withUnsafeBufferPointer {
                     loss.runMixed(x0: $0, batch: B, sizes: sizes, order: mix.sizes, intervals: intervals, weighted: true,
-                                  gradScale: 1 / Double(options.accumulate), rng: &rng)
+                                  gradScale: scale, rng: &mrng)
                 }
             } else if let sedd {
-                let seed = rng.split()
+                let seed = mrng.split()
                 s = x0.withUnsafeBufferPointer {
                     sedd.run(x0: $0, batch: B, interval: interval, training: true, backward: true,
-                             gradScale: 1 / Double(options.accumulate), dropoutSeed: seed, rng: &rng)
+                             gradScale: scale, dropoutSeed: seed, rng: &mrng)
                 }
             } else {
-                let seed = rng.split()
+                let seed = mrng.split()
                 s = x0.withUnsafeBufferPointer {
                     loss.run(x0: $0, batch: B, interval: interval, training: true, weighted: true, backward: true,
-                             gradScale: 1 / Double(options.accumulate), dropoutSeed: seed, rng: &rng)
+                             gradScale: scale, dropoutSeed: seed, rng: &mrng)
                 }
             }
-            total += s.tokenNLL; tokens += B * train.length
+            total += s.tokenNLL
         }
-        let l = total / Double(options.accumulate)
+        let tokens = micro * B * train.length
+        if let world {
+            // The one gradient exchange of the step; the loss sum rides in a second, 8-byte reduction.
+            world.sumInPlace(model.gradients)
+            total = world.sum([total])[0]
+        }
+        let l = total / Double(micro)
         guard l.isFinite else { throw TrainingDiverged(step: step + 1, loss: l, gradNorm: nil) }
         let norm = GradientClipping.clip(model.gradients, maxNorm: options.gradClip)
         guard norm.isFinite else { throw TrainingDiverged(step: step + 1, loss: l, gradNorm: norm) }

@@ -9,8 +9,10 @@ import Foundation
 public enum StopSignal {
     nonisolated(unsafe) static var received: sig_atomic_t = 0
 
-    public static func install() {
-        for sig in [SIGINT, SIGTERM] {
+    /// `alsoOn`: more signals with the same meaning — a data-parallel job adds SIGUSR1, which Open MPI's mpirun
+    /// forwards to every rank (on SIGINT/SIGTERM mpirun itself tears the job down within seconds).
+    public static func install(alsoOn extra: [Int32] = []) {
+        for sig in [SIGINT, SIGTERM] + extra {
             let previous = signal(sig) { s in
                 if StopSignal.received != 0 { signal(s, SIG_DFL); raise(s); return }
                 StopSignal.received = s
@@ -38,13 +40,16 @@ extension Trainer {
     public func run(runDir: String, metrics: MetricsLog?, logEvery: Int = 10, log: (String) -> Void) throws -> RunOutcome {
         let start = Date()
         let firstStep = step
-        unlink(runDir + "/diverged.json")   // a record from an earlier attempt no longer describes this run
+        let leader = world?.isLeader ?? true
+        if leader { unlink(runDir + "/diverged.json") }   // a record from an earlier attempt no longer describes this run
         var last = Double.nan
         var lastVal: Double? = nil
         var paused = 0.0   // seconds spent validating / checkpointing, left out of tokens/s
         while step < options.steps {
-            if StopSignal.pending != 0 {
-                let s = StopSignal.pending
+            // Every rank stops at the same step: a signal seen by any rank (mpirun forwards them) stops all.
+            let pending = world.map { Int32($0.max(Double(StopSignal.pending))) } ?? StopSignal.pending
+            if pending != 0 {
+                let s = pending
                 try saveCheckpoint(runDir: runDir, best: false, valNLL: lastVal)
                 log("stopped by signal \(s) at step \(step); checkpoint written to \(runDir), rerun the same command to resume")
                 return RunOutcome(step: step, lastLoss: last, stoppedBySignal: s)
@@ -52,7 +57,7 @@ extension Trainer {
             let st: StepStats
             do { st = try trainStep() } catch let d as TrainingDiverged {
                 try metrics?.write(["step": d.step, "diverged": d.record])
-                try? Trainer.writeJSON(d.record, to: runDir + "/diverged.json")
+                if leader { try? Trainer.writeJSON(d.record, to: runDir + "/diverged.json") }
                 throw d
             }
             last = st.loss
