@@ -14,7 +14,7 @@ public struct PerplexityResult: Sendable {
     /// Var. NELBO per interval, under the training schedule.
     public var varNELBO: [(ClipInterval, Double)]
     /// A model trained with another schedule than loglinear: its name, parameters, and the NELBO under it at
-    /// the reported interval (the reference's evaluation; one draw per block). `nll` is always loglinear.
+    /// the reported interval (the reference's evaluation; the same K draws). `nll` is always loglinear.
     public var schedule: (name: String, parameters: String, nll: Double)? = nil
     /// The additive totals behind the means, for `score merge` of `--shard` runs (nil: not recorded).
     public var sums: PerplexitySums? = nil
@@ -47,7 +47,7 @@ public struct PerplexityResult: Sendable {
                        samples, samples == 1 ? "" : "s", blockSize)
         s += String(format: "  nll  %.6f nats/token\n  ppl  %.4f\n  bpd  %.6f\n", nll, ppl, bpd)
         if let sc = schedule {
-            s += String(format: "  (loglinear evaluation; under the training schedule %@: nll %.6f, ppl %.4f, one draw)\n",
+            s += String(format: "  (loglinear evaluation; under the training schedule %@: nll %.6f, ppl %.4f)\n",
                         sc.name, sc.nll, exp(sc.nll))
         }
         if !varNELBO.isEmpty {

@@ -54,7 +54,7 @@ public enum Perplexity {
         // time the NELBO does not depend on the schedule (it only changes the estimator's variance), but its
         // t ≥ 1e-3 cut does — a schedule with p(1e-3) far from 0 (square root: 0.032, the Gaussian ones ~0.2)
         // never scores the lightly-masked region and reads low. The training schedule's own NELBO (the reference's
-        // evaluation) and every Var. NELBO are computed under the training schedule (one draw per batch each).
+        // evaluation, K draws like the reported one) and every Var. NELBO are computed under the training schedule.
         var obj = DiffusionObjective(blockSize: bs, length: L, maskID: info.special.mask)
         obj.schedule = .loglinear
         obj.ignoreBOS = algo != .ar
@@ -95,12 +95,16 @@ public enum Perplexity {
                 if k == 0 { reportAcc.add(blockMeans: s.blockMeans) }
             }
             if own != .loglinear {
+                // The training schedule's NELBO with the same K draws as the reported one (its Var. NELBO from the first).
                 var ownRng = o.batchRNG(batchIndex, stream: 1)
-                let s = rows.withUnsafeBufferPointer {
-                    ownRunner.run(x0: $0, batch: hi - lo, interval: report, training: false, weighted: false, backward: false,
-                                  dropoutSeed: 0, rng: &ownRng)
+                for k in 0..<K {
+                    let s = rows.withUnsafeBufferPointer {
+                        ownRunner.run(x0: $0, batch: hi - lo, interval: report, training: false, weighted: false, backward: false,
+                                      dropoutSeed: 0, rng: &ownRng)
+                    }
+                    if k == 0 { ownReport.acc.add(blockMeans: s.blockMeans) }
+                    ownReport.nll += s.nllSum; ownReport.count += s.tokenCount
                 }
-                ownReport.acc.add(blockMeans: s.blockMeans); ownReport.nll += s.nllSum; ownReport.count += s.tokenCount
             }
             for j in accs.indices {
                 var clipRng = o.batchRNG(batchIndex, stream: UInt64(2 + j))
