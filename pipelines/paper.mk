@@ -103,8 +103,9 @@ paper-clean:
 
 # Release build of the tools (incremental; an order-only prerequisite, so it never forces a rerun), after
 # the pipeline's dependencies (matplotlib for the figures): a missing one stops `make paper` before training.
+PAPER_BUILD ?= $(SWIFT) build -c release
 paper-tools: paper-deps
-	$(SWIFT) build -c release
+	$(PAPER_BUILD)
 paper-deps:
 	@$(PAPER_MK_DIR)/deps.sh figures
 .PHONY: paper-deps
