@@ -104,6 +104,7 @@ demo-order-gain: build $(foreach k,$(DEMO_KINDS),$(DEMO)/$(k).gen.json $(DEMO)/$
 	  echo "## AR scorer"; echo; $(DEMO_PY) $(DEMO_DID)/table.py $(foreach k,$(DEMO_KINDS),"$(k)=$(DEMO)/$(k).gen.json"); echo; \
 	  echo "## n-gram judge"; echo; $(DEMO_PY) $(DEMO_DID)/table.py $(foreach k,$(DEMO_KINDS),"$(k)=$(DEMO)/$(k).judge.json"); } > $(DEMO_ORDER_OUT).tmp
 	mv $(DEMO_ORDER_OUT).tmp $(DEMO_ORDER_OUT)
+	tar -C $(DEMO) -cf - $(foreach k,$(DEMO_KINDS),$(k).gen.json $(k).judge.json) | zstd -q -19 -f -o $(DEMO_ORDER_OUT:.md=.json.tar.zst)
 	@cat $(DEMO_ORDER_OUT)
 
 # Test NELBO PPL of the shipped model on the demo's test split at L' = 4, 8 draws of t per block

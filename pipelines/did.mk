@@ -228,7 +228,11 @@ $(DID)/%.judge.json: $(DID)/%.tok $(DID)/tokenizer.json $(DID_JUDGE_FIT)
 DID_FRONT_JSONS := $(DID_FRONT_TOKS:.tok=.gen.json) $(DID_FRONT_TOKS:.tok=.judge.json) \
     $(DID)/test-docs.gen.json $(DID)/test-docs.judge.json
 
-did-frontier: $(DID_RESULTS)/did-frontier.md
+did-frontier: $(DID_RESULTS)/did-frontier.md $(DID_RESULTS)/did-frontier.json.tar.zst
+# the per-sample JSON of every cell, compressed, so each number of the report can be re-checked
+$(DID_RESULTS)/did-frontier.json.tar.zst: $(DID_FRONT_JSONS)
+	@mkdir -p $(@D)
+	tar -C $(DID) -cf - $(patsubst $(DID)/%,%,$(DID_FRONT_JSONS)) | zstd -q -19 -f -o $@.tmp && mv $@.tmp $@
 $(DID_RESULTS)/did-frontier.md: $(DID_FRONT_JSONS) $(DID_HERE)/did/frontier.py | did-deps
 	@mkdir -p $(@D)
 	$(DID_PY) $(DID_HERE)/did/frontier.py --dir $(DID) --out $(DID_RESULTS) --length $(DID_L) \
