@@ -67,6 +67,9 @@ DID_FRONTIER_MODELS ?= plain mix
 DID_FRONTIER_SEEDS ?= 1 2 3
 DID_FRONTIER_SAMPLES ?= 64
 DID_NUCLEI ?= 0.5 0.6 0.7 0.8 0.9 1.0
+# stage 1 alone is also drafted at these lower nuclei: refinement lowers entropy, and the stage-1 curve must
+# reach down to a DiD cell's entropy to compare them at equal entropy
+DID_STAGE1_NUCLEI ?= 0.2 0.3 0.4
 DID_FRONTIER_POLICIES ?= snapshot posthoc random
 DID_FRONTIER_GAMMAS ?= 0.25 0.5
 DID_FRONTIER_BLOCKS ?= 4 L
@@ -204,10 +207,12 @@ $(DID)/docs.stats.json: $(DID)/docs.tok
 # bootstrap 95% intervals over samples, paired bootstrap of DiD vs stage 1 at the same seed and ids,
 # and stage 1 interpolated to each DiD cell's entropy).
 DID_FRONT_DRAFT = $(BIN)/draft -n $(DID_FRONTIER_SAMPLES) --block-size 4 --batch $(DID_FRONTIER_SAMPLES)
-define did_front_rules
+define did_front_draft
 $(DID)/$(1)/front/s$(2)/draft-p$(3).tok: $(DID)/$(1)/best.safetensors
 	@mkdir -p $$(@D)
 	$(DID_FRONT_DRAFT) -m $$< --length $(DID_L) --nucleus $(3) --seed $(2) -o $$@.tmp 2>/dev/null && mv $$@.tmp $$@
+endef
+define did_front_rules
 $(foreach p,$(DID_FRONTIER_POLICIES),$(foreach g,$(DID_FRONTIER_GAMMAS),
 $(DID)/$(1)/front/s$(2)/masked-$(p)-$(g)-p$(3).tok: $(DID)/$(1)/front/s$(2)/draft-p$(3).tok $(DID)/$(1)/best.safetensors
 	$(BIN)/remask --policy $(p) --ratio $(g) --seed $(2) $(if $(filter posthoc,$(p)),-m $(DID)/$(1)/best.safetensors) -i $$< -o $$@
@@ -217,10 +222,13 @@ $(DID)/$(1)/front/s$(2)/refined-$(p)-$(g)-B$(b)-p$(3).tok: $(DID)/$(1)/front/s$(
 	    --batch $(DID_FRONTIER_SAMPLES) -i $$< -o $$@.tmp 2>/dev/null && mv $$@.tmp $$@
 )))
 endef
+DID_STAGE1_ALL := $(sort $(DID_NUCLEI) $(DID_STAGE1_NUCLEI))
+$(foreach m,$(DID_FRONTIER_MODELS),$(foreach s,$(DID_FRONTIER_SEEDS),$(foreach p,$(DID_STAGE1_ALL),\
+    $(eval $(call did_front_draft,$(m),$(s),$(p))))))
 $(foreach m,$(DID_FRONTIER_MODELS),$(foreach s,$(DID_FRONTIER_SEEDS),$(foreach p,$(DID_NUCLEI),\
     $(eval $(call did_front_rules,$(m),$(s),$(p))))))
-DID_FRONT_TOKS := $(foreach m,$(DID_FRONTIER_MODELS),$(foreach s,$(DID_FRONTIER_SEEDS),$(foreach p,$(DID_NUCLEI),\
-    $(DID)/$(m)/front/s$(s)/draft-p$(p).tok \
+DID_FRONT_TOKS := $(foreach m,$(DID_FRONTIER_MODELS),$(foreach s,$(DID_FRONTIER_SEEDS),\
+    $(foreach p,$(DID_STAGE1_ALL),$(DID)/$(m)/front/s$(s)/draft-p$(p).tok) $(foreach p,$(DID_NUCLEI),\
     $(foreach q,$(DID_FRONTIER_POLICIES),$(foreach g,$(DID_FRONTIER_GAMMAS),$(foreach b,$(DID_FRONTIER_BLOCKS),\
         $(DID)/$(m)/front/s$(s)/refined-$(q)-$(g)-B$(b)-p$(p).tok))))))
 $(DID)/%.judge.json: $(DID)/%.tok $(DID)/tokenizer.json $(DID_JUDGE_FIT)
@@ -236,7 +244,7 @@ $(DID_RESULTS)/did-frontier.json.tar.zst: $(DID_FRONT_JSONS)
 $(DID_RESULTS)/did-frontier.md: $(DID_FRONT_JSONS) $(DID_HERE)/did/frontier.py | did-deps
 	@mkdir -p $(@D)
 	$(DID_PY) $(DID_HERE)/did/frontier.py --dir $(DID) --out $(DID_RESULTS) --length $(DID_L) \
-	    --models "$(DID_FRONTIER_MODELS)" --seeds "$(DID_FRONTIER_SEEDS)" --nuclei "$(DID_NUCLEI)" \
+	    --models "$(DID_FRONTIER_MODELS)" --seeds "$(DID_FRONTIER_SEEDS)" --nuclei "$(DID_NUCLEI)" --stage1-nuclei "$(DID_STAGE1_ALL)" \
 	    --policies "$(DID_FRONTIER_POLICIES)" --gammas "$(DID_FRONTIER_GAMMAS)" --blocks "$(DID_FRONTIER_BLOCKS)" \
 	    --bootstrap $(DID_BOOTSTRAP) \
 	    --scale "corpus=$(DID_CORPUS) V=$(DID_VOCAB) L=$(DID_L) config=$(DID_CONFIG) $(DID_SET) pre=$(DID_PRE_STEPS) ft=$(DID_STEPS) ar=$(DID_AR_STEPS) samples=$(DID_FRONTIER_SAMPLES) seeds=$(DID_FRONTIER_SEEDS) judge=$(DID_JUDGE_FIT)"

@@ -101,12 +101,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for k in ("dir", "out", "models", "seeds", "nuclei", "policies", "gammas", "blocks"):
         ap.add_argument("--" + k, required=True)
+    ap.add_argument("--stage1-nuclei", default=None, help="nuclei of the stage-1 curve (default: --nuclei)")
     ap.add_argument("--length", type=int, required=True)
     ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--scale", default="")
     a = ap.parse_args()
     D, L, B = a.dir, a.length, a.bootstrap
     seeds, nuclei = a.seeds.split(), a.nuclei.split()
+    s1_nuclei = sorted(set((a.stage1_nuclei or a.nuclei).split()) | set(nuclei), key=float)
     variants = [(p, g, b) for p in a.policies.split() for g in a.gammas.split() for b in a.blocks.split()]
     bname = lambda b: f"L={L}" if b == "L" else b
     rng = np.random.default_rng(12345)
@@ -127,7 +129,7 @@ def main():
     for m in a.models.split():
         path = lambda s, name, ext: os.path.join(D, m, "front", f"s{s}", f"{name}.{ext}.json")
         cell = lambda name: Cell([(path(s, name, "gen"), path(s, name, "judge")) for s in seeds])
-        st = {p: cell(f"draft-p{p}") for p in nuclei}
+        st = {p: cell(f"draft-p{p}") for p in s1_nuclei}
         if not any(c.n for c in st.values()):
             continue
         # bootstrap replicates of stage 1's mean entropy and log PPL per nucleus (for equal-H ratios)
@@ -141,7 +143,7 @@ def main():
         w("| p | samples | Gen PPL [95%] | H | order gain (AR) | judge PPL | order gain (judge) | word repeats | NFE |")
         w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         curve = []
-        for p in nuclei:
+        for p in s1_nuclei:
             c = st[p]
             if not c.n:
                 continue
@@ -175,11 +177,11 @@ def main():
                 if np.isfinite(c.jppl[pa]).all() and np.isfinite(s1.jppl[pb]).all() and len(pk):
                     jsame = c.jppl[pa].mean() / s1.jppl[pb].mean()
                     jsame_b = c.jppl[pa][pix].mean(1) / s1.jppl[pb][pix].mean(1)
-                hs = [st[q].ent.mean() for q in nuclei if st[q].n]
-                lp = [math.log(st[q].ppl.mean()) for q in nuclei if st[q].n]
+                hs = [st[q].ent.mean() for q in s1_nuclei if st[q].n]
+                lp = [math.log(st[q].ppl.mean()) for q in s1_nuclei if st[q].n]
                 eq = c.ppl.mean() / math.exp(interp_log(c.ent.mean(), hs, lp)) if lp else math.nan
                 cb_ent, cb_lp = c.ent[ix].mean(1), np.log(c.ppl[ix].mean(1))
-                qs = [q for q in nuclei if q in st_boot]
+                qs = [q for q in s1_nuclei if q in st_boot]
                 eq_b = np.array([math.exp(cb_lp[r] - interp_log(cb_ent[r], [st_boot[q][0][r] for q in qs],
                                                                 [st_boot[q][1][r] for q in qs])) for r in range(B)])
                 w(f"| {pol} γ={g} B={bname(b)} | {p} | {fci(c.ppl.mean(), ci(c.ppl[ix].mean(1)))} | {fmt(c.ent.mean(), 2)} | "
