@@ -19,10 +19,14 @@ build: deps
 	$(SWIFT) build -c release
 
 # XCTest only (the suite has no swift-testing tests); the last line is the plain "N passed, N failed" summary.
+# then every pipeline at a tiny scale (pipelines/smoke.sh, ~3-7 min) and the docs' figures check.
 test: deps
+	@pipelines/deps.sh figures
 	python3 Tests/scripts/layers.py
 	$(SWIFT) build
 	python3 Tests/scripts/doc_commands.py --bin .build/debug
+	python3 Tests/scripts/doc_figures.py
+	pipelines/smoke.sh .build/debug
 	@set -o pipefail; $(SWIFT) test --disable-swift-testing 2>&1 | tee .build/test.log | grep -vE "^Test Case .* (started|passed)"; rc=$$?; \
 	  total=$$(grep -oE "Executed [0-9]+ tests?, with [0-9]+ failures?" .build/test.log | tail -1); \
 	  n=$$(echo "$$total" | grep -oE "[0-9]+" | head -1); f=$$(echo "$$total" | grep -oE "[0-9]+" | sed -n 2p); \
@@ -42,5 +46,6 @@ include pipelines/corpora.mk
 include pipelines/did.mk
 include pipelines/paper.mk
 include pipelines/decode.mk
+include pipelines/medium.mk
 
 .PHONY: help deps build test fuzz

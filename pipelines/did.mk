@@ -24,15 +24,12 @@
 # directory (train's exact resume) when interrupted.
 
 DID_HERE := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
-ifndef BIN
-# standalone: make -f pipelines/did.mk
 SHELL := /bin/bash
 SWIFT ?= swift
-BIN := .build/release
-build:
-	$(SWIFT) build -c release
-.PHONY: build
-endif
+BIN ?= .build/release
+# the tools' build, run before anything else (after the dependency check); DID_BUILD=: skips it
+# (the smoke run of make test uses the debug build it has just made: BIN=.build/debug DID_BUILD=:)
+DID_BUILD ?= $(SWIFT) build -c release
 
 DID ?= out/did
 DID_RESULTS ?= results
@@ -64,6 +61,22 @@ DID_MODELS ?= plain mix
 DID_VARLEN ?= 8
 DID_REFINE_FLAGS ?=
 DID_SCORE_FLAGS ?= --per-sample
+# ---- the entropy-controlled evaluation (did-frontier) ----
+# cells: stage 1 and each DiD variant, for every nucleus p and sampling seed; DID_FRONTIER_SAMPLES each
+DID_FRONTIER_MODELS ?= plain mix
+DID_FRONTIER_SEEDS ?= 1 2 3
+DID_FRONTIER_SAMPLES ?= 64
+DID_NUCLEI ?= 0.5 0.6 0.7 0.8 0.9 1.0
+# stage 1 alone is also drafted at these lower nuclei: refinement lowers entropy, and the stage-1 curve must
+# reach down to a DiD cell's entropy to compare them at equal entropy
+DID_STAGE1_NUCLEI ?= 0.2 0.3 0.4
+DID_FRONTIER_POLICIES ?= snapshot posthoc random
+DID_FRONTIER_GAMMAS ?= 0.25 0.5
+DID_FRONTIER_BLOCKS ?= 4 L
+# second scorer, not trained on the training corpus: a word n-gram judge (pipelines/scorers/ngram.py)
+DID_JUDGE_FIT ?= data/heldout-narrative.jsonl
+DID_JUDGE ?= $(DID_PY) $(DID_HERE)/scorers/ngram.py --fit $(DID_JUDGE_FIT)
+DID_BOOTSTRAP ?= 2000
 
 did_bs = $(if $(filter L,$(1)),$(DID_L),$(1))
 DID_SETS := $(foreach s,$(DID_SET),--set $(s))
@@ -71,10 +84,18 @@ DID_TRAIN = $(BIN)/train --data $(DID)/seq.train.tok --valid $(DID)/seq.valid.to
     --batch $(DID_BATCH) --lr $(DID_LR) --warmup $(DID_WARMUP) --val-every $(DID_VAL_EVERY) --val-batches 8 \
     --seed $(DID_SEED) --log-every 50 $(DID_TRAIN_FLAGS)
 DID_SCORER := $(DID)/ar/best.safetensors
-DID_SCORE = $(BIN)/score gen --scorer $(DID_SCORER) $(DID_SCORE_FLAGS)
+DID_SCORE = $(BIN)/score gen --scorer $(DID_SCORER) -t $(DID)/tokenizer.json $(DID_SCORE_FLAGS)
 
 # ---- data ---------------------------------------------------------------------------------
-$(DID)/tokenizer.json: $(DID_CORPUS) | build
+# Dependencies of the whole pipeline (matplotlib for the figure) checked and installed first, so a
+# missing one stops `make did` before any training rather than at the report.
+did-deps:
+	@$(DID_HERE)/deps.sh figures
+did-tools: did-deps
+	$(DID_BUILD)
+.PHONY: did-deps did-tools
+
+$(DID)/tokenizer.json: $(DID_CORPUS) | did-tools
 	@mkdir -p $(@D)
 	$(BIN)/tokenize train --vocab-size $(DID_VOCAB) --input-format jsonl -o $@ $<
 
@@ -91,24 +112,37 @@ $(DID)/seq.valid.tok $(DID)/seq.test.tok: $(DID)/seq.train.tok ;
 DID_DATA := $(DID)/seq.train.tok $(DID)/seq.valid.tok
 $(DID)/pre/best.safetensors: $(DID_DATA)
 	$(DID_TRAIN) $(DID_SETS) --algo mdlm --steps $(DID_PRE_STEPS) --metrics $(@D)/metrics.jsonl -o $(@D) 2> $(@D).log || { tail -5 $(@D).log; exit 1; }
-$(DID)/plain/best.safetensors: $(DID_DATA) $(DID)/pre/best.safetensors
-	$(DID_TRAIN) $(DID_SETS) --algo bd3 --block-size 4 --init $(DID)/pre/best.safetensors --steps $(DID_STEPS) \
-	    --metrics $(@D)/metrics.jsonl -o $(@D) 2> $(@D).log || { tail -5 $(@D).log; exit 1; }
-$(DID)/mix/best.safetensors: $(DID_DATA) $(DID)/pre/best.safetensors
-	$(DID_TRAIN) $(DID_SETS) --algo bd3 --block-mix $(DID_MIX) --init $(DID)/pre/best.safetensors --steps $(DID_STEPS) \
-	    --metrics $(@D)/metrics.jsonl -o $(@D) 2> $(@D).log || { tail -5 $(@D).log; exit 1; }
+# Fine-tunes of the pretrain, one per model name M in DID_MODELS with the train flags DID_FT_M:
+#   plain  BD3 at L' = 4
+#   mix    mixed-scale, L' ~ bimodal{4: 1-λ, L: λ} (DID_MIX)
+#   uni    mixed-scale, L' uniform over {4, 16, 64, ..., L} (seed 003 Table 3)
+#   half   mixed-scale, L' ~ bimodal{4: 0.9, L/2: 0.1} (seed 003 Table 3's (4, L/2) mix)
+DID_UNI_SIZES ?= $(shell s=4; while [ $$s -lt $(DID_L) ]; do printf '%s,' $$s; s=$$((s * 4)); done; echo $(DID_L))
+DID_FT_plain ?= --block-size 4
+DID_FT_mix ?= --block-mix $(DID_MIX)
+DID_FT_uni ?= --block-mix uniform:$(DID_UNI_SIZES)
+DID_FT_half ?= --block-mix bimodal:4,$(shell echo $$(( $(DID_L) / 2 ))),0.1
+DID_FT_MODELS := $(sort $(DID_MODELS) $(DID_FRONTIER_MODELS))
+define did_ft_rule
+$(DID)/$(1)/best.safetensors: $(DID_DATA) $(DID)/pre/best.safetensors | $(DID)/.dirs
+	@mkdir -p $$(@D)
+	$$(DID_TRAIN) $$(DID_SETS) --algo bd3 $$(DID_FT_$(1)) --init $(DID)/pre/best.safetensors --steps $$(DID_STEPS) \
+	    --metrics $$(@D)/metrics.jsonl -o $$(@D) 2> $$(@D).log || { tail -5 $$(@D).log; exit 1; }
+endef
 $(DID)/ar/best.safetensors: $(DID_DATA)
 	$(DID_TRAIN) $(foreach x,$(DID_AR_SET),--set $(x)) --algo ar --steps $(DID_AR_STEPS) --metrics $(@D)/metrics.jsonl -o $(@D) 2> $(@D).log || { tail -5 $(@D).log; exit 1; }
 # the run directory must exist for the metrics file
-$(DID)/pre/best.safetensors $(DID)/plain/best.safetensors $(DID)/mix/best.safetensors $(DID)/ar/best.safetensors: | $(DID)/.dirs
+$(DID)/pre/best.safetensors $(DID)/ar/best.safetensors: | $(DID)/.dirs
 $(DID)/.dirs:
-	@mkdir -p $(addprefix $(DID)/,pre plain mix ar) && touch $@
+	@mkdir -p $(addprefix $(DID)/,pre ar) && touch $@
 
 # test-set NELBO of each fine-tune at the draft size and at the global size (score ppl --block-size)
 $(DID)/%/ppl-B4.json: $(DID)/%/best.safetensors $(DID)/seq.test.tok
 	$(BIN)/score ppl -m $< -i $(DID)/seq.test.tok --block-size 4 > $@.tmp 2>/dev/null && mv $@.tmp $@
 $(DID)/%/ppl-BL.json: $(DID)/%/best.safetensors $(DID)/seq.test.tok
 	$(BIN)/score ppl -m $< -i $(DID)/seq.test.tok --block-size $(DID_L) > $@.tmp 2>/dev/null && mv $@.tmp $@
+
+$(foreach m,$(DID_FT_MODELS),$(eval $(call did_ft_rule,$(m))))
 
 # ---- sampling -----------------------------------------------------------------------------
 # Parameter files: make tracks files, not variables, so each stage's parameters are written to a file
@@ -150,7 +184,7 @@ $(foreach m,$(DID_MODELS),$(foreach p,$(DID_POLICIES),$(foreach g,$(DID_GAMMAS),
     $(eval $(call did_mask_rule,$(m),$(p),$(g))) \
     $(foreach b,$(DID_BLOCKS),$(eval $(call did_refine_rule,$(m),$(p),$(g),$(b)))))))
 
-$(DID)/%.gen.json: $(DID)/%.tok $(DID_SCORER) $(DID)/score.params
+$(DID)/%.gen.json: $(DID)/%.tok $(DID_SCORER) $(DID)/score.params $(DID)/tokenizer.json
 	$(DID_SCORE) -i $< > $@.tmp 2>/dev/null && mv $@.tmp $@
 # reference rows: real test-split text under the same scorer (documents and packed rows)
 $(DID)/test-docs.tok: $(DID)/seq.test.tok
@@ -161,6 +195,63 @@ $(DID)/test-docs.tok: $(DID)/seq.test.tok
 $(DID)/docs.stats.json: $(DID)/docs.tok
 	$(BIN)/tokenize stats $< | sed -E 's/.*records ([0-9]+), tokens ([0-9]+), length min ([0-9]+) max ([0-9]+) mean ([0-9.]+).*/{"records": \1, "tokens": \2, "min": \3, "max": \4, "mean": \5}/' > $@.tmp && mv $@.tmp $@
 
+# ---- entropy-controlled evaluation: make did-frontier --------------------------------------
+# Stage 1 and DiD over a nucleus sweep (the Gen PPL <-> entropy frontier), DID_FRONTIER_SEEDS seeds x
+# DID_FRONTIER_SAMPLES samples per cell, scored by the AR scorer and by the n-gram judge (order gain,
+# repeats, entropy per sample). Equal-NFE baseline: the stage-1 draft remasked and redrafted with the
+# same block size (B = 4: the cells refined-*-B4 hold it; report NFE beside every cell).
+#   M/front/sS/draft-pP.tok                     stage 1, nucleus P, seed S
+#   M/front/sS/refined-POL-G-BN-pP.tok          remask POL γ=G of that draft, refine with block N, nucleus P
+#   X.gen.json / X.judge.json                   AR scorer / n-gram judge, per sample
+# Report: $(DID_RESULTS)/did-frontier.md + did-frontier.png (pipelines/did/frontier.py: means with
+# bootstrap 95% intervals over samples, paired bootstrap of DiD vs stage 1 at the same seed and ids,
+# and stage 1 interpolated to each DiD cell's entropy).
+DID_FRONT_DRAFT = $(BIN)/draft -n $(DID_FRONTIER_SAMPLES) --block-size 4 --batch $(DID_FRONTIER_SAMPLES)
+define did_front_draft
+$(DID)/$(1)/front/s$(2)/draft-p$(3).tok: $(DID)/$(1)/best.safetensors
+	@mkdir -p $$(@D)
+	$(DID_FRONT_DRAFT) -m $$< --length $(DID_L) --nucleus $(3) --seed $(2) -o $$@.tmp 2>/dev/null && mv $$@.tmp $$@
+endef
+define did_front_rules
+$(foreach p,$(DID_FRONTIER_POLICIES),$(foreach g,$(DID_FRONTIER_GAMMAS),
+$(DID)/$(1)/front/s$(2)/masked-$(p)-$(g)-p$(3).tok: $(DID)/$(1)/front/s$(2)/draft-p$(3).tok $(DID)/$(1)/best.safetensors
+	$(BIN)/remask --policy $(p) --ratio $(g) --seed $(2) $(if $(filter posthoc,$(p)),-m $(DID)/$(1)/best.safetensors) -i $$< -o $$@
+$(foreach b,$(DID_FRONTIER_BLOCKS),
+$(DID)/$(1)/front/s$(2)/refined-$(p)-$(g)-B$(b)-p$(3).tok: $(DID)/$(1)/front/s$(2)/masked-$(p)-$(g)-p$(3).tok
+	$(BIN)/refine -m $(DID)/$(1)/best.safetensors --block-size $(call did_bs,$(b)) --nucleus $(3) --seed $(2) \
+	    --batch $(DID_FRONTIER_SAMPLES) -i $$< -o $$@.tmp 2>/dev/null && mv $$@.tmp $$@
+)))
+endef
+DID_STAGE1_ALL := $(sort $(DID_NUCLEI) $(DID_STAGE1_NUCLEI))
+$(foreach m,$(DID_FRONTIER_MODELS),$(foreach s,$(DID_FRONTIER_SEEDS),$(foreach p,$(DID_STAGE1_ALL),\
+    $(eval $(call did_front_draft,$(m),$(s),$(p))))))
+$(foreach m,$(DID_FRONTIER_MODELS),$(foreach s,$(DID_FRONTIER_SEEDS),$(foreach p,$(DID_NUCLEI),\
+    $(eval $(call did_front_rules,$(m),$(s),$(p))))))
+DID_FRONT_TOKS := $(foreach m,$(DID_FRONTIER_MODELS),$(foreach s,$(DID_FRONTIER_SEEDS),\
+    $(foreach p,$(DID_STAGE1_ALL),$(DID)/$(m)/front/s$(s)/draft-p$(p).tok) $(foreach p,$(DID_NUCLEI),\
+    $(foreach q,$(DID_FRONTIER_POLICIES),$(foreach g,$(DID_FRONTIER_GAMMAS),$(foreach b,$(DID_FRONTIER_BLOCKS),\
+        $(DID)/$(m)/front/s$(s)/refined-$(q)-$(g)-B$(b)-p$(p).tok))))))
+$(DID)/%.judge.json: $(DID)/%.tok $(DID)/tokenizer.json $(DID_JUDGE_FIT)
+	$(BIN)/score gen --scorer-cmd '$(DID_JUDGE)' -t $(DID)/tokenizer.json --per-sample -i $< > $@.tmp 2>/dev/null && mv $@.tmp $@
+DID_FRONT_JSONS := $(DID_FRONT_TOKS:.tok=.gen.json) $(DID_FRONT_TOKS:.tok=.judge.json) \
+    $(DID)/test-docs.gen.json $(DID)/test-docs.judge.json
+
+did-frontier: $(DID_RESULTS)/did-frontier.md $(DID_RESULTS)/did-frontier.json.tar.zst
+# the per-sample JSON of every cell, compressed, so each number of the report can be re-checked
+$(DID_RESULTS)/did-frontier.json.tar.zst: $(DID_FRONT_JSONS)
+	@mkdir -p $(@D)
+	tar -C $(DID) -cf - $(patsubst $(DID)/%,%,$(DID_FRONT_JSONS)) | zstd -q -19 -f -o $@.tmp && mv $@.tmp $@
+$(DID_RESULTS)/did-frontier.md: $(DID_FRONT_JSONS) $(DID_HERE)/did/frontier.py | did-deps
+	@mkdir -p $(@D)
+	$(DID_PY) $(DID_HERE)/did/frontier.py --dir $(DID) --out $(DID_RESULTS) --length $(DID_L) \
+	    --models "$(DID_FRONTIER_MODELS)" --seeds "$(DID_FRONTIER_SEEDS)" --nuclei "$(DID_NUCLEI)" --stage1-nuclei "$(DID_STAGE1_ALL)" \
+	    --policies "$(DID_FRONTIER_POLICIES)" --gammas "$(DID_FRONTIER_GAMMAS)" --blocks "$(DID_FRONTIER_BLOCKS)" \
+	    --bootstrap $(DID_BOOTSTRAP) \
+	    --scale "corpus=$(DID_CORPUS) V=$(DID_VOCAB) L=$(DID_L) config=$(DID_CONFIG) $(DID_SET) pre=$(DID_PRE_STEPS) ft=$(DID_STEPS) ar=$(DID_AR_STEPS) samples=$(DID_FRONTIER_SAMPLES) seeds=$(DID_FRONTIER_SEEDS) judge=$(DID_JUDGE_FIT)"
+	@cat $@
+.PHONY: did-frontier
+.SECONDARY: $(DID_FRONT_TOKS) $(DID_FRONT_TOKS:.tok=.gen.json) $(DID_FRONT_TOKS:.tok=.judge.json)
+
 # ---- results ------------------------------------------------------------------------------
 DID_SAMPLE_TOKS := $(foreach m,$(DID_MODELS),$(DID)/$(m)/draft.tok $(DID)/$(m)/draft-ddpm$(DID_DDPM_STEPS).tok \
     $(DID)/$(m)/varlen.tok \
@@ -169,7 +260,7 @@ DID_JSONS := $(DID_SAMPLE_TOKS:.tok=.gen.json) $(DID)/test-docs.gen.json $(DID)/
     $(foreach m,$(DID_MODELS),$(DID)/$(m)/ppl-B4.json $(DID)/$(m)/ppl-BL.json)
 
 did: $(DID_RESULTS)/did-results.md
-$(DID_RESULTS)/did-results.md: $(DID_JSONS) $(DID_HERE)/did/report.py
+$(DID_RESULTS)/did-results.md: $(DID_JSONS) $(DID_HERE)/did/report.py | did-deps
 	@mkdir -p $(@D)
 	$(DID_PY) $(DID_HERE)/did/report.py --dir $(DID) --out $(DID_RESULTS) --length $(DID_L) \
 	    --models "$(DID_MODELS)" --policies "$(DID_POLICIES)" --gammas "$(DID_GAMMAS)" --blocks "$(DID_BLOCKS)" \
@@ -188,6 +279,7 @@ did-clean:
 # DID_L=128 (the demo's tokenizer and length).
 DID_SHIP ?= data/demo
 did-ship: $(DID)/mix/best.safetensors $(DID)/ar/best.safetensors
+	@$(DID_HERE)/deps.sh export
 	@mkdir -p $(DID_SHIP)
 	$(DID_PY) $(DID_HERE)/did/to_f16.py $(DID)/mix/best.safetensors $(DID_SHIP)/mix.safetensors
 	$(DID_PY) $(DID_HERE)/did/to_f16.py $(DID)/ar/best.safetensors $(DID_SHIP)/ar.safetensors

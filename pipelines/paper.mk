@@ -101,9 +101,14 @@ paper-likelihood: $(addprefix paper-table,1 2 3) paper-varnelbo
 paper-clean:
 	rm -rf $(PAPER_OUT)
 
-# Release build of the tools (incremental; an order-only prerequisite, so it never forces a rerun).
-paper-tools:
-	$(SWIFT) build -c release
+# Release build of the tools (incremental; an order-only prerequisite, so it never forces a rerun), after
+# the pipeline's dependencies (matplotlib for the figures): a missing one stops `make paper` before training.
+PAPER_BUILD ?= $(SWIFT) build -c release
+paper-tools: paper-deps
+	$(PAPER_BUILD)
+paper-deps:
+	@$(PAPER_MK_DIR)/deps.sh figures
+.PHONY: paper-deps
 
 # $(call paper_dataset,NAME,CORPUS): tokenizer, streams, runs and scores of one training corpus in
 # $(PAPER_OUT)/NAME/. Run names: ar, pre (MDLM = L'=L pretrain, PAPER_STEPS), mdlm (pre continued to the total),

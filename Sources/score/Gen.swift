@@ -13,10 +13,13 @@ struct Gen: ParsableCommand {
 
         Long samples are scored in sliding windows (context = the checkpoint's length, --stride default context/2); EOS targets are not scored.
 
-        JSON on stdout: gen_ppl (mean of per-sample PPLs), gen_ppl_tokens (token-weighted), nfe, entropy, degenerate, distinct_1..4, length_median, length_max, stages; with --per-sample also "per_sample": [...]. A table on stderr. See docs/score-gen.md.
+        With the samples' tokenizer (-t), also the word-order metrics: order_gain (the scorer's PPL of the sample's words in K seeded shuffles ÷ its PPL of the same words in order, mean over shuffles and samples; real text is well above 1, word salad ≈ 1) and repeat_rate (immediate word repeats).
+
+        JSON on stdout: gen_ppl (mean of per-sample PPLs), gen_ppl_tokens (token-weighted), nfe, entropy, degenerate, distinct_1..4, length_median, length_max, stages, order_gain, repeat_rate; with --per-sample also "per_sample": [...]. A table on stderr. See docs/score-gen.md.
 
         Examples:
           score gen --scorer runs/ar/best.safetensors -i samples.tok > gen.json
+          score gen --scorer runs/ar/best.safetensors -t tokenizer.json -i samples.tok
           score gen --scorer ar.safetensors -t ours.json \\
                     --scorer-tokenizer gpt2.json -i samples.tok
           score gen -t tokenizer.json --per-sample -i samples.tok \\
@@ -32,12 +35,15 @@ struct Gen: ParsableCommand {
     @Option(parsing: .unconditional, help: "Sliding-window stride in tokens (checkpoint scorer; default: context/2).") var stride: Int?
     @Option(name: .customLong("max-tokens"), parsing: .unconditional, help: "Score only the first N scorer tokens of each sample (checkpoint scorer).") var maxTokens: Int?
     @Option(name: .customLong("scorer-timeout"), parsing: .unconditional, help: "Seconds to wait for each answer of the scorer command once it has every pending request (0 = no limit; default 600); then it is killed.") var scorerTimeout: Double?
+    @Option(name: .customLong("order-shuffles"), parsing: .unconditional, help: "Shuffles of each sample's words for the order gain (needs -t; 0 = off).") var orderShuffles: Int = 3
+    @Option(name: .customLong("order-seed"), parsing: .unconditional, help: "Seed of the word shuffles.") var orderSeed: UInt64 = 1
     @Option(name: .customLong("degenerate-below"), parsing: .unconditional, help: "Entropy (nats) under which a sample counts as degenerate.") var degenerateBelow: Double = 4
 
     /// The library's options, without the tokenizers (loaded in run()).
     func options() -> GenerativeOptions {
         var o = GenerativeOptions()
         o.stride = stride; o.maxTokens = maxTokens; o.degenerateBelow = degenerateBelow
+        o.orderShuffles = orderShuffles; o.orderSeed = orderSeed
         if let t = scorerTimeout { o.scorerTimeout = t }
         return o
     }

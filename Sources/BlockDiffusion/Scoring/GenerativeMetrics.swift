@@ -7,7 +7,9 @@
 //   unigramEntropy(_ tokens:) -> Double              Σ −p ln p over the token frequencies (nats)
 //   DistinctNGrams (add(_:excluding:), ratio(n))     distinct-n over a set of samples, n = 1…4
 //   SampleScore                                       one sample's NLL sum, scored tokens, entropy, NFE, …
-//   GenerativeReport(samples:distinct:scorer:degenerateBelow:)   aggregates, json(perSample:), table
+//   WordOrder.words / immediateRepeats / shuffled      words of a decoded sample, their repeats, seeded shuffles
+//   WordStats                                          one sample's words, repeats and order gain
+//   GenerativeReport(samples:distinct:scorer:degenerateBelow:)   aggregates (incl. order gain, repeat rate), json(perSample:), table
 import Foundation
 
 /// One forward window of the scorer: it reads tokens [start, end) and contributes the NLL of the
@@ -87,6 +89,54 @@ public struct DistinctNGrams: Sendable {
     public func ratio(_ n: Int) -> Double { total[n - 1] == 0 ? .nan : Double(seen[n - 1].count) / Double(total[n - 1]) }
 }
 
+/// Word-level views of a decoded sample, for the metrics that see word order (issue: a sampler can lower
+/// Gen PPL by lowering entropy without ordering words any better).
+///   words            whitespace-separated pieces of the text (special tokens left out before decoding)
+///   immediate repeat word i equal to word i − 1, compared case-folded
+///   order gain       PPL(words in a seeded random order) / PPL(words in their order), both texts the
+///                    words joined by single spaces so that only the order differs; mean over K shuffles.
+///                    Real text scores well above 1 under any decent scorer; word salad scores ≈ 1.
+public enum WordOrder {
+    public static func words(_ text: String) -> [String] {
+        text.split(whereSeparator: { $0.isWhitespace }).map(String.init)
+    }
+
+    public static func immediateRepeats(_ words: [String]) -> Int {
+        guard words.count > 1 else { return 0 }
+        var n = 0, prev = words[0].lowercased()
+        for w in words.dropFirst() { let l = w.lowercased(); if l == prev { n += 1 }; prev = l }
+        return n
+    }
+
+    /// Shuffle k (0-based) of a sample: Fisher–Yates under a generator seeded from (seed, id, k), so a
+    /// sample's shuffles do not depend on the other samples in the stream.
+    public static func shuffled(_ words: [String], seed: UInt64, id: UInt64, k: Int) -> [String] {
+        var rng = SplitMix64(seed: SplitMix64.mix(seed &+ SplitMix64.mix(id &+ 0x9E37_79B9_7F4A_7C15 &* UInt64(k + 1))))
+        var w = words
+        rng.fisherYates(&w)
+        return w
+    }
+}
+
+/// Words, repeats and order gain of one sample.
+public struct WordStats: Equatable, Sendable {
+    public var words: Int
+    public var repeats: Int
+    /// The scorer's PPL of the words joined by single spaces, in their order (NaN when not scored).
+    public var pplOrdered: Double
+    /// The same words in each seeded shuffle.
+    public var pplShuffled: [Double]
+    public init(words: Int, repeats: Int, pplOrdered: Double = .nan, pplShuffled: [Double] = []) {
+        self.words = words; self.repeats = repeats; self.pplOrdered = pplOrdered; self.pplShuffled = pplShuffled
+    }
+    /// mean_k PPL(shuffle k) / PPL(ordered); NaN without shuffles or with an unscored text.
+    public var orderGain: Double {
+        guard !pplShuffled.isEmpty, pplOrdered.isFinite, pplOrdered > 0 else { return .nan }
+        let g = pplShuffled.map { $0 / pplOrdered }
+        return g.contains { !$0.isFinite } ? .nan : g.reduce(0, +) / Double(g.count)
+    }
+}
+
 /// One scored sample.
 public struct SampleScore: Equatable, Sendable {
     public var id: UInt64
@@ -102,9 +152,12 @@ public struct SampleScore: Equatable, Sendable {
     public var degenerate: Bool
     /// Positions written by a sampling forward (unmask step > 0; without that field, length − prompt).
     public var generated = 0
-    public init(id: UInt64, nll: Double, tokens: Int, length: Int, entropy: Double, nfe: UInt64, stages: [String], degenerate: Bool) {
+    /// Words, repeats, order gain (nil when the samples' tokenizer was not given).
+    public var words: WordStats?
+    public init(id: UInt64, nll: Double, tokens: Int, length: Int, entropy: Double, nfe: UInt64, stages: [String], degenerate: Bool,
+                words: WordStats? = nil) {
         self.id = id; self.nll = nll; self.tokens = tokens; self.length = length; self.entropy = entropy
-        self.nfe = nfe; self.stages = stages; self.degenerate = degenerate
+        self.nfe = nfe; self.stages = stages; self.degenerate = degenerate; self.words = words
     }
     /// exp(mean NLL over the scored tokens); NaN when nothing was scored.
     public var ppl: Double { tokens > 0 ? exp(nll / Double(tokens)) : .nan }
@@ -137,6 +190,22 @@ public struct GenerativeReport: Sendable {
     }
     public var meanEntropy: Double { samples.isEmpty ? .nan : samples.reduce(0) { $0 + $1.entropy } / Double(samples.count) }
     public var degenerateIDs: [UInt64] { samples.filter(\.degenerate).map(\.id) }
+    /// Mean of the per-sample order gains (samples with a finite gain); NaN when none has one.
+    public var orderGain: Double {
+        let g = samples.compactMap { $0.words?.orderGain }.filter(\.isFinite)
+        return g.isEmpty ? .nan : g.reduce(0, +) / Double(g.count)
+    }
+    /// Samples whose order gain is counted in `orderGain`.
+    public var orderGainSamples: Int { samples.compactMap { $0.words?.orderGain }.filter(\.isFinite).count }
+    /// Immediate word repeats over all adjacent word pairs of all samples; NaN without words.
+    public var repeatRate: Double {
+        let w = samples.compactMap(\.words)
+        let pairs = w.reduce(0) { $0 + max(0, $1.words - 1) }
+        return pairs == 0 ? .nan : Double(w.reduce(0) { $0 + $1.repeats }) / Double(pairs)
+    }
+    public var totalWords: Int { samples.reduce(0) { $0 + ($1.words?.words ?? 0) } }
+    /// Shuffles per sample (the largest count seen; 0 when order gain was not measured).
+    public var orderShuffles: Int { samples.map { $0.words?.pplShuffled.count ?? 0 }.max() ?? 0 }
     public var lengthMax: Int { samples.map(\.length).max() ?? 0 }
     /// Median as numpy's: the mean of the two middle values for an even count.
     public var lengthMedian: Double {
@@ -169,13 +238,21 @@ public struct GenerativeReport: Sendable {
             "degenerate": ["count": degenerateIDs.count, "ids": degenerateIDs.map { NSNumber(value: $0) },
                            "entropy_below": degenerateBelow] as [String: Any],
             "stages": stageHistories.map { ["history": $0.history, "samples": $0.samples] as [String: Any] },
+            "order_gain": Self.num(orderGain), "order_gain_samples": orderGainSamples, "order_shuffles": orderShuffles,
+            "repeat_rate": Self.num(repeatRate), "words": totalWords,
         ]
         for n in 1...DistinctNGrams.maxN { o["distinct_\(n)"] = Self.num(n <= distinct.count ? distinct[n - 1] : .nan) }
         if perSample {
             o["per_sample"] = samples.map { s -> [String: Any] in
-                ["id": NSNumber(value: s.id), "tokens": s.tokens, "length": s.length, "nll": s.nll, "ppl": Self.num(s.ppl),
+                var row: [String: Any] = ["id": NSNumber(value: s.id), "tokens": s.tokens, "length": s.length, "nll": s.nll, "ppl": Self.num(s.ppl),
                  "entropy": s.entropy, "nfe": NSNumber(value: s.nfe), "degenerate": s.degenerate, "generated": s.generated,
                  "tokens_per_forward": Self.num(s.nfe > 0 ? Double(s.generated) / Double(s.nfe) : .nan)]
+                if let w = s.words {
+                    row["words"] = w.words; row["repeats"] = w.repeats
+                    row["ppl_ordered"] = Self.num(w.pplOrdered); row["ppl_shuffled"] = w.pplShuffled.map { Self.num($0) }
+                    row["order_gain"] = Self.num(w.orderGain)
+                }
+                return row
             }
         }
         let d = try! JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes])
@@ -193,6 +270,10 @@ public struct GenerativeReport: Sendable {
         s += "  entropy (mean, nats)           \(f(meanEntropy))\n"
         s += "  length median / max            \(f(lengthMedian, 1)) / \(lengthMax)\n"
         s += "  distinct-1..4                  " + (0..<DistinctNGrams.maxN).map { f($0 < distinct.count ? distinct[$0] : .nan) }.joined(separator: " ") + "\n"
+        if samples.contains(where: { $0.words != nil }) {
+            s += "  order gain (shuffled/ordered)  \(f(orderGain))   \(orderShuffles) shuffle\(orderShuffles == 1 ? "" : "s"), \(orderGainSamples) samples\n"
+            s += "  immediate word repeats         \(f(repeatRate * 100, 2)) %   of \(totalWords) words\n"
+        }
         let deg = degenerateIDs
         s += "  degenerate (entropy < \(f(degenerateBelow, 1)))    \(deg.count)"
         if !deg.isEmpty { s += "  ids " + deg.prefix(20).map(String.init).joined(separator: ",") + (deg.count > 20 ? ",…" : "") }

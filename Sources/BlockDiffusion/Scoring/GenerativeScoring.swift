@@ -4,6 +4,10 @@
 //   per sample: ids → (re-tokenised when the tokenizers differ) → NLL sum over the scored targets
 //               (sliding window, EOS targets excluded) → ppl = exp(nll / tokens), unigram entropy,
 //               degenerate when entropy < 4 nats
+//   words     : with the samples' tokenizer (-t): the sample's words, immediate repeats, and the scorer's
+//               PPL of the words joined by spaces in order and in K seeded shuffles (order gain); these
+//               texts go through the same scorer (checkpoint: encoded with its tokenizer; command:
+//               extra requests with the sample's id, answered in order like the others)
 //   report    : GenerativeReport (gen_ppl = mean of per-sample PPLs, gen_ppl_tokens = token-weighted, …)
 //
 // Which tokens: with a checkpoint, the scorer's tokens (the samples' ids themselves when both use the
@@ -34,6 +38,9 @@ public struct GenerativeOptions {
     public var progress: ((Int) -> Void)?
     /// Facts a reference AR state_dict lacks (Checkpoint.open), for the checkpoint scorer.
     public var scorerOverrides = CheckpointOverrides()
+    /// Order gain: shuffles of each sample's words (0 = not measured). Words need `samplesTokenizer`.
+    public var orderShuffles = 3
+    public var orderSeed: UInt64 = 1
     public init() {}
 
     /// The checks that need no file (exit 64); the stride is checked against the scorer's context on load.
@@ -49,6 +56,7 @@ public struct GenerativeOptions {
         guard degenerateBelow.isFinite, degenerateBelow >= 0 else {
             throw UsageError("--degenerate-below must be an entropy ≥ 0 in nats (got \(degenerateBelow))")
         }
+        try checkRange(orderShuffles, 0...1000, "--order-shuffles", "0 = no order gain")
     }
 }
 
@@ -93,7 +101,23 @@ public enum GenerativeScoring {
                 guard nll.isFinite else {
                     throw ToolError("the scorer \(path) gives sample \(r.id) a non-finite NLL (\(nll)); its weights or the sample are broken, so no perplexity can be reported")
                 }
-                samples.append(score(r, nll: nll, tokens: n, scorerTokens: toks, threshold: o.degenerateBelow))
+                var sc = score(r, nll: nll, tokens: n, scorerTokens: toks, threshold: o.degenerateBelow)
+                if let from = o.samplesTokenizer {
+                    let plan = wordPlan(r, tok: from, options: o)
+                    let enc = retok?.to ?? from
+                    var ppl: [Double] = []
+                    for t in plan.texts {
+                        var ids = Retokenizer.encode(t, with: enc)
+                        if let m = o.maxTokens, ids.count > m { ids.removeLast(ids.count - m) }
+                        if let bad = ids.first(where: { $0 < 0 || Int($0) >= ar.vocabSize }) {
+                            throw ToolError("sample \(r.id): token \(bad) of its reordered words is outside the scorer's vocabulary (0..<\(ar.vocabSize)); use the scorer's tokenizer")
+                        }
+                        let (l, c) = ar.score(ids)
+                        ppl.append(c > 0 ? exp(l / Double(c)) : .nan)
+                    }
+                    sc.words = plan.stats(ppl)
+                }
+                samples.append(sc)
                 distinct.add(toks, excluding: ar.eos)
                 o.progress?(samples.count)
             }
@@ -105,21 +129,70 @@ public enum GenerativeScoring {
             }
             let retok = o.scorerTokenizer.map { Retokenizer(from: from, to: $0) }
             let eos = o.scorerTokenizer?.eosId ?? h.special.eos
-            // Runs on the writer thread; the reader thread only sees the prepared values.
-            let next: () throws -> (ScorerRequest, (TokenRecord, [Int32]))? = {
+            // Runs on the writer thread; the reader thread only sees the prepared values. A sample is one
+            // request, followed (order gain) by one request per reordered text, all with its id.
+            var queue: [(ScorerRequest, Pending)] = []
+            let next: () throws -> (ScorerRequest, Pending)? = {
+                if !queue.isEmpty { return queue.removeFirst() }
                 guard let r = try input.next() else { return nil }
                 try refuseMasks(r, h)
                 let toks = retok.map { $0(r.tokens) } ?? r.tokens
                 let text = String(decoding: from.decode(r.tokens), as: UTF8.self)
-                return (ScorerRequest(id: r.id, text: text), (r, toks))
+                let plan = wordPlan(r, tok: from, options: o)
+                for (k, t) in plan.texts.enumerated() {
+                    queue.append((ScorerRequest(id: r.id, text: String(decoding: t, as: UTF8.self)), .reordered(k, last: k == plan.texts.count - 1)))
+                }
+                return (ScorerRequest(id: r.id, text: text), .sample(r, toks, plan))
+            }
+            var current: (SampleScore, WordPlan, [Double])? = nil
+            func finish() {
+                guard var c = current else { return }
+                c.0.words = c.1.stats(c.2)
+                samples.append(c.0)
+                o.progress?(samples.count)
+                current = nil
             }
             try ScorerCommand.run(command: cmd, replyTimeout: o.scorerTimeout, next: next) { resp, meta in
-                samples.append(score(meta.0, nll: resp.nll, tokens: resp.tokens, scorerTokens: meta.1, threshold: o.degenerateBelow))
-                distinct.add(meta.1, excluding: eos)
-                o.progress?(samples.count)
+                switch meta {
+                case .sample(let r, let toks, let plan):
+                    finish()
+                    current = (score(r, nll: resp.nll, tokens: resp.tokens, scorerTokens: toks, threshold: o.degenerateBelow), plan, [])
+                    distinct.add(toks, excluding: eos)
+                    if plan.texts.isEmpty { finish() }
+                case .reordered(_, let last):
+                    current?.2.append(resp.tokens > 0 ? exp(resp.nll / Double(resp.tokens)) : .nan)
+                    if last { finish() }
+                }
             }
+            finish()
             return report(samples, distinct, "command `\(cmd)`", o.degenerateBelow)
         }
+    }
+
+    enum Pending { case sample(TokenRecord, [Int32], WordPlan), reordered(Int, last: Bool) }
+
+    /// A sample's words and the texts whose PPL gives its order gain: texts[0] the words in order,
+    /// texts[1...] the shuffles, each joined by single spaces and led by the sample's leading special
+    /// token (BOS) when it has one. No texts when order gain is off or the sample has < 2 words.
+    struct WordPlan {
+        var words: Int, repeats: Int, texts: [[UInt8]]
+        func stats(_ ppl: [Double]) -> WordStats {
+            WordStats(words: words, repeats: repeats, pplOrdered: ppl.first ?? .nan, pplShuffled: Array(ppl.dropFirst()))
+        }
+    }
+
+    static func wordPlan(_ r: TokenRecord, tok: BPETokenizer, options o: GenerativeOptions) -> WordPlan {
+        let special = { (t: Int32) in t >= 0 && Int(t) < tok.isSpecial.count && tok.isSpecial[Int(t)] }
+        let text = String(decoding: tok.decode(r.tokens.filter { !special($0) }), as: UTF8.self)
+        let w = WordOrder.words(text)
+        var plan = WordPlan(words: w.count, repeats: WordOrder.immediateRepeats(w), texts: [])
+        guard o.orderShuffles > 0, w.count >= 2 else { return plan }
+        let lead = r.tokens.first.map { special($0) ? tok.decode([$0]) : [] } ?? []
+        plan.texts.append(lead + Array(w.joined(separator: " ").utf8))
+        for k in 0..<o.orderShuffles {
+            plan.texts.append(lead + Array(WordOrder.shuffled(w, seed: o.orderSeed, id: r.id, k: k).joined(separator: " ").utf8))
+        }
+        return plan
     }
 
     static func score(_ r: TokenRecord, nll: Double, tokens: Int, scorerTokens: [Int32], threshold: Double) -> SampleScore {
