@@ -5,10 +5,11 @@ A figure is a number outside code (fenced blocks and `code spans` are commands a
 a decimal point or with at least three digits (1,234 and 12.5 %; not 4 or 64). It passes when
   * some number in a generated file under results/ (*.md, *.json, *.jsonl, *.txt) equals it at the
     precision it is written with (results say 1806.4, the docs may say 1806 or 1,806), or
-  * its block (paragraph, list or table: lines up to a blank line) holds a hand-measurement note — a line
-    with "hand measurement", a date YYYY-MM-DD and a `command` in a code span — or follows a one-line
-    block that is such a note, e.g.
+  * its section (from the note to the next heading) holds a hand-measurement note — a line
+    with "hand measurement", a date YYYY-MM-DD and a `command` in a code span — e.g.
         *Hand measurement, 2026-12-04, shared 2-core machine:* `time make demo`
+  * its section holds a note of figures computed rather than measured —
+    a line starting "*Computed" (e.g. "*Computed from the sizes, not measured:*"): arithmetic on sizes, or
   * it is in a table column (or row) that quotes the papers: header or first cell naming the seed,
     the paper, the report, OWT or LM1B.
 Specification documents (SPECS) define numbers rather than measure them and are not checked.
@@ -31,6 +32,7 @@ NOT_FIGURE_BEFORE = re.compile(r"(§|\bTables?|\bFig\.?|\bFigure|\bseed|\bpaper|
                                r"|\bPython|\bSwift|\bOpenBLAS|\boneDNN|\btorch|\bdiatheke|\bshakespeare|\bU\+|\bEMA|min\()\s*$", re.I)
 HAND = re.compile(r"hand[- ]measure(ment|d)", re.I)
 DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+COMPUTED = re.compile(r"\s*\*+Computed\b")
 
 
 def numbers_in_results():
@@ -100,9 +102,9 @@ def check(path, seen):
     rel = os.path.relpath(path, ROOT)
     with open(path, encoding="utf-8") as f:
         lines = f.read().split("\n")
-    # blocks: runs of non-blank lines; a block is hand-measured when one of its lines says so, or when the
-    # block before it is a one-line note
-    note = lambda l: bool(HAND.search(l) and DATE.search(l) and re.search(r"`[^`]+`", l))
+    # blocks: runs of non-blank lines; a block is hand-measured (or computed) when it or an earlier block of
+    # its section holds such a note
+    note = lambda l: bool(HAND.search(l) and DATE.search(l) and re.search(r"`[^`]+`", l)) or bool(COMPUTED.match(l))
     hand, blocks, cur = [False] * len(lines), [], []
     for i, l in enumerate(lines + [""]):
         if l.strip():
@@ -110,12 +112,14 @@ def check(path, seen):
         elif cur:
             blocks.append(cur)
             cur = []
-    prev_note = False
+    # a note covers its own block and every later block of its section (up to the next heading)
+    noted = False
     for b in blocks:
-        flag = prev_note or any(note(lines[k]) for k in b)
+        if lines[b[0]].startswith("#"):
+            noted = False
+        noted = noted or any(note(lines[k]) for k in b)
         for k in b:
-            hand[k] = flag
-        prev_note = len(b) == 1 and note(lines[b[0]])
+            hand[k] = noted
     fence = False
     for i, l in enumerate(lines):
         if l.startswith("```"):
