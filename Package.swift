@@ -29,8 +29,11 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"]), .brew(["openblas"])]),
 
+        // Small-M inference products (fp32 / bf16 weights) with runtime CPU dispatch; see include/bd3kernels.h.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+
         .target(name: "BlockDiffusion",
-                dependencies: ["CZstd", "COpenBLAS"]),
+                dependencies: ["CZstd", "COpenBLAS", "CKernels"]),
 
         .executableTarget(name: "tokenize", dependencies: ["BlockDiffusion", argumentParser]),
         .executableTarget(name: "pack-blocks", dependencies: ["BlockDiffusion", argumentParser]),
