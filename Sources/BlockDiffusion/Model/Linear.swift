@@ -29,14 +29,17 @@ public final class LinearWeight {
     public let dtype: WeightDType
     let f32: UnsafePointer<Float>?
     let bf16: UnsafeMutablePointer<UInt16>?
+    /// Every product through matmulForward (the training model's weights: its own dispatch lives there and the
+    /// training forward's numbers must not depend on the row count).
+    let alwaysBLAS: Bool
 
     /// Reads `data` in place (the caller keeps it alive).
-    init(fp32 data: UnsafePointer<Float>, rows: Int, cols: Int) {
-        self.rows = rows; self.cols = cols; dtype = .fp32; f32 = data; bf16 = nil
+    init(fp32 data: UnsafePointer<Float>, rows: Int, cols: Int, alwaysBLAS: Bool = false) {
+        self.rows = rows; self.cols = cols; dtype = .fp32; f32 = data; bf16 = nil; self.alwaysBLAS = alwaysBLAS
     }
     /// Owns a bf16 copy of `data` (rounded to nearest even).
     init(bf16From data: UnsafePointer<Float>, rows: Int, cols: Int) {
-        self.rows = rows; self.cols = cols; dtype = .bf16; f32 = nil
+        self.rows = rows; self.cols = cols; dtype = .bf16; f32 = nil; alwaysBLAS = false
         let b = UnsafeMutablePointer<UInt16>.allocate(capacity: max(1, rows * cols))
         // Split across workers: the conversion of a 170 M-parameter model is otherwise a visible pause.
         let n = rows * cols
@@ -63,6 +66,7 @@ func linearForward(_ out: FloatPtr, _ inp: UnsafePointer<Float>, _ w: LinearWeig
                    _ N: Int, _ C: Int, _ OC: Int) {
     precondition(w.rows == OC && w.cols == C, "weight is \(w.rows)×\(w.cols), the product needs \(OC)×\(C)")
     if N == 0 { return }
+    if w.alwaysBLAS { matmulForward(out, inp, w.f32!, bias, N, C, OC); return }
     if N <= smallRowLimit {
         // Split the output columns: each worker streams its own share of the weights.
         let parts = OC * C * N < (1 << 15) ? 1 : min(workerCount, max(1, OC / 32))
