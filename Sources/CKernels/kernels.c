@@ -121,21 +121,28 @@ AVX2 static inline __attribute__((always_inline)) void tile_bf16(float *y, int l
         const float *b, int K, int n, int m, const int NR, const int MR) { TILE_BODY(load_w_bf16, bd3_bf16) }
 #undef WCONV
 
+// Rows of x are taken MB at a time (MB rows of x stay in L2 while the weights stream past them): the weights are
+// read once per call for M ≤ MB. Every output is the same chain of 8-lane FMAs over k, reduced the same way,
+// whatever the tile or block: a row's result does not depend on the other rows (batch-size independent sampling).
+#define MB 48
 #define LINEAR_AVX2(NAME, TILE, WT)                                                                        \
 AVX2 static void NAME(float *y, int ldy, const float *x, int ldx, const WT *w, const float *b,             \
                       int M, int K, int n0, int n1) {                                                      \
+    for (int mb = 0; mb < M; mb += MB) {                                                                   \
+    int me = M - mb < MB ? M : mb + MB;                                                                    \
     int n = n0;                                                                                            \
-    if (M == 1) for (; n + 8 <= n1; n += 8) TILE(y, ldy, x, ldx, w, b, K, n, 0, 8, 1);                     \
+    if (me - mb == 1) for (; n + 8 <= n1; n += 8) TILE(y, ldy, x, ldx, w, b, K, n, mb, 8, 1);              \
     for (; n + 4 <= n1; n += 4) {                                                                          \
-        int m = 0;                                                                                         \
-        for (; m + 3 <= M; m += 3) TILE(y, ldy, x, ldx, w, b, K, n, m, 4, 3);                              \
-        if (M - m == 2) TILE(y, ldy, x, ldx, w, b, K, n, m, 4, 2);                                         \
-        else if (M - m == 1) TILE(y, ldy, x, ldx, w, b, K, n, m, 4, 1);                                    \
+        int m = mb;                                                                                        \
+        for (; m + 3 <= me; m += 3) TILE(y, ldy, x, ldx, w, b, K, n, m, 4, 3);                             \
+        if (me - m == 2) TILE(y, ldy, x, ldx, w, b, K, n, m, 4, 2);                                        \
+        else if (me - m == 1) TILE(y, ldy, x, ldx, w, b, K, n, m, 4, 1);                                   \
     }                                                                                                      \
     for (; n < n1; n++) {                                                                                  \
-        int m = 0;                                                                                         \
-        for (; m + 3 <= M; m += 3) TILE(y, ldy, x, ldx, w, b, K, n, m, 1, 3);                              \
-        for (; m < M; m++) TILE(y, ldy, x, ldx, w, b, K, n, m, 1, 1);                                      \
+        int m = mb;                                                                                        \
+        for (; m + 3 <= me; m += 3) TILE(y, ldy, x, ldx, w, b, K, n, m, 1, 3);                             \
+        for (; m < me; m++) TILE(y, ldy, x, ldx, w, b, K, n, m, 1, 1);                                     \
+    }                                                                                                      \
     }                                                                                                      \
 }
 LINEAR_AVX2(linear_f32_avx2, tile_f32, float)

@@ -82,6 +82,30 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// A row's result does not depend on the other rows of the call (what makes samples independent of --batch).
+    func testRowsAreIndependentOfTheBatch() {
+        var rng = SplitMix64(seed: 13)
+        let OC = 203, C = 77
+        let wf = rand(OC * C, &rng), bias = rand(OC, &rng)
+        for isa in 0...Int(bd3_isa_available()) {
+            bd3_set_isa(Int32(isa))
+            for dt in WeightDType.allCases {
+                let w = wf.withUnsafeBufferPointer { p in
+                    dt == .fp32 ? LinearWeight(fp32: p.baseAddress!, rows: OC, cols: C) : LinearWeight(bf16From: p.baseAddress!, rows: OC, cols: C)
+                }
+                let N = 100
+                let x = rand(N * C, &rng)
+                var all = [Float](repeating: 0, count: N * OC)
+                linearForward(&all, x, w, bias, N, C, OC)
+                for r in [0, 1, 47, 48, 50, 99] {
+                    var one = [Float](repeating: 0, count: OC)
+                    Array(x[(r * C)..<((r + 1) * C)]).withUnsafeBufferPointer { linearForward(&one, $0.baseAddress!, w, bias, 1, C, OC) }
+                    XCTAssertEqual(one.map(\.bitPattern), all[(r * OC)..<((r + 1) * OC)].map(\.bitPattern), "\(dt) isa \(isa) row \(r)")
+                }
+            }
+        }
+    }
+
     func testBF16Conversions() {
         let cases: [(Float, UInt16)] = [(1, 0x3f80), (-2, 0xc000), (0, 0), (.infinity, 0x7f80), (-.infinity, 0xff80),
                                         (Float(bitPattern: 0x3f808000), 0x3f80),   // tie → even (down)
