@@ -6,6 +6,7 @@ import Foundation
 
 extension SamplerKind: ExpressibleByArgument {}
 extension SEDDPredictor: ExpressibleByArgument {}
+extension WeightDType: ExpressibleByArgument {}
 
 struct Draft: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -23,6 +24,7 @@ struct Draft: ParsableCommand {
           draft -m sedd.safetensors -n 4 --length 256 --steps 1000 -o sedd.tok     (SEDD: analytic sampler, NFE = T)
           draft -m sedd.safetensors -n 4 --length 256 --steps 128 --predictor euler -o sedd-euler.tok
           draft -m run/last.safetensors -n 2 --max-length 2048 --prompt-tokens prompt.tok -o long.tok
+          draft -m run/best.safetensors -n 16 --length 1024 --dtype bf16 -o drafts.tok     (bf16 weights)
         """)
 
     @Option(name: [.customShort("m"), .customLong("model")], help: "Checkpoint (safetensors written by train).")
@@ -64,8 +66,11 @@ struct Draft: ParsableCommand {
     @Option(help: "Random seed.")
     var seed: UInt64 = 0
 
-    @Option(help: "Samples per batched forward.")
-    var batch: Int = 1
+    @Option(help: "Samples per batched forward (default: as many as fit in half the free memory, at most 32 and -n; the samples do not depend on it).")
+    var batch: Int?
+
+    @Option(help: "Weights of the sampling engine: fp32 or bf16 (half the memory and bytes per forward; accumulation stays fp32).")
+    var dtype: WeightDType = .fp32
 
     @Option(help: "Only the samples with id % n == i (format i/n).")
     var shard: String?
@@ -102,7 +107,8 @@ struct Draft: ParsableCommand {
         guard (length == nil) != (maxLength == nil) else { throw ValidationError("give exactly one of --length and --max-length") }
         if let l = length ?? maxLength, l < 1 { throw ValidationError("the length must be at least 1") }
         guard samples >= 1 else { throw ValidationError("-n must be at least 1") }
-        guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
+        if let batch, batch < 1 { throw ValidationError("--batch must be at least 1") }
+        if noKVCache && dtype != .fp32 { throw ValidationError("--no-kv-cache runs the fp32 model (the reference's comparison path); use --dtype fp32 with it") }
         guard nucleus > 0 && nucleus <= 1 else { throw ValidationError("--nucleus must be in (0, 1] (got \(nucleus))") }
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
         if let b = blockSize, b < 1 { throw ValidationError("--block-size must be at least 1") }
@@ -130,16 +136,21 @@ struct Draft: ParsableCommand {
         o.samples = samples; o.length = length ?? maxLength!; o.variableLength = maxLength != nil
         o.blockSize = blockSize; o.sampler = sampler; o.steps = steps; o.nucleus = nucleus; o.seed = seed
         o.batch = batch; o.entropyStop = !noEntropyStop; o.shard = try parsedShard(); o.kvCache = !noKVCache
-        o.seddPredictor = predictor
+        o.seddPredictor = predictor; o.dtype = dtype
+        // bf16: the weights are converted once and the fp32 parameters released before sampling starts.
+        let weights = try { () throws -> InferenceWeights? in
+            do { return noKVCache ? nil : try prepareInference(ck, dtype: dtype) } catch let e as SamplingUsageError { throw ValidationError(e.description) }
+        }()
         let bs = ck.config.causal ? 1 : (blockSize ?? ck.blockSize)
         var attrs = ["block_size": "\(bs)", "sampler": sampler.rawValue, "nucleus": "\(nucleus)", "seed": "\(seed)",
                      "length": "\(o.length)", "var_length": "\(o.variableLength)"]
         if let shard { attrs["shard"] = shard }
         if noKVCache { attrs["kv_cache"] = "false" }
+        if dtype != .fp32 { attrs["dtype"] = dtype.rawValue }
         if ck.algorithm == "sedd" { attrs["sampler"] = "sedd-" + (predictor ?? .analytic).rawValue; attrs["steps"] = "\(steps)" }
         do {
             try withSamplesOutput(path: output, header: ck.samplesHeader(tool: "draft", attributes: attrs), allowTerminal: force) { w in
-                try runDraft(checkpoint: ck, options: o, prompts: prompts, writer: w) { line in
+                try runDraft(checkpoint: ck, options: o, prompts: prompts, writer: w, weights: weights) { line in
                     FileHandle.standardError.write(Data(("draft: " + line + "\n").utf8))
                 }
             }

@@ -5,6 +5,7 @@ import BlockDiffusion
 import Foundation
 
 extension SamplerKind: ExpressibleByArgument {}
+extension WeightDType: ExpressibleByArgument {}
 
 struct Refine: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -36,8 +37,11 @@ struct Refine: ParsableCommand {
     @Option(help: "Random seed.")
     var seed: UInt64 = 0
 
-    @Option(help: "Records of equal length per batched forward.")
-    var batch: Int = 1
+    @Option(help: "Records of equal length per batched forward (default: as many as fit in half the free memory, at most 32; the results do not depend on it).")
+    var batch: Int?
+
+    @Option(help: "Weights of the sampling engine: fp32 or bf16 (half the memory and bytes per forward; accumulation stays fp32).")
+    var dtype: WeightDType = .fp32
 
     @Option(name: [.short, .long], help: "Input samples stream ('-' = stdin).")
     var input: String = "-"
@@ -54,7 +58,8 @@ struct Refine: ParsableCommand {
     func validate() throws {
         if let b = blockSize, b < 1 { throw ValidationError("--block-size must be at least 1") }
         guard nucleus > 0 && nucleus <= 1 else { throw ValidationError("--nucleus must be in (0, 1] (got \(nucleus))") }
-        guard steps >= 1, batch >= 1 else { throw ValidationError("--steps and --batch must be at least 1") }
+        guard steps >= 1, (batch ?? 1) >= 1 else { throw ValidationError("--steps and --batch must be at least 1") }
+        if noKVCache && dtype != .fp32 { throw ValidationError("--no-kv-cache runs the fp32 model (the reference's comparison path); use --dtype fp32 with it") }
     }
 
     func run() throws {
@@ -68,9 +73,11 @@ struct Refine: ParsableCommand {
         h.attributes["tool"] = "refine"
         var o = RefineOptions()
         o.blockSize = blockSize; o.sampler = sampler; o.steps = steps; o.nucleus = nucleus; o.seed = seed; o.batch = batch; o.kvCache = !noKVCache
+        o.dtype = dtype
         do {
+            let weights = noKVCache ? nil : try prepareInference(ck, dtype: dtype)
             try withSamplesOutput(path: output, header: h, allowTerminal: force) { w in
-                try runRefine(checkpoint: ck, options: o, reader: reader, writer: w, source: name)
+                try runRefine(checkpoint: ck, options: o, reader: reader, writer: w, source: name, weights: weights)
             }
         } catch let e as SamplingUsageError { throw ValidationError(e.description) }
     }

@@ -5,6 +5,7 @@ import BlockDiffusion
 import Foundation
 
 extension RemaskPolicy: ExpressibleByArgument {}
+extension WeightDType: ExpressibleByArgument {}
 
 struct Remask: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -28,6 +29,12 @@ struct Remask: ParsableCommand {
     @Option(name: [.customShort("m"), .customLong("model")], help: "Checkpoint (needed by --policy posthoc).")
     var model: String?
 
+    @Option(help: "--policy posthoc: records of equal length per batched forward (default: as many as fit in half the free memory, at most 32; the scores do not depend on it).")
+    var batch: Int?
+
+    @Option(help: "--policy posthoc: weights of the forward, fp32 or bf16.")
+    var dtype: WeightDType = .fp32
+
     @Option(help: "Seed for --policy random.")
     var seed: UInt64 = 0
 
@@ -43,6 +50,7 @@ struct Remask: ParsableCommand {
     func validate() throws {
         guard ratio >= 0 && ratio <= 1 else { throw ValidationError("--ratio must be in [0, 1] (got \(ratio))") }
         if policy == .posthoc && model == nil { throw ValidationError("--policy posthoc needs -m CHECKPOINT") }
+        if let batch, batch < 1 { throw ValidationError("--batch must be at least 1") }
     }
 
     func run() throws {
@@ -51,9 +59,10 @@ struct Remask: ParsableCommand {
         var h = reader.header
         h.attributes["tool"] = "remask"
         do {
+            let weights = policy == .posthoc ? try ck.flatMap { try prepareInference($0, dtype: dtype) } : nil
             try withSamplesOutput(path: output, header: h, allowTerminal: force) { w in
                 try runRemask(policy: policy, ratio: ratio, seed: seed, checkpoint: ck, reader: reader, writer: w,
-                              source: input == "-" ? "stdin" : input)
+                              source: input == "-" ? "stdin" : input, batch: batch, weights: weights)
             }
         } catch let e as SamplingUsageError { throw ValidationError(e.description) }
     }

@@ -193,6 +193,22 @@ public final class DiT {
         tokenCopy = .allocate(capacity: N); tokenCopy.initialize(repeating: 0)
     }
 
+    /// True after `releaseParameters()`: the parameter memory went back to the OS.
+    public private(set) var parametersReleased = false
+
+    /// Returns the parameter buffer's memory to the OS (its whole pages; they read as zero afterwards) once an
+    /// inference copy of the weights exists (InferenceWeights bf16): the fp32 copy no longer counts in the RSS.
+    /// forward and backward then stop with a precondition failure.
+    public func releaseParameters() {
+        precondition(weightOwner == nil, "release the parameters of the model that owns them")
+        guard !parametersReleased, parameters.count > 0 else { return }
+        parametersReleased = true
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (Int(bitPattern: parameters.baseAddress!) + page - 1) / page * page
+        let end = (Int(bitPattern: parameters.baseAddress! + parameters.count)) / page * page
+        if end > start { _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, Int32(MADV_DONTNEED)) }
+    }
+
     deinit {
         if weightOwner == nil { parameters.deallocate() }
         gradients.deallocate(); acts.deallocate(); positions.deallocate(); tokenCopy.deallocate()
@@ -289,6 +305,7 @@ public final class DiT {
         precondition(B >= 1 && B <= maxBatch && tokens.count % B == 0, "batch \(B) must be in 1...\(maxBatch) and divide the token count")
         let T = tokens.count / B
         precondition(T >= 1 && T <= maxTokens, "sequence length \(T) exceeds maxTokens \(maxTokens)")
+        precondition(!(weightOwner ?? self).parametersReleased, "forward on a model whose parameters were released")
         let D = config.hiddenSize, V = config.vocabSize, H = config.nHeads, d = config.headDim
         let N = B * T
         switch layout {

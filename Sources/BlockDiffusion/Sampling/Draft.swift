@@ -33,7 +33,10 @@ public struct DraftOptions: Sendable {
     public var steps = 1000
     public var nucleus = 1.0
     public var seed: UInt64 = 0
-    public var batch = 1
+    /// Canvases per batched forward; nil = automaticBatch (what fits, up to the number of samples).
+    public var batch: Int? = nil
+    /// Weights of the cached engine (bf16: half the bytes streamed per forward; see Model/InferenceWeights.swift).
+    public var dtype: WeightDType = .fp32
     public var entropyStop = true
     public var shard: (index: Int, count: Int) = (0, 1)
     /// false: no KV cache, every forward runs the window through `.blockCausal` (reference kv_cache=False).
@@ -47,12 +50,13 @@ public struct DraftOptions: Sendable {
 public func resolveDraftSettings(_ o: DraftOptions, checkpoint ck: SamplingCheckpoint, promptLengths: [Int]) throws -> SamplerSettings {
     guard o.samples >= 1 else { throw SamplingUsageError("-n must be at least 1") }
     guard o.length >= 1 else { throw SamplingUsageError("the length must be at least 1") }
-    guard o.batch >= 1 else { throw SamplingUsageError("--batch must be at least 1") }
+    guard (o.batch ?? 1) >= 1 else { throw SamplingUsageError("--batch must be at least 1") }
     guard o.nucleus > 0 && o.nucleus <= 1 else { throw SamplingUsageError("--nucleus must be in (0, 1] (got \(o.nucleus))") }
     guard o.steps >= 1 else { throw SamplingUsageError("--steps must be at least 1") }
     guard o.shard.count >= 1 && o.shard.index >= 0 && o.shard.index < o.shard.count else {
         throw SamplingUsageError("--shard must be i/n with 0 ≤ i < n")
     }
+    if !o.kvCache && o.dtype != .fp32 { throw SamplingUsageError("--no-kv-cache runs the fp32 model (the reference's comparison path); use --dtype fp32 with it") }
     let bs = ck.config.causal ? 1 : (o.blockSize ?? ck.blockSize)
     guard bs >= 1 else { throw SamplingUsageError("--block-size must be at least 1") }
     if !ck.config.causal && bs < o.length && o.length % bs != 0 {
@@ -68,10 +72,12 @@ public func resolveDraftSettings(_ o: DraftOptions, checkpoint ck: SamplingCheck
 }
 
 /// Runs draft. `prompts` are token prefixes (without BOS); [] means one empty prompt. Records go to `writer`
-/// as each batch finishes. Returns the number of records written.
+/// as each batch finishes. Returns the number of records written. `weights`: from prepareInference (nil = built
+/// here at o.dtype without releasing the checkpoint's parameters).
 @discardableResult
-public func runDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions, prompts: [[Int32]],
-                     writer: TokenStreamWriter, log: (String) -> Void = { _ in }) throws -> Int {
+public func runDraft(checkpoint ck: SamplingCheckpoint, options opts: DraftOptions, prompts: [[Int32]],
+                     writer: TokenStreamWriter, weights: InferenceWeights? = nil, log: (String) -> Void = { _ in }) throws -> Int {
+    var o = opts
     let sp = ck.special
     let prefixes: [[Int32]] = (prompts.isEmpty ? [[]] : prompts).map { p in
         if sp.bos >= 0 && p.first != sp.bos { return [sp.bos] + p }
@@ -80,15 +86,27 @@ public func runDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions,
     for p in prefixes where p.contains(where: { $0 < 0 || Int($0) >= ck.vocabSize || $0 == sp.mask }) {
         throw SamplingUsageError("the prompt holds a token outside the vocabulary or the mask id")
     }
-    if ck.algorithm == "sedd" { return try runSEDDDraft(checkpoint: ck, options: o, prefixes: prefixes, writer: writer) }
+    if ck.algorithm == "sedd" {
+        guard o.dtype == .fp32 else { throw SamplingUsageError("--dtype bf16 is for BD3-LM, MDLM and AR checkpoints (this one is SEDD)") }
+        return try runSEDDDraft(checkpoint: ck, options: o, prefixes: prefixes, writer: writer)
+    }
     if let p = o.seddPredictor {
         throw SamplingUsageError("--predictor \(p.rawValue) is for SEDD checkpoints; this is a \(ck.algorithm) checkpoint (use --sampler)")
     }
     let settings = try resolveDraftSettings(o, checkpoint: ck, promptLengths: prefixes.map(\.count))
+    if o.batch == nil {
+        let shape = BlockSampler.engineShape(config: ck.config, blockSize: settings.blockSize, maxLength: o.length)
+        o.batch = automaticBatch(config: ck.config, window: shape.window, chunk: shape.chunk,
+                                 limit: (o.samples + o.shard.count - 1) / o.shard.count)
+    }
+    let batchSize = o.batch!
+    let w = try weights ?? (o.kvCache ? InferenceWeights(model: ck.model, dtype: o.dtype) : nil)
+    if let w, w.dtype != o.dtype { throw SamplingUsageError("internal: weights prepared as \(w.dtype.rawValue), options say \(o.dtype.rawValue)") }
     let sampler = try BlockSampler(model: ck.model, settings: settings, maskId: sp.mask,
-                                   maxBatch: min(o.batch, o.samples), maxLength: o.length, kvCache: o.kvCache)
+                                   maxBatch: min(batchSize, o.samples), maxLength: o.length, kvCache: o.kvCache, weights: w)
     let stageBase = (ck.config.causal ? "draft ar nucleus=\(o.nucleus) seed=\(o.seed)"
                                       : "draft \(settings.summary) seed=\(o.seed)") + (o.kvCache ? "" : " kv-cache=off")
+        + (o.dtype == .fp32 ? "" : " dtype=\(o.dtype.rawValue)")
     var written = 0
     for (j, prefix) in prefixes.enumerated() {
         // This shard's sample ids of prompt j.
@@ -97,7 +115,7 @@ public func runDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions,
             return Int(id % UInt64(o.shard.count)) == o.shard.index ? (id, 0) : nil
         }
         while !queue.isEmpty {
-            let batch = Array(queue.prefix(o.batch)); queue.removeFirst(batch.count)
+            let batch = Array(queue.prefix(batchSize)); queue.removeFirst(batch.count)
             var cs = batch.map { item -> Canvas in
                 var t = [Int32](repeating: sp.mask, count: o.length)
                 var conf = [Float](repeating: 0, count: o.length)
@@ -153,12 +171,12 @@ func runSEDDDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions, pr
     guard o.length <= ck.config.length else {
         throw SamplingUsageError("SEDD samples the whole sequence at once: --length must be at most the model length \(ck.config.length)")
     }
-    guard o.samples >= 1, o.batch >= 1, o.steps >= 1 else { throw SamplingUsageError("-n, --batch and --steps must be at least 1") }
+    guard o.samples >= 1, (o.batch ?? 1) >= 1, o.steps >= 1 else { throw SamplingUsageError("-n, --batch and --steps must be at least 1") }
     guard o.shard.count >= 1 && o.shard.index >= 0 && o.shard.index < o.shard.count else {
         throw SamplingUsageError("--shard must be i/n with 0 ≤ i < n")
     }
     let predictor = o.seddPredictor ?? .analytic
-    let batch = max(1, min(o.batch, o.samples))
+    let batch = max(1, min(o.batch ?? o.samples, o.samples, 16))
     let model = DiT(sharingWeightsOf: ck.model, maxBatch: batch, maxTokens: o.length)
     var written = 0
     for (j, prefix) in prefixes.enumerated() {
