@@ -108,6 +108,9 @@ public func runDraft(checkpoint ck: SamplingCheckpoint, options opts: DraftOptio
                                       : "draft \(settings.summary) seed=\(o.seed)") + (o.kvCache ? "" : " kv-cache=off")
         + (o.dtype == .fp32 ? "" : " dtype=\(o.dtype.rawValue)")
     var written = 0
+    let perPrompt = (0..<o.samples).filter { $0 % o.shard.count == o.shard.index }.count
+    let progress = Progress(label: "draft", total: perPrompt * prefixes.count)
+    defer { progress.finish() }
     for (j, prefix) in prefixes.enumerated() {
         // This shard's sample ids of prompt j.
         var queue: [(id: UInt64, attempt: UInt64)] = (0..<o.samples).compactMap { i in
@@ -141,6 +144,7 @@ public func runDraft(checkpoint ck: SamplingCheckpoint, options opts: DraftOptio
                                              unmaskStep: Array(c.unmaskStep[0..<n]), nfe: c.nfe,
                                              promptLength: c.promptLength, stages: [stage]))
                 written += 1
+                progress.advance(items: 1, tokens: n - c.promptLength)
             }
         }
     }

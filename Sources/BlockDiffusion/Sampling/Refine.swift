@@ -178,6 +178,8 @@ public func runRemask(policy: RemaskPolicy, ratio: Double, seed: UInt64, checkpo
     var engines: [Int: CachedDiT] = [:]
     var w = weights
     var n = 0
+    let progress = Progress(label: "remask", total: Int.max, unit: "records", force: false)
+    defer { progress.finish() }
     var pending: [TokenRecord] = []
     func flush() throws {
         guard !pending.isEmpty else { return }
@@ -189,6 +191,7 @@ public func runRemask(policy: RemaskPolicy, ratio: Double, seed: UInt64, checkpo
                 engines[len] = try CachedDiT(weights: w!, maxBatch: pendingLimit(len), maxChunk: len, capacity: max(len, ck.config.length))
             }
             scores = posthocConfidences(engine: engines[len]!, sequences: pending.map(\.tokens), maskId: mask)
+            progress.advance(items: pending.count, tokens: pending.count * len)
         } else if policy == .posthoc {
             scores = pending.map { _ in [] }
         }
