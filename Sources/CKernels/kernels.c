@@ -149,6 +149,42 @@ LINEAR_AVX2(linear_f32_avx2, tile_f32, float)
 LINEAR_AVX2(linear_bf16_avx2, tile_bf16, bd3_bf16)
 #endif
 
+// MARK: attention over a cache (one sequence, one head)
+// Dot products over d and the weighted sum of values are short loops the compiler vectorises; the AVX2 copy is
+// the same source compiled for AVX2 + FMA (sums may be reassociated into vector lanes: deterministic for a build,
+// and each query row's result depends only on that row and the cache). For the few query rows of a sampling chunk this avoids sgemm's packing
+// of every key, which costs more than the products.
+#include <math.h>
+#define ATTEND_BODY                                                                                        \
+    _Pragma("clang fp reassociate(on)")                                                                    \
+    for (int i = 0; i < n; i++) {                                                                          \
+        const float *qi = q + (size_t)i * ldq;                                                             \
+        int last = causal ? S - n + i : S - 1;                                                             \
+        float mx = -INFINITY;                                                                              \
+        for (int j = 0; j <= last; j++) {                                                                  \
+            const float *kj = k + (size_t)j * ldkv;                                                        \
+            float s = 0;                                                                                   \
+            for (int c = 0; c < d; c++) s += qi[c] * kj[c];                                                \
+            s *= scale; scratch[j] = s; if (s > mx) mx = s;                                                \
+        }                                                                                                  \
+        float sum = 0;                                                                                     \
+        for (int j = 0; j <= last; j++) { float e = expf(scratch[j] - mx); scratch[j] = e; sum += e; }      \
+        float inv = 1.f / sum;                                                                             \
+        float *oi = out + (size_t)i * ldo;                                                                 \
+        for (int c = 0; c < d; c++) oi[c] = 0;                                                             \
+        for (int j = 0; j <= last; j++) {                                                                  \
+            const float *vj = v + (size_t)j * ldkv; float p = scratch[j] * inv;                            \
+            for (int c = 0; c < d; c++) oi[c] += p * vj[c];                                                \
+        }                                                                                                  \
+    }
+
+static void attend_portable(float *out, int ldo, const float *q, int ldq, const float *k, const float *v, int ldkv,
+                            int n, int S, int d, float scale, int causal, float *scratch) { ATTEND_BODY }
+#ifdef BD3_X86
+AVX2 static void attend_avx2(float *out, int ldo, const float *q, int ldq, const float *k, const float *v, int ldkv,
+                             int n, int S, int d, float scale, int causal, float *scratch) { ATTEND_BODY }
+#endif
+
 // MARK: dispatch
 
 static int chosen = -1;
@@ -173,6 +209,15 @@ void bd3_linear_f32(float *y, int ldy, const float *x, int ldx, const float *w, 
 #endif
     linear_f32_portable(y, ldy, x, ldx, w, b, M, K, n0, n1);
 }
+void bd3_attend(float *out, int ldo, const float *q, int ldq, const float *k, const float *v, int ldkv,
+                int n, int S, int d, float scale, int causal, float *scratch) {
+    if (n <= 0 || S <= 0) return;
+#ifdef BD3_X86
+    if (bd3_isa() == BD3_ISA_AVX2) { attend_avx2(out, ldo, q, ldq, k, v, ldkv, n, S, d, scale, causal, scratch); return; }
+#endif
+    attend_portable(out, ldo, q, ldq, k, v, ldkv, n, S, d, scale, causal, scratch);
+}
+
 void bd3_linear_bf16(float *y, int ldy, const float *x, int ldx, const bd3_bf16 *w, const float *b, int M, int K, int n0, int n1) {
     if (M <= 0 || n1 <= n0) return;
 #ifdef BD3_X86

@@ -2,6 +2,7 @@
 // non-cached `.blockCausal` window forward, the `.blockDiffusion` training forward on [x_t', x_0'], and the
 // PyTorch sampling-window fixture (Fixtures/parity/bd3_window.safetensors); cache sliding bookkeeping.
 import XCTest
+import CKernels
 @testable import BlockDiffusion
 
 final class KVCacheTests: XCTestCase {
@@ -11,7 +12,8 @@ final class KVCacheTests: XCTestCase {
         var rng = SplitMix64(seed: 1)
         func rand(_ k: Int) -> [Float] { (0..<k).map { _ in Float(rng.nextDouble() * 2 - 1) } }
         let q = rand(B * n * 3 * D), keys = rand(B * cap * D), values = rand(B * cap * D)
-        for causal in [false, true] {
+        for (causal, isa) in [(false, -1), (true, -1), (false, 0), (true, 0)] {
+            bd3_set_isa(Int32(isa)); defer { bd3_set_isa(-1) }
             let naive = naiveCachedAttention(q: q, qStride: 3 * D, keys: keys, values: values, kvBatchStride: cap * D,
                                              B: B, n: n, S: S, nHeads: H, headDim: d, causal: causal)
             var out = [Float](repeating: 0, count: B * n * D)

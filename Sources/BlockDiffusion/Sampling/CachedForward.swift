@@ -26,7 +26,7 @@
 //       for the given flat rows b·n+i only; empty when logits=false
 //   reset(), cached (positions in the window), dropped (positions slid out so far), weights, memoryBytes
 import Foundation
-import COpenBLAS
+import CKernels
 
 public final class CachedDiT {
     public let weights: InferenceWeights
@@ -42,7 +42,7 @@ public final class CachedDiT {
     let rotary: RotaryTable
     // Scratch (max N = maxBatch * maxChunk rows): one set of block activations shared by every block.
     let x, xOut, h, xhat, rstd, qkv, att, attProj, resid2, xhat2, rstd2, h2, fc, gelu, fcProj, logitsBuf: UnsafeMutableBufferPointer<Float>
-    let scores: UnsafeMutableBufferPointer<Float>     // per worker (maxChunk, capacity)
+    let scores: UnsafeMutableBufferPointer<Float>     // per worker (capacity)
     let workers: Int
 
     /// Bytes of the buffers this engine allocated (cache + scratch; the weights are counted by InferenceWeights).
@@ -71,7 +71,7 @@ public final class CachedDiT {
         att = buf(N * D); attProj = buf(N * D); resid2 = buf(N * D); xhat2 = buf(N * D); rstd2 = buf(N); h2 = buf(N * D)
         fc = buf(N * 4 * D); gelu = buf(N * 4 * D); fcProj = buf(N * D); logitsBuf = buf(N * cfg.vocabSize)
         workers = max(1, min(workerCount, maxBatch * cfg.nHeads))
-        scores = buf(workers * maxChunk * capacity)
+        scores = buf(workers * capacity)
     }
 
     deinit {
@@ -198,33 +198,20 @@ func rotateHeads(_ v: FloatPtr, position p: Int, table: RotaryTable, nHeads: Int
 
 /// out (B, n, D) = softmax(q kᵀ / √d) v per head, queries = the chunk, keys/values = window 0 ..< S.
 /// q rows are `qStride` apart (packed qkv); keys/values rows are D apart, sequences `kvBatchStride` apart.
-/// causal: query i (window position S-n+i) sees keys ≤ S-n+i. sgemm for both products.
+/// causal: query i (window position S-n+i) sees keys ≤ S-n+i. CKernels bd3_attend per (sequence, head): for a
+/// chunk of a few rows sgemm's packing of every key costs more than the products. scratch: S floats per worker.
 func cachedAttention(out: FloatPtr, q: UnsafePointer<Float>, qStride: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
                      kvBatchStride: Int, B: Int, n: Int, S: Int, nHeads H: Int, headDim d: Int, causal: Bool,
                      scratch: FloatPtr, workers: Int) {
     let D = H * d
     let scale = 1 / Float(d).squareRoot()
     parallelFor(workers) { wk in
-        let sc = scratch + wk * n * S
+        let sc = scratch + wk * S
         for pair in stride(from: wk, to: B * H, by: workers) {
             let b = pair / H, hh = pair % H
-            let qb = q + b * n * qStride + hh * d
-            let kb = keys + b * kvBatchStride + hh * d, vb = values + b * kvBatchStride + hh * d
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(S), Int32(d),
-                        scale, qb, Int32(qStride), kb, Int32(D), 0, sc, Int32(S))
-            for i in 0..<n {
-                let row = sc + i * S
-                let last = causal ? S - n + i : S - 1
-                var mx = -Float.infinity
-                for j in 0...last { mx = max(mx, row[j]) }
-                var sum: Float = 0
-                for j in 0...last { let e = expf(row[j] - mx); row[j] = e; sum += e }
-                let inv = 1 / sum
-                for j in 0...last { row[j] *= inv }
-                if last + 1 < S { for j in (last + 1)..<S { row[j] = 0 } }
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(d), Int32(S),
-                        1, sc, Int32(S), vb, Int32(D), 0, out + b * n * D + hh * d, Int32(D))
+            bd3_attend(out + b * n * D + hh * d, Int32(D), q + b * n * qStride + hh * d, Int32(qStride),
+                       keys + b * kvBatchStride + hh * d, values + b * kvBatchStride + hh * d, Int32(D),
+                       Int32(n), Int32(S), Int32(d), scale, causal ? 1 : 0, sc)
         }
     }
 }
