@@ -30,7 +30,7 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"]), .brew(["openblas"])]),
 
         // Small-M inference products (fp32 / bf16 weights) with runtime CPU dispatch; see include/bd3kernels.h.
-        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])], linkerSettings: [.linkedLibrary("m")]),
 
         .target(name: "BlockDiffusion",
                 dependencies: ["CZstd", "COpenBLAS", "CKernels"]),
