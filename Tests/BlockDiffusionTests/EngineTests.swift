@@ -160,6 +160,25 @@ final class EngineTests: XCTestCase {
         XCTAssertThrowsError(try draftRecords(try loadCheckpoint(model, blockSize: 4), bad)) { XCTAssert($0 is SamplingUsageError) }
     }
 
+    /// The CLI: a bad --dtype and bf16 without the cache are usage errors (exit 64); a bf16 draft writes a stream
+    /// whose header records the dtype.
+    func testDraftCommandLineDtype() throws {
+        let draft = try cliBinary("draft")
+        let ckpt = try saveCheckpoint(makeSamplingModel(samplingConfig(length: 16), seed: 37), blockSize: 4)
+        let out = NSTemporaryDirectory() + "bd3-engine-\(UUID().uuidString).tok"
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let bad = try runCLI(draft, ["-m", ckpt, "-n", "2", "--length", "16", "--dtype", "fp16", "-o", out])
+        XCTAssertEqual(bad.code, 64, bad.err)
+        let noCache = try runCLI(draft, ["-m", ckpt, "-n", "2", "--length", "16", "--dtype", "bf16", "--no-kv-cache", "-o", out])
+        XCTAssertEqual(noCache.code, 64, noCache.err)
+        XCTAssert(noCache.err.contains("--no-kv-cache"), noCache.err)
+        let ok = try runCLI(draft, ["-m", ckpt, "-n", "3", "--length", "16", "--dtype", "bf16", "--no-entropy-stop", "-o", out])
+        XCTAssertEqual(ok.code, 0, ok.err)
+        let r = try TokenStreamReader(path: out)
+        XCTAssertEqual(r.header.attributes["dtype"], "bf16")
+        XCTAssertEqual(try r.readAll().count, 3)
+    }
+
     /// Rewrites an F32 safetensors file with every F32 tensor as BF16 (round to nearest even), metadata kept.
     func bf16Copy(of path: String) throws -> String {
         let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
