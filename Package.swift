@@ -29,8 +29,11 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"]), .brew(["openblas"])]),
 
+        // Small-M inference products (fp32 / bf16 weights) with runtime CPU dispatch; see include/bd3kernels.h.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])], linkerSettings: [.linkedLibrary("m")]),
+
         .target(name: "BlockDiffusion",
-                dependencies: ["CZstd", "COpenBLAS"]),
+                dependencies: ["CZstd", "COpenBLAS", "CKernels"]),
 
         // The tools' shared side: runTool (exit codes, BD3_PARSE_ONLY) and the option groups. Swift 5 mode:
         // runTool checks C's `stdout` stream, a global Swift 6 refuses to touch.

@@ -4,7 +4,7 @@
 //   CheckpointOptions   -m/--model --algo --config --set             draft, refine, score ppl
 //   CheckpointFactOptions  --algo --config --set (without -m)           remask (-m optional)
 //   SpecialIDOptions    --mask-id --bos-id --eos-id                  draft, refine (checkpoints without them)
-//   SamplerOptions      --block-size --sampler --steps --nucleus --seed --batch --no-kv-cache   draft, refine
+//   SamplerOptions      --block-size --sampler --steps --nucleus --seed --batch --dtype --no-kv-cache   draft, refine
 //   ShardOptions        --shard i/n                                  draft
 //   InputOptions        -i/--input                                   refine, remask
 //   OutputOptions       -o/--output --force                          draft, refine, remask
@@ -21,6 +21,7 @@ extension RemaskPolicy: ExpressibleByArgument {}
 extension PackMode: ExpressibleByArgument {}
 extension DocumentFormat: ExpressibleByArgument {}
 extension Algorithm: ExpressibleByArgument {}
+extension WeightDType: ExpressibleByArgument {}
 
 /// The checkpoint a tool reads, and the facts a reference checkpoint may lack (docs/checkpoints.md).
 public struct CheckpointOptions: ParsableArguments {
@@ -101,8 +102,11 @@ public struct SamplerOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Random seed.")
     public var seed: UInt64 = 0
 
-    @Option(parsing: .unconditional, help: "Sequences per batched forward.")
-    public var batch: Int = 1
+    @Option(parsing: .unconditional, help: "Sequences per batched forward (default: as many as fit in half the free memory, at most 32 and -n; the samples do not depend on it).")
+    public var batch: Int?
+
+    @Option(help: "Weights of the sampling engine: fp32 or bf16 (half the memory and bytes per forward; accumulation stays fp32).")
+    public var dtype: WeightDType = .fp32
 
     @Flag(name: .customLong("no-kv-cache"), help: "No KV cache: every forward runs the window of finished blocks + the current block (at most the model length) through the block-causal mask (the reference's kv_cache=False; slower, for comparison).")
     public var noKVCache = false
@@ -115,14 +119,14 @@ public struct SamplerOptions: ParsableArguments {
     public var refineOptions: RefineOptions {
         var o = RefineOptions()
         o.blockSize = blockSize; o.sampler = sampler; o.steps = steps; o.nucleus = nucleus; o.seed = seed
-        o.batch = batch; o.kvCache = !noKVCache
+        o.batch = batch; o.kvCache = !noKVCache; o.dtype = dtype
         return o
     }
 
     /// Copies the sampler fields into draft's options.
     public func apply(to o: inout DraftOptions) {
         o.blockSize = blockSize; o.sampler = sampler; o.steps = steps; o.nucleus = nucleus; o.seed = seed
-        o.batch = batch; o.kvCache = !noKVCache
+        o.batch = batch; o.kvCache = !noKVCache; o.dtype = dtype
     }
 }
 

@@ -34,6 +34,7 @@ struct Draft: ParsableCommand {
                 --trace steps.jsonl -o fast.tok
           draft -m run/best.safetensors -t tokenizer.json --prompt "Once" \\
                 --suffix "The end." --length 128 -o - | tokenize decode
+          draft -m run/best.safetensors -n 16 --length 1024 --dtype bf16 -o drafts.tok
         """)
 
     @OptionGroup(title: "Checkpoint") var checkpoint: CheckpointOptions
@@ -114,8 +115,11 @@ struct Draft: ParsableCommand {
         var o = try options()
         if let suffix, let tok { o.suffix = tok.encode(Array(suffix.utf8)) }
         let dec = try decoding.parsed()
+        // bf16: the weights are converted once and the fp32 parameters released before sampling starts.
+        var weights: InferenceWeights?
+        if o.kvCache { try usage { weights = try prepareInference(ck, dtype: o.dtype) } }
         let bs = ck.config.causal ? 1 : (o.blockSize ?? ck.blockSize)
-        let rows = Double(min(o.batch, o.samples)), c = ck.config
+        let rows = Double(min(o.batch ?? 1, o.samples)), c = ck.config
         // Lower bound: the KV cache of a window of at most the model length, and one block's logits.
         try requireMemory(rows * Double(min(o.length, c.length)) * Double(2 * c.hiddenSize * c.nBlocks) * 4
                           + rows * Double(min(bs, o.length)) * Double(c.vocabSize) * 4,
@@ -125,6 +129,7 @@ struct Draft: ParsableCommand {
                      "length": "\(o.length)", "var_length": "\(o.variableLength)"]
         if let shard = sharding.shard { attrs["shard"] = shard }
         if !o.kvCache { attrs["kv_cache"] = "false" }
+        if o.dtype != .fp32 { attrs["dtype"] = o.dtype.rawValue }
         if dec.unmask != .random { attrs["unmask"] = "\(dec.unmask)" }
         if ck.algorithm == "sedd" { attrs["sampler"] = "sedd-" + (predictor ?? .analytic).rawValue; attrs["steps"] = "\(o.steps)" }
         var header = ck.samplesHeader(tool: "draft", attributes: attrs)
@@ -135,7 +140,7 @@ struct Draft: ParsableCommand {
         let text: ([Int32]) -> String = { ids in tok.map { String(decoding: $0.decode(ids), as: UTF8.self) } ?? ids.map(String.init).joined(separator: " ") + " " }
         try dec.withObservers(decode: text, maskId: ck.special.mask) { observer in
             try withSamplesOutput(path: out.output, header: header, allowTerminal: out.force) { w in
-                try runDraft(checkpoint: ck, options: o, prompts: prompts, writer: w, observer: observer) { line in
+                try runDraft(checkpoint: ck, options: o, prompts: prompts, writer: w, observer: observer, weights: weights) { line in
                     FileHandle.standardError.write(Data(("draft: " + line + "\n").utf8))
                 }
             }

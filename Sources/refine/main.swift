@@ -58,6 +58,9 @@ struct Refine: ParsableCommand {
         var o = sampling.refineOptions
         o.unmask = dec.unmask
         try usage { o.shard = try Shard.parse(sharding.shard) }
+        // bf16: the weights are converted once and the fp32 parameters released before sampling starts.
+        var weights: InferenceWeights?
+        if o.kvCache { try usage { weights = try prepareInference(ck, dtype: o.dtype) } }
         let text: ([Int32]) -> String = { ids in tok.map { String(decoding: $0.decode(ids), as: UTF8.self) } ?? ids.map(String.init).joined(separator: " ") + " " }
         try dec.withObservers(decode: text, maskId: ck.special.mask) { observer in
             if let infill, let tok {
@@ -72,7 +75,7 @@ struct Refine: ParsableCommand {
                 var header = ck.samplesHeader(tool: "refine", attributes: attrs)
                 if decoding.margins { header.fields.insert(.margin) }
                 try withSamplesOutput(path: out.output, header: header, allowTerminal: out.force) { w in
-                    try runRefine(checkpoint: ck, options: o, next: { it.next() }, writer: w, source: infill, observer: observer)
+                    try runRefine(checkpoint: ck, options: o, next: { it.next() }, writer: w, source: infill, observer: observer, weights: weights)
                 }
                 return
             }
@@ -85,7 +88,7 @@ struct Refine: ParsableCommand {
             if h.special.mask < 0 { h.special = ck.special }
             h.attributes["tool"] = "refine"
             try withSamplesOutput(path: out.output, header: h, allowTerminal: out.force) { w in
-                try runRefine(checkpoint: ck, options: o, reader: reader, writer: w, source: input.name, observer: observer)
+                try runRefine(checkpoint: ck, options: o, reader: reader, writer: w, source: input.name, observer: observer, weights: weights)
             }
         }
     }

@@ -36,6 +36,12 @@ struct Remask: ParsableCommand {
     @Option(name: .customLong("block-size"), parsing: .unconditional, help: "Block size of a bd3 checkpoint that does not record it.")
     var blockSize: Int?
 
+    @Option(parsing: .unconditional, help: "--policy posthoc: records of equal length per batched forward (default: as many as fit in half the free memory, at most 32; the scores do not depend on it).")
+    var batch: Int?
+
+    @Option(help: "--policy posthoc: weights of the forward, fp32 or bf16.")
+    var dtype: WeightDType = .fp32
+
     @Option(parsing: .unconditional, help: "Seed for --policy random.")
     var seed: UInt64 = 0
 
@@ -51,6 +57,7 @@ struct Remask: ParsableCommand {
         try usage { try validateRemaskRatio(ratio) }
         guard dilate >= 0 else { throw ValidationError("--dilate must be at least 0 (got \(dilate))") }
         if policy == .posthoc && model == nil { throw ValidationError("--policy posthoc needs -m CHECKPOINT") }
+        if let batch, batch < 1 { throw ValidationError("--batch must be at least 1") }
     }
 
     func run() throws {
@@ -65,9 +72,11 @@ struct Remask: ParsableCommand {
         try requireSamplesStream(reader.header, source: input.name, tool: "remask")
         var h = reader.header
         h.attributes["tool"] = "remask"
+        var weights: InferenceWeights?
+        if policy == .posthoc, let ck { try usage { weights = try prepareInference(ck, dtype: dtype) } }
         try withSamplesOutput(path: out.output, header: h, allowTerminal: out.force) { w in
             try runRemask(policy: policy, ratio: ratio, seed: seed, checkpoint: ck, reader: reader, writer: w,
-                          source: input.name, dilate: dilate, shard: part)
+                          source: input.name, dilate: dilate, shard: part, batch: batch, weights: weights)
         }
     }
 }

@@ -2,6 +2,7 @@
 // non-cached `.blockCausal` window forward, the `.blockDiffusion` training forward on [x_t', x_0'], and the
 // PyTorch sampling-window fixture (Fixtures/parity/bd3_window.safetensors); cache sliding bookkeeping.
 import XCTest
+import CKernels
 @testable import BlockDiffusion
 
 final class KVCacheTests: XCTestCase {
@@ -11,7 +12,8 @@ final class KVCacheTests: XCTestCase {
         var rng = SplitMix64(seed: 1)
         func rand(_ k: Int) -> [Float] { (0..<k).map { _ in Float(rng.nextDouble() * 2 - 1) } }
         let q = rand(B * n * 3 * D), keys = rand(B * cap * D), values = rand(B * cap * D)
-        for causal in [false, true] {
+        for (causal, isa) in [(false, -1), (true, -1), (false, 0), (true, 0)] {
+            bd3_set_isa(Int32(isa)); defer { bd3_set_isa(-1) }
             let naive = naiveCachedAttention(q: q, qStride: 3 * D, keys: keys, values: values, kvBatchStride: cap * D,
                                              B: B, n: n, S: S, nHeads: H, headDim: d, causal: causal)
             var out = [Float](repeating: 0, count: B * n * D)
@@ -130,13 +132,25 @@ final class KVCacheTests: XCTestCase {
         let slid = Array(small.forward(tokens: blocks[2], batch: 1, store: true))
         let full = Array(big.forward(tokens: blocks[2], batch: 1, store: true))
         XCTAssertEqual(small.cached, 8); XCTAssertEqual(small.dropped, 4); XCTAssertEqual(big.cached, 12)
-        // Pre-rotary k/v of block 1 moved to slots 0..<4 (computed with block 0 in context, as the reference's
-        // shifted cache); block 2 at slots 4..<8 — identical to the unslid cache in layer 0, whose qkv sees no context.
-        let D = model.config.hiddenSize
+        // k/v of block 1 moved to slots 0..<4 (computed with block 0 in context, as the reference's shifted cache);
+        // block 2 at slots 4..<8 — identical to the unslid cache in layer 0, whose qkv sees no context. Keys are
+        // stored rotated at their window position: un-rotated (in Double) they agree with the unslid cache's.
+        let D = model.config.hiddenSize, H = model.config.nHeads, half = model.config.headDim / 2
+        let inv = RotaryTable.invFreq(headDim: model.config.headDim)
+        func unrotate(_ k: UnsafeMutableBufferPointer<Float>, slot: Int) -> [Double] {
+            var out = [Double](repeating: 0, count: D)
+            for hh in 0..<H {
+                for i in 0..<half {
+                    let a = -Double(slot) * Double(inv[i]), x1 = Double(k[slot * D + hh * 2 * half + i]), x2 = Double(k[slot * D + hh * 2 * half + i + half])
+                    out[hh * 2 * half + i] = x1 * cos(a) - x2 * sin(a); out[hh * 2 * half + i + half] = x2 * cos(a) + x1 * sin(a)
+                }
+            }
+            return out
+        }
         for l in 0..<model.config.nBlocks {
-            for i in 0..<((l == 0 ? 8 : 4) * D) {
-                XCTAssertEqual(small.kCache[l][i], big.kCache[l][4 * D + i])
-                XCTAssertEqual(small.vCache[l][i], big.vCache[l][4 * D + i])
+            for slot in 0..<(l == 0 ? 8 : 4) {
+                for (a, b) in zip(unrotate(small.kCache[l], slot: slot), unrotate(big.kCache[l], slot: slot + 4)) { XCTAssertEqual(a, b, accuracy: 1e-5) }
+                for j in 0..<D { XCTAssertEqual(small.vCache[l][slot * D + j], big.vCache[l][(slot + 4) * D + j]) }
             }
         }
         // Dropping block 0 from the keys changes the logits (the window really moved).

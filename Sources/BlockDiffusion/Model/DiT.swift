@@ -69,8 +69,11 @@ public final class DiT {
     // Backward scratch.
     var gResid = 0, gTmp = 0, gBranch = 0, gFc = 0, gQkv = 0, gAtt = 0, gXf = 0, gHf = 0, gMod = 0, gModF = 0, gC = 0, gT = 0
 
+    /// The blocks' weights for the shared block body (Model/Block.swift): fp32 views of `parameters`, always sgemm.
+    var blockWeights: [BlockWeights] = []
     let rotary: RotaryTable
-    /// Per-phase wall time (seconds) accumulated over forward/backward calls while `profiling` is on (benchmarks).
+    /// Wall time (seconds) per layer kind (F./B. + embedding, conditioning, block, output) accumulated over
+    /// forward/backward calls while `profiling` is on (benchmarks): one clock read per layer, not per kernel.
     public var profiling = false
     /// Operand precision of the matmuls in forward/backward (see Precision.swift); fp32 weights either way.
     public var precision: Precision = .fp32
@@ -182,8 +185,30 @@ public final class DiT {
         }
         acts = .allocate(capacity: a); acts.initialize(repeating: 0)
         rotary = RotaryTable(headDim: config.headDim, maxPositions: maxTokens)
+        let base = UnsafePointer(parameters.baseAddress!)
+        func lw(_ o: Int, _ r: Int, _ c: Int) -> LinearWeight { LinearWeight(fp32: base + o, rows: r, cols: c, alwaysBLAS: true) }
+        blockWeights = pBlocks.map { b in
+            BlockWeights(norm1: base + b.norm1, qkv: lw(b.qkv, 3 * D, D), attnOut: lw(b.attnOut, D, D), norm2: base + b.norm2,
+                         fc: lw(b.fc, 4 * D, D), fcBias: base + b.fcBias, proj: lw(b.proj, D, 4 * D), projBias: base + b.projBias)
+        }
         positions = .allocate(capacity: maxTokens); positions.initialize(repeating: 0)
         tokenCopy = .allocate(capacity: N); tokenCopy.initialize(repeating: 0)
+    }
+
+    /// True after `releaseParameters()`: the parameter memory went back to the OS.
+    public private(set) var parametersReleased = false
+
+    /// Returns the parameter buffer's memory to the OS (its whole pages; they read as zero afterwards) once an
+    /// inference copy of the weights exists (InferenceWeights bf16): the fp32 copy no longer counts in the RSS.
+    /// forward and backward then stop with a precondition failure.
+    public func releaseParameters() {
+        precondition(weightOwner == nil, "release the parameters of the model that owns them")
+        guard !parametersReleased, parameters.count > 0 else { return }
+        parametersReleased = true
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (Int(bitPattern: parameters.baseAddress!) + page - 1) / page * page
+        let end = (Int(bitPattern: parameters.baseAddress! + parameters.count)) / page * page
+        if end > start { _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, Int32(MADV_DONTNEED)) }
     }
 
     deinit {
@@ -192,6 +217,14 @@ public final class DiT {
     }
 
     // MARK: Views
+
+    /// Block l's activation buffers for the shared block body (the post-attention residual is one shared buffer).
+    func blockActivations(_ l: Int) -> BlockActivations {
+        let s = aBlocks[l]
+        return BlockActivations(xhat1: A(s.xhat1), rstd1: A(s.rstd1), h1: A(s.h1), qkv: A(s.qkv), att: A(s.att), attProj: A(s.attProj),
+                                resid2: A(aResid2), xhat2: A(s.xhat2), rstd2: A(s.rstd2), h2: A(s.h2), fc: A(s.fc), gelu: A(s.gelu),
+                                fcProj: A(s.fcProj))
+    }
 
     public func tensor(named name: String) -> UnsafeMutableBufferPointer<Float>? {
         guard let t = tensors.first(where: { $0.name == name }) else { return nil }
@@ -275,6 +308,7 @@ public final class DiT {
         let T = tokens.count / B
         let outerPrecision = MatmulContext.enter(precision); defer { _ = MatmulContext.enter(outerPrecision) }
         precondition(T >= 1 && T <= maxTokens, "sequence length \(T) exceeds maxTokens \(maxTokens)")
+        precondition(!(weightOwner ?? self).parametersReleased, "forward on a model whose parameters were released")
         let D = config.hiddenSize, V = config.vocabSize, H = config.nHeads, d = config.headDim
         let N = B * T
         switch layout {
@@ -299,38 +333,25 @@ public final class DiT {
         let rowsPerCond = config.timeConditioning ? T : N
 
         timed("F.embedding") { embeddingForward(A(aResid[0]), tokenCopy.baseAddress!, P(pEmbed), N, D) }
-
-        timed("F.computeConditioning") { computeConditioning(batch: B, nCond: nCond, sigma: sigma) }
+        timed("F.conditioning") { computeConditioning(batch: B, nCond: nCond, sigma: sigma) }
 
         let p = training ? config.dropout : 0
         for l in 0..<config.nBlocks {
-            let s = aBlocks[l], w = pBlocks[l]
-            let mod: FloatPtr? = config.hasAdaLN ? A(s.mod) : nil
-            let x = A(aResid[l])
-            timed("F.normModulate") { normModulateForward(h: A(s.h1), xhat: A(s.xhat1), rstd: A(s.rstd1), x: x, weight: P(w.norm1),
-                                shift: mod, scale: mod.map { $0 + D }, modStride: 6 * D, rowsPerCond: rowsPerCond, N, D) }
-            timed("F.matmul.qkv") { matmulForward(A(s.qkv), A(s.h1), P(w.qkv), nil, N, D, 3 * D) }
-            timed("F.rotaryApply") { rotaryApply(A(s.qkv), positions: positions.baseAddress!, T: T, table: rotary, nHeads: H, N, inverse: false) }
-            let pl = attentionPlan(l)
-            timed("F.attention") { attentionForward(out: A(s.att), lse: A(s.lse), qkv: A(s.qkv), plan: pl, B: B, nHeads: H, headDim: d) }
-            for seg in tailSegments(l, B: B, T: T, layout: layout) {
-                let (r0, n) = (seg.r0, seg.n)
-                let (m, rpc) = segmentModulation(mod, seg, rowsPerCond)
-                let x = x + r0 * D
-                timed("F.matmul.attnOut") { matmulForward(A(s.attProj) + r0 * D, A(s.att) + r0 * D, P(w.attnOut), nil, n, D, D) }
-                timed("F.dropout") { dropoutForward(A(s.attProj) + r0 * D, n * D, Dropout(p: p, seed: dropoutSeed, stream: seg.stream(2 * l))) }
-                timed("F.gateResidual") { gateResidualForward(out: A(aResid2) + r0 * D, resid: x, branch: A(s.attProj) + r0 * D, gate: m.map { $0 + 2 * D },
-                                    modStride: 6 * D, rowsPerCond: rpc, n, D) }
-                timed("F.normModulate") { normModulateForward(h: A(s.h2) + r0 * D, xhat: A(s.xhat2) + r0 * D, rstd: A(s.rstd2) + r0, x: A(aResid2) + r0 * D, weight: P(w.norm2),
-                                    shift: m.map { $0 + 3 * D }, scale: m.map { $0 + 4 * D }, modStride: 6 * D, rowsPerCond: rpc, n, D) }
-                timed("F.matmul.fc") { matmulForward(A(s.fc) + r0 * 4 * D, A(s.h2) + r0 * D, P(w.fc), P(w.fcBias), n, D, 4 * D) }
-                // fc then holds gelu'(fc): the backward needs only that.
-                timed("F.gelu") { geluForward(A(s.gelu) + r0 * 4 * D, A(s.fc) + r0 * 4 * D, n * 4 * D,
-                                              derivative: isInference ? nil : A(s.fc) + r0 * 4 * D) }
-                timed("F.matmul.proj") { matmulForward(A(s.fcProj) + r0 * D, A(s.gelu) + r0 * 4 * D, P(w.proj), P(w.projBias), n, 4 * D, D) }
-                timed("F.dropout") { dropoutForward(A(s.fcProj) + r0 * D, n * D, Dropout(p: p, seed: dropoutSeed, stream: seg.stream(2 * l + 1))) }
-                timed("F.gateResidual") { gateResidualForward(out: A(aResid[l + 1]) + r0 * D, resid: A(aResid2) + r0 * D, branch: A(s.fcProj) + r0 * D,
-                                    gate: m.map { $0 + 5 * D }, modStride: 6 * D, rowsPerCond: rpc, n, D) }
+            timed("F.block") {
+                let s = blockActivations(l), w = blockWeights[l]
+                let mod: UnsafePointer<Float>? = config.hasAdaLN ? UnsafePointer(A(aBlocks[l].mod)) : nil
+                let x = A(aResid[l])
+                blockAttentionInput(x: x, w: w, mod: mod, rowsPerCond: rowsPerCond, a: s, N, D)
+                rotaryApply(s.qkv, positions: positions.baseAddress!, T: T, table: rotary, nHeads: H, N, inverse: false)
+                attentionForward(out: s.att, lse: A(aBlocks[l].lse), qkv: s.qkv, plan: attentionPlan(l), B: B, nHeads: H, headDim: d)
+                for seg in tailSegments(l, B: B, T: T, layout: layout) {
+                    let (m, rpc) = segmentModulation(mod.map { FloatPtr(mutating: $0) }, seg, rowsPerCond)
+                    blockAttentionOutput(out: A(aResid[l + 1]) + seg.r0 * D, x: x + seg.r0 * D, w: w, mod: m.map { UnsafePointer($0) },
+                                         rowsPerCond: rpc, a: s.rows(from: seg.r0, D),
+                                         dropAttn: Dropout(p: p, seed: dropoutSeed, stream: seg.stream(2 * l)),
+                                         dropMLP: Dropout(p: p, seed: dropoutSeed, stream: seg.stream(2 * l + 1)),
+                                         keepGeluDerivative: !isInference, seg.n, D)
+                }
             }
         }
 
@@ -342,10 +363,12 @@ public final class DiT {
             (A(aXf) + b * lout * D).update(from: src, count: lout * D)
         }
         let modF: FloatPtr? = config.hasAdaLN ? A(aModF) : nil
-        timed("F.normModulate") { normModulateForward(h: A(aHf), xhat: A(aXhatF), rstd: A(aRstdF), x: A(aXf), weight: P(pNormF),
-                            shift: modF, scale: modF.map { $0 + D }, modStride: 2 * D,
-                            rowsPerCond: config.timeConditioning ? lout : nOut, nOut, D) }
-        timed("F.matmul.pLin") { matmulForward(A(aLogits), A(aHf), P(pLin), P(pLinBias), nOut, D, V) }
+        timed("F.output") {
+            normModulateForward(h: A(aHf), xhat: A(aXhatF), rstd: A(aRstdF), x: A(aXf), weight: P(pNormF),
+                                shift: modF, scale: modF.map { $0 + D }, modStride: 2 * D,
+                                rowsPerCond: config.timeConditioning ? lout : nOut, nOut, D)
+            matmulForward(A(aLogits), A(aHf), P(pLin), P(pLinBias), nOut, D, V)
+        }
         return UnsafeMutableBufferPointer(start: A(aLogits), count: nOut * V)
     }
 
@@ -423,22 +446,24 @@ public final class DiT {
         let ada = config.hasAdaLN
 
         // Output layer.
-        timed("B.matmul.pLin") { matmulBackward(dinp: A(gHf), dweight: G(pLin), dbias: G(pLinBias), dout: dLogits.baseAddress!, inp: A(aHf), weight: P(pLin), nOut, D, V) }
+        let dres = A(gResid)
+        timed("B.output") {
+        matmulBackward(dinp: A(gHf), dweight: G(pLin), dbias: G(pLinBias), dout: dLogits.baseAddress!, inp: A(aHf), weight: P(pLin), nOut, D, V)
         if ada { A(gModF).update(repeating: 0, count: nCond * 2 * D) }
         A(gXf).update(repeating: 0, count: nOut * D)
-        timed("B.normModulate") { normModulateBackward(dx: A(gXf), dweight: G(pNormF), dshift: ada ? A(gModF) : nil, dscale: ada ? A(gModF) + D : nil,
+        normModulateBackward(dx: A(gXf), dweight: G(pNormF), dshift: ada ? A(gModF) : nil, dscale: ada ? A(gModF) + D : nil,
                              dh: A(gHf), xhat: A(aXhatF), rstd: A(aRstdF), weight: P(pNormF), scale: ada ? A(aModF) + D : nil,
-                             modStride: 2 * D, rowsPerCond: config.timeConditioning ? lout : nOut, nOut, D) }
-        let dres = A(gResid)
+                             modStride: 2 * D, rowsPerCond: config.timeConditioning ? lout : nOut, nOut, D)
         if lout != T { dres.update(repeating: 0, count: N * D) }
         let start = outputRowStart(layout, T: T, lout: lout)
         for b in 0..<B { (dres + (b * T + start) * D).update(from: A(gXf) + b * lout * D, count: lout * D) }
         if ada {
             A(gC).update(repeating: 0, count: nCond * C)
-            timed("B.matmul.pAdaF") { matmulBackward(dinp: A(gC), accumulateInput: true, dweight: G(pAdaF), dbias: G(pAdaFBias), dout: A(gModF), inp: A(aC), weight: P(pAdaF), nCond, C, 2 * D) }
+            matmulBackward(dinp: A(gC), accumulateInput: true, dweight: G(pAdaF), dbias: G(pAdaFBias), dout: A(gModF), inp: A(aC), weight: P(pAdaF), nCond, C, 2 * D)
+        }
         }
 
-        for l in stride(from: config.nBlocks - 1, through: 0, by: -1) {
+        for l in stride(from: config.nBlocks - 1, through: 0, by: -1) { timed("B.block") {
             let s = aBlocks[l], w = pBlocks[l]
             let mod: FloatPtr? = ada ? A(s.mod) : nil
             let dmod: FloatPtr? = ada ? A(gMod) : nil
@@ -449,43 +474,43 @@ public final class DiT {
                 let (dm, _) = segmentModulation(dmod, seg, rowsPerCond)
                 let dres = dres + r0 * D
                 // MLP branch: x_{l+1} = resid2 + g2 drop(fcProj)
-                timed("B.gateResidual") { gateResidualBackward(dbranch: A(gBranch) + r0 * D, dgate: dm.map { $0 + 5 * D }, dout: dres, branch: A(s.fcProj) + r0 * D,
+                gateResidualBackward(dbranch: A(gBranch) + r0 * D, dgate: dm.map { $0 + 5 * D }, dout: dres, branch: A(s.fcProj) + r0 * D,
                                      gate: m.map { $0 + 5 * D }, modStride: 6 * D, rowsPerCond: rpc,
-                                     dropout: Dropout(p: p, seed: seed, stream: seg.stream(2 * l + 1)), n, D) }
-                timed("B.matmul.proj") { matmulBackward(dinp: A(gFc) + r0 * 4 * D, dweight: G(w.proj), dbias: G(w.projBias), dout: A(gBranch) + r0 * D,
-                                                        inp: A(s.gelu) + r0 * 4 * D, weight: P(w.proj), n, 4 * D, D) }
-                timed("B.gelu") { geluBackwardStored(A(gFc) + r0 * 4 * D, A(s.fc) + r0 * 4 * D, A(gFc) + r0 * 4 * D, n * 4 * D) }
-                timed("B.matmul.fc") { matmulBackward(dinp: A(gTmp) + r0 * D, dweight: G(w.fc), dbias: G(w.fcBias), dout: A(gFc) + r0 * 4 * D,
-                                                      inp: A(s.h2) + r0 * D, weight: P(w.fc), n, D, 4 * D) }
-                timed("B.normModulate") { normModulateBackward(dx: dres, dweight: G(w.norm2), dshift: dm.map { $0 + 3 * D }, dscale: dm.map { $0 + 4 * D },
+                                     dropout: Dropout(p: p, seed: seed, stream: seg.stream(2 * l + 1)), n, D)
+                matmulBackward(dinp: A(gFc) + r0 * 4 * D, dweight: G(w.proj), dbias: G(w.projBias), dout: A(gBranch) + r0 * D,
+                               inp: A(s.gelu) + r0 * 4 * D, weight: P(w.proj), n, 4 * D, D)
+                geluBackwardStored(A(gFc) + r0 * 4 * D, A(s.fc) + r0 * 4 * D, A(gFc) + r0 * 4 * D, n * 4 * D)
+                matmulBackward(dinp: A(gTmp) + r0 * D, dweight: G(w.fc), dbias: G(w.fcBias), dout: A(gFc) + r0 * 4 * D,
+                               inp: A(s.h2) + r0 * D, weight: P(w.fc), n, D, 4 * D)
+                normModulateBackward(dx: dres, dweight: G(w.norm2), dshift: dm.map { $0 + 3 * D }, dscale: dm.map { $0 + 4 * D },
                                      dh: A(gTmp) + r0 * D, xhat: A(s.xhat2) + r0 * D, rstd: A(s.rstd2) + r0, weight: P(w.norm2), scale: m.map { $0 + 4 * D },
-                                     modStride: 6 * D, rowsPerCond: rpc, n, D) }
+                                     modStride: 6 * D, rowsPerCond: rpc, n, D)
                 // Attention branch: resid2 = x_l + g1 drop(attProj)
-                timed("B.gateResidual") { gateResidualBackward(dbranch: A(gBranch) + r0 * D, dgate: dm.map { $0 + 2 * D }, dout: dres, branch: A(s.attProj) + r0 * D,
+                gateResidualBackward(dbranch: A(gBranch) + r0 * D, dgate: dm.map { $0 + 2 * D }, dout: dres, branch: A(s.attProj) + r0 * D,
                                      gate: m.map { $0 + 2 * D }, modStride: 6 * D, rowsPerCond: rpc,
-                                     dropout: Dropout(p: p, seed: seed, stream: seg.stream(2 * l)), n, D) }
-                timed("B.matmul.attnOut") { matmulBackward(dinp: A(gAtt) + r0 * D, dweight: G(w.attnOut), dbias: nil, dout: A(gBranch) + r0 * D,
-                                                           inp: A(s.att) + r0 * D, weight: P(w.attnOut), n, D, D) }
+                                     dropout: Dropout(p: p, seed: seed, stream: seg.stream(2 * l)), n, D)
+                matmulBackward(dinp: A(gAtt) + r0 * D, dweight: G(w.attnOut), dbias: nil, dout: A(gBranch) + r0 * D,
+                               inp: A(s.att) + r0 * D, weight: P(w.attnOut), n, D, D)
             }
             let pl = attentionPlan(l)
-            timed("B.attention") { attentionBackward(dqkv: A(gQkv), dout: A(gAtt), out: A(s.att), lse: A(s.lse), qkv: A(s.qkv), plan: pl, B: B, nHeads: H, headDim: d) }
-            timed("B.rotaryApply") { rotaryApply(A(gQkv), positions: positions.baseAddress!, T: T, table: rotary, nHeads: H, N, inverse: true) }
-            timed("B.matmul.qkv") { matmulBackward(dinp: A(gTmp), dweight: G(w.qkv), dbias: nil, dout: A(gQkv), inp: A(s.h1), weight: P(w.qkv), N, D, 3 * D) }
-            timed("B.normModulate") { normModulateBackward(dx: dres, dweight: G(w.norm1), dshift: dmod, dscale: dmod.map { $0 + D },
+            attentionBackward(dqkv: A(gQkv), dout: A(gAtt), out: A(s.att), lse: A(s.lse), qkv: A(s.qkv), plan: pl, B: B, nHeads: H, headDim: d)
+            rotaryApply(A(gQkv), positions: positions.baseAddress!, T: T, table: rotary, nHeads: H, N, inverse: true)
+            matmulBackward(dinp: A(gTmp), dweight: G(w.qkv), dbias: nil, dout: A(gQkv), inp: A(s.h1), weight: P(w.qkv), N, D, 3 * D)
+            normModulateBackward(dx: dres, dweight: G(w.norm1), dshift: dmod, dscale: dmod.map { $0 + D },
                                  dh: A(gTmp), xhat: A(s.xhat1), rstd: A(s.rstd1), weight: P(w.norm1), scale: mod.map { $0 + D },
-                                 modStride: 6 * D, rowsPerCond: rowsPerCond, N, D) }
+                                 modStride: 6 * D, rowsPerCond: rowsPerCond, N, D)
             if let dmod {
-                timed("B.matmul.ada") { matmulBackward(dinp: A(gC), accumulateInput: true, dweight: G(w.ada), dbias: G(w.adaBias), dout: dmod, inp: A(aC), weight: P(w.ada), nCond, C, 6 * D) }
+                matmulBackward(dinp: A(gC), accumulateInput: true, dweight: G(w.ada), dbias: G(w.adaBias), dout: dmod, inp: A(aC), weight: P(w.ada), nCond, C, 6 * D)
             }
-        }
+        } }
         timed("B.embedding") { embeddingBackward(G(pEmbed), dres, tokenCopy.baseAddress!, N, D) }
 
-        if ada {
+        if ada { timed("B.conditioning") {
             // c = silu(t3), t3 = W2 silu(t1) + b2, t1 = W1 freq + b1
             siluBackward(A(gC), A(aT3), A(gC), nCond * C)
-            timed("B.matmul.pSig2") { matmulBackward(dinp: A(gT), dweight: G(pSig2), dbias: G(pSig2b), dout: A(gC), inp: A(aT1s), weight: P(pSig2), nCond, C, C) }
+            matmulBackward(dinp: A(gT), dweight: G(pSig2), dbias: G(pSig2b), dout: A(gC), inp: A(aT1s), weight: P(pSig2), nCond, C, C)
             siluBackward(A(gT), A(aT1), A(gT), nCond * C)
-            timed("B.matmul.pSig1") { matmulBackward(dinp: nil, dweight: G(pSig1), dbias: G(pSig1b), dout: A(gT), inp: A(aFreq), weight: P(pSig1), nCond, timestepFrequencySize, C) }
-        }
+            matmulBackward(dinp: nil, dweight: G(pSig1), dbias: G(pSig1b), dout: A(gT), inp: A(aFreq), weight: P(pSig1), nCond, timestepFrequencySize, C)
+        } }
     }
 }

@@ -22,8 +22,9 @@
 // Public API:
 //   SamplerKind (.firstHitting, .ddpm), SamplerSettings (… unmask), Canvas (… suffixLength, stopRule, margin),
 //   SamplerStep + BlockSampler.onStep (per-step hook for traces)
-//   BlockSampler(model:settings:maskId:maxBatch:maxLength:kvCache:)   run(_:stop:) fills every MASK of equal-length
+//   BlockSampler(model:settings:maskId:maxBatch:maxLength:kvCache:weights:)   run(_:stop:) fills every MASK of equal-length
 //       canvases; kvCache = false uses WindowDiT (no cache, the window through .blockCausal; see WindowForward.swift)
+//   BlockSampler.engineShape(config:blockSize:maxLength:)
 import Foundation
 
 public enum SamplerKind: String, CaseIterable, Sendable {
@@ -107,13 +108,29 @@ public final class BlockSampler {
 
     /// maxLength: the longest canvas (sets the window when one block covers it). kvCache = false: every forward
     /// runs the whole window through `.blockCausal` (WindowDiT, the reference's kv_cache=False path).
-    public init(model: DiT, settings: SamplerSettings, maskId: Int32, maxBatch: Int, maxLength: Int, kvCache: Bool = true) throws {
+    /// weights: what the cached engine reads (nil = the model's fp32 parameters in place); the no-cache path runs
+    /// the model itself and takes fp32 only.
+    public init(model: DiT, settings: SamplerSettings, maskId: Int32, maxBatch: Int, maxLength: Int, kvCache: Bool = true,
+                weights: InferenceWeights? = nil) throws {
         self.settings = settings; self.maskId = maskId; causal = model.config.causal
         let block = causal ? 1 : min(settings.blockSize, maxLength)
         let capacity = max(model.config.length, block)
         let chunk = causal ? min(arChunk, capacity) : block
-        engine = kvCache ? try CachedDiT(model: model, maxBatch: maxBatch, maxChunk: chunk, capacity: capacity)
-                         : try WindowDiT(model: model, maxBatch: maxBatch, maxChunk: chunk, capacity: capacity)
+        if kvCache {
+            engine = try CachedDiT(weights: weights ?? InferenceWeights(model: model, dtype: .fp32), maxBatch: maxBatch, maxChunk: chunk, capacity: capacity)
+        } else {
+            guard weights == nil || weights!.dtype == .fp32 else {
+                throw UsageError("--no-kv-cache runs the fp32 model (the reference's comparison path); use --dtype fp32 with it")
+            }
+            engine = try WindowDiT(model: model, maxBatch: maxBatch, maxChunk: chunk, capacity: capacity)
+        }
+    }
+
+    /// Window and chunk of the engine a sampler with these settings builds (for sizing the batch).
+    public static func engineShape(config: ModelConfig, blockSize: Int, maxLength: Int) -> (window: Int, chunk: Int) {
+        let block = config.causal ? 1 : min(blockSize, maxLength)
+        let capacity = max(config.length, block)
+        return (capacity, config.causal ? min(64, capacity) : block)
     }
 
     /// Fills every MASK of the canvases (all of equal length). `stop(&canvas, end)` runs after each finished

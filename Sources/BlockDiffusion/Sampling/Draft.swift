@@ -28,7 +28,10 @@ public struct DraftOptions: Sendable {
     public var steps = 1000
     public var nucleus = 1.0
     public var seed: UInt64 = 0
-    public var batch = 1
+    /// Canvases per batched forward; nil = automaticBatch (what fits, up to the number of samples).
+    public var batch: Int? = nil
+    /// Weights of the cached engine (bf16: half the bytes streamed per forward; see Model/InferenceWeights.swift).
+    public var dtype: WeightDType = .fp32
     public var entropyStop = true
     public var shard: (index: Int, count: Int) = (0, 1)
     /// false: no KV cache, every forward runs the window through `.blockCausal` (reference kv_cache=False).
@@ -46,6 +49,7 @@ public struct DraftOptions: Sendable {
 /// Settings after resolving defaults against the checkpoint; throws UsageError for bad combinations.
 public func resolveDraftSettings(_ o: DraftOptions, checkpoint ck: SamplingCheckpoint, promptLengths: [Int]) throws -> SamplerSettings {
     try o.validate()
+    if !o.kvCache && o.dtype != .fp32 { throw UsageError("--no-kv-cache runs the fp32 model (the reference's comparison path); use --dtype fp32 with it") }
     let bs = ck.config.causal ? 1 : (o.blockSize ?? ck.blockSize)
     guard bs >= 1 else { throw UsageError("--block-size must be at least 1") }
     if !ck.config.causal && bs < o.length && o.length % bs != 0 {
@@ -71,10 +75,13 @@ public func resolveDraftSettings(_ o: DraftOptions, checkpoint ck: SamplingCheck
 }
 
 /// Runs draft. `prompts` are token prefixes (without BOS); [] means one empty prompt. Records go to `writer`
-/// as each batch finishes. Returns the number of records written.
+/// as each batch finishes. Returns the number of records written. `weights`: from prepareInference (nil = built
+/// here at o.dtype without releasing the checkpoint's parameters).
 @discardableResult
-public func runDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions, prompts: [[Int32]],
-                     writer: TokenStreamWriter, observer: StepObserver? = nil, log: (String) -> Void = { _ in }) throws -> Int {
+public func runDraft(checkpoint ck: SamplingCheckpoint, options opts: DraftOptions, prompts: [[Int32]],
+                     writer: TokenStreamWriter, observer: StepObserver? = nil, weights: InferenceWeights? = nil,
+                     log: (String) -> Void = { _ in }) throws -> Int {
+    var o = opts
     let sp = ck.special
     let prefixes: [[Int32]] = (prompts.isEmpty ? [[]] : prompts).map { p in
         if sp.bos >= 0 && p.first != sp.bos { return [sp.bos] + p }
@@ -90,17 +97,30 @@ public func runDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions,
         if o.unmask != .random || !o.suffix.isEmpty || observer != nil {
             throw UsageError("--unmask, --suffix, --trace and --visual are for BD3-LM/MDLM checkpoints; this is a SEDD checkpoint")
         }
+        guard o.dtype == .fp32 else { throw UsageError("--dtype bf16 is for BD3-LM, MDLM and AR checkpoints (this one is SEDD)") }
         return try runSEDDDraft(checkpoint: ck, options: o, prefixes: prefixes, writer: writer)
     }
     if let p = o.seddPredictor {
         throw UsageError("--predictor \(p.rawValue) is for SEDD checkpoints; this is a \(ck.algorithm) checkpoint (use --sampler)")
     }
     let settings = try resolveDraftSettings(o, checkpoint: ck, promptLengths: prefixes.map(\.count))
+    if o.batch == nil {
+        let shape = BlockSampler.engineShape(config: ck.config, blockSize: settings.blockSize, maxLength: o.length)
+        o.batch = automaticBatch(config: ck.config, window: shape.window, chunk: shape.chunk,
+                                 limit: (o.samples + o.shard.count - 1) / o.shard.count)
+    }
+    let batchSize = o.batch!
+    let w = try weights ?? (o.kvCache ? InferenceWeights(model: ck.model, dtype: o.dtype) : nil)
+    if let w, w.dtype != o.dtype { throw UsageError("internal: weights prepared as \(w.dtype.rawValue), options say \(o.dtype.rawValue)") }
     let sampler = try BlockSampler(model: ck.model, settings: settings, maskId: sp.mask,
-                                   maxBatch: min(o.batch, o.samples), maxLength: o.length, kvCache: o.kvCache)
+                                   maxBatch: min(batchSize, o.samples), maxLength: o.length, kvCache: o.kvCache, weights: w)
     let stageBase = (ck.config.causal ? "draft ar nucleus=\(o.nucleus) seed=\(o.seed)"
                                       : "draft \(settings.summary) seed=\(o.seed)") + (o.kvCache ? "" : " kv-cache=off")
+        + (o.dtype == .fp32 ? "" : " dtype=\(o.dtype.rawValue)")
     var written = 0
+    let perPrompt = (0..<o.samples).filter { $0 % o.shard.count == o.shard.index }.count
+    let progress = Progress(label: "draft", total: perPrompt * prefixes.count)
+    defer { progress.finish() }
     for (j, prefix) in prefixes.enumerated() {
         // This shard's sample ids of prompt j.
         var queue: [(id: UInt64, attempt: UInt64)] = (0..<o.samples).compactMap { i in
@@ -108,7 +128,7 @@ public func runDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions,
             return Int(id % UInt64(o.shard.count)) == o.shard.index ? (id, 0) : nil
         }
         while !queue.isEmpty {
-            let batch = Array(queue.prefix(o.batch)); queue.removeFirst(batch.count)
+            let batch = Array(queue.prefix(batchSize)); queue.removeFirst(batch.count)
             var cs = batch.map { item -> Canvas in
                 var t = [Int32](repeating: sp.mask, count: o.length)
                 var conf = [Float](repeating: 0, count: o.length)
@@ -142,6 +162,7 @@ public func runDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions,
                                              promptLength: c.promptLength, stages: [stage],
                                              margin: writer.header.fields.contains(.margin) ? Array(c.margin[0..<n]) : nil))
                 written += 1
+                progress.advance(items: 1, tokens: n - c.promptLength)
             }
         }
     }
@@ -186,7 +207,7 @@ func runSEDDDraft(checkpoint ck: SamplingCheckpoint, options o: DraftOptions, pr
     }
     try o.validate()
     let predictor = o.seddPredictor ?? .analytic
-    let batch = max(1, min(o.batch, o.samples))
+    let batch = max(1, min(o.batch ?? o.samples, o.samples, 16))
     let model = DiT(sharingWeightsOf: ck.model, maxBatch: batch, maxTokens: o.length)
     var written = 0
     for (j, prefix) in prefixes.enumerated() {

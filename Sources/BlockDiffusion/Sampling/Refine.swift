@@ -16,10 +16,11 @@
 //   random    uniform choice (partial Fisher–Yates, seeded by canvasSeed(seed, id)).
 //
 // Public API:
-//   RefineOptions (… unmask), runRefine(checkpoint:options:reader:writer:source:observer:),
-//   runRefine(checkpoint:options:next:writer:source:observer:) (records from anywhere, e.g. infillRecords)
+//   RefineOptions (… unmask, shard, dtype), runRefine(checkpoint:options:reader:writer:source:observer:weights:),
+//   runRefine(checkpoint:options:next:writer:source:observer:weights:) (records from anywhere, e.g. infillRecords)
 //   RemaskPolicy, remaskRecord(_:policy:ratio:maskId:seed:scores:dilate:), posthocConfidence(engine:tokens:maskId:),
-//   runRemask(policy:ratio:seed:checkpoint:reader:writer:source:dilate:)
+//   posthocConfidences(engine:sequences:maskId:),
+//   runRemask(policy:ratio:seed:checkpoint:reader:writer:source:dilate:shard:batch:weights:)
 import Foundation
 
 public struct RefineOptions: Sendable {
@@ -28,7 +29,8 @@ public struct RefineOptions: Sendable {
     public var steps = 1000
     public var nucleus = 1.0
     public var seed: UInt64 = 0
-    public var batch = 1
+    /// Records of equal length per batched forward; nil = automaticBatch (what fits, up to 32).
+    public var batch: Int? = nil
     /// false: no KV cache (WindowDiT, the reference's kv_cache=False path).
     public var kvCache = true
     // --- decoding options (Unmasking.swift) ---
@@ -36,27 +38,39 @@ public struct RefineOptions: Sendable {
     public var unmask: UnmaskPolicy = .random
     /// `--shard i/n`: only the records with id ≡ i (mod n); each record's result depends only on its own seed.
     public var shard = Shard.whole
+    /// Weights of the cached engine (see Model/InferenceWeights.swift).
+    public var dtype: WeightDType = .fp32
     public init() {}
 }
 
 @discardableResult
 public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOptions, reader: TokenStreamReader,
-                      writer: TokenStreamWriter, source: String = "input", observer: StepObserver? = nil) throws -> Int {
+                      writer: TokenStreamWriter, source: String = "input", observer: StepObserver? = nil,
+                      weights: InferenceWeights? = nil) throws -> Int {
     try requireSamplesStream(reader.header, source: source, tool: "refine")
     try ck.requireCompatible(reader.header, source: source)
-    return try runRefine(checkpoint: ck, options: o, next: { try reader.next() }, writer: writer, source: source, observer: observer)
+    return try runRefine(checkpoint: ck, options: o, next: { try reader.next() }, writer: writer, source: source,
+                         observer: observer, weights: weights)
 }
 
 /// refine over records from `next` (a stream, or `infillRecords`); the records must fit the checkpoint.
 @discardableResult
 public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOptions, next: () throws -> TokenRecord?,
-                      writer: TokenStreamWriter, source: String = "input", observer: StepObserver? = nil) throws -> Int {
+                      writer: TokenStreamWriter, source: String = "input", observer: StepObserver? = nil,
+                      weights: InferenceWeights? = nil) throws -> Int {
     guard !ck.config.causal else { throw ToolError("\(ck.path) is an AR checkpoint; refine needs a diffusion (BD3-LM/MDLM) checkpoint") }
     try o.validate()
+    if !o.kvCache && o.dtype != .fp32 { throw UsageError("--no-kv-cache runs the fp32 model (the reference's comparison path); use --dtype fp32 with it") }
+    let w = try weights ?? (o.kvCache ? InferenceWeights(model: ck.model, dtype: o.dtype) : nil)
     let bs = o.blockSize ?? ck.blockSize
     let settings = SamplerSettings(kind: o.sampler, steps: o.steps, nucleus: o.nucleus, blockSize: bs, unmask: o.unmask)
     let mask = ck.special.mask
     var samplers: [Int: BlockSampler] = [:]   // by length (the window depends on it when one block covers it)
+    // Batch size: given, or what fits for a window of the model length (records longer than that are rare).
+    let batch = o.batch ?? {
+        let shape = BlockSampler.engineShape(config: ck.config, blockSize: bs, maxLength: ck.config.length)
+        return automaticBatch(config: ck.config, window: shape.window, chunk: shape.chunk, limit: 32)
+    }()
     var written = 0
     var pending: [TokenRecord] = []
 
@@ -65,7 +79,8 @@ public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOption
         let len = pending[0].tokens.count
         let key = bs >= len ? len : 0
         if samplers[key] == nil {
-            samplers[key] = try BlockSampler(model: ck.model, settings: settings, maskId: mask, maxBatch: o.batch, maxLength: max(len, min(bs, len)), kvCache: o.kvCache)
+            samplers[key] = try BlockSampler(model: ck.model, settings: settings, maskId: mask, maxBatch: batch,
+                                             maxLength: max(len, min(bs, len)), kvCache: o.kvCache, weights: w)
         }
         var cs = pending.map { r -> Canvas in
             let conf = r.confidence ?? r.tokens.map { $0 == mask ? 0 : 1 }
@@ -87,7 +102,8 @@ public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOption
             out.margin = writer.header.fields.contains(.margin) ? c.margin : nil
             let generated = r.tokens.reduce(0) { $0 + ($1 == mask ? 1 : 0) }
             let nfe = c.nfe - r.nfe
-            out.stages.append("refine \(settings.summary) seed=\(o.seed)" + (o.kvCache ? "" : " kv-cache=off") + " nfe=\(nfe)"
+            out.stages.append("refine \(settings.summary) seed=\(o.seed)" + (o.kvCache ? "" : " kv-cache=off")
+                              + (o.dtype == .fp32 ? "" : " dtype=\(o.dtype.rawValue)") + " nfe=\(nfe)"
                               + " generated=\(generated) tpf=\(String(format: "%.3f", nfe > 0 ? Double(generated) / Double(nfe) : 0))")
             try writer.write(out)
             written += 1
@@ -111,7 +127,7 @@ public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOption
         }
         if let p = pending.first, p.tokens.count != len { try flush() }
         pending.append(r)
-        if pending.count == o.batch { try flush() }
+        if pending.count == batch { try flush() }
     }
     try flush()
     return written
@@ -180,23 +196,35 @@ func dilated(_ order: [Int], radius d: Int, budget k: Int, allowed: Range<Int>) 
 /// Post-hoc confidence: one forward over the whole sequence (nothing masked). Diffusion: full attention,
 /// p(token_i) from row i without the mask logit. AR: p(token_i | < i) from row i−1; position 0 gets 1.
 public func posthocConfidence(engine: CachedDiT, tokens: [Int32], maskId: Int32) -> [Float] {
+    posthocConfidences(engine: engine, sequences: [tokens], maskId: maskId)[0]
+}
+
+/// The same for sequences of equal length in one batched forward (each row's numbers do not depend on the
+/// other sequences: the inference products are row-independent).
+public func posthocConfidences(engine: CachedDiT, sequences: [[Int32]], maskId: Int32) -> [[Float]] {
     engine.reset()
-    let V = engine.config.vocabSize, causal = engine.config.causal
-    let logits = engine.forward(tokens: tokens, batch: 1, store: false, causal: causal)
-    return tokens.indices.map { i in
-        let row = causal ? i - 1 : i
-        if row < 0 { return 1 }
-        let p = subsProbabilities(logits: logits.baseAddress! + row * V, count: V, maskId: Int(maskId))
-        return Float(p[Int(tokens[i])])
+    let V = engine.config.vocabSize, causal = engine.config.causal, n = sequences[0].count
+    precondition(sequences.allSatisfy { $0.count == n }, "posthoc batches hold sequences of equal length")
+    let logits = engine.forward(tokens: sequences.flatMap { $0 }, batch: sequences.count, store: false, causal: causal)
+    return sequences.enumerated().map { b, tokens in
+        tokens.indices.map { i in
+            let row = causal ? i - 1 : i
+            if row < 0 { return 1 }
+            let p = subsProbabilities(logits: logits.baseAddress! + (b * n + row) * V, count: V, maskId: Int(maskId))
+            return Float(p[Int(tokens[i])])
+        }
     }
 }
 
+/// batch: records of equal length per posthoc forward (nil = what fits, up to 32); weights: from prepareInference
+/// (nil = the checkpoint model's fp32 parameters in place).
 @discardableResult
 public func runRemask(policy: RemaskPolicy, ratio: Double, seed: UInt64, checkpoint ck: SamplingCheckpoint?,
                       reader: TokenStreamReader, writer: TokenStreamWriter, source: String = "input", dilate: Int = 0,
-                      shard: Shard = .whole) throws -> Int {
+                      shard: Shard = .whole, batch: Int? = nil, weights: InferenceWeights? = nil) throws -> Int {
     try validateRemaskRatio(ratio)
     guard dilate >= 0 else { throw UsageError("--dilate must be at least 0 (got \(dilate))") }
+    guard (batch ?? 1) >= 1 else { throw UsageError("--batch must be at least 1") }
     let h = reader.header
     try requireSamplesStream(h, source: source, tool: "remask")
     guard h.special.mask >= 0 || ck != nil else {
@@ -211,23 +239,46 @@ public func runRemask(policy: RemaskPolicy, ratio: Double, seed: UInt64, checkpo
     if let ck { try ck.requireCompatible(h, source: source) }
     let mask = h.special.mask >= 0 ? h.special.mask : ck!.special.mask
     var engines: [Int: CachedDiT] = [:]
+    var w = weights
     var n = 0
+    let progress = Progress(label: "remask", total: Int.max, unit: "records", force: false)
+    defer { progress.finish() }
+    var pending: [TokenRecord] = []
+    func flush() throws {
+        guard !pending.isEmpty else { return }
+        var scores: [[Float]?] = pending.map { _ in nil }
+        let len = pending[0].tokens.count
+        if policy == .posthoc && len > 0, let ck {
+            if w == nil { w = try InferenceWeights(model: ck.model, dtype: .fp32) }
+            if engines[len] == nil {
+                engines[len] = try CachedDiT(weights: w!, maxBatch: pendingLimit(len), maxChunk: len, capacity: max(len, ck.config.length))
+            }
+            scores = posthocConfidences(engine: engines[len]!, sequences: pending.map(\.tokens), maskId: mask)
+            progress.advance(items: pending.count, tokens: pending.count * len)
+        } else if policy == .posthoc {
+            scores = pending.map { _ in [] }
+        }
+        for (r, sc) in zip(pending, scores) {
+            try writer.write(remaskRecord(r, policy: policy, ratio: ratio, maskId: mask, seed: seed, scores: sc, dilate: dilate))
+            n += 1
+        }
+        pending.removeAll()
+    }
+    /// Records of length len per posthoc forward.
+    func pendingLimit(_ len: Int) -> Int {
+        guard let ck, policy == .posthoc, len > 0 else { return 1 }
+        return batch ?? automaticBatch(config: ck.config, window: max(len, ck.config.length), chunk: len, limit: 32)
+    }
+    if policy == .posthoc && ck == nil { throw UsageError("--policy posthoc needs -m CHECKPOINT") }
     while let r = try reader.next() {
         guard shard.contains(r.id) else { continue }   // --shard i/n: records with id ≡ i (mod n)
         if let bad = r.tokens.first(where: { $0 < 0 || Int($0) >= h.vocabSize }) {
             throw ToolError("\(source): record \(r.id) holds token \(bad) outside the vocabulary")
         }
-        var scores: [Float]? = nil
-        if policy == .posthoc {
-            guard let ck else { throw UsageError("--policy posthoc needs -m CHECKPOINT") }
-            let len = r.tokens.count
-            if len > 0 {
-                if engines[len] == nil { engines[len] = try CachedDiT(model: ck.model, maxBatch: 1, maxChunk: len, capacity: max(len, ck.config.length)) }
-                scores = posthocConfidence(engine: engines[len]!, tokens: r.tokens.map { $0 == mask ? mask : $0 }, maskId: mask)
-            } else { scores = [] }
-        }
-        try writer.write(remaskRecord(r, policy: policy, ratio: ratio, maskId: mask, seed: seed, scores: scores, dilate: dilate))
-        n += 1
+        if let p = pending.first, p.tokens.count != r.tokens.count { try flush() }
+        pending.append(r)
+        if pending.count >= pendingLimit(r.tokens.count) { try flush() }
     }
+    try flush()
     return n
 }

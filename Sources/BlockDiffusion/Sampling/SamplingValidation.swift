@@ -13,10 +13,10 @@ public func parseShard(_ text: String) throws -> (index: Int, count: Int) {
     return (i, n)
 }
 
-func checkSamplerSettings(steps: Int, nucleus: Double, batch: Int, blockSize: Int?) throws {
+func checkSamplerSettings(steps: Int, nucleus: Double, batch: Int?, blockSize: Int?) throws {
     try checkRange(steps, 1...Limits.steps, "--steps")
     guard nucleus > 0 && nucleus <= 1 else { throw UsageError("--nucleus must be in (0, 1]; 1 = off (got \(nucleus))") }
-    try checkRange(batch, 1...Limits.batch, "--batch")
+    if let batch { try checkRange(batch, 1...Limits.batch, "--batch") }
     if let b = blockSize { try checkRange(b, 1...Limits.length, "--block-size") }
 }
 
@@ -34,6 +34,7 @@ extension DraftOptions {
 extension RefineOptions {
     public func validate() throws {
         try checkSamplerSettings(steps: steps, nucleus: nucleus, batch: batch, blockSize: blockSize)
+        if !kvCache && dtype != .fp32 { throw UsageError("--no-kv-cache runs the fp32 model (the reference's comparison path); use --dtype fp32 with it") }
     }
 }
 

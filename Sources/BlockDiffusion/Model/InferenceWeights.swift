@@ -1,0 +1,108 @@
+// The weights an inference forward reads, fp32 or bf16, taken from a loaded model (whatever file format and dtype
+// it was loaded from: F32, F16 and BF16 checkpoints all arrive as the model's fp32 parameters).
+//
+//   fp32: views into the model's parameter buffer (no copy; the model is kept alive).
+//   bf16: every matrix (embedding, attention, MLP, output layer) rounded to bf16 (nearest even) into owned
+//         storage; LayerNorm weights, biases and the adaLN outputs stay fp32 (a few KB). The model is NOT kept:
+//         drop it after the conversion and only the bf16 copy (half the bytes) stays in memory.
+//   Non-time-conditioned models have σ ≡ 0, so every adaLN output is a constant computed here once.
+//
+// Public API:
+//   InferenceWeights(model:dtype:) throws     (time-conditioned SEDD models are refused: their adaLN depends on σ)
+//   config, dtype, bytes (weight bytes held)
+import Foundation
+
+public final class InferenceWeights {
+    public let config: ModelConfig
+    public let dtype: WeightDType
+    let embed: LinearWeight                 // (V, D), rows gathered
+    let blocks: [BlockWeights]
+    let normF: UnsafePointer<Float>
+    let lin: LinearWeight                   // (V, D)
+    let linBias: UnsafePointer<Float>
+    /// adaLN outputs at σ = 0: (nBlocks, 6D) and (2D); nil for AR (no adaLN).
+    let mods: UnsafeMutableBufferPointer<Float>?
+    let modF: UnsafeMutableBufferPointer<Float>?
+    /// fp32 copies of the vectors (norms, biases) when the matrices are bf16.
+    let vectors: UnsafeMutableBufferPointer<Float>?
+    /// The model read in place (fp32 only).
+    let source: DiT?
+
+    /// Bytes of weights this object reads (matrices at their dtype, vectors fp32).
+    public var bytes: Int {
+        blocks.reduce(embed.bytes + lin.bytes) { $0 + $1.qkv.bytes + $1.attnOut.bytes + $1.fc.bytes + $1.proj.bytes }
+            + 4 * (config.nBlocks * 8 * config.hiddenSize + config.vocabSize + config.hiddenSize)
+    }
+
+    public init(model: DiT, dtype: WeightDType) throws {
+        let cfg = model.config
+        guard !cfg.timeConditioning else {
+            throw ToolError("this checkpoint is time-conditioned (SEDD); the samplers here support BD3-LM, MDLM and AR checkpoints")
+        }
+        config = cfg; self.dtype = dtype
+        let D = cfg.hiddenSize, V = cfg.vocabSize, C = cfg.condDim
+        func t(_ name: String) -> UnsafePointer<Float> {
+            guard let t = model.tensor(named: "backbone." + name) else { preconditionFailure("model has no tensor \(name)") }
+            return UnsafePointer(t.baseAddress!)
+        }
+        // Vectors: in place for fp32, copied for bf16 (so the model can be released).
+        let vectorNames = (0..<cfg.nBlocks).flatMap { i in
+            ["blocks.\(i).norm1.weight", "blocks.\(i).norm2.weight", "blocks.\(i).mlp.0.bias", "blocks.\(i).mlp.2.bias"]
+        } + ["output_layer.norm_final.weight", "output_layer.linear.bias"]
+        var vec: [String: UnsafePointer<Float>] = [:]
+        if dtype == .fp32 {
+            for n in vectorNames { vec[n] = t(n) }
+            vectors = nil; source = model
+        } else {
+            let sizes = vectorNames.map { model.tensor(named: "backbone." + $0)!.count }
+            let buf = UnsafeMutableBufferPointer<Float>.allocate(capacity: sizes.reduce(0, +))
+            var off = 0
+            for (n, k) in zip(vectorNames, sizes) {
+                (buf.baseAddress! + off).initialize(from: t(n), count: k)
+                vec[n] = UnsafePointer(buf.baseAddress! + off); off += k
+            }
+            vectors = buf; source = nil
+        }
+        func m(_ name: String, _ r: Int, _ c: Int) -> LinearWeight {
+            dtype == .fp32 ? LinearWeight(fp32: t(name), rows: r, cols: c) : LinearWeight(bf16From: t(name), rows: r, cols: c)
+        }
+        embed = m("vocab_embed.embedding", V, D)
+        blocks = (0..<cfg.nBlocks).map { i in
+            BlockWeights(norm1: vec["blocks.\(i).norm1.weight"]!, qkv: m("blocks.\(i).attn_qkv.weight", 3 * D, D),
+                         attnOut: m("blocks.\(i).attn_out.weight", D, D), norm2: vec["blocks.\(i).norm2.weight"]!,
+                         fc: m("blocks.\(i).mlp.0.weight", 4 * D, D), fcBias: vec["blocks.\(i).mlp.0.bias"]!,
+                         proj: m("blocks.\(i).mlp.2.weight", D, 4 * D), projBias: vec["blocks.\(i).mlp.2.bias"]!)
+        }
+        normF = vec["output_layer.norm_final.weight"]!
+        lin = m("output_layer.linear.weight", V, D); linBias = vec["output_layer.linear.bias"]!
+        if cfg.hasAdaLN {
+            // c = silu(W2 silu(W1 temb(0) + b1) + b2); mod_l = Ada_l c + b_l (fp32 from the model's weights).
+            var freq = [Float](repeating: 0, count: timestepFrequencySize)
+            var t1 = [Float](repeating: 0, count: C), t3 = t1, c = t1
+            freq.withUnsafeMutableBufferPointer { timestepEmbedding($0.baseAddress!, 0) }
+            matmulForward(&t1, freq, t("sigma_map.mlp.0.weight"), t("sigma_map.mlp.0.bias"), 1, timestepFrequencySize, C)
+            for i in 0..<C { t1[i] = t1[i] / (1 + expf(-t1[i])) }
+            matmulForward(&t3, t1, t("sigma_map.mlp.2.weight"), t("sigma_map.mlp.2.bias"), 1, C, C)
+            for i in 0..<C { c[i] = t3[i] / (1 + expf(-t3[i])) }
+            let ms = UnsafeMutableBufferPointer<Float>.allocate(capacity: cfg.nBlocks * 6 * D)
+            for i in 0..<cfg.nBlocks {
+                matmulForward(ms.baseAddress! + i * 6 * D, c, t("blocks.\(i).adaLN_modulation.weight"), t("blocks.\(i).adaLN_modulation.bias"), 1, C, 6 * D)
+            }
+            mods = ms
+            let mf = UnsafeMutableBufferPointer<Float>.allocate(capacity: 2 * D)
+            matmulForward(mf.baseAddress!, c, t("output_layer.adaLN_modulation.weight"), t("output_layer.adaLN_modulation.bias"), 1, C, 2 * D)
+            modF = mf
+        } else { mods = nil; modF = nil }
+    }
+
+    deinit { mods?.deallocate(); modF?.deallocate(); vectors?.deallocate() }
+
+    /// adaLN row of block l (nil for AR).
+    func mod(_ l: Int) -> UnsafePointer<Float>? { mods.map { UnsafePointer($0.baseAddress! + l * 6 * config.hiddenSize) } }
+
+    /// out (N, D) = E[tokens] (bf16 rows widened).
+    func embed(_ out: FloatPtr, _ tokens: UnsafePointer<Int32>, _ N: Int) {
+        let D = config.hiddenSize
+        parallelChunks(N, grain: 64) { rows in for r in rows { embed.row(Int(tokens[r]), into: out + r * D) } }
+    }
+}

@@ -1,0 +1,248 @@
+// Small-M linear products (see include/bd3kernels.h). The AVX2 path is compiled with a per-function target
+// attribute so the library builds for any x86-64 (and any other CPU: the portable path is plain C) and the
+// choice is made at run time.
+#include "bd3kernels.h"
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define BD3_X86 1
+#include <immintrin.h>
+#endif
+
+// MARK: conversions
+
+static inline bd3_bf16 f32_to_bf16(float f) {
+    uint32_t u; memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (bd3_bf16)((u >> 16) | 0x0040u);   // NaN: keep it quiet
+    u += 0x7fffu + ((u >> 16) & 1u);                                                 // round to nearest even
+    return (bd3_bf16)(u >> 16);
+}
+static inline float bf16_to_f32(bd3_bf16 h) { uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f; }
+
+void bd3_f32_to_bf16(bd3_bf16 *dst, const float *src, size_t n) { for (size_t i = 0; i < n; i++) dst[i] = f32_to_bf16(src[i]); }
+void bd3_bf16_to_f32(float *dst, const bd3_bf16 *src, size_t n) { for (size_t i = 0; i < n; i++) dst[i] = bf16_to_f32(src[i]); }
+
+void bd3_f16_to_f32(float *dst, const uint16_t *src, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t h = src[i], sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, u;
+        if (e == 0x1f) u = sign | 0x7f800000u | (m << 13);                    // inf / NaN
+        else if (e != 0) u = sign | ((e + 112) << 23) | (m << 13);            // normal
+        else if (m == 0) u = sign;                                            // ±0
+        else {                                                                // subnormal: normalise
+            e = 113;
+            while (!(m & 0x400)) { m <<= 1; e--; }
+            u = sign | (e << 23) | ((m & 0x3ff) << 13);
+        }
+        memcpy(dst + i, &u, 4);
+    }
+}
+
+// MARK: portable path (also the reference order for the tails of the vector paths)
+
+static void linear_f32_portable(float *y, int ldy, const float *x, int ldx, const float *w, const float *b,
+                                int M, int K, int n0, int n1) {
+    for (int n = n0; n < n1; n++) {
+        const float *wr = w + (size_t)n * K;
+        for (int m = 0; m < M; m++) {
+            const float *xr = x + (size_t)m * ldx;
+            float acc = 0;
+            for (int k = 0; k < K; k++) acc += xr[k] * wr[k];
+            y[(size_t)m * ldy + n] = acc + (b ? b[n] : 0.f);
+        }
+    }
+}
+
+static void linear_bf16_portable(float *y, int ldy, const float *x, int ldx, const bd3_bf16 *w, const float *b,
+                                 int M, int K, int n0, int n1) {
+    float row[4096];
+    for (int n = n0; n < n1; n++) {
+        const bd3_bf16 *wr = w + (size_t)n * K;
+        for (int k0 = 0; k0 < K; k0 += 4096) {
+            int kc = K - k0 < 4096 ? K - k0 : 4096;
+            for (int k = 0; k < kc; k++) row[k] = bf16_to_f32(wr[k0 + k]);
+            for (int m = 0; m < M; m++) {
+                const float *xr = x + (size_t)m * ldx + k0;
+                float acc = 0;
+                for (int k = 0; k < kc; k++) acc += xr[k] * row[k];
+                float *yy = y + (size_t)m * ldy + n;
+                *yy = (k0 == 0 ? (b ? b[n] : 0.f) : *yy) + acc;
+            }
+        }
+    }
+}
+
+// MARK: AVX2 + FMA path
+// Tiles of 4 weight rows × 3 rows of x (12 ymm accumulators; M = 1: 8 weight rows × 1) over k in steps of 8,
+// each weight vector loaded (for bf16 widened) once per 3 rows of x; the weight rows of a tile stay in L1/L2
+// while every group of x rows passes over them, so the weights are streamed from memory once per call.
+
+#ifdef BD3_X86
+#define AVX2 __attribute__((target("avx2,fma")))
+
+AVX2 static inline __m256 load_w_f32(const float *p) { return _mm256_loadu_ps(p); }
+AVX2 static inline __m256 load_w_bf16(const bd3_bf16 *p) {
+    __m128i h = _mm_loadu_si128((const __m128i *)p);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+AVX2 static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// One tile: NR weight rows (n .. n+NR) × MR rows of x (m .. m+MR); NR ≤ 8, MR ≤ 3 are compile-time after inlining.
+#define TILE_BODY(LOADW, WT)                                                                              \
+    __m256 acc[3][8];                                                                                     \
+    for (int i = 0; i < MR; i++) for (int j = 0; j < NR; j++) acc[i][j] = _mm256_setzero_ps();           \
+    const WT *wr[8]; for (int j = 0; j < NR; j++) wr[j] = w + (size_t)(n + j) * K;                        \
+    const float *xr[3]; for (int i = 0; i < MR; i++) xr[i] = x + (size_t)(m + i) * ldx;                   \
+    int k = 0;                                                                                            \
+    for (; k + 8 <= K; k += 8) {                                                                          \
+        __m256 wv[8];                                                                                     \
+        for (int j = 0; j < NR; j++) wv[j] = LOADW(wr[j] + k);                                            \
+        for (int i = 0; i < MR; i++) {                                                                    \
+            __m256 xv = _mm256_loadu_ps(xr[i] + k);                                                       \
+            for (int j = 0; j < NR; j++) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);               \
+        }                                                                                                 \
+    }                                                                                                     \
+    for (int i = 0; i < MR; i++) for (int j = 0; j < NR; j++) {                                           \
+        float s = hsum(acc[i][j]);                                                                        \
+        for (int kk = k; kk < K; kk++) s += xr[i][kk] * WCONV(wr[j][kk]);                                 \
+        y[(size_t)(m + i) * ldy + n + j] = s + (b ? b[n + j] : 0.f);                                      \
+    }
+
+#define WCONV(v) (v)
+AVX2 static inline __attribute__((always_inline)) void tile_f32(float *y, int ldy, const float *x, int ldx, const float *w,
+        const float *b, int K, int n, int m, const int NR, const int MR) { TILE_BODY(load_w_f32, float) }
+#undef WCONV
+#define WCONV(v) bf16_to_f32(v)
+AVX2 static inline __attribute__((always_inline)) void tile_bf16(float *y, int ldy, const float *x, int ldx, const bd3_bf16 *w,
+        const float *b, int K, int n, int m, const int NR, const int MR) { TILE_BODY(load_w_bf16, bd3_bf16) }
+#undef WCONV
+
+// Rows of x are taken MB at a time (MB rows of x stay in L2 while the weights stream past them): the weights are
+// read once per call for M ≤ MB. Every output is the same chain of 8-lane FMAs over k, reduced the same way,
+// whatever the tile or block: a row's result does not depend on the other rows (batch-size independent sampling).
+#define MB 48
+#define LINEAR_AVX2(NAME, TILE, WT)                                                                        \
+AVX2 static void NAME(float *y, int ldy, const float *x, int ldx, const WT *w, const float *b,             \
+                      int M, int K, int n0, int n1) {                                                      \
+    for (int mb = 0; mb < M; mb += MB) {                                                                   \
+    int me = M - mb < MB ? M : mb + MB;                                                                    \
+    int n = n0;                                                                                            \
+    if (me - mb == 1) for (; n + 8 <= n1; n += 8) TILE(y, ldy, x, ldx, w, b, K, n, mb, 8, 1);              \
+    for (; n + 4 <= n1; n += 4) {                                                                          \
+        int m = mb;                                                                                        \
+        for (; m + 3 <= me; m += 3) TILE(y, ldy, x, ldx, w, b, K, n, m, 4, 3);                             \
+        if (me - m == 2) TILE(y, ldy, x, ldx, w, b, K, n, m, 4, 2);                                        \
+        else if (me - m == 1) TILE(y, ldy, x, ldx, w, b, K, n, m, 4, 1);                                   \
+    }                                                                                                      \
+    for (; n < n1; n++) {                                                                                  \
+        int m = mb;                                                                                        \
+        for (; m + 3 <= me; m += 3) TILE(y, ldy, x, ldx, w, b, K, n, m, 1, 3);                             \
+        for (; m < me; m++) TILE(y, ldy, x, ldx, w, b, K, n, m, 1, 1);                                     \
+    }                                                                                                      \
+    }                                                                                                      \
+}
+LINEAR_AVX2(linear_f32_avx2, tile_f32, float)
+LINEAR_AVX2(linear_bf16_rows_avx2, tile_bf16, bd3_bf16)
+
+// bf16 with more than 3 rows: each group of 4 weight rows is widened once into an fp32 panel (in L1/L2) and the
+// fp32 tiles run over it, instead of widening every weight vector again for every 3 rows of x. The fp32 values
+// and the FMA chains are exactly those of the row-by-row path, so the results are bit-identical to it.
+AVX2 static void linear_bf16_avx2(float *y, int ldy, const float *x, int ldx, const bd3_bf16 *w, const float *b,
+                                  int M, int K, int n0, int n1) {
+    if (M <= 3 || K > 4096) { linear_bf16_rows_avx2(y, ldy, x, ldx, w, b, M, K, n0, n1); return; }
+    float panel[4 * 4096];               // 64 KB: fits the stack of a dispatch worker thread
+    for (int n = n0; n < n1; n += 4) {
+        int nr = n1 - n < 4 ? n1 - n : 4;
+        for (int j = 0; j < nr; j++) {
+            const bd3_bf16 *src = w + (size_t)(n + j) * K;
+            float *dst = panel + (size_t)j * K;
+            int k = 0;
+            for (; k + 8 <= K; k += 8) _mm256_storeu_ps(dst + k, load_w_bf16(src + k));
+            for (; k < K; k++) dst[k] = bf16_to_f32(src[k]);
+        }
+        // The panel holds rows n .. n+nr as rows 0 .. nr of an fp32 matrix; shift y and b to match.
+        linear_f32_avx2(y + n, ldy, x, ldx, panel, b ? b + n : NULL, M, K, 0, nr);
+    }
+}
+#endif
+
+// MARK: attention over a cache (one sequence, one head)
+// Dot products over d and the weighted sum of values are short loops the compiler vectorises; the AVX2 copy is
+// the same source compiled for AVX2 + FMA (sums may be reassociated into vector lanes: deterministic for a build,
+// and each query row's result depends only on that row and the cache). For the few query rows of a sampling chunk this avoids sgemm's packing
+// of every key, which costs more than the products.
+#include <math.h>
+#define ATTEND_BODY                                                                                        \
+    _Pragma("clang fp reassociate(on)")                                                                    \
+    for (int i = 0; i < n; i++) {                                                                          \
+        const float *qi = q + (size_t)i * ldq;                                                             \
+        int last = causal ? S - n + i : S - 1;                                                             \
+        float mx = -INFINITY;                                                                              \
+        for (int j = 0; j <= last; j++) {                                                                  \
+            const float *kj = k + (size_t)j * ldkv;                                                        \
+            float s = 0;                                                                                   \
+            for (int c = 0; c < d; c++) s += qi[c] * kj[c];                                                \
+            s *= scale; scratch[j] = s; if (s > mx) mx = s;                                                \
+        }                                                                                                  \
+        float sum = 0;                                                                                     \
+        for (int j = 0; j <= last; j++) { float e = expf(scratch[j] - mx); scratch[j] = e; sum += e; }      \
+        float inv = 1.f / sum;                                                                             \
+        float *oi = out + (size_t)i * ldo;                                                                 \
+        for (int c = 0; c < d; c++) oi[c] = 0;                                                             \
+        for (int j = 0; j <= last; j++) {                                                                  \
+            const float *vj = v + (size_t)j * ldkv; float p = scratch[j] * inv;                            \
+            for (int c = 0; c < d; c++) oi[c] += p * vj[c];                                                \
+        }                                                                                                  \
+    }
+
+static void attend_portable(float *out, int ldo, const float *q, int ldq, const float *k, const float *v, int ldkv,
+                            int n, int S, int d, float scale, int causal, float *scratch) { ATTEND_BODY }
+#ifdef BD3_X86
+AVX2 static void attend_avx2(float *out, int ldo, const float *q, int ldq, const float *k, const float *v, int ldkv,
+                             int n, int S, int d, float scale, int causal, float *scratch) { ATTEND_BODY }
+#endif
+
+// MARK: dispatch
+
+static int chosen = -1;
+
+int bd3_isa_available(void) {
+#ifdef BD3_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return BD3_ISA_AVX2;
+#endif
+    return BD3_ISA_PORTABLE;
+}
+int bd3_isa(void) { if (chosen < 0) chosen = bd3_isa_available(); return chosen; }
+void bd3_set_isa(int isa) {
+    int best = bd3_isa_available();
+    chosen = isa < 0 ? best : (isa > best ? best : isa);
+}
+
+void bd3_linear_f32(float *y, int ldy, const float *x, int ldx, const float *w, const float *b, int M, int K, int n0, int n1) {
+    if (M <= 0 || n1 <= n0) return;
+#ifdef BD3_X86
+    if (bd3_isa() == BD3_ISA_AVX2) { linear_f32_avx2(y, ldy, x, ldx, w, b, M, K, n0, n1); return; }
+#endif
+    linear_f32_portable(y, ldy, x, ldx, w, b, M, K, n0, n1);
+}
+void bd3_attend(float *out, int ldo, const float *q, int ldq, const float *k, const float *v, int ldkv,
+                int n, int S, int d, float scale, int causal, float *scratch) {
+    if (n <= 0 || S <= 0) return;
+#ifdef BD3_X86
+    if (bd3_isa() == BD3_ISA_AVX2) { attend_avx2(out, ldo, q, ldq, k, v, ldkv, n, S, d, scale, causal, scratch); return; }
+#endif
+    attend_portable(out, ldo, q, ldq, k, v, ldkv, n, S, d, scale, causal, scratch);
+}
+
+void bd3_linear_bf16(float *y, int ldy, const float *x, int ldx, const bd3_bf16 *w, const float *b, int M, int K, int n0, int n1) {
+    if (M <= 0 || n1 <= n0) return;
+#ifdef BD3_X86
+    if (bd3_isa() == BD3_ISA_AVX2) { linear_bf16_avx2(y, ldy, x, ldx, w, b, M, K, n0, n1); return; }
+#endif
+    linear_bf16_portable(y, ldy, x, ldx, w, b, M, K, n0, n1);
+}

@@ -1,0 +1,220 @@
+// The inference engine: samples independent of --batch (draft, refine, remask --policy posthoc), bf16 weights
+// against fp32 (documented tolerance), a BF16 checkpoint round trip, released fp32 parameters.
+//
+// bf16 tolerance: weights rounded to 8 significant bits (relative error ≤ 2⁻⁸ each) with fp32 activations and
+// accumulation; on the tiny test model the per-step probabilities move by max |Δp| ≈ 1.4e-3, mean ≈ 1.1e-4.
+// The tests assert max |Δp| ≤ 0.01 and mean |Δp| ≤ 1e-3 (docs/benchmarks.md quotes the same bound).
+import XCTest
+import CKernels
+@testable import BlockDiffusion
+
+let bf16ConfidenceMaxError: Float = 0.01
+let bf16ConfidenceMeanError: Float = 0.001
+
+final class EngineTests: XCTestCase {
+    func options(_ n: Int, length: Int, block: Int?, batch: Int, seed: UInt64 = 7) -> DraftOptions {
+        var o = DraftOptions(); o.samples = n; o.length = length; o.blockSize = block; o.seed = seed
+        o.entropyStop = false; o.batch = batch
+        return o
+    }
+
+    func assertIdentical(_ a: [TokenRecord], _ b: [TokenRecord], _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(a.count, b.count, what, file: file, line: line)
+        for (x, y) in zip(a, b) {
+            XCTAssertEqual(x.id, y.id, what, file: file, line: line)
+            XCTAssertEqual(x.tokens, y.tokens, "\(what): record \(x.id)", file: file, line: line)
+            XCTAssertEqual(x.confidence?.map(\.bitPattern), y.confidence?.map(\.bitPattern), "\(what): record \(x.id)", file: file, line: line)
+            XCTAssertEqual(x.unmaskStep, y.unmaskStep, what, file: file, line: line)
+            XCTAssertEqual(x.nfe, y.nfe, what, file: file, line: line)
+        }
+    }
+
+    func testDraftIsIndependentOfTheBatchSize() throws {
+        let ck = try loadCheckpoint(makeSamplingModel(samplingConfig(length: 16), seed: 31), blockSize: 4)
+        for dtype in WeightDType.allCases {
+            // BD3 first-hitting with a prompt, DDPM, and a global (MDLM) block.
+            var o1 = options(16, length: 16, block: 4, batch: 1), o16 = options(16, length: 16, block: 4, batch: 16)
+            o1.dtype = dtype; o16.dtype = dtype
+            assertIdentical(try draftRecords(ck, o1, prompts: [[3, 4, 5]]), try draftRecords(ck, o16, prompts: [[3, 4, 5]]), "first-hitting \(dtype)")
+            o1.sampler = .ddpm; o16.sampler = .ddpm; o1.steps = 5; o16.steps = 5
+            assertIdentical(try draftRecords(ck, o1), try draftRecords(ck, o16), "ddpm \(dtype)")
+            o1.blockSize = 16; o16.blockSize = 16; o16.batch = 5
+            assertIdentical(try draftRecords(ck, o1), try draftRecords(ck, o16), "global block \(dtype)")
+        }
+        let ar = try loadCheckpoint(makeSamplingModel(samplingConfig(causal: true, length: 16), seed: 32), blockSize: 1)
+        assertIdentical(try draftRecords(ar, options(16, length: 16, block: nil, batch: 1), prompts: [[3, 4]]),
+                        try draftRecords(ar, options(16, length: 16, block: nil, batch: 16), prompts: [[3, 4]]), "ar")
+        // The automatic batch (nil) gives the same samples too.
+        assertIdentical(try draftRecords(ck, options(6, length: 16, block: 4, batch: 1)),
+                        try draftRecords(ck, { var o = options(6, length: 16, block: 4, batch: 1); o.batch = nil; return o }()), "automatic")
+    }
+
+    func stream(_ ck: SamplingCheckpoint, _ records: [TokenRecord]) throws -> TokenStreamReader {
+        let src = MemorySink()
+        let w = try TokenStreamWriter(sink: src, header: ck.samplesHeader(tool: "draft", attributes: [:]))
+        for r in records { try w.write(r) }
+        try w.finish()
+        return try TokenStreamReader(source: MemorySource(src.bytes))
+    }
+
+    func testRefineAndPosthocRemaskAreIndependentOfTheBatchSize() throws {
+        let ck = try loadCheckpoint(makeSamplingModel(samplingConfig(length: 16), seed: 33), blockSize: 4)
+        let drafts = try draftRecords(ck, options(9, length: 16, block: 4, batch: 9))
+        func remask(_ batch: Int, _ dtype: WeightDType = .fp32) throws -> [TokenRecord] {
+            let out = MemorySink()
+            let w = try TokenStreamWriter(sink: out, header: ck.samplesHeader(tool: "remask", attributes: [:]))
+            let weights = try InferenceWeights(model: ck.model, dtype: dtype)
+            try runRemask(policy: .posthoc, ratio: 0.5, seed: 1, checkpoint: ck, reader: try stream(ck, drafts), writer: w,
+                          batch: batch, weights: weights)
+            try w.finish()
+            return try TokenStreamReader(source: MemorySource(out.bytes)).readAll()
+        }
+        let masked = try remask(1)
+        assertIdentical(masked, try remask(4), "posthoc")
+        XCTAssertEqual(masked.map { $0.tokens.filter { $0 == 22 }.count }, drafts.map { _ in 7 })   // ⌊0.5 · 15⌋ non-BOS positions
+        func refine(_ batch: Int, block: Int) throws -> [TokenRecord] {
+            var o = RefineOptions(); o.blockSize = block; o.seed = 4; o.batch = batch
+            let out = MemorySink()
+            let ow = try TokenStreamWriter(sink: out, header: ck.samplesHeader(tool: "refine", attributes: [:]))
+            try runRefine(checkpoint: ck, options: o, reader: try stream(ck, masked), writer: ow)
+            try ow.finish()
+            return try TokenStreamReader(source: MemorySource(out.bytes)).readAll()
+        }
+        for block in [4, 16] { assertIdentical(try refine(1, block: block), try refine(9, block: block), "refine B=\(block)") }
+    }
+
+    /// Per-step confidences of bf16 weights against fp32 on the same sequences (teacher forcing: each forward sees
+    /// the fp32 run's canvas), within the documented tolerance; and bf16 really differs (it is not fp32 in disguise).
+    func testBF16ConfidencesWithinTolerance() throws {
+        let model = makeSamplingModel(samplingConfig(length: 16), seed: 34)
+        let f32 = try CachedDiT(weights: InferenceWeights(model: model, dtype: .fp32), maxBatch: 4, maxChunk: 16, capacity: 16)
+        let b16 = try CachedDiT(weights: InferenceWeights(model: model, dtype: .bf16), maxBatch: 4, maxChunk: 16, capacity: 16)
+        var rng = SplitMix64(seed: 8)
+        var maxErr: Float = 0, sumErr: Float = 0, count = 0
+        for _ in 0..<8 {
+            // A canvas: clean prefix blocks in the cache, then a partly masked block (the sampler's forward).
+            let seqs = (0..<4).map { _ in (0..<16).map { i -> Int32 in i >= 12 && rng.next() % 2 == 0 ? 22 : Int32(rng.next() % 21) } }
+            for e in [f32, b16] {
+                e.reset()
+                for blk in 0..<3 { e.forward(tokens: seqs.flatMap { Array($0[(blk * 4)..<(blk * 4 + 4)]) }, batch: 4, store: true, logits: false) }
+            }
+            let last = seqs.flatMap { Array($0[12..<16]) }
+            let a = Array(f32.forward(tokens: last, batch: 4, store: false)), b = Array(b16.forward(tokens: last, batch: 4, store: false))
+            let V = model.config.vocabSize
+            for r in 0..<16 {
+                let pa = a.withUnsafeBufferPointer { subsProbabilities(logits: $0.baseAddress! + r * V, count: V, maskId: 22) }
+                let pb = b.withUnsafeBufferPointer { subsProbabilities(logits: $0.baseAddress! + r * V, count: V, maskId: 22) }
+                for v in 0..<V { let e = Float(abs(pa[v] - pb[v])); maxErr = max(maxErr, e); sumErr += e; count += 1 }
+            }
+        }
+        XCTAssertLessThanOrEqual(maxErr, bf16ConfidenceMaxError)
+        XCTAssertLessThanOrEqual(sumErr / Float(count), bf16ConfidenceMeanError)
+        XCTAssertGreaterThan(maxErr, 0, "bf16 weights gave bit-identical probabilities: the bf16 path did not run")
+        // Whole drafts with bf16 weights say so in their stage entry.
+        let ck = try loadCheckpoint(model, blockSize: 4)
+        var o = options(4, length: 16, block: 4, batch: 4); o.dtype = .bf16
+        let drafts = try draftRecords(ck, o)
+        XCTAssert(drafts[0].stages[0].contains("dtype=bf16"), drafts[0].stages[0])
+        XCTAssertEqual(drafts.count, 4)
+    }
+
+    /// A checkpoint stored as BF16 loads to the bf16-rounded parameters, and its bf16 inference weights are
+    /// bit-identical to converting the fp32 model (bf16 → fp32 → bf16 is exact).
+    func testBF16CheckpointRoundTrip() throws {
+        let model = makeSamplingModel(samplingConfig(length: 16), seed: 35)
+        let f32Path = try saveCheckpoint(model, blockSize: 4)
+        let bf16Path = try bf16Copy(of: f32Path)
+        let ck = try SamplingCheckpoint.open(path: bf16Path)
+        XCTAssertEqual(try SafetensorsFile(path: bf16Path).entry("backbone.vocab_embed.embedding")?.dtype, "BF16")
+        var rounded = [UInt16](repeating: 0, count: model.parameters.count)
+        bd3_f32_to_bf16(&rounded, model.parameters.baseAddress!, rounded.count)
+        for i in 0..<rounded.count { XCTAssertEqual(ck.model.parameters[i].bitPattern, UInt32(rounded[i]) << 16); if ck.model.parameters[i].bitPattern != UInt32(rounded[i]) << 16 { break } }
+        let a = try InferenceWeights(model: model, dtype: .bf16), b = try InferenceWeights(model: ck.model, dtype: .bf16)
+        for (x, y) in zip([a.embed, a.lin] + a.blocks.flatMap { [$0.qkv, $0.attnOut, $0.fc, $0.proj] },
+                          [b.embed, b.lin] + b.blocks.flatMap { [$0.qkv, $0.attnOut, $0.fc, $0.proj] }) {
+            XCTAssertEqual(x.dtype, .bf16)
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: x.bf16!, count: x.rows * x.cols)), Array(UnsafeBufferPointer(start: y.bf16!, count: y.rows * y.cols)))
+        }
+        // The bf16 file samples like any checkpoint; the bf16 weights hold < 0.6 of the fp32 bytes.
+        var o = options(3, length: 16, block: 4, batch: 3); o.dtype = .bf16
+        let fromFile = try draftRecords(ck, o)
+        XCTAssertEqual(fromFile.count, 3)
+        XCTAssertLessThan(a.bytes, model.parameters.count * 4 * 6 / 10)
+    }
+
+    /// prepareInference(bf16) releases the fp32 parameters; sampling still works and gives the same samples.
+    func testReleasedParametersStillSampleFromBF16Weights() throws {
+        let model = makeSamplingModel(samplingConfig(length: 16), seed: 36)
+        var o = options(4, length: 16, block: 4, batch: 2); o.dtype = .bf16
+        let before = try draftRecords(try loadCheckpoint(model, blockSize: 4), o)
+        let ck = try loadCheckpoint(model, blockSize: 4)
+        let w = try prepareInference(ck, dtype: .bf16)!
+        XCTAssertTrue(ck.model.parametersReleased)
+        let sink = MemorySink()
+        let wr = try TokenStreamWriter(sink: sink, header: ck.samplesHeader(tool: "draft", attributes: [:]))
+        try runDraft(checkpoint: ck, options: o, prompts: [], writer: wr, weights: w)
+        try wr.finish()
+        assertIdentical(before, try TokenStreamReader(source: MemorySource(sink.bytes)).readAll(), "released")
+        // bf16 runs on the cached engine only.
+        var bad = o; bad.kvCache = false
+        XCTAssertThrowsError(try draftRecords(try loadCheckpoint(model, blockSize: 4), bad)) { XCTAssert($0 is UsageError) }
+    }
+
+    /// The CLI: a bad --dtype and bf16 without the cache are usage errors (exit 64); a bf16 draft writes a stream
+    /// whose header records the dtype.
+    func testDraftCommandLineDtype() throws {
+        let draft = try cliBinary("draft")
+        let ckpt = try saveCheckpoint(makeSamplingModel(samplingConfig(length: 16), seed: 37), blockSize: 4)
+        let out = NSTemporaryDirectory() + "bd3-engine-\(UUID().uuidString).tok"
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let bad = try runCLI(draft, ["-m", ckpt, "-n", "2", "--length", "16", "--dtype", "fp16", "-o", out])
+        XCTAssertEqual(bad.code, 64, bad.err)
+        let noCache = try runCLI(draft, ["-m", ckpt, "-n", "2", "--length", "16", "--dtype", "bf16", "--no-kv-cache", "-o", out])
+        XCTAssertEqual(noCache.code, 64, noCache.err)
+        XCTAssert(noCache.err.contains("--no-kv-cache"), noCache.err)
+        let ok = try runCLI(draft, ["-m", ckpt, "-n", "3", "--length", "16", "--dtype", "bf16", "--no-entropy-stop", "-o", out])
+        XCTAssertEqual(ok.code, 0, ok.err)
+        let r = try TokenStreamReader(path: out)
+        XCTAssertEqual(r.header.attributes["dtype"], "bf16")
+        XCTAssertEqual(try r.readAll().count, 3)
+    }
+
+    /// Rewrites an F32 safetensors file with every F32 tensor as BF16 (round to nearest even), metadata kept.
+    func bf16Copy(of path: String) throws -> String {
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        var n = 0
+        for i in 0..<8 { n |= Int(bytes[i]) << (8 * i) }
+        let header = try JSONSerialization.jsonObject(with: Data(bytes[8..<(8 + n)])) as! [String: Any]
+        var out: [String: Any] = [:], data: [UInt8] = []
+        for (name, v) in header.sorted(by: { $0.key < $1.key }) {
+            guard name != "__metadata__" else { out[name] = v; continue }
+            let e = v as! [String: Any]
+            // The rotary inv_freq buffer is checked exactly against the head size on load: it stays F32.
+            let keepF32 = name.contains("rotary")
+            let offs = e["data_offsets"] as! [Int]
+            let begin = 8 + n + offs[0], count = (offs[1] - offs[0]) / 4
+            var f = [Float](repeating: 0, count: count)
+            for i in 0..<count {
+                var u: UInt32 = 0
+                for k in 0..<4 { u |= UInt32(bytes[begin + 4 * i + k]) << (8 * UInt32(k)) }
+                f[i] = Float(bitPattern: u)
+            }
+            let start = data.count
+            if keepF32 {
+                data += bytes[begin..<(begin + 4 * count)]
+            } else {
+                var h = [UInt16](repeating: 0, count: count)
+                bd3_f32_to_bf16(&h, f, count)
+                for x in h { data.append(UInt8(x & 0xff)); data.append(UInt8(x >> 8)) }
+            }
+            out[name] = ["dtype": keepF32 ? "F32" : "BF16", "shape": e["shape"]!, "data_offsets": [start, data.count]]
+        }
+        var json = [UInt8](try JSONSerialization.data(withJSONObject: out))
+        while json.count % 8 != 0 { json.append(0x20) }
+        var file: [UInt8] = (0..<8).map { UInt8((json.count >> (8 * $0)) & 0xff) }
+        file += json + data
+        let dst = NSTemporaryDirectory() + "bd3-bf16-\(UUID().uuidString).safetensors"
+        try Data(file).write(to: URL(fileURLWithPath: dst))
+        return dst
+    }
+}

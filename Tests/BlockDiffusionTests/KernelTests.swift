@@ -1,0 +1,148 @@
+// CKernels (Sources/CKernels) and Model/Linear.swift against their naive twins: fp32 and bf16 weights,
+// every code path the CPU has (portable C and AVX2), M = 1 … 64 rows, ragged sizes; the bf16 conversions.
+import XCTest
+import CKernels
+@testable import BlockDiffusion
+
+final class KernelTests: XCTestCase {
+    override func tearDown() { bd3_set_isa(-1) }
+
+    func rand(_ n: Int, _ rng: inout SplitMix64) -> [Float] { (0..<n).map { _ in Float(rng.nextDouble() * 2 - 1) } }
+
+    /// |got − naive| ≤ 1e-5 · Σ|x||w| per output (fp32 accumulation order differs from the Double twin).
+    func check(_ got: [Float], _ want: [Float], _ x: [Float], _ w: LinearWeight, _ N: Int, _ what: String) {
+        let C = w.cols
+        for n in 0..<N {
+            let xs = x[(n * C)..<((n + 1) * C)].reduce(0) { $0 + abs($1) }
+            for o in 0..<w.rows {
+                let i = n * w.rows + o
+                XCTAssertEqual(got[i], want[i], accuracy: 1e-5 * (xs + 1) + 1e-6, "\(what) row \(n) col \(o)")
+                if abs(got[i] - want[i]) > 1e-5 * (xs + 1) + 1e-6 { return }
+            }
+        }
+    }
+
+    func testLinearMatchesNaiveTwinEveryRowCountAndPath() {
+        var rng = SplitMix64(seed: 11)
+        // Ragged: C not a multiple of 8, OC not a multiple of 4 or 8; plus an aligned shape.
+        for (OC, C) in [(37, 45), (64, 24), (9, 3)] {
+            let wf = rand(OC * C, &rng), bias = rand(OC, &rng)
+            for isa in 0...Int(bd3_isa_available()) {
+                bd3_set_isa(Int32(isa))
+                for dt in WeightDType.allCases {
+                    let w = wf.withUnsafeBufferPointer { p in
+                        dt == .fp32 ? LinearWeight(fp32: p.baseAddress!, rows: OC, cols: C) : LinearWeight(bf16From: p.baseAddress!, rows: OC, cols: C)
+                    }
+                    for N in 1...64 {
+                        let x = rand(N * C, &rng)
+                        for useBias in [false, true] where useBias || N % 5 == 1 {
+                            var out = [Float](repeating: .nan, count: N * OC)
+                            wf.withUnsafeBufferPointer { _ in
+                                bias.withUnsafeBufferPointer { b in
+                                    linearForward(&out, x, w, useBias ? b.baseAddress! : nil, N, C, OC)
+                                }
+                            }
+                            check(out, naiveLinearForward(x, w, useBias ? bias : nil, N), x, w, N, "\(dt) isa \(isa) \(OC)x\(C) N=\(N)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The C entry points on a column range [n0, n1) leave other columns alone; big enough to use both workers.
+    func testColumnRangeAndLargeShapes() {
+        var rng = SplitMix64(seed: 12)
+        let OC = 1031, C = 263
+        let wf = rand(OC * C, &rng)
+        for isa in 0...Int(bd3_isa_available()) {
+            bd3_set_isa(Int32(isa))
+            let x = rand(5 * C, &rng)
+            var out = [Float](repeating: -7, count: 5 * OC)
+            wf.withUnsafeBufferPointer { w in bd3_linear_f32(&out, Int32(OC), x, Int32(C), w.baseAddress!, nil, 5, Int32(C), 100, 517) }
+            let w = wf.withUnsafeBufferPointer { LinearWeight(fp32: $0.baseAddress!, rows: OC, cols: C) }
+            let naive = naiveLinearForward(x, w, nil, 5)
+            for n in 0..<5 {
+                for o in 0..<OC {
+                    if o < 100 || o >= 517 { XCTAssertEqual(out[n * OC + o], -7) }
+                    else { XCTAssertEqual(out[n * OC + o], naive[n * OC + o], accuracy: 1e-4) }
+                }
+            }
+            for dt in WeightDType.allCases {
+                let w = wf.withUnsafeBufferPointer { p in
+                    dt == .fp32 ? LinearWeight(fp32: p.baseAddress!, rows: OC, cols: C) : LinearWeight(bf16From: p.baseAddress!, rows: OC, cols: C)
+                }
+                for N in [1, 4, 8, 9, 64] {
+                    let x = rand(N * C, &rng)
+                    var out = [Float](repeating: .nan, count: N * OC)
+                    linearForward(&out, x, w, nil, N, C, OC)
+                    check(out, naiveLinearForward(x, w, nil, N), x, w, N, "\(dt) isa \(isa) N=\(N)")
+                }
+            }
+        }
+    }
+
+    /// A row's result does not depend on the other rows of the call (what makes samples independent of --batch).
+    func testRowsAreIndependentOfTheBatch() {
+        var rng = SplitMix64(seed: 13)
+        let OC = 203, C = 77
+        let wf = rand(OC * C, &rng), bias = rand(OC, &rng)
+        for isa in 0...Int(bd3_isa_available()) {
+            bd3_set_isa(Int32(isa))
+            for dt in WeightDType.allCases {
+                let w = wf.withUnsafeBufferPointer { p in
+                    dt == .fp32 ? LinearWeight(fp32: p.baseAddress!, rows: OC, cols: C) : LinearWeight(bf16From: p.baseAddress!, rows: OC, cols: C)
+                }
+                let N = 100
+                let x = rand(N * C, &rng)
+                var all = [Float](repeating: 0, count: N * OC)
+                linearForward(&all, x, w, bias, N, C, OC)
+                for r in [0, 1, 47, 48, 50, 99] {
+                    var one = [Float](repeating: 0, count: OC)
+                    Array(x[(r * C)..<((r + 1) * C)]).withUnsafeBufferPointer { linearForward(&one, $0.baseAddress!, w, bias, 1, C, OC) }
+                    XCTAssertEqual(one.map(\.bitPattern), all[(r * OC)..<((r + 1) * OC)].map(\.bitPattern), "\(dt) isa \(isa) row \(r)")
+                }
+            }
+        }
+    }
+
+    func testBF16Conversions() {
+        let cases: [(Float, UInt16)] = [(1, 0x3f80), (-2, 0xc000), (0, 0), (.infinity, 0x7f80), (-.infinity, 0xff80),
+                                        (Float(bitPattern: 0x3f808000), 0x3f80),   // tie → even (down)
+                                        (Float(bitPattern: 0x3f818000), 0x3f82),   // tie → even (up)
+                                        (Float(bitPattern: 0x3f808001), 0x3f81),   // above the tie
+                                        (Float(bitPattern: 0x7f7fffff), 0x7f80)]   // largest float rounds to inf
+        for (f, want) in cases {
+            var src = f, dst: UInt16 = 0
+            bd3_f32_to_bf16(&dst, &src, 1)
+            XCTAssertEqual(dst, want, "\(f)")
+            var back: Float = 0
+            bd3_bf16_to_f32(&back, &dst, 1)
+            XCTAssertEqual(back.bitPattern, UInt32(want) << 16)
+        }
+        var nan = Float.nan, d: UInt16 = 0
+        bd3_f32_to_bf16(&d, &nan, 1)
+        var back: Float = 0
+        bd3_bf16_to_f32(&back, &d, 1)
+        XCTAssertTrue(back.isNaN)
+        // Relative rounding error ≤ 2⁻⁸ (half a unit in the last of 8 significant bits) on random values.
+        var rng = SplitMix64(seed: 3)
+        let xs = rand(1000, &rng).map { $0 * 1000 }
+        var h = [UInt16](repeating: 0, count: xs.count), ys = [Float](repeating: 0, count: xs.count)
+        bd3_f32_to_bf16(&h, xs, xs.count); bd3_bf16_to_f32(&ys, h, xs.count)
+        for i in xs.indices { XCTAssertLessThanOrEqual(abs(ys[i] - xs[i]), abs(xs[i]) / 256) }
+    }
+
+    func testF16Conversion() {
+        let cases: [(UInt16, Float)] = [(0x3c00, 1), (0xc000, -2), (0x0000, 0), (0x7c00, .infinity), (0x0001, 5.9604645e-08),
+                                        (0x03ff, 6.097555e-05), (0x7bff, 65504), (0x3555, 0.33325195)]
+        for (h, f) in cases {
+            var src = h, dst: Float = 0
+            bd3_f16_to_f32(&dst, &src, 1)
+            XCTAssertEqual(dst, f, "\(h)")
+        }
+        var src: UInt16 = 0x7e00, dst: Float = 0
+        bd3_f16_to_f32(&dst, &src, 1)
+        XCTAssertTrue(dst.isNaN)
+    }
+}
