@@ -53,8 +53,7 @@ if python3 -c "import numpy, safetensors" 2>/dev/null; then
   step "make medium-ship (BF16 export, size check, commands)" \
     $MAKE_Q -f pipelines/medium.mk medium-ship "${MED_VARS[@]}" MED_SHIP_DTYPE=bf16
   test -s "$T/ship/mix.safetensors" && test -s "$T/ship/tokenizer.json" && grep -q "train" "$T/ship/COMMANDS.txt"
-  # the exported model samples
-  "$BIN/draft" -m "$T/ship/mix.safetensors" -n 1 --length 16 -o "$T/ship/d.tok" 2>/dev/null
+  step "the exported model samples" "$BIN/draft" -m "$T/ship/mix.safetensors" -n 1 --length 16 -o "$T/ship/d.tok"
 else
   echo "smoke: make medium-ship skipped (Python safetensors not installed: python3 -m pip install safetensors)"
 fi

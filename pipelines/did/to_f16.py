@@ -2,7 +2,8 @@
 """to_f16.py [--dtype f16|bf16] IN OUT: copy a safetensors checkpoint with every F32 tensor of more than one
 element stored as F16 (default) or BF16 (halves the size; our loader converts both back to Float). Scalars
 (sampling_eps_min/max), the rotary inv_freq buffer (checked exactly by the loader) and non-float tensors are
-kept as they are; the __metadata__ is copied unchanged. Written atomically.
+kept as they are; the __metadata__ is copied except `weights_crc32c` (the checksum of the F32 tensors, which no
+longer describes the converted ones; the loader checks it only when present). Written atomically.
 
 BF16 (8 exponent bits: no overflow, 3 significant digits) rounds to nearest even. numpy has no bfloat16, so the
 bits are saved as U16 by the safetensors library and the header's dtype of those tensors is then renamed BF16
@@ -27,7 +28,8 @@ def to_bf16_bits(t):
 
 tensors, renamed = {}, set()
 with safe_open(src, framework="numpy") as f:
-    meta = f.metadata() or {}
+    meta = dict(f.metadata() or {})
+    meta.pop("weights_crc32c", None)   # it describes the F32 tensors; the converted file has none
     for k in f.keys():
         t = f.get_tensor(k)
         if t.dtype == np.float32 and t.size > 1 and not k.endswith("inv_freq"):
