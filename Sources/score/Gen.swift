@@ -26,7 +26,8 @@ struct Gen: ParsableCommand {
                     --scorer-cmd 'python3 pipelines/scorers/hf_gpt2.py'
         """)
 
-    @Option(help: "AR checkpoint (safetensors written by train --algo ar).") var scorer: String?
+    @Option(help: "AR checkpoint: train's safetensors, a reference AR state_dict or an HF directory (docs/checkpoints.md).") var scorer: String?
+    @OptionGroup(title: "Scorer checkpoint facts (a reference state_dict without them)") var scorerFacts: CheckpointFactOptions
     @Option(name: .customLong("scorer-cmd"), help: "Scorer command, run with /bin/sh -c (docs/scorer-protocol.md).") var scorerCommand: String?
     @Option(name: [.customShort("t"), .customLong("tokenizer")], help: "tokenizer.json of the samples.") var tokenizer: String?
     @Option(name: .customLong("scorer-tokenizer"), help: "tokenizer.json of the scorer.") var scorerTokenizer: String?
@@ -51,6 +52,9 @@ struct Gen: ParsableCommand {
     func validate() throws {
         guard (scorer == nil) != (scorerCommand == nil) else { throw ValidationError("give exactly one of --scorer CKPT and --scorer-cmd CMD") }
         if scorerTimeout != nil && scorerCommand == nil { throw ValidationError("--scorer-timeout applies to --scorer-cmd") }
+        if scorerCommand != nil && (scorerFacts.algo != nil || scorerFacts.config != nil || !scorerFacts.sets.isEmpty) {
+            throw ValidationError("--algo, --config and --set describe a --scorer checkpoint; a scorer command needs none")
+        }
         if scorerCommand != nil && tokenizer == nil {
             throw ValidationError("--scorer-cmd sends text: give the samples' tokenizer with -t TOKENIZER.json to decode them")
         }
@@ -59,6 +63,7 @@ struct Gen: ParsableCommand {
 
     func run() throws {
         var o = options()
+        o.scorerOverrides = try scorerFacts.overrides(blockSize: nil, ids: nil)
         if let t = tokenizer { o.samplesTokenizer = try BPETokenizer.load(path: t) }
         if let t = scorerTokenizer { o.scorerTokenizer = try BPETokenizer.load(path: t) }
         if isatty(STDERR_FILENO) != 0 {

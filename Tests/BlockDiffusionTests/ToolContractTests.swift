@@ -249,6 +249,38 @@ final class ToolContractTests: TinyRunTestCase {
         XCTAssertEqual(ClipSearch.best([(.base, acc), (ClipInterval(0.45, 0.95), other)]), ClipInterval(0.45, 0.95))
     }
 
+    /// A bare reference AR state_dict (no metadata) scores through the front door once --algo/--set give what it
+    /// lacks; without them the refusal names the option.
+    func testScoreGenOpensBareReferenceScorerWithFacts() throws {
+        let V = TinyRun.V, L = TinyRun.L
+        let config = ModelConfig(vocabSize: V, hiddenSize: 16, nBlocks: 1, nHeads: 2, condDim: 8, length: L, dropout: 0, causal: true)
+        let m = DiT(config: config, maxBatch: 1, maxTokens: L)
+        m.initialize(seed: 9)
+        var w = SafetensorsWriter()
+        for t in m.tensors {
+            w.add(name: t.name, shape: t.shape, floats: UnsafeBufferPointer(rebasing: m.parameters[t.offset..<(t.offset + t.count)]))
+        }
+        let scorer = dir + "/bare-ar.safetensors"
+        try w.write(path: scorer)
+        var h = TinyRun.header(kind: .samples)
+        h.fields = [.confidence, .unmaskStep]
+        let sink = MemorySink()
+        let sw = try TokenStreamWriter(sink: sink, header: h)
+        try sw.write(TokenRecord(id: 0, tokens: [21, 3, 4, 5, 6], confidence: [1, 1, 1, 1, 1], unmaskStep: [0, 1, 2, 3, 4], nfe: 4))
+        try sw.finish()
+        try Data(sink.bytes).write(to: URL(fileURLWithPath: dir + "/s.tok"))
+        let lacking = try run("score", ["gen", "--scorer", scorer, "-i", dir + "/s.tok"])
+        XCTAssertNotEqual(lacking.code, 0, lacking.err)
+        XCTAssertTrue(lacking.err.contains("--"), "the refusal names the option that fixes it: " + lacking.err)
+        let r = try run("score", ["gen", "--scorer", scorer, "--algo", "ar", "--set", "n_heads=2", "--set", "length=\(L)",
+                                  "-i", dir + "/s.tok"])
+        XCTAssertEqual(r.code, 0, r.err)
+        let json = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any]
+        XCTAssertNotNil(json?["gen_ppl"] as? Double, r.out)
+        let cmd = try run("score", ["gen", "--scorer-cmd", "true", "--algo", "ar", "-t", dir + "/none.json", "-i", dir + "/s.tok"])
+        XCTAssertEqual(cmd.code, 64, cmd.err)
+    }
+
     func testScoreGenWithNonFiniteScorerIsExit1() throws {
         let V = TinyRun.V, L = TinyRun.L
         let config = ModelConfig(vocabSize: V, hiddenSize: 16, nBlocks: 1, nHeads: 2, condDim: 8, length: L, dropout: 0, causal: true)
