@@ -249,12 +249,29 @@ final class ToolContractTests: TinyRunTestCase {
         XCTAssertEqual(ClipSearch.best([(.base, acc), (ClipInterval(0.45, 0.95), other)]), ClipInterval(0.45, 0.95))
     }
 
+    /// A 1-layer AR model at TinyRun's vocabulary and length (initialised by the caller).
+    func tinyARModel() -> DiT {
+        let config = ModelConfig(vocabSize: TinyRun.V, hiddenSize: 16, nBlocks: 1, nHeads: 2, condDim: 8, length: TinyRun.L,
+                                 dropout: 0, causal: true)
+        return DiT(config: config, maxBatch: 1, maxTokens: TinyRun.L)
+    }
+
+    /// A samples stream holding one 5-token record at TinyRun's header.
+    func writeOneSample(_ path: String) throws {
+        var h = TinyRun.header(kind: .samples)
+        h.fields = [.confidence, .unmaskStep]
+        let sink = MemorySink()
+        let w = try TokenStreamWriter(sink: sink, header: h)
+        try w.write(TokenRecord(id: 0, tokens: [21, 3, 4, 5, 6], confidence: [1, 1, 1, 1, 1], unmaskStep: [0, 1, 2, 3, 4], nfe: 4))
+        try w.finish()
+        try Data(sink.bytes).write(to: URL(fileURLWithPath: path))
+    }
+
     /// A bare reference AR state_dict (no metadata) scores through the front door once --algo/--set give what it
     /// lacks; without them the refusal names the option.
     func testScoreGenOpensBareReferenceScorerWithFacts() throws {
-        let V = TinyRun.V, L = TinyRun.L
-        let config = ModelConfig(vocabSize: V, hiddenSize: 16, nBlocks: 1, nHeads: 2, condDim: 8, length: L, dropout: 0, causal: true)
-        let m = DiT(config: config, maxBatch: 1, maxTokens: L)
+        let L = TinyRun.L
+        let m = tinyARModel()
         m.initialize(seed: 9)
         var w = SafetensorsWriter()
         for t in m.tensors {
@@ -262,13 +279,7 @@ final class ToolContractTests: TinyRunTestCase {
         }
         let scorer = dir + "/bare-ar.safetensors"
         try w.write(path: scorer)
-        var h = TinyRun.header(kind: .samples)
-        h.fields = [.confidence, .unmaskStep]
-        let sink = MemorySink()
-        let sw = try TokenStreamWriter(sink: sink, header: h)
-        try sw.write(TokenRecord(id: 0, tokens: [21, 3, 4, 5, 6], confidence: [1, 1, 1, 1, 1], unmaskStep: [0, 1, 2, 3, 4], nfe: 4))
-        try sw.finish()
-        try Data(sink.bytes).write(to: URL(fileURLWithPath: dir + "/s.tok"))
+        try writeOneSample(dir + "/s.tok")
         let lacking = try run("score", ["gen", "--scorer", scorer, "-i", dir + "/s.tok"])
         XCTAssertNotEqual(lacking.code, 0, lacking.err)
         XCTAssertTrue(lacking.err.contains("--"), "the refusal names the option that fixes it: " + lacking.err)
@@ -283,21 +294,14 @@ final class ToolContractTests: TinyRunTestCase {
 
     func testScoreGenWithNonFiniteScorerIsExit1() throws {
         let V = TinyRun.V, L = TinyRun.L
-        let config = ModelConfig(vocabSize: V, hiddenSize: 16, nBlocks: 1, nHeads: 2, condDim: 8, length: L, dropout: 0, causal: true)
-        let m = DiT(config: config, maxBatch: 1, maxTokens: L)
+        let m = tinyARModel()
         m.initialize(seed: 7)
         m.tensor(named: "backbone.output_layer.linear.weight")![0] = .nan
         let scorer = dir + "/nan.safetensors"
         try m.save(safetensors: scorer, metadata: ["algo": "ar", "block_size": "1", "seq_len": "\(L)", "vocab_size": "\(V)",
                                                   "mask_id": "23", "bos_id": "21", "eos_id": "21", "pad_id": "22",
                                                   "tokenizer_fingerprint": String(format: "%016llx", UInt64(0xABCD))])
-        var h = TinyRun.header(kind: .samples)
-        h.fields = [.confidence, .unmaskStep]
-        let sink = MemorySink()
-        let w = try TokenStreamWriter(sink: sink, header: h)
-        try w.write(TokenRecord(id: 0, tokens: [21, 3, 4, 5, 6], confidence: [1, 1, 1, 1, 1], unmaskStep: [0, 1, 2, 3, 4], nfe: 4))
-        try w.finish()
-        try Data(sink.bytes).write(to: URL(fileURLWithPath: dir + "/s.tok"))
+        try writeOneSample(dir + "/s.tok")
         let r = try run("score", ["gen", "--scorer", scorer, "-i", dir + "/s.tok"])
         XCTAssertEqual(r.code, 1, r.err + r.out)
         XCTAssertTrue(r.err.contains("non-finite") || r.err.contains("not finite"), r.err)
