@@ -1,15 +1,29 @@
 # The main job on the shipped data, end to end: tokenizer -> documents -> packed sequences, then
-# Diffusion In Diffusion generation with the small checkpoint shipped in data/demo/ (trained by
-# pipelines/did.mk; data/README.md has the exact command): draft (BD3, L' = 4) -> snapshot remask
+# Diffusion In Diffusion generation with a shipped checkpoint: draft (BD3, L' = 4) -> snapshot remask
 # -> global refine (B = L) -> `score gen` under the shipped AR scorer, decoded samples and a table.
-# Everything lands in out/demo/; `make demo` re-runs only what changed. Without the shipped
-# checkpoint (DEMO_SHIPPED=) it trains a small model and scorer instead (a few minutes; poor text).
-DEMO := out/demo
+# Two shipped sets (data/README.md has the exact commands that made them):
+#   DEMO_SET=medium (the default)  data/medium/: trained by `make -j2 medium-ship` on the corpora mix,
+#                                  L = 256, its own tokenizer (copied, not retrained)
+#   DEMO_SET=small                 data/demo/: the small models of pipelines/did.mk, L = 128, tokenizer
+#                                  trained here on data/sample.jsonl (deterministic, so it matches)
+# Everything lands in $(DEMO)/; `make demo` re-runs only what changed. Without the shipped checkpoint
+# (DEMO_SHIPPED=) it trains a small model and scorer instead (a few minutes; poor text).
+DEMO_SET ?= $(if $(wildcard data/medium/mix.safetensors),medium,small)
+ifeq ($(DEMO_SET),medium)
+DEMO ?= out/demo
+DEMO_SHIPPED ?= data/medium
+DEMO_L := 256
+DEMO_GAMMA ?= 0.25
+DEMO_TOKENIZER ?= data/medium/tokenizer.json
+else
+DEMO ?= out/demo-small
+DEMO_SHIPPED ?= data/demo
 DEMO_L := 128
+DEMO_GAMMA ?= 0.5
+DEMO_TOKENIZER ?=
+endif
 DEMO_SAMPLES ?= 8
 DEMO_SEED ?= 1
-DEMO_GAMMA ?= 0.5
-DEMO_SHIPPED ?= data/demo
 DEMO_QUICK_STEPS ?= 150
 DEMO_CKPT := $(if $(wildcard $(DEMO_SHIPPED)/mix.safetensors),$(DEMO_SHIPPED)/mix.safetensors,$(DEMO)/quick-mix/best.safetensors)
 DEMO_SCORER := $(if $(wildcard $(DEMO_SHIPPED)/ar.safetensors),$(DEMO_SHIPPED)/ar.safetensors,$(DEMO)/quick-ar/best.safetensors)
@@ -36,9 +50,10 @@ demo: build $(DEMO)/seq.train.tok $(DEMO)/table.md
 	@echo "-- Gen PPL under the AR scorer (lower is better; $(DEMO_SAMPLES) samples of $(DEMO_L) tokens)"
 	@cat $(DEMO)/table.md
 
-$(DEMO)/tokenizer.json: data/sample.jsonl | build
+# the shipped set's tokenizer, or one trained on the shipped text
+$(DEMO)/tokenizer.json: data/sample.jsonl $(DEMO_TOKENIZER) | build
 	@mkdir -p $(DEMO)
-	$(BIN)/tokenize train --vocab-size 4096 --input-format jsonl -o $@ $<
+	$(if $(DEMO_TOKENIZER),cp $(DEMO_TOKENIZER) $@,$(BIN)/tokenize train --vocab-size 4096 --input-format jsonl -o $@ $<)
 
 $(DEMO)/docs.tok: data/sample.jsonl $(DEMO)/tokenizer.json
 	$(BIN)/tokenize encode -t $(DEMO)/tokenizer.json --input-format jsonl -o $@ $<

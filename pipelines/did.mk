@@ -71,6 +71,8 @@ DID_NUCLEI ?= 0.5 0.6 0.7 0.8 0.9 1.0
 # reach down to a DiD cell's entropy to compare them at equal entropy
 DID_STAGE1_NUCLEI ?= 0.2 0.3 0.4
 DID_FRONTIER_POLICIES ?= snapshot posthoc random
+# per model M, DID_FRONTIER_POLICIES_M overrides the policies (e.g. DID_FRONTIER_POLICIES_plain=snapshot)
+did_front_pols = $(or $(DID_FRONTIER_POLICIES_$(1)),$(DID_FRONTIER_POLICIES))
 DID_FRONTIER_GAMMAS ?= 0.25 0.5
 DID_FRONTIER_BLOCKS ?= 4 L
 # second scorer, not trained on the training corpus: a word n-gram judge (pipelines/scorers/ngram.py)
@@ -213,7 +215,7 @@ $(DID)/$(1)/front/s$(2)/draft-p$(3).tok: $(DID)/$(1)/best.safetensors
 	$(DID_FRONT_DRAFT) -m $$< --length $(DID_L) --nucleus $(3) --seed $(2) -o $$@.tmp 2>/dev/null && mv $$@.tmp $$@
 endef
 define did_front_rules
-$(foreach p,$(DID_FRONTIER_POLICIES),$(foreach g,$(DID_FRONTIER_GAMMAS),
+$(foreach p,$(call did_front_pols,$(1)),$(foreach g,$(DID_FRONTIER_GAMMAS),
 $(DID)/$(1)/front/s$(2)/masked-$(p)-$(g)-p$(3).tok: $(DID)/$(1)/front/s$(2)/draft-p$(3).tok $(DID)/$(1)/best.safetensors
 	$(BIN)/remask --policy $(p) --ratio $(g) --seed $(2) $(if $(filter posthoc,$(p)),-m $(DID)/$(1)/best.safetensors) -i $$< -o $$@
 $(foreach b,$(DID_FRONTIER_BLOCKS),
@@ -229,7 +231,7 @@ $(foreach m,$(DID_FRONTIER_MODELS),$(foreach s,$(DID_FRONTIER_SEEDS),$(foreach p
     $(eval $(call did_front_rules,$(m),$(s),$(p))))))
 DID_FRONT_TOKS := $(foreach m,$(DID_FRONTIER_MODELS),$(foreach s,$(DID_FRONTIER_SEEDS),\
     $(foreach p,$(DID_STAGE1_ALL),$(DID)/$(m)/front/s$(s)/draft-p$(p).tok) $(foreach p,$(DID_NUCLEI),\
-    $(foreach q,$(DID_FRONTIER_POLICIES),$(foreach g,$(DID_FRONTIER_GAMMAS),$(foreach b,$(DID_FRONTIER_BLOCKS),\
+    $(foreach q,$(call did_front_pols,$(m)),$(foreach g,$(DID_FRONTIER_GAMMAS),$(foreach b,$(DID_FRONTIER_BLOCKS),\
         $(DID)/$(m)/front/s$(s)/refined-$(q)-$(g)-B$(b)-p$(p).tok))))))
 $(DID)/%.judge.json: $(DID)/%.tok $(DID)/tokenizer.json $(DID_JUDGE_FIT)
 	$(BIN)/score gen --scorer-cmd '$(DID_JUDGE)' -t $(DID)/tokenizer.json --per-sample -i $< > $@.tmp 2>/dev/null && mv $@.tmp $@
@@ -259,7 +261,11 @@ DID_SAMPLE_TOKS := $(foreach m,$(DID_MODELS),$(DID)/$(m)/draft.tok $(DID)/$(m)/d
 DID_JSONS := $(DID_SAMPLE_TOKS:.tok=.gen.json) $(DID)/test-docs.gen.json $(DID)/docs.stats.json \
     $(foreach m,$(DID_MODELS),$(DID)/$(m)/ppl-B4.json $(DID)/$(m)/ppl-BL.json)
 
-did: $(DID_RESULTS)/did-results.md
+did: $(DID_RESULTS)/did-results.md $(DID_RESULTS)/did-results.json.tar.zst
+# the per-sample JSON behind every cell of the report, compressed (re-checkable without resampling)
+$(DID_RESULTS)/did-results.json.tar.zst: $(DID_JSONS)
+	@mkdir -p $(@D)
+	tar -C $(DID) -cf - $(patsubst $(DID)/%,%,$(DID_JSONS)) | zstd -q -19 -f -o $@.tmp && mv $@.tmp $@
 $(DID_RESULTS)/did-results.md: $(DID_JSONS) $(DID_HERE)/did/report.py | did-deps
 	@mkdir -p $(@D)
 	$(DID_PY) $(DID_HERE)/did/report.py --dir $(DID) --out $(DID_RESULTS) --length $(DID_L) \

@@ -1,11 +1,11 @@
 # The medium recipe: models with visible word order, trained on the corpora mix (make corpora) in about
-# three hours of two cores, and the Diffusion-In-Diffusion evaluation that controls for entropy.
+# 1.5 hours of two cores, and the Diffusion-In-Diffusion evaluation that controls for entropy (~1 hour).
 #
-#   make medium-train     corpus -> tokenizer -> rows (L = 256) -> pre (MDLM), plain (BD3 L'=4),
+#   make -j2 medium-train    corpus -> tokenizer -> rows (L = 256) -> pre (MDLM), plain (BD3 L'=4),
 #                         mix (L' ~ {4: 0.9, 256: 0.1}), ar (AR scorer, same size as the generator)
-#   make medium           + the DiD sweep (results/medium/did-results.md) and the frontier
+#   make -j2 medium       + the DiD sweep (results/medium/did-results.md) and the frontier
 #                         (results/medium/did-frontier.md + .png: nucleus sweep, 3 seeds x 64 samples)
-#   make medium-ship      plain, mix, ar as F16 (MED_SHIP_DTYPE=bf16 for BF16) + tokenizer into
+#   make -j2 medium-ship  plain, mix, ar as F16 (MED_SHIP_DTYPE=bf16 for BF16) + tokenizer into
 #                         data/medium/, at most 60 MB in all, with the exact commands in COMMANDS.txt
 #
 # Every step is a file target of pipelines/did.mk (run with DID=$(MED)): an interrupted `make medium`
@@ -18,17 +18,19 @@
 #                   type is seen twice as often — at this token budget the cheaper softmax buys steps.
 #   cpu config      4 layers, hidden 256, 8 heads: 5.7 M parameters, 11.4 MB as F16; the AR scorer has
 #                   the same size (the strongest scorer the budget allows; the shipped set is 34 MB).
-#   steps           budget = 3 h of two cores. Measured: `train --config cpu` at L = 256, batch 16 runs
-#                   ~1,000 tokens/s on the shared machine (load average 6-7, two other builds) and
-#                   should run ~2,500 tokens/s on two idle cores (estimate: the 2-3x of the load);
-#                   6,500 steps x 16 x 256 = 26.6 M tokens = ~3.0 h at 2,500 tokens/s (~7.4 h at the
-#                   loaded rate; stop and rerun `make medium-train` to continue). Per model:
-#                   pre 2,500 steps (~70 min), ar 2,000 (~55 min), plain 1,000 and mix 1,000 (~27 min
-#                   each). MED_PRECISION=bf16 adds `train --precision bf16` (mixed precision).
-#   evaluation      drafts/refines of 64 samples x 256 tokens per cell; the frontier's 2 models x 3 seeds
-#                   x 6 nuclei x (1 + 3 policies x 2 γ x 2 blocks) cells are ~1,000 sampling runs: run it
-#                   after training with `make -j2 medium`, it is the longer half.
-#
+#   steps           budget: two single-threaded trainings side by side (`make -j2`, MED_THREADS=1): measured
+#                   on two idle cores at L = 256, batch 16, one thread each: MDLM 1,950 + AR 2,130 tokens/s
+#                   together (one 2-thread MDLM run: 3,470 — the pair gets 18 % more out of the cores), BD3
+#                   fine-tunes 1,280 tokens/s each. pre 1,400 steps ‖ ar 1,500 (~50 min), then plain 650 ‖
+#                   mix 650 (~35 min): ~1.5 h of wall time, 5.7 + 6.1 + 2 x 2.7 M training tokens.
+#                   Without -j2 give MED_THREADS=2. MED_PRECISION=bf16 adds `train --precision bf16`.
+#   evaluation      64 samples x 256 tokens per cell. A global refine (B = L) of γ = 0.25 costs 64 forwards
+#                   of the whole window per sample — ~3 min of one core per cell, 30x a B = 4 draft — so the
+#                   sweep is sized to about 45 min of two cores: the frontier (3 seeds; stage 1 at 6 nuclei;
+#                   DiD at nucleus 0.9: snapshot / post-hoc / random on mix, snapshot on plain; γ = 0.25;
+#                   B = 4 (the equal-NFE baseline) and L) and, on mix with seed 1, the γ x stage-2 block sweep
+#                   of did-results (snapshot; γ 0.1 / 0.25 / 0.5; B 4 / 16 / 64 / L). Widen any list below.
+
 # Tiny smoke run (make test): MED=<tmp> MED_CORPUS=data/sample.jsonl MED_L=16 MED_VOCAB=320 ... see
 # pipelines/smoke.sh.
 
@@ -49,19 +51,27 @@ MED_AR_SET ?=
 MED_BATCH ?= 16
 MED_LR ?= 1e-3
 MED_WARMUP ?= 200
-MED_PRE_STEPS ?= 2500
-MED_STEPS ?= 1000
-MED_AR_STEPS ?= 2000
+MED_PRE_STEPS ?= 1400
+MED_STEPS ?= 650
+MED_AR_STEPS ?= 1500
+MED_THREADS ?= 1
 MED_VAL_EVERY ?= 250
 MED_PRECISION ?=
 MED_MODELS ?= plain mix
 MED_SAMPLES ?= 64
 MED_SEEDS ?= 1 2 3
-MED_NUCLEI ?= 0.5 0.6 0.7 0.8 0.9 1.0
-MED_GAMMAS ?= 0.1 0.25 0.5 0.75
-MED_BLOCKS ?= 4 16 64 L
-MED_FRONTIER_GAMMAS ?= 0.25 0.5
+# the frontier: DiD cells at MED_NUCLEI, stage 1 at those and MED_STAGE1_NUCLEI
+MED_NUCLEI ?= 0.9
+MED_STAGE1_NUCLEI ?= 0.3 0.5 0.7 0.8 1.0
+MED_FRONTIER_POLICIES ?= snapshot posthoc random
+MED_FRONTIER_POLICIES_plain ?= snapshot
+MED_FRONTIER_GAMMAS ?= 0.25
 MED_FRONTIER_BLOCKS ?= 4 L
+# did-results: the γ x stage-2 block sweep
+MED_SWEEP_MODELS ?= mix
+MED_SWEEP_POLICIES ?= snapshot
+MED_GAMMAS ?= 0.1 0.25 0.5
+MED_BLOCKS ?= 4 16 64 L
 MED_BOOTSTRAP ?= 2000
 MED_BIN ?= .build/release
 MED_BUILD ?= $(SWIFT) build -c release
@@ -71,12 +81,13 @@ MED_SHIP_MAX_MB ?= 60
 SWIFT ?= swift
 
 # Everything is pipelines/did.mk with these variables.
-MED_DID = $(MAKE) -f $(MED_HERE)/did.mk BIN=$(MED_BIN) DID_BUILD='$(MED_BUILD)' DID=$(MED) DID_RESULTS=$(MED_RESULTS) \
+MED_DID = BD3_THREADS=$(MED_THREADS) OPENBLAS_NUM_THREADS=$(MED_THREADS) $(MAKE) -f $(MED_HERE)/did.mk BIN=$(MED_BIN) DID_BUILD='$(MED_BUILD)' DID=$(MED) DID_RESULTS=$(MED_RESULTS) \
     DID_CORPUS=$(MED_CORPUS) DID_VOCAB=$(MED_VOCAB) DID_L=$(MED_L) DID_CONFIG=$(MED_CONFIG) DID_SET='$(MED_SET)' \
     DID_AR_SET='$(MED_AR_SET)' DID_BATCH=$(MED_BATCH) DID_LR=$(MED_LR) DID_WARMUP=$(MED_WARMUP) \
     DID_PRE_STEPS=$(MED_PRE_STEPS) DID_STEPS=$(MED_STEPS) DID_AR_STEPS=$(MED_AR_STEPS) DID_VAL_EVERY=$(MED_VAL_EVERY) \
-    DID_TRAIN_FLAGS='$(if $(MED_PRECISION),--precision $(MED_PRECISION))' DID_MODELS='$(MED_MODELS)' \
-    DID_FRONTIER_MODELS='$(MED_MODELS)' DID_SAMPLES=$(MED_SAMPLES) DID_FRONTIER_SAMPLES=$(MED_SAMPLES) \
+    DID_TRAIN_FLAGS='$(if $(MED_PRECISION),--precision $(MED_PRECISION))' DID_MODELS='$(MED_SWEEP_MODELS)' \
+    DID_POLICIES='$(MED_SWEEP_POLICIES)' DID_FRONTIER_MODELS='$(MED_MODELS)' DID_STAGE1_NUCLEI='$(MED_STAGE1_NUCLEI)' \
+    DID_FRONTIER_POLICIES='$(MED_FRONTIER_POLICIES)' DID_FRONTIER_POLICIES_plain='$(MED_FRONTIER_POLICIES_plain)' DID_SAMPLES=$(MED_SAMPLES) DID_FRONTIER_SAMPLES=$(MED_SAMPLES) \
     DID_FRONTIER_SEEDS='$(MED_SEEDS)' DID_NUCLEI='$(MED_NUCLEI)' DID_GAMMAS='$(MED_GAMMAS)' DID_BLOCKS='$(MED_BLOCKS)' \
     DID_FRONTIER_GAMMAS='$(MED_FRONTIER_GAMMAS)' DID_FRONTIER_BLOCKS='$(MED_FRONTIER_BLOCKS)' \
     DID_JUDGE_FIT='$(MED_JUDGE_FIT)' DID_BOOTSTRAP=$(MED_BOOTSTRAP)
@@ -87,9 +98,9 @@ MED_CKPTS = $(foreach m,pre ar $(MED_MODELS),$(MED)/$(m)/best.safetensors)
 medium-deps:
 	@$(MED_HERE)/deps.sh figures
 medium-train: medium-deps $(MED_CORPUS)
-	$(MED_DID) $(MED_CKPTS)
+	+$(MED_DID) $(MED_CKPTS)
 medium: medium-deps $(MED_CORPUS) $(MED_JUDGE_FIT)
-	$(MED_DID) did did-frontier
+	+$(MED_DID) did did-frontier
 
 # F16 (or BF16) copies of the shipped models, the tokenizer, the size check and the commands that made them.
 medium-ship: medium-train
@@ -99,7 +110,8 @@ medium-ship: medium-train
 	cp $(MED)/tokenizer.json $(MED_SHIP)/tokenizer.json
 	@total=$$(du -cb $(MED_SHIP)/*.safetensors | tail -1 | cut -f1); echo "medium-ship: $$total bytes in $(MED_SHIP)"; \
 	  [ $$total -le $$(( $(MED_SHIP_MAX_MB) * 1000000 )) ] || { echo "medium-ship: over $(MED_SHIP_MAX_MB) MB" >&2; exit 1; }
-	{ echo "# Commands that made $(MED_SHIP)/ (make medium-ship; printed by make -n -B)"; \
+	{ echo "# Commands that made $(MED_SHIP)/ (make -j2 medium-ship; printed by make -n -B; each train ran with"; \
+	  echo "# BD3_THREADS=$(MED_THREADS) OPENBLAS_NUM_THREADS=$(MED_THREADS), pre beside ar and plain beside mix)"; \
 	  $(MED_DID) -s -n -B $(MED_CKPTS) | grep -vE '^(mkdir|touch|pipelines/deps.sh|$(SWIFT) build)'; } > $(MED_SHIP)/COMMANDS.txt.tmp
 	mv $(MED_SHIP)/COMMANDS.txt.tmp $(MED_SHIP)/COMMANDS.txt
 

@@ -43,7 +43,7 @@ test -s "$T/results/paper-fig1-l1.png" && test -s "$T/results/paper-varnelbo.md"
 MED_VARS=(MED="$T/medium" MED_RESULTS="$T/results/medium" MED_CORPUS="$T/corpus/small.jsonl"
   MED_JUDGE_FIT="$T/corpus/heldout-narrative.jsonl" MED_BIN="$BIN" MED_BUILD=: MED_VOCAB=320 MED_L=16
   MED_SET="$TINY_SET" MED_AR_SET="$TINY_SET" MED_BATCH=2 MED_WARMUP=1 MED_PRE_STEPS=2 MED_STEPS=2 MED_AR_STEPS=2
-  MED_MODELS=mix MED_VAL_EVERY=1 MED_SAMPLES=3 MED_SEEDS="1 2" MED_NUCLEI="0.8 1.0" MED_GAMMAS=0.5 MED_BLOCKS="4 L"
+  MED_MODELS=mix MED_VAL_EVERY=1 MED_SAMPLES=3 MED_SEEDS="1 2" MED_NUCLEI="0.8 1.0" MED_STAGE1_NUCLEI=0.5 MED_GAMMAS=0.5 MED_BLOCKS="4 L"
   MED_FRONTIER_GAMMAS=0.5 MED_FRONTIER_BLOCKS="4 L" MED_BOOTSTRAP=20 MED_SHIP="$T/ship")
 step "make medium (training, DiD sweep, entropy frontier with both scorers)" \
   $MAKE_Q -f pipelines/medium.mk medium "${MED_VARS[@]}"
