@@ -100,7 +100,7 @@ medium-deps:
 medium-train: medium-deps $(MED_CORPUS)
 	+$(MED_DID) $(MED_CKPTS)
 medium: medium-deps $(MED_CORPUS) $(MED_JUDGE_FIT)
-	+$(MED_DID) did did-frontier
+	+$(MED_DID) did-frontier did
 
 # F16 (or BF16) copies of the shipped models, the tokenizer, the size check and the commands that made them.
 medium-ship: medium-train
