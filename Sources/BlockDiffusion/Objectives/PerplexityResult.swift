@@ -18,6 +18,8 @@ public struct PerplexityResult: Sendable {
     public var schedule: (name: String, parameters: String, nll: Double)? = nil
     /// The additive totals behind the means, for `score merge` of `--shard` runs (nil: not recorded).
     public var sums: PerplexitySums? = nil
+    /// A remark printed as "note" in the JSON (e.g. why a SEDD estimate moved between versions).
+    public var note: String? = nil
     public var ppl: Double { exp(nll) }
     public var bpd: Double { nll / M_LN2 }
 
@@ -34,6 +36,7 @@ public struct PerplexityResult: Sendable {
             o["schedule"] = sc.name; o["schedule_params"] = sc.parameters
             o["schedule_nll"] = n(sc.nll); o["schedule_ppl"] = n(exp(sc.nll))
         }
+        if let note { o["note"] = note }
         if let sums {
             o["shard"] = sums.shard.description
             o["sums"] = sums.json
