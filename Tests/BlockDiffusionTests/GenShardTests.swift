@@ -121,3 +121,40 @@ extension GenScoreTests {
         XCTAssertEqual(m.samples.map(\.id), [0, 1])
     }
 }
+
+extension ShardCLITests {
+    /// The command line: `score gen --shard i/3` three times + `score merge` prints the unsharded JSON byte for byte
+    /// (exit 0); a malformed --shard is exit 64; merging a gen with a ppl report, or an incomplete set, is exit 1.
+    func testScoreGenShardsMergeOnTheCommandLine() throws {
+        let score = try cliBinary("score")
+        var req = TinyRun.request(dir: dir, data: trainPath, valid: nil, algo: .ar, steps: 2)
+        req.runDir = dir + "/ar"
+        let (t, _) = try TrainSetup.make(req)
+        _ = try t.run(runDir: req.runDir, metrics: nil) { _ in }
+        let ck = req.runDir + "/last.safetensors"
+        let samples = dir + "/samples.tok"
+        try TinyRun.writeStream(samples, rows: TinyRun.rows(7).enumerated().map { Array($0.element.prefix(6 + $0.offset)) },
+                                header: TinyRun.header(kind: .samples))
+        let whole = try runCLI(score, ["gen", "--scorer", ck, "-i", samples, "--per-sample"])
+        XCTAssertEqual(whole.code, 0, whole.err)
+        var paths: [String] = []
+        for i in 0..<3 {
+            let r = try runCLI(score, ["gen", "--scorer", ck, "-i", samples, "--per-sample", "--shard", "\(i)/3"])
+            XCTAssertEqual(r.code, 0, r.err); XCTAssertTrue(r.err.contains("shard \(i)/3"), r.err)
+            paths.append(dir + "/gen.\(i).json")
+            try r.out.write(toFile: paths[i], atomically: true, encoding: .utf8)
+        }
+        let merged = try runCLI(score, ["merge"] + paths.reversed())
+        XCTAssertEqual(merged.code, 0, merged.err)
+        XCTAssertEqual(merged.out, whole.out)
+        let bad = try runCLI(score, ["gen", "--scorer", ck, "-i", samples, "--shard", "3/3"])
+        XCTAssertEqual(bad.code, 64, bad.err); XCTAssertTrue(bad.err.contains("--shard must be i/n"), bad.err)
+        let ppl = try runCLI(score, ["ppl", "-m", ck, "-i", trainPath, "--batch", "2", "--shard", "1/3"])
+        XCTAssertEqual(ppl.code, 0, ppl.err)
+        try ppl.out.write(toFile: dir + "/ppl.1.json", atomically: true, encoding: .utf8)
+        let mixed = try runCLI(score, ["merge", paths[0], dir + "/ppl.1.json", paths[2]])
+        XCTAssertEqual(mixed.code, 1, mixed.err); XCTAssertTrue(mixed.err.contains("cannot merge a score gen report"), mixed.err)
+        let missing = try runCLI(score, ["merge", paths[0], paths[2]])
+        XCTAssertEqual(missing.code, 1, missing.err); XCTAssertTrue(missing.err.contains("missing shard 1/3"), missing.err)
+    }
+}
