@@ -88,6 +88,16 @@ final class ShardTests: XCTestCase {
             XCTAssertThrowsError(try ScoreMerge.merge(Array(reports.prefix(2)))) { XCTAssertTrue("\($0)".contains("missing shard 1/3"), "\($0)") }
             XCTAssertThrowsError(try ScoreMerge.merge(reports + [reports[0]])) { XCTAssertTrue("\($0)".contains("twice"), "\($0)") }
             XCTAssertThrowsError(try ScoreMerge.merge([("x", "{\"nll\": 1}")])) { XCTAssertTrue($0 is ToolError) }
+            // Shards of another test stream or another checkpoint.
+            var other = d.tokens
+            other[5] = other[5] == 1 ? 2 : 1
+            o.shard = Shard(index: 1, count: 3)
+            let otherData = SequenceData(header: d.header, length: d.length, tokens: other)
+            let foreign = ("other", Perplexity.evaluate(model: m, info: info, data: otherData, options: o).json)
+            XCTAssertThrowsError(try ScoreMerge.merge([reports[0], foreign, reports[2]])) { XCTAssertTrue("\($0)".contains("another test stream"), "\($0)") }
+            let moved = ("moved", reports[0].text.replacingOccurrences(of: "step 3", with: "step 4"))
+            XCTAssertNotEqual(moved.1, reports[0].text)
+            XCTAssertThrowsError(try ScoreMerge.merge([moved, reports[1], reports[2]])) { XCTAssertTrue("\($0)".contains("another checkpoint"), "\($0)") }
             o.shard = Shard(index: 6, count: 7)
             XCTAssertThrowsError(try Perplexity.checkShard(o, sequences: d.count, algorithm: info.algorithm)) { XCTAssertTrue($0 is UsageError) }
         }

@@ -72,6 +72,10 @@ public struct PerplexitySums: Sendable {
     public var variance: [(ClipInterval, Double, Int)] = []
     public var scheduleNLLSum: Double? = nil
     public var scheduleCount: Int? = nil
+    /// What was scored, for the merge to refuse shards of different runs: the test stream (rows × length and a crc32c
+    /// of its tokens) and the model (algorithm, sizes, its weights_crc32c when the checkpoint has one).
+    public var input: String? = nil
+    public var model: String? = nil
 
     public init(shard: Shard, nllSum: Double, count: Int, batches: Int) {
         self.shard = shard; self.nllSum = nllSum; self.count = count; self.batches = batches
@@ -81,6 +85,8 @@ public struct PerplexitySums: Sendable {
         var o: [String: Any] = ["nll": nllSum, "count": count, "batches": batches,
                                 "var": variance.map { ["min": $0.0.min, "max": $0.0.max, "sum": $0.1.isFinite ? $0.1 : NSNull(), "batches": $0.2] as [String: Any] }]
         if let s = scheduleNLLSum, let c = scheduleCount { o["schedule_nll"] = s; o["schedule_count"] = c }
+        if let input { o["input"] = input }
+        if let model { o["model"] = model }
         return o
     }
 }

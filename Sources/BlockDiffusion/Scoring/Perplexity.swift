@@ -48,6 +48,7 @@ public enum Perplexity {
             var r = SEDDPerplexity.evaluate(model: model, data: data, maskID: info.special.mask, noise: noise,
                                             samples: o.samples, batch: o.batch, shard: o.shard, batchRNG: { o.batchRNG($0) })
             r.blockSize = L
+            r.sums?.input = identity(data); r.sums?.model = identity(info)
             return r
         }
         let bs = algo == .mdlm ? L : (algo == .ar ? 1 : (o.blockSize ?? info.blockSize))
@@ -129,8 +130,21 @@ public enum Perplexity {
         let reportSums = own == .loglinear ? reportAcc : ownReport.acc
         sums.variance = (algo == .ar ? [] : [(report, reportSums.sum, reportSums.batches)]) + accs.map { ($0.0, $0.1.sum, $0.1.batches) }
         if own != .loglinear { sums.scheduleNLLSum = ownReport.nll; sums.scheduleCount = ownReport.count }
+        sums.input = identity(data); sums.model = identity(info)
         result.sums = sums
         return result
+    }
+
+    /// The test stream a report scored (in its sums: `score merge` refuses shards of different streams).
+    static func identity(_ d: SequenceData) -> String {
+        "\(d.count)x\(d.length) crc32c " + String(format: "%08x", d.tokens.withUnsafeBytes { crc32c($0) })
+    }
+
+    /// The model a report scored: algorithm and sizes, and the content checksum when the checkpoint records one.
+    static func identity(_ i: CheckpointInfo) -> String {
+        let c = i.config
+        return "\(i.algorithm.rawValue) V\(c.vocabSize) D\(c.hiddenSize) N\(c.nBlocks) H\(c.nHeads) step \(i.step)"
+            + (i.metadata[CheckpointDigest.key].map { " weights_crc32c \($0)" } ?? "")
     }
 
     /// Sequences in the shard's batches.

@@ -229,6 +229,11 @@ public enum ScoreMerge {
             for k in keys where !same(o[k], first.1[k]) {
                 throw ToolError("\(name): '\(k)' differs from \(first.0)'s; merge shards of one score ppl command only")
             }
+            // What was scored (recorded since score gen shards; older reports have neither).
+            let (a, b) = (o["sums"] as! [String: Any], first.1["sums"] as! [String: Any])
+            for (k, what) in [("input", "test stream"), ("model", "checkpoint")] where !same(a[k], b[k]) {
+                throw ToolError("\(name) scored another \(what) than \(first.0) (\(a[k] ?? "unrecorded") vs \(b[k] ?? "unrecorded")); merge the shards of one score ppl command only")
+            }
         }
         try checkShardSet(parts.map { ($0.0, $0.2) })
 
@@ -265,6 +270,8 @@ public enum ScoreMerge {
         var sums = PerplexitySums(shard: .whole, nllSum: nll, count: count, batches: batches)
         sums.variance = vars
         if hasSched { sums.scheduleNLLSum = schedNLL; sums.scheduleCount = schedCount }
+        let s0 = first.1["sums"] as! [String: Any]
+        sums.input = s0["input"] as? String; sums.model = s0["model"] as? String
         r.sums = sums
         return r
     }
