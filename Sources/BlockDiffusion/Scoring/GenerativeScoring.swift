@@ -9,6 +9,8 @@
 //               texts go through the same scorer (checkpoint: encoded with its tokenizer; command:
 //               extra requests with the sample's id, answered in order like the others)
 //   report    : GenerativeReport (gen_ppl = mean of per-sample PPLs, gen_ppl_tokens = token-weighted, …)
+//   --shard   : only the samples with id ≡ i (mod n); the report carries GenerativeShard, from which
+//               `score merge` rebuilds the unsharded report exactly (ScoreMerge.swift)
 //
 // Which tokens: with a checkpoint, the scorer's tokens (the samples' ids themselves when both use the
 // same tokenizer; fingerprint 0 = unknown counts as the same when the vocabulary sizes agree). With a
