@@ -33,6 +33,24 @@ final class SafetensorsFileTests: XCTestCase {
         XCTAssertEqual(df, dw); XCTAssertEqual(dm, dw)
     }
 
+    /// Opening reads the header only: tensor bytes are read when a tensor is asked for (so a load never holds the
+    /// file's data region). Shown by changing a tensor's bytes in the file after opening it.
+    func testTensorsAreReadOnDemand() throws {
+        let path = NSTemporaryDirectory() + "st-lazy-\(getpid()).safetensors"
+        defer { unlink(path) }
+        try sample().write(path: path)
+        let f = try SafetensorsFile(path: path)
+        let size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as! NSNumber).intValue
+        let e = try XCTUnwrap(f.entry("a"))
+        let dataStart = size - f.entries.values.map(\.end).max()!
+        let h = try XCTUnwrap(FileHandle(forWritingAtPath: path))
+        try h.seek(toOffset: UInt64(dataStart + e.begin))
+        try h.write(contentsOf: withUnsafeBytes(of: Float(42).bitPattern.littleEndian) { Data($0) })
+        try h.close()
+        XCTAssertEqual(try f.floats("a")[0], 42)
+        XCTAssertEqual(try f.floats("a")[1], -0.75)
+    }
+
     func testFileShortenedAfterOpenIsAnError() throws {
         let path = NSTemporaryDirectory() + "st-cut-\(getpid()).safetensors"
         defer { unlink(path) }
