@@ -72,6 +72,36 @@ extension GenScoreTests {
         }
     }
 
+    /// A job array's shards each score their own part (the output of draft/refine --shard i/n, only ids ≡ i): the merge
+    /// equals the unsharded run over the parts concatenated in shard order, byte for byte.
+    func testGenShardsOfTheirOwnPartsMergeToTheConcatenatedRun() throws {
+        let tok = try byteTokenizer(merges: [("t", "h"), ("th", "e")])
+        let path = try makeARCheckpoint(ctx: 16, fingerprint: tok.fingerprint, vocab: tok.vocabSize, eos: tok.eosId)
+        let (texts, ids) = shardTexts()
+        let recs = try byteStream(texts, tok: tok, ids: ids).readAll()
+        func input(_ r: [TokenRecord]) throws -> TokenStreamReader {
+            try stream(r, vocab: tok.vocabSize, fingerprint: tok.fingerprint, mask: tok.maskId, eos: tok.eosId)
+        }
+        var o = GenerativeOptions(); o.samplesTokenizer = tok; o.orderShuffles = 2; o.stride = 5
+        for n in 2...3 {
+            let parts = (0..<n).map { i in recs.filter { Int($0.id % UInt64(n)) == i } }
+            let whole = try GenerativeScoring.run(input: try input(parts.flatMap { $0 }), scorer: .checkpoint(path), options: o)
+            var reports: [(name: String, text: String)] = []
+            for i in (0..<n).reversed() {
+                var so = o; so.shard = Shard(index: i, count: n)
+                reports.append(("part\(i)", try GenerativeScoring.run(input: try input(parts[i]), scorer: .checkpoint(path), options: so).json(perSample: true)))
+            }
+            guard case .gen(let merged, _) = try ScoreMerge.mergeReports(reports) else { return XCTFail() }
+            XCTAssertEqual(merged.json(perSample: true), whole.json(perSample: true), "n = \(n)")
+            // A part read by one shard and the whole stream by another: refused.
+            var so = o; so.shard = Shard(index: 0, count: n)
+            let full = ("full0", try GenerativeScoring.run(input: try input(recs), scorer: .checkpoint(path), options: so).json(perSample: true))
+            XCTAssertThrowsError(try ScoreMerge.mergeReports(reports.filter { $0.name != "part0" } + [full])) { e in
+                XCTAssertTrue("\(e)".contains("belong to other shards"), "\(e)")
+            }
+        }
+    }
+
     /// Mixed kinds, missing and duplicate shards, other inputs, other settings, unsharded or edited reports: exit 1 (ToolError) with the reason.
     func testGenMergeRefusals() throws {
         let tok = try byteTokenizer()

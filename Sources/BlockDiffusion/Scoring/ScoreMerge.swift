@@ -7,7 +7,8 @@
 //              unique n-grams over ALL samples), so a shard report carries per scored sample what its aggregates
 //              are made of (GenerativeShard: the score, the stream position, the tokens distinct-n counted). The
 //              merge puts the samples back in stream order and recomputes the report with the same code as the
-//              unsharded run: Gen PPL from the per-sample NLL sums and token counts, entropy, lengths, NFE, tokens
+//              unsharded run (the shards read one stream, or each its own part: then the merged report is the
+//              one of the parts concatenated in shard order): Gen PPL from the per-sample NLL sums and token counts, entropy, lengths, NFE, tokens
 //              per forward, order gain, repeat rate, and distinct-n from the union of the samples' n-grams — the
 //              same numbers, bit for bit. The tokens are the exact form of the n-gram sets, and the smaller one:
 //              one id per position where the sets of 1…4-grams take up to ten.
@@ -166,9 +167,6 @@ public enum ScoreMerge {
         try checkShardSet(parts.map { ($0.name, $0.data.shard) })
         let first = parts[0]
         for p in parts.dropFirst() {
-            guard p.data.records == first.data.records, p.data.inputCRC == first.data.inputCRC else {
-                throw ToolError("\(p.name) scored another samples stream than \(first.name) (\(p.data.records) records, checksum \(String(format: "%08x", p.data.inputCRC)) vs \(first.data.records), \(String(format: "%08x", first.data.inputCRC))); merge the shards of one input only")
-            }
             for k in Set(p.data.settings.keys).union(first.data.settings.keys).sorted() where p.data.settings[k] != first.data.settings[k] {
                 throw ToolError("\(p.name): its \(k) (\(p.data.settings[k] ?? "none")) differs from \(first.name)'s (\(first.data.settings[k] ?? "none")); merge the shards of one score gen command only")
             }
@@ -176,10 +174,21 @@ public enum ScoreMerge {
                 throw ToolError("\(p.name) and \(first.name) differ in --per-sample; run every shard with it or every shard without")
             }
         }
-        var all: [(pos: Int, sample: SampleScore, grams: [Int32])] = []
+        // Two ways to shard: every shard reads one stream (the same records and checksum; the merged order is the
+        // stream's), or each reads its own part — the output of `draft/refine --shard i/n`, holding only its ids
+        // (the merged order is shard 0's part, then shard 1's, …: the parts concatenated in shard order).
+        let common = parts.allSatisfy { $0.data.records == first.data.records && $0.data.inputCRC == first.data.inputCRC }
+        if !common {
+            for p in parts where p.samples.count != p.data.records {
+                let other = parts.first { $0.name != p.name }!
+                throw ToolError("\(p.name) scored another samples stream than \(other.name) (\(p.data.records) records, checksum \(String(format: "%08x", p.data.inputCRC)) vs \(other.data.records), \(String(format: "%08x", other.data.inputCRC))), and \(p.data.records - p.samples.count) of its records belong to other shards: merge shards that all read one stream, or that each read their own part (the output of draft/refine --shard i/n)")
+            }
+        }
+        var all: [(key: (Int, Int), sample: SampleScore, grams: [Int32])] = []
         var excluded: Int32? = nil
         for p in parts {
-            for i in p.samples.indices { all.append((p.data.positions[i], p.samples[i], p.data.grams[i])) }
+            let part = common ? 0 : p.data.shard.index
+            for i in p.samples.indices { all.append(((part, p.data.positions[i]), p.samples[i], p.data.grams[i])) }
             if !p.samples.isEmpty {
                 if let e = excluded, e != p.data.excluded {
                     throw ToolError("\(p.name): distinct-n excluded token \(p.data.excluded), another shard \(e); merge the shards of one score gen command only")
@@ -187,12 +196,13 @@ public enum ScoreMerge {
                 excluded = p.data.excluded
             }
         }
-        all.sort { $0.pos < $1.pos }
-        for k in all.indices.dropFirst() where all[k].pos == all[k - 1].pos {
-            throw ToolError("two shards scored the record at position \(all[k].pos) (sample \(all[k].sample.id)); merge the shards of one score gen command only")
+        all.sort { $0.key < $1.key }
+        for k in all.indices.dropFirst() where all[k].key == all[k - 1].key {
+            throw ToolError("two shards scored the record at position \(all[k].key.1) (sample \(all[k].sample.id)); merge the shards of one score gen command only")
         }
-        guard all.count == first.data.records else {
-            throw ToolError("the shards scored \(all.count) samples but their stream holds \(first.data.records) records; a shard report is incomplete — run it again")
+        let records = common ? first.data.records : parts.reduce(0) { $0 + $1.data.records }
+        guard all.count == records else {
+            throw ToolError("the shards scored \(all.count) samples but their stream holds \(records) records; a shard report is incomplete — run it again")
         }
         var distinct = DistinctNGrams()
         for a in all { distinct.add(a.grams, excluding: excluded ?? -1) }
