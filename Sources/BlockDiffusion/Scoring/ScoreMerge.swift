@@ -3,15 +3,15 @@
 //   score ppl  the aggregate is recomputed from the shards' additive sums (NLL sum and token count, per-batch
 //              variance sums and batch counts), never from averages of averages, so it equals the unsharded
 //              run's report up to the order of the floating-point sums.
-//   score gen  some of its metrics are no sums (the median length, the stage histories' first-seen order, distinct-n:
-//              unique n-grams over ALL samples), so a shard report carries per scored sample what its aggregates
-//              are made of (GenerativeShard: the score, the stream position, the tokens distinct-n counted). The
-//              merge puts the samples back in stream order and recomputes the report with the same code as the
-//              unsharded run (the shards read one stream, or each its own part: then the merged report is the
-//              one of the parts concatenated in shard order): Gen PPL from the per-sample NLL sums and token counts, entropy, lengths, NFE, tokens
-//              per forward, order gain, repeat rate, and distinct-n from the union of the samples' n-grams — the
-//              same numbers, bit for bit. The tokens are the exact form of the n-gram sets, and the smaller one:
-//              one id per position where the sets of 1…4-grams take up to ten.
+//   score gen  some of its metrics are no sums (the median length, the stage histories' first-seen order,
+//              distinct-n: unique n-grams over ALL samples), so a shard report carries per scored sample what the
+//              aggregates are made of (GenerativeShard: the score, the stream position, the tokens distinct-n
+//              counted). The merge puts the samples back in order — the stream's when the shards read one stream,
+//              shard by shard when each read its own part (= the parts concatenated in shard order) — and
+//              recomputes the report with the unsharded run's code: Gen PPL from the per-sample NLL sums and token
+//              counts, entropy, lengths, NFE, tokens per forward, order gain, repeat rate, and distinct-n from the
+//              union of the samples' n-grams — the same numbers, bit for bit. The tokens are the exact form of the
+//              n-gram sets, and the smaller one: one id per position where the sets of 1…4-grams take up to ten.
 //
 // Public API:
 //   ScoreMerge.merge(_ reports:) -> PerplexityResult          score ppl shards only
@@ -38,8 +38,8 @@ public enum MergedReport {
     }
 }
 
-/// What a `score gen --shard i/n` report carries for the merge (JSON "shard_data"): the input stream's record count
-/// and checksum (every shard reads the whole stream, so they must agree), the settings every shard must share, and
+/// What a `score gen --shard i/n` report carries for the merge (JSON "shard_data"): the record count and checksum of
+/// the stream it read (shards of one stream must agree), the settings every shard must share, and
 /// per scored sample its score, its position in the stream and the tokens distinct-n counted (EOS `excluded`).
 /// Floating-point values are written as Swift's shortest round-trip decimal strings, so they read back exactly
 /// (a JSON number parsed by Foundation may lose the last bit).
