@@ -15,6 +15,8 @@ struct Gen: ParsableCommand {
 
         With the samples' tokenizer (-t), also the word-order metrics: order_gain (the scorer's PPL of the sample's words in K seeded shuffles ÷ its PPL of the same words in order, mean over shuffles and samples; real text is well above 1, word salad ≈ 1) and repeat_rate (immediate word repeats).
 
+        --shard i/n scores the samples with id % n == i and adds to the JSON what score merge needs to rebuild the whole run's report exactly (every metric, distinct-n included; see docs/training.md).
+
         JSON on stdout: gen_ppl (mean of per-sample PPLs), gen_ppl_tokens (token-weighted), nfe, entropy, degenerate, distinct_1..4, length_median, length_max, stages, order_gain, repeat_rate; with --per-sample also "per_sample": [...]. A table on stderr. See docs/score-gen.md.
 
         Examples:
@@ -24,6 +26,7 @@ struct Gen: ParsableCommand {
                     --scorer-tokenizer gpt2.json -i samples.tok
           score gen -t tokenizer.json --per-sample -i samples.tok \\
                     --scorer-cmd 'python3 pipelines/scorers/hf_gpt2.py'
+          score gen --scorer ar.safetensors -i samples.tok --shard 0/4 > gen.0.json
         """)
 
     @Option(help: "AR checkpoint: train's safetensors, a reference AR state_dict or an HF directory (docs/checkpoints.md).") var scorer: String?
@@ -39,6 +42,7 @@ struct Gen: ParsableCommand {
     @Option(name: .customLong("order-shuffles"), parsing: .unconditional, help: "Shuffles of each sample's words for the order gain (needs -t; 0 = off).") var orderShuffles: Int = 3
     @Option(name: .customLong("order-seed"), parsing: .unconditional, help: "Seed of the word shuffles.") var orderSeed: UInt64 = 1
     @Option(name: .customLong("degenerate-below"), parsing: .unconditional, help: "Entropy (nats) under which a sample counts as degenerate.") var degenerateBelow: Double = 4
+    @OptionGroup var sharding: ShardOptions
 
     /// The library's options, without the tokenizers (loaded in run()).
     func options() -> GenerativeOptions {
@@ -46,6 +50,7 @@ struct Gen: ParsableCommand {
         o.stride = stride; o.maxTokens = maxTokens; o.degenerateBelow = degenerateBelow
         o.orderShuffles = orderShuffles; o.orderSeed = orderSeed
         if let t = scorerTimeout { o.scorerTimeout = t }
+        if sharding.shard != nil, let s = try? Shard.parse(sharding.shard) { o.shard = s }
         return o
     }
 
@@ -73,7 +78,7 @@ struct Gen: ParsableCommand {
         let choice: GenerativeScorerChoice = scorer.map { .checkpoint($0) } ?? .command(scorerCommand!)
         let report = try GenerativeScoring.run(input: reader, scorer: choice, options: o)
         if o.progress != nil { FileHandle.standardError.write(Data("\r".utf8)) }
-        guard !report.samples.isEmpty else { throw ToolError("\(input) holds no samples; nothing to score") }
+        guard !report.samples.isEmpty || (report.shard?.records ?? 0) > 0 else { throw ToolError("\(input) holds no samples; nothing to score") }
         FileHandle.standardError.write(Data(report.table.utf8))
         print(report.json(perSample: perSample))
     }

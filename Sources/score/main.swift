@@ -63,13 +63,15 @@ struct PPL: ParsableCommand {
 struct Merge: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "merge",
-        abstract: "Merge the JSON reports of score ppl --shard i/n runs into the report of the whole stream.",
+        abstract: "Merge the JSON reports of the score ppl or score gen --shard i/n runs of one command into the report of the whole stream.",
         discussion: """
-        The aggregate (NLL, PPL, BPD, Var. NELBO) is recomputed from the shards' sums, not averaged. Every shard 0..n-1 must be given once.
+        score ppl: the aggregate (NLL, PPL, BPD, Var. NELBO) is recomputed from the shards' sums, not averaged. score gen: the shards' per-sample data is put back in stream order and every metric recomputed (distinct-n over all samples), equal to the unsharded report. Every shard 0..n-1 must be given once; reports of both kinds, of other inputs or other settings are refused.
 
-        Example:
+        Examples:
           for i in 0 1 2 3; do score ppl -m ck.safetensors -i test.tok --shard $i/4 > ppl.$i.json; done
           score merge ppl.*.json > ppl.json
+          for i in 0 1 2; do score gen --scorer ar.safetensors -i samples.tok --shard $i/3 > gen.$i.json; done
+          score merge gen.0.json gen.1.json gen.2.json > gen.json
         """)
 
     @Argument(help: "The shards' JSON reports.") var reports: [String]
@@ -80,8 +82,8 @@ struct Merge: ParsableCommand {
             guard let d = FileManager.default.contents(atPath: path) else { throw ToolError("cannot read \(path)") }
             return (path, String(decoding: d, as: UTF8.self))
         }
-        var merged: PerplexityResult?
-        try usage { merged = try ScoreMerge.merge(texts) }
+        var merged: MergedReport?
+        try usage { merged = try ScoreMerge.mergeReports(texts) }
         let r = merged!
         FileHandle.standardError.write(Data(r.table.utf8))
         print(r.json)

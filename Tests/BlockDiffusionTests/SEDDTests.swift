@@ -257,7 +257,8 @@ final class SEDDTests: XCTestCase {
         let header = StreamHeader(kind: .sequences, vocabSize: V, tokenizerFingerprint: 0,
                                   special: SpecialTokens(bos: 0, eos: 0, mask: Int32(V - 1), pad: -1), fields: [], attributes: [:])
         let data = SequenceData(header: header, length: L, tokens: (0..<(16 * L)).map { (i: Int) -> Int32 in Int32(i % (V - 1)) })
-        let r = SEDDPerplexity.evaluate(model: model, data: data, maskID: Int32(V - 1), samples: 8, batch: 8, seed: 2)
+        let r = SEDDPerplexity.evaluate(model: model, data: data, maskID: Int32(V - 1), samples: 8, batch: 8,
+                                        batchRNG: { Xoshiro256(seed: 2 &+ UInt64($0)) })
         XCTAssertEqual(r.tokens, 16 * (L - 1))
         XCTAssertFalse(r.exact)
         XCTAssertEqual(r.nll, log(Double(V - 1)), accuracy: 0.25)

@@ -54,13 +54,14 @@ final class ShardTests: XCTestCase {
     }
 
     /// score ppl over 3 shards + score merge = the unsharded report (NLL, tokens, sequences, every Var. NELBO),
-    /// for an MC NELBO (bd3 L'=4 with draws and two clip intervals) and an exact NLL (AR).
+    /// for an MC NELBO (bd3 L'=4 with draws and two clip intervals), an exact NLL (AR) and SEDD's score-entropy NELBO
+    /// (per-batch generators like the others).
     func testScorePPLShardsMergeToWholeReport() throws {
         let dir = TinyRun.tempDir("shard-ppl")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let data = dir + "/test.tok"
         try TinyRun.writeStream(data, rows: TinyRun.rows(22))     // 22 rows, batch 4: 6 batches, the last short
-        for algo in [Algorithm.bd3, .ar] {
+        for algo in [Algorithm.bd3, .ar, .sedd] {
             var r = TinyRun.request(dir: dir, data: data, valid: nil, algo: algo, steps: 3)
             r.runDir = dir + "/\(algo.rawValue)"
             let (t, _) = try TrainSetup.make(r)
@@ -81,10 +82,22 @@ final class ShardTests: XCTestCase {
             XCTAssertEqual(merged.interval, whole.interval); XCTAssertEqual(merged.blockSize, whole.blockSize)
             XCTAssertEqual(merged.varNELBO.map(\.0), whole.varNELBO.map(\.0))
             for (a, b) in zip(merged.varNELBO, whole.varNELBO) { XCTAssertEqual(a.1, b.1, accuracy: 1e-12 * abs(b.1), "\(algo) \(a.0)") }
+            XCTAssertEqual(merged.note, whole.note)
+            XCTAssertEqual(whole.note != nil, algo == .sedd, "only SEDD's estimate carries the note on its generators")
             // Refusals: a missing shard, a shard twice, a report without sums, a shard with no batches.
             XCTAssertThrowsError(try ScoreMerge.merge(Array(reports.prefix(2)))) { XCTAssertTrue("\($0)".contains("missing shard 1/3"), "\($0)") }
             XCTAssertThrowsError(try ScoreMerge.merge(reports + [reports[0]])) { XCTAssertTrue("\($0)".contains("twice"), "\($0)") }
             XCTAssertThrowsError(try ScoreMerge.merge([("x", "{\"nll\": 1}")])) { XCTAssertTrue($0 is ToolError) }
+            // Shards of another test stream or another checkpoint.
+            var other = d.tokens
+            other[5] = other[5] == 1 ? 2 : 1
+            o.shard = Shard(index: 1, count: 3)
+            let otherData = SequenceData(header: d.header, length: d.length, tokens: other)
+            let foreign = ("other", Perplexity.evaluate(model: m, info: info, data: otherData, options: o).json)
+            XCTAssertThrowsError(try ScoreMerge.merge([reports[0], foreign, reports[2]])) { XCTAssertTrue("\($0)".contains("another test stream"), "\($0)") }
+            let moved = ("moved", reports[0].text.replacingOccurrences(of: "step 3", with: "step 4"))
+            XCTAssertNotEqual(moved.1, reports[0].text)
+            XCTAssertThrowsError(try ScoreMerge.merge([moved, reports[1], reports[2]])) { XCTAssertTrue("\($0)".contains("another checkpoint"), "\($0)") }
             o.shard = Shard(index: 6, count: 7)
             XCTAssertThrowsError(try Perplexity.checkShard(o, sequences: d.count, algorithm: info.algorithm)) { XCTAssertTrue($0 is UsageError) }
         }

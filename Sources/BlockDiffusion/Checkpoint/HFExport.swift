@@ -75,9 +75,9 @@ public enum HFExport {
 public enum CheckpointDigest {
     public static let key = "weights_crc32c"
 
-    static func hex(_ body: ((UnsafeRawBufferPointer) -> Void) -> Void) -> String {
+    static func hex(_ body: ((UnsafeRawBufferPointer) -> Void) throws -> Void) rethrows -> String {
         var c: UInt32 = 0
-        body { c = crc32c($0, crc: c) }
+        try body { c = crc32c($0, crc: c) }
         return String(format: "%08x", c)
     }
 
@@ -91,7 +91,8 @@ public enum CheckpointDigest {
 
     static func verify(_ file: SafetensorsFile) throws {
         guard let want = file.metadata[key] else { return }
-        let got = hex { file.digest($0) }
+        let got: String
+        do { got = try hex { try file.digest($0) } } catch let e as ModelError { throw ToolError(e.description) }
         guard got == want.lowercased() else {
             throw ToolError("\(file.path): metadata key '\(key)' is \(want) but the tensors give \(got): a weight, dtype or shape was changed after writing; the file is corrupt — use another copy or an earlier checkpoint")
         }

@@ -3,7 +3,8 @@
 // the data region; "__metadata__" is an optional string→string map).
 //
 // Public API:
-//   SafetensorsFile(path:) throws / SafetensorsFile(bytes:) throws   — strict validation
+//   SafetensorsFile(path:) throws / SafetensorsFile(bytes:) throws   — strict validation of the header; a file's
+//     tensors are read one at a time when asked for (peak memory of a load: the model + its largest tensor)
 //     .metadata, .names, .entry(name), .floats(name) -> [Float], .int32s(name) -> [Int32]
 //   SafetensorsWriter: add(name:shape:floats:), add(name:shape:int32s:), add(name:shape:int64s:),
 //     add(name:shape:bools:), write(path:metadata:) (atomic), serialize(metadata:) -> [UInt8]
@@ -24,42 +25,85 @@ public struct SafetensorsEntry: Equatable, Sendable {
 public final class SafetensorsFile {
     public let metadata: [String: String]
     public let entries: [String: SafetensorsEntry]
-    private let bytes: [UInt8]
+    /// Where the tensor bytes are: in memory, or in the open file, read one tensor at a time (so loading a
+    /// model holds the model's buffers plus one tensor, never the whole file).
+    private enum Storage { case memory([UInt8]), file(Int32) }
+    private let storage: Storage
     private let dataStart: Int
     public let path: String
 
     public var names: [String] { entries.keys.sorted() }
     public func entry(_ name: String) -> SafetensorsEntry? { entries[name] }
 
-    public convenience init(path: String) throws {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            var isDir: ObjCBool = false
-            if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
-                throw ModelError("\(path) is a directory, not a safetensors file")
-            }
-            throw ModelError("cannot read safetensors file \(path): missing or unreadable")
-        }
-        try self.init(bytes: [UInt8](data), path: path)
+    /// Opens the file and validates its header; the tensors are read when asked for.
+    public init(path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw ModelError("cannot read safetensors file \(path): missing or unreadable (\(String(cString: strerror(errno))))") }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { close(fd); throw ModelError("cannot read safetensors file \(path): \(String(cString: strerror(errno)))") }
+        guard (st.st_mode & S_IFMT) != S_IFDIR else { close(fd); throw ModelError("\(path) is a directory, not a safetensors file") }
+        do {
+            let (m, e, start) = try Self.layout(size: Int(st.st_size), path: path) { try Self.pread(fd, at: $0, count: $1, path: path) }
+            metadata = m; entries = e; dataStart = start
+        } catch { close(fd); throw error }
+        self.path = path
+        storage = .file(fd)
     }
+
+    deinit { if case .file(let fd) = storage { close(fd) } }
 
     static let elementSize: [String: Int] = ["F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4,
                                              "I16": 2, "I8": 1, "U8": 1, "BOOL": 1]
 
     public init(bytes: [UInt8], path: String = "<memory>") throws {
         self.path = path
-        func bad(_ why: String) -> ModelError { ModelError("\(path): corrupt or truncated safetensors file: \(why); copy or download it again (or use an earlier checkpoint)") }
-        guard bytes.count >= 8 else { throw bad("shorter than the 8-byte header length") }
+        (metadata, entries, dataStart) = try Self.layout(size: bytes.count, path: path) { Array(bytes[$0..<($0 + $1)]) }
+        storage = .memory(bytes)
+    }
+
+    static func corrupt(_ path: String, _ why: String) -> ModelError {
+        ModelError("\(path): corrupt or truncated safetensors file: \(why); copy or download it again (or use an earlier checkpoint)")
+    }
+
+    /// `count` bytes at `offset` of the file, all of them or an error (a file cut short after it was opened).
+    static func pread(_ fd: Int32, at offset: Int, count: Int, into p: UnsafeMutableRawPointer, path: String) throws {
+        var done = 0
+        while done < count {
+            let r = Foundation.pread(fd, p + done, count - done, off_t(offset + done))
+            if r < 0 && errno == EINTR { continue }
+            guard r > 0 else {
+                throw r == 0 ? corrupt(path, "it ends at byte \(offset + done), before the \(count) bytes at \(offset) (shortened while in use?)")
+                             : ModelError("cannot read \(path): \(String(cString: strerror(errno)))")
+            }
+            done += r
+        }
+    }
+
+    static func pread(_ fd: Int32, at offset: Int, count: Int, path: String) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        try out.withUnsafeMutableBytes { if count > 0 { try pread(fd, at: offset, count: count, into: $0.baseAddress!, path: path) } }
+        return out
+    }
+
+    /// Validates the header of a file of `size` bytes (`read(offset, count)` gives its bytes): every entry's dtype,
+    /// shape and offsets, and that the tensors tile the data region exactly. Nothing is sized from the file before
+    /// its numbers are checked against the file's size.
+    static func layout(size: Int, path: String, read: (Int, Int) throws -> [UInt8]) throws -> ([String: String], [String: SafetensorsEntry], Int) {
+        func bad(_ why: String) -> ModelError { corrupt(path, why) }
+        guard size >= 8 else { throw bad("shorter than the 8-byte header length") }
+        let head = try read(0, 8)
         var n: UInt64 = 0
-        for i in 0..<8 { n |= UInt64(bytes[i]) << (8 * UInt64(i)) }
-        guard n >= 2, n <= UInt64(bytes.count - 8), n < 100_000_000 else {
-            if bytes.count >= 4 && bytes[0] == 0x50 && bytes[1] == 0x4B && bytes[2] == 0x03 && bytes[3] == 0x04 {
+        for i in 0..<8 { n |= UInt64(head[i]) << (8 * UInt64(i)) }
+        guard n >= 2, n <= UInt64(size - 8), n < 100_000_000 else {
+            if head[0] == 0x50 && head[1] == 0x4B && head[2] == 0x03 && head[3] == 0x04 {
                 throw ModelError("\(path) is a zip archive (a torch/Lightning .ckpt pickle), not a safetensors file; convert it first: python3 pipelines/convert/lightning_to_safetensors.py \(path) \((path as NSString).deletingPathExtension).safetensors")
             }
-            throw bad("header length \(n) does not fit in the file of \(bytes.count) bytes")
+            throw bad("header length \(n) does not fit in the file of \(size) bytes")
         }
         let headerEnd = 8 + Int(n)
         let json: Any
-        do { json = try JSONSerialization.jsonObject(with: Data(bytes[8..<headerEnd])) }
+        do { json = try JSONSerialization.jsonObject(with: Data(try read(8, Int(n)))) }
+        catch let e as ModelError { throw e }
         catch { throw bad("header is not valid JSON") }
         guard let dict = json as? [String: Any] else { throw bad("header is not a JSON object") }
         var meta: [String: String] = [:]
@@ -76,7 +120,7 @@ public final class SafetensorsFile {
             guard let e = value as? [String: Any], let dtype = e["dtype"] as? String,
                   let shapeAny = e["shape"] as? [Any], let offs = e["data_offsets"] as? [Any], offs.count == 2
             else { throw bad("entry \(key) lacks dtype/shape/data_offsets") }
-            guard let size = SafetensorsFile.elementSize[dtype] else { throw bad("entry \(key) has unsupported dtype \(dtype)") }
+            guard let esize = SafetensorsFile.elementSize[dtype] else { throw bad("entry \(key) has unsupported dtype \(dtype)") }
             guard entries.count < 1_000_000, shapeAny.count <= 8 else { throw bad("entry \(key): too many tensors or dimensions") }
             // Every dimension and the element count checked for overflow before anything is sized from them.
             var shape: [Int] = []
@@ -85,20 +129,20 @@ public final class SafetensorsFile {
                 guard let num = s as? NSNumber, let v = Int64(exactly: num.doubleValue),
                       v >= 0, v < (1 << 40) else { throw bad("entry \(key) has a bad shape") }
                 let (c, o) = count.multipliedReportingOverflow(by: Int(v))
-                guard !o, c <= bytes.count else { throw bad("entry \(key): shape \(shapeAny.map { "\($0)" }) holds more elements than the file has bytes") }
+                guard !o, c <= size else { throw bad("entry \(key): shape \(shapeAny.map { "\($0)" }) holds more elements than the file has bytes") }
                 count = c
                 shape.append(Int(v))
             }
             guard let bn = offs[0] as? NSNumber, let enn = offs[1] as? NSNumber,
                   let b = Int64(exactly: bn.doubleValue), let en = Int64(exactly: enn.doubleValue),
-                  b >= 0, en >= b, en <= Int64(bytes.count) else { throw bad("entry \(key) has bad data_offsets") }
-            guard Int(en - b) == count * size else {
+                  b >= 0, en >= b, en <= Int64(size) else { throw bad("entry \(key) has bad data_offsets") }
+            guard Int(en - b) == count * esize else {
                 throw bad("entry \(key): \(en - b) bytes for \(count) elements of \(dtype)")
             }
             entries[key] = SafetensorsEntry(name: key, dtype: dtype, shape: shape, begin: Int(b), end: Int(en))
         }
         // Offsets must tile the data region exactly: in range, non-overlapping, no trailing bytes.
-        let dataSize = bytes.count - headerEnd
+        let dataSize = size - headerEnd
         let sorted = entries.values.sorted { ($0.begin, $0.end) < ($1.begin, $1.end) }
         var cursor = 0
         for e in sorted {
@@ -108,10 +152,22 @@ public final class SafetensorsFile {
             cursor = e.end
         }
         guard cursor == dataSize else { throw bad("data region is \(dataSize) bytes but tensors cover \(cursor)") }
-        self.metadata = meta
-        self.entries = entries
-        self.bytes = bytes
-        self.dataStart = headerEnd
+        return (meta, entries, headerEnd)
+    }
+
+    /// The raw bytes of one tensor for the duration of `body`: in place in memory, or read from the file into a
+    /// buffer released afterwards.
+    private func withData<R>(_ e: SafetensorsEntry, _ body: (UnsafeRawPointer) throws -> R) throws -> R {
+        switch storage {
+        case .memory(let bytes):
+            return try bytes.withUnsafeBytes { try body($0.baseAddress! + dataStart + e.begin) }
+        case .file(let fd):
+            let n = e.end - e.begin
+            let buf = UnsafeMutableRawPointer.allocate(byteCount: max(n, 1), alignment: 16)
+            defer { buf.deallocate() }
+            try Self.pread(fd, at: dataStart + e.begin, count: n, into: buf, path: path)
+            return try body(UnsafeRawPointer(buf))
+        }
     }
 
     private func require(_ name: String) throws -> SafetensorsEntry {
@@ -123,8 +179,7 @@ public final class SafetensorsFile {
     public func floats(_ name: String) throws -> [Float] {
         let e = try require(name)
         var out = [Float](repeating: 0, count: e.count)
-        bytes.withUnsafeBytes { raw in
-            let p = raw.baseAddress! + dataStart + e.begin
+        try withData(e) { p in
             for i in 0..<e.count {
                 switch e.dtype {
                 case "F32": out[i] = Float(bitPattern: p.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self).littleEndian)
@@ -151,8 +206,7 @@ public final class SafetensorsFile {
         }
         precondition(out.count == e.count)
         var bad = -1
-        bytes.withUnsafeBytes { raw in
-            let p = raw.baseAddress! + dataStart + e.begin
+        try withData(e) { p in
             for i in 0..<e.count {
                 let v: Float
                 switch e.dtype {
@@ -171,14 +225,12 @@ public final class SafetensorsFile {
     }
 
     /// Feeds the tensors in name order (name, dtype, shape, raw data) to `feed`: the bytes a content checksum covers,
-    /// equal to `SafetensorsWriter.digest` of the writer that made the file.
-    public func digest(_ feed: (UnsafeRawBufferPointer) -> Void) {
-        bytes.withUnsafeBytes { raw in
-            for name in names {
-                let e = entries[name]!
-                SafetensorsWriter.feedIndex(name: name, dtype: e.dtype, shape: e.shape, feed)
-                feed(UnsafeRawBufferPointer(rebasing: raw[(dataStart + e.begin)..<(dataStart + e.end)]))
-            }
+    /// equal to `SafetensorsWriter.digest` of the writer that made the file. One tensor in memory at a time.
+    public func digest(_ feed: (UnsafeRawBufferPointer) -> Void) throws {
+        for name in names {
+            let e = entries[name]!
+            SafetensorsWriter.feedIndex(name: name, dtype: e.dtype, shape: e.shape, feed)
+            try withData(e) { feed(UnsafeRawBufferPointer(start: $0, count: e.end - e.begin)) }
         }
     }
 
@@ -187,8 +239,7 @@ public final class SafetensorsFile {
         let e = try require(name)
         var out = [Int32](repeating: 0, count: e.count)
         var overflow = false
-        try bytes.withUnsafeBytes { raw in
-            let p = raw.baseAddress! + dataStart + e.begin
+        try withData(e) { p in
             for i in 0..<e.count {
                 switch e.dtype {
                 case "I64":

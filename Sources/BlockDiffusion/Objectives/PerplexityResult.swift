@@ -18,6 +18,8 @@ public struct PerplexityResult: Sendable {
     public var schedule: (name: String, parameters: String, nll: Double)? = nil
     /// The additive totals behind the means, for `score merge` of `--shard` runs (nil: not recorded).
     public var sums: PerplexitySums? = nil
+    /// A remark printed as "note" in the JSON (e.g. why a SEDD estimate moved between versions).
+    public var note: String? = nil
     public var ppl: Double { exp(nll) }
     public var bpd: Double { nll / M_LN2 }
 
@@ -34,6 +36,7 @@ public struct PerplexityResult: Sendable {
             o["schedule"] = sc.name; o["schedule_params"] = sc.parameters
             o["schedule_nll"] = n(sc.nll); o["schedule_ppl"] = n(exp(sc.nll))
         }
+        if let note { o["note"] = note }
         if let sums {
             o["shard"] = sums.shard.description
             o["sums"] = sums.json
@@ -69,6 +72,10 @@ public struct PerplexitySums: Sendable {
     public var variance: [(ClipInterval, Double, Int)] = []
     public var scheduleNLLSum: Double? = nil
     public var scheduleCount: Int? = nil
+    /// What was scored, for the merge to refuse shards of different runs: the test stream (rows × length and a crc32c
+    /// of its tokens) and the model (algorithm, sizes, its weights_crc32c when the checkpoint has one).
+    public var input: String? = nil
+    public var model: String? = nil
 
     public init(shard: Shard, nllSum: Double, count: Int, batches: Int) {
         self.shard = shard; self.nllSum = nllSum; self.count = count; self.batches = batches
@@ -78,6 +85,8 @@ public struct PerplexitySums: Sendable {
         var o: [String: Any] = ["nll": nllSum, "count": count, "batches": batches,
                                 "var": variance.map { ["min": $0.0.min, "max": $0.0.max, "sum": $0.1.isFinite ? $0.1 : NSNull(), "batches": $0.2] as [String: Any] }]
         if let s = scheduleNLLSum, let c = scheduleCount { o["schedule_nll"] = s; o["schedule_count"] = c }
+        if let input { o["input"] = input }
+        if let model { o["model"] = model }
         return o
     }
 }

@@ -97,16 +97,24 @@ public final class SEDDBatchLoss: BatchLossCore, LossRunner {
 /// SEDD test perplexity (`score ppl` on a SEDD checkpoint): K Monte-Carlo draws of t per sequence
 /// (antithetic across the batch), NELBO per token over the stream, BOS excluded. PPL = exp(NELBO) ≥ true PPL.
 public enum SEDDPerplexity {
+    /// The NELBO over `data`'s batches b ≡ shard (mod n). Batch b draws its t and masks from `batchRNG(b)`, its own
+    /// generator, so a shard's sums do not depend on the batches it skips and `score merge` of the shards gives the
+    /// unsharded numbers. (Before per-batch generators one generator ran through the whole stream: the numbers of
+    /// that version differ from these by Monte-Carlo noise.)
     public static func evaluate(model: DiT, data: SequenceData, maskID: Int32, noise: SEDDNoise = .bd3lms,
-                                samples: Int = 1, batch: Int = 8, seed: UInt64 = 1) -> PerplexityResult {
+                                samples: Int = 1, batch: Int = 8, shard: Shard = .whole,
+                                batchRNG: (Int) -> Xoshiro256) -> PerplexityResult {
         let runner = SEDDBatchLoss(model: model, noise: noise, length: data.length, maskID: maskID, maxBatch: batch, needsGradients: false)
-        var rng = Xoshiro256(seed: seed)
         let K = max(1, samples)
-        var nll = 0.0, count = 0
+        var nll = 0.0, count = 0, batches = 0, sequences = 0
         var rows: [Int32] = []
-        var lo = 0
+        var lo = 0, b = 0
         while lo < data.count {
             let hi = min(data.count, lo + batch)
+            defer { lo = hi; b += 1 }
+            guard shard.contains(b) else { continue }
+            batches += 1; sequences += hi - lo
+            var rng = batchRNG(b)
             data.gather(Array(lo..<hi), into: &rows)
             for _ in 0..<K {
                 let s = rows.withUnsafeBufferPointer {
@@ -114,9 +122,14 @@ public enum SEDDPerplexity {
                 }
                 nll += s.nllSum; count += s.tokenCount
             }
-            lo = hi
         }
-        return PerplexityResult(nll: nll / Double(count), tokens: count / K, sequences: data.count, samples: K,
-                                interval: .base, exact: false, varNELBO: [])
+        var r = PerplexityResult(nll: nll / Double(count), tokens: count / K, sequences: sequences, samples: K,
+                                 interval: .base, exact: false, varNELBO: [])
+        r.sums = PerplexitySums(shard: shard, nllSum: nll, count: count, batches: batches)
+        r.note = note
+        return r
     }
+
+    /// In the JSON: why these numbers differ from an older version's.
+    public static let note = "sedd: per-batch generators (seed, batch index) since score ppl --shard; estimates differ from earlier versions by Monte-Carlo noise"
 }

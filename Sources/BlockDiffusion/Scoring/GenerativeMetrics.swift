@@ -10,6 +10,7 @@
 //   WordOrder.words / immediateRepeats / shuffled      words of a decoded sample, their repeats, seeded shuffles
 //   WordStats                                          one sample's words, repeats and order gain
 //   GenerativeReport(samples:distinct:scorer:degenerateBelow:)   aggregates (incl. order gain, repeat rate), json(perSample:), table
+//                                                      (+ shard: GenerativeShard for `--shard` runs, see ScoreMerge.swift)
 import Foundation
 
 /// One forward window of the scorer: it reads tokens [start, end) and contributes the NLL of the
@@ -169,6 +170,8 @@ public struct GenerativeReport: Sendable {
     public var distinct: [Double]        // distinct-1 … distinct-4
     public var scorer: String
     public var degenerateBelow: Double
+    /// A `--shard i/n` run: what `score merge` needs (ScoreMerge.swift); nil otherwise.
+    public var shard: GenerativeShard? = nil
 
     public init(samples: [SampleScore], distinct: [Double], scorer: String, degenerateBelow: Double = 4) {
         self.samples = samples; self.distinct = distinct; self.scorer = scorer; self.degenerateBelow = degenerateBelow
@@ -255,6 +258,10 @@ public struct GenerativeReport: Sendable {
                 return row
             }
         }
+        if let sh = shard {
+            o["shard"] = sh.shard.description
+            o["shard_data"] = sh.json(samples)
+        }
         let d = try! JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes])
         return String(decoding: d, as: UTF8.self)
     }
@@ -262,7 +269,9 @@ public struct GenerativeReport: Sendable {
     /// A readable summary for stderr.
     public var table: String {
         func f(_ x: Double, _ p: Int = 3) -> String { x.isFinite ? String(format: "%.\(p)f", x) : "n/a" }
-        var s = "generative perplexity of \(samples.count) sample\(samples.count == 1 ? "" : "s") under \(scorer)\n"
+        var s = "generative perplexity of \(samples.count) sample\(samples.count == 1 ? "" : "s") under \(scorer)"
+        if let sh = shard { s += ", shard \(sh.shard) of a stream of \(sh.records) record\(sh.records == 1 ? "" : "s") (merge the shards with score merge)" }
+        s += "\n"
         s += "  gen PPL (mean of per-sample)   \(f(genPPL))\n"
         s += "  gen PPL (token-weighted)       \(f(genPPLTokens))   over \(totalTokens) tokens\n"
         s += "  NFE (mean)                     \(f(meanNFE, 1))\n"

@@ -9,6 +9,8 @@
 //               texts go through the same scorer (checkpoint: encoded with its tokenizer; command:
 //               extra requests with the sample's id, answered in order like the others)
 //   report    : GenerativeReport (gen_ppl = mean of per-sample PPLs, gen_ppl_tokens = token-weighted, …)
+//   --shard   : only the samples with id ≡ i (mod n); the report carries GenerativeShard, from which
+//               `score merge` rebuilds the unsharded report exactly (ScoreMerge.swift)
 //
 // Which tokens: with a checkpoint, the scorer's tokens (the samples' ids themselves when both use the
 // same tokenizer; fingerprint 0 = unknown counts as the same when the vocabulary sizes agree). With a
@@ -16,7 +18,7 @@
 // --scorer-tokenizer when given, else the samples' own ids. Prompt tokens are scored like the rest.
 //
 // Public API:
-//   GenerativeOptions { samplesTokenizer, scorerTokenizer, stride, maxTokens, degenerateBelow, scorerTimeout, progress }
+//   GenerativeOptions { samplesTokenizer, scorerTokenizer, stride, maxTokens, degenerateBelow, scorerTimeout, progress, shard }
 //   GenerativeScorerChoice .checkpoint(path) | .command(cmd)
 //   GenerativeScoring.run(input:scorer:options:) throws -> GenerativeReport
 import Foundation
@@ -41,6 +43,9 @@ public struct GenerativeOptions {
     /// Order gain: shuffles of each sample's words (0 = not measured). Words need `samplesTokenizer`.
     public var orderShuffles = 3
     public var orderSeed: UInt64 = 1
+    /// `--shard i/n`: score only the samples with id ≡ i (mod n), and carry in the report what `score merge`
+    /// needs to rebuild the whole run's report exactly (GenerativeShard). nil = not sharded.
+    public var shard: Shard?
     public init() {}
 
     /// The checks that need no file (exit 64); the stride is checked against the scorer's context on load.
@@ -75,6 +80,35 @@ public enum GenerativeScoring {
         if let t = o.samplesTokenizer { try requireTokenizer(t, matches: h.tokenizerFingerprint, vocab: h.vocabSize, what: "the samples (-t)") }
         var samples: [SampleScore] = []
         var distinct = DistinctNGrams()
+        // Sharded: every record is read (the input's count and checksum identify it to the merge), only the
+        // shard's are scored, each with its stream position and the tokens distinct-n counted. With a scorer
+        // command `take` runs on the writer thread and `kept` on the reader thread: they share no variable.
+        var records = 0, crc: UInt32 = 0
+        var positions: [Int] = [], grams: [[Int32]] = [], excluded: Int32 = -1
+        func take(_ r: TokenRecord) -> Bool {
+            records += 1
+            guard let sh = o.shard else { return true }
+            crc = GenerativeShard.checksum(r, crc: crc)
+            return sh.contains(r.id)
+        }
+        func kept(_ toks: [Int32], excluding eos: Int32, at pos: Int) {
+            distinct.add(toks, excluding: eos)
+            guard o.shard != nil else { return }
+            positions.append(pos); grams.append(toks); excluded = eos
+        }
+        func part(_ scorer: String) -> GenerativeShard? {
+            guard let sh = o.shard else { return nil }
+            var p = GenerativeShard(shard: sh)
+            p.records = records; p.inputCRC = crc; p.positions = positions; p.grams = grams; p.excluded = excluded
+            p.settings = settings(scorer)
+            return p
+        }
+        func settings(_ scorer: String) -> [String: String] {
+            ["scorer": scorer, "degenerate_below": "\(o.degenerateBelow)", "order_shuffles": "\(o.orderShuffles)",
+             "order_seed": "\(o.orderSeed)", "max_tokens": o.maxTokens.map(String.init) ?? "none",
+             "samples_tokenizer": o.samplesTokenizer.map { hex($0.fingerprint) } ?? "none",
+             "scorer_tokenizer": o.scorerTokenizer.map { hex($0.fingerprint) } ?? "none"]
+        }
         switch scorer {
         case .checkpoint(let path):
             let ar = try ARCheckpointScorer(path: path, stride: o.stride, overrides: o.scorerOverrides)
@@ -91,6 +125,7 @@ public enum GenerativeScoring {
             // A checkpoint without eos_id metadata: take the EOS of the tokens it is fed.
             if ar.eos < 0 { ar.eos = retok?.to.eosId ?? h.special.eos }
             while let r = try input.next() {
+                guard take(r) else { continue }
                 try refuseMasks(r, h)
                 var toks = retok.map { $0(r.tokens) } ?? r.tokens
                 if let m = o.maxTokens, toks.count > m { toks.removeLast(toks.count - m) }
@@ -118,10 +153,10 @@ public enum GenerativeScoring {
                     sc.words = plan.stats(ppl)
                 }
                 samples.append(sc)
-                distinct.add(toks, excluding: ar.eos)
+                kept(toks, excluding: ar.eos, at: records - 1)
                 o.progress?(samples.count)
             }
-            return report(samples, distinct, ar.description, o.degenerateBelow)
+            return report(samples, distinct, ar.description, o.degenerateBelow, part(ar.description))
 
         case .command(let cmd):
             guard let from = o.samplesTokenizer else {
@@ -134,7 +169,9 @@ public enum GenerativeScoring {
             var queue: [(ScorerRequest, Pending)] = []
             let next: () throws -> (ScorerRequest, Pending)? = {
                 if !queue.isEmpty { return queue.removeFirst() }
-                guard let r = try input.next() else { return nil }
+                var rec = try input.next()
+                while let r = rec, !take(r) { rec = try input.next() }
+                guard let r = rec else { return nil }
                 try refuseMasks(r, h)
                 let toks = retok.map { $0(r.tokens) } ?? r.tokens
                 let text = String(decoding: from.decode(r.tokens), as: UTF8.self)
@@ -142,7 +179,7 @@ public enum GenerativeScoring {
                 for (k, t) in plan.texts.enumerated() {
                     queue.append((ScorerRequest(id: r.id, text: String(decoding: t, as: UTF8.self)), .reordered(k, last: k == plan.texts.count - 1)))
                 }
-                return (ScorerRequest(id: r.id, text: text), .sample(r, toks, plan))
+                return (ScorerRequest(id: r.id, text: text), .sample(r, toks, plan, records - 1))
             }
             var current: (SampleScore, WordPlan, [Double])? = nil
             func finish() {
@@ -154,10 +191,10 @@ public enum GenerativeScoring {
             }
             try ScorerCommand.run(command: cmd, replyTimeout: o.scorerTimeout, next: next) { resp, meta in
                 switch meta {
-                case .sample(let r, let toks, let plan):
+                case .sample(let r, let toks, let plan, let pos):
                     finish()
                     current = (score(r, nll: resp.nll, tokens: resp.tokens, scorerTokens: toks, threshold: o.degenerateBelow), plan, [])
-                    distinct.add(toks, excluding: eos)
+                    kept(toks, excluding: eos, at: pos)
                     if plan.texts.isEmpty { finish() }
                 case .reordered(_, let last):
                     current?.2.append(resp.tokens > 0 ? exp(resp.nll / Double(resp.tokens)) : .nan)
@@ -165,11 +202,11 @@ public enum GenerativeScoring {
                 }
             }
             finish()
-            return report(samples, distinct, "command `\(cmd)`", o.degenerateBelow)
+            return report(samples, distinct, "command `\(cmd)`", o.degenerateBelow, part("command `\(cmd)`"))
         }
     }
 
-    enum Pending { case sample(TokenRecord, [Int32], WordPlan), reordered(Int, last: Bool) }
+    enum Pending { case sample(TokenRecord, [Int32], WordPlan, Int), reordered(Int, last: Bool) }
 
     /// A sample's words and the texts whose PPL gives its order gain: texts[0] the words in order,
     /// texts[1...] the shuffles, each joined by single spaces and led by the sample's leading special
@@ -203,8 +240,10 @@ public enum GenerativeScoring {
         return s
     }
 
-    static func report(_ s: [SampleScore], _ d: DistinctNGrams, _ scorer: String, _ threshold: Double) -> GenerativeReport {
-        GenerativeReport(samples: s, distinct: (1...DistinctNGrams.maxN).map { d.ratio($0) }, scorer: scorer, degenerateBelow: threshold)
+    static func report(_ s: [SampleScore], _ d: DistinctNGrams, _ scorer: String, _ threshold: Double, _ part: GenerativeShard?) -> GenerativeReport {
+        var r = GenerativeReport(samples: s, distinct: (1...DistinctNGrams.maxN).map { d.ratio($0) }, scorer: scorer, degenerateBelow: threshold)
+        r.shard = part
+        return r
     }
 
     static func refuseMasks(_ r: TokenRecord, _ h: StreamHeader) throws {

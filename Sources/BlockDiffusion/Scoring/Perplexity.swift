@@ -3,7 +3,8 @@
 //               weight 1/t (loss_scale), position 0 excluded when ignore_bos; NELBO ≥ NLL, so PPL is an upper bound.
 //   bd3 L' = 1: U[1,1] — every token masked, exact NLL (the reference's eval_nll); K is irrelevant.
 //   ar        : exact NLL of x[1:] given x[:-1].
-//   sedd      : score-entropy NELBO (SEDDPerplexity), K draws of one t per sequence; no Var-NELBO.
+//   sedd      : score-entropy NELBO (SEDDPerplexity), K draws of one t per sequence; no Var-NELBO. Per-batch
+//               generators like the others (so it shards); its numbers moved by MC noise when they came in.
 // Var-NELBO (§2.6) of the reported interval and of each requested clip interval: mean over batches
 // of the unbiased variance of the per-block mean losses (not for AR).
 import Foundation
@@ -45,8 +46,9 @@ public enum Perplexity {
             // SEDD: NELBO of the score-entropy loss, K draws of one t per sequence (SEDD/SEDDBatchLoss.swift).
             let noise = SEDDNoise(rawValue: info.metadata["sedd_noise"] ?? "") ?? .bd3lms
             var r = SEDDPerplexity.evaluate(model: model, data: data, maskID: info.special.mask, noise: noise,
-                                            samples: o.samples, batch: o.batch, seed: o.seed)
+                                            samples: o.samples, batch: o.batch, shard: o.shard, batchRNG: { o.batchRNG($0) })
             r.blockSize = L
+            r.sums?.input = identity(data); r.sums?.model = identity(info)
             return r
         }
         let bs = algo == .mdlm ? L : (algo == .ar ? 1 : (o.blockSize ?? info.blockSize))
@@ -128,8 +130,21 @@ public enum Perplexity {
         let reportSums = own == .loglinear ? reportAcc : ownReport.acc
         sums.variance = (algo == .ar ? [] : [(report, reportSums.sum, reportSums.batches)]) + accs.map { ($0.0, $0.1.sum, $0.1.batches) }
         if own != .loglinear { sums.scheduleNLLSum = ownReport.nll; sums.scheduleCount = ownReport.count }
+        sums.input = identity(data); sums.model = identity(info)
         result.sums = sums
         return result
+    }
+
+    /// The test stream a report scored (in its sums: `score merge` refuses shards of different streams).
+    static func identity(_ d: SequenceData) -> String {
+        "\(d.count)x\(d.length) crc32c " + String(format: "%08x", d.tokens.withUnsafeBytes { crc32c($0) })
+    }
+
+    /// The model a report scored: algorithm and sizes, and the content checksum when the checkpoint records one.
+    static func identity(_ i: CheckpointInfo) -> String {
+        let c = i.config
+        return "\(i.algorithm.rawValue) V\(c.vocabSize) D\(c.hiddenSize) N\(c.nBlocks) H\(c.nHeads) step \(i.step)"
+            + (i.metadata[CheckpointDigest.key].map { " weights_crc32c \($0)" } ?? "")
     }
 
     /// Sequences in the shard's batches.
@@ -139,10 +154,9 @@ public enum Perplexity {
         return total
     }
 
-    /// A shard must hold at least one batch; SEDD checkpoints are not sharded (one generator for the whole stream).
+    /// A shard must hold at least one batch.
     public static func checkShard(_ o: PerplexityOptions, sequences: Int, algorithm: Algorithm) throws {
         guard o.shard != .whole else { return }
-        guard algorithm != .sedd else { throw UsageError("--shard applies to ar, mdlm and bd3 checkpoints, not sedd") }
         let batches = (sequences + o.batch - 1) / o.batch
         guard o.shard.index < batches else {
             throw UsageError("shard \(o.shard) has no batches: \(sequences) sequences make \(batches) batches of --batch \(o.batch); use at most \(batches) shards")
