@@ -16,7 +16,7 @@
 // --scorer-tokenizer when given, else the samples' own ids. Prompt tokens are scored like the rest.
 //
 // Public API:
-//   GenerativeOptions { samplesTokenizer, scorerTokenizer, stride, maxTokens, degenerateBelow, scorerTimeout, progress }
+//   GenerativeOptions { samplesTokenizer, scorerTokenizer, stride, maxTokens, degenerateBelow, scorerTimeout, progress, dtype }
 //   GenerativeScorerChoice .checkpoint(path) | .command(cmd)
 //   GenerativeScoring.run(input:scorer:options:) throws -> GenerativeReport
 import Foundation
@@ -38,6 +38,8 @@ public struct GenerativeOptions {
     public var progress: ((Int) -> Void)?
     /// Facts a reference AR state_dict lacks (Checkpoint.open), for the checkpoint scorer.
     public var scorerOverrides = CheckpointOverrides()
+    /// Weights of the checkpoint scorer (ARCheckpointScorer): fp32, or bf16 through the inference engine.
+    public var dtype: WeightDType = .fp32
     /// Order gain: shuffles of each sample's words (0 = not measured). Words need `samplesTokenizer`.
     public var orderShuffles = 3
     public var orderSeed: UInt64 = 1
@@ -46,6 +48,7 @@ public struct GenerativeOptions {
     /// The checks that need no file (exit 64); the stride is checked against the scorer's context on load.
     public func validate(command: Bool) throws {
         if let s = stride { try checkRange(s, 1...Limits.length, "--stride") }
+        if command && dtype != .fp32 { throw UsageError("--dtype applies to a checkpoint scorer (--scorer); a scorer command chooses its own precision") }
         if let m = maxTokens {
             guard !command else { throw UsageError("--max-tokens applies to a checkpoint scorer; a scorer command truncates itself (e.g. hf_gpt2.py --max-length)") }
             try checkRange(m, 2...Limits.length, "--max-tokens")
@@ -77,7 +80,7 @@ public enum GenerativeScoring {
         var distinct = DistinctNGrams()
         switch scorer {
         case .checkpoint(let path):
-            let ar = try ARCheckpointScorer(path: path, stride: o.stride, overrides: o.scorerOverrides)
+            let ar = try ARCheckpointScorer(path: path, stride: o.stride, overrides: o.scorerOverrides, dtype: o.dtype)
             let same = h.vocabSize == ar.vocabSize
                 && (h.tokenizerFingerprint == ar.info.fingerprint || h.tokenizerFingerprint == 0 || ar.info.fingerprint == 0)
             var retok: Retokenizer? = nil
@@ -121,7 +124,9 @@ public enum GenerativeScoring {
                 distinct.add(toks, excluding: ar.eos)
                 o.progress?(samples.count)
             }
-            return report(samples, distinct, ar.description, o.degenerateBelow)
+            var rep = report(samples, distinct, ar.description, o.degenerateBelow)
+            rep.scorerDType = o.dtype
+            return rep
 
         case .command(let cmd):
             guard let from = o.samplesTokenizer else {
