@@ -18,7 +18,8 @@ struct Refine: ParsableCommand {
 
         Examples:
           refine -m ck.safetensors --block-size 1024 -i masked.tok -o refined.tok
-          refine -m ck.safetensors --block-size 1024 --approx-cache 4 -i masked.tok -o refined.tok
+          refine -m ck.safetensors --block-size 1024 --approx-cache 4 \\
+                 -i masked.tok -o refined.tok
           remask --ratio 0.5 -i drafts.tok \\
                  | refine -m ck.safetensors --nucleus 0.9 -o refined.tok
           refine -m ck.safetensors -t tokenizer.json --infill holes.txt \\
