@@ -181,4 +181,29 @@ final class ApproxCacheTests: XCTestCase {
         XCTAssertThrowsError(try refine(ck, masked) { $0.approxCache = 2; $0.kvCache = false }) { XCTAssert($0 is UsageError) }
         XCTAssertThrowsError(try refine(ck, masked) { $0.approxCache = -1 }) { XCTAssert($0 is UsageError) }
     }
+
+    /// The CLI: a negative K and K with --no-kv-cache are usage errors (exit 64, the option named); a run records
+    /// the option in its stage entry.
+    func testRefineCommandLineApproxCache() throws {
+        let refineTool = try cliBinary("refine")
+        let ck = try loadCheckpoint(makeSamplingModel(samplingConfig(length: 16), seed: 55), blockSize: 4)
+        var d = DraftOptions(); d.samples = 2; d.length = 16; d.blockSize = 4; d.entropyStop = false
+        let masked = try draftRecords(ck, d).map { try remaskRecord($0, policy: .random, ratio: 0.5, maskId: mask, seed: 1) }
+        let input = NSTemporaryDirectory() + "bd3-approx-\(UUID().uuidString).tok", out = input + ".out"
+        defer { for p in [input, out] { try? FileManager.default.removeItem(atPath: p) } }
+        let file = try OutputFile(path: input, allowTerminal: true)
+        let w = try TokenStreamWriter(sink: file, header: ck.samplesHeader(tool: "remask", attributes: [:]))
+        for r in masked { try w.write(r) }
+        try w.finish(); try file.commit()
+        for bad in [["--approx-cache", "-1"], ["--approx-cache", "2", "--no-kv-cache"]] {
+            let r = try runCLI(refineTool, ["-m", ck.path, "--block-size", "16", "-i", input, "-o", out] + bad)
+            XCTAssertEqual(r.code, 64, r.err)
+            XCTAssert(r.err.contains("--approx-cache"), r.err)
+        }
+        let ok = try runCLI(refineTool, ["-m", ck.path, "--block-size", "16", "--approx-cache", "3", "-i", input, "-o", out])
+        XCTAssertEqual(ok.code, 0, ok.err)
+        let recs = try TokenStreamReader(path: out).readAll()
+        XCTAssertEqual(recs.count, 2)
+        for r in recs { XCTAssert(r.stages.last!.contains("approx-cache=3"), r.stages.last!); XCTAssertFalse(r.tokens.contains(mask)) }
+    }
 }
