@@ -77,6 +77,23 @@ final class ScoreDTypeTests: XCTestCase {
                 XCTAssertEqual(json["dtype"] as? String, dtype.rawValue)
             }
             XCTAssert(b.table.contains("bf16"), b.table)
+            // score merge keeps the dtype of its shards and refuses shards of different dtypes.
+            if algo == .ar {
+                var shards: [WeightDType: [String]] = [:]
+                for dtype in WeightDType.allCases {
+                    for i in 0..<2 {
+                        let (m, info, d) = try Perplexity.load(checkpoint: r.runDir + "/last.safetensors", data: data, batch: 4)
+                        var o = PerplexityOptions(); o.batch = 4; o.dtype = dtype; o.shard = try Shard.parse("\(i)/2")
+                        shards[dtype, default: []].append(Perplexity.evaluate(model: m, info: info, data: d, options: o).json)
+                    }
+                }
+                let merged = try ScoreMerge.merge(shards[.bf16]!.enumerated().map { ("s\($0.offset)", $0.element) })
+                XCTAssertEqual(merged.dtype, .bf16)
+                XCTAssertEqual(merged.nll, b.nll, accuracy: 1e-9)
+                XCTAssertThrowsError(try ScoreMerge.merge([("a", shards[.bf16]![0]), ("b", shards[.fp32]![1])])) {
+                    XCTAssert("\($0)".contains("dtype"), "\($0)")
+                }
+            }
         }
     }
 

@@ -28,6 +28,9 @@ public enum ScoreMerge {
                 throw ToolError("\(name): '\(k)' differs from \(first.0)'s; merge shards of one score ppl command only")
             }
         }
+        for (name, o, _) in parts.dropFirst() where !same(o["dtype"], first.1["dtype"]) {
+            throw ToolError("\(name): 'dtype' differs from \(first.0)'s; merge shards of one score ppl command only")
+        }
         let n = first.2.count
         var seen = Set<Int>()
         for (name, _, s) in parts {
@@ -65,6 +68,7 @@ public enum ScoreMerge {
                                  interval: interval, exact: (first.1["exact"] as? Bool) ?? false,
                                  varNELBO: vars.map { ($0.0, $0.2 > 0 ? $0.1 / Double($0.2) : .nan) })
         r.blockSize = (first.1["block_size"] as? Int) ?? 0
+        r.dtype = (first.1["dtype"] as? String).flatMap { WeightDType(rawValue: $0) }
         if hasSched, let name = first.1["schedule"] as? String {
             r.schedule = (name, (first.1["schedule_params"] as? String) ?? "", schedNLL / Double(max(schedCount, 1)))
         }
