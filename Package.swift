@@ -18,6 +18,7 @@ let package = Package(
         .executable(name: "refine", targets: ["refine"]),
         .executable(name: "bench-train", targets: ["bench-train"]),
         .executable(name: "bench-sampling-ckpt", targets: ["bench-sampling-ckpt"]),
+        .executable(name: "bench-approx-cache", targets: ["bench-approx-cache"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -51,6 +52,7 @@ let package = Package(
         .executableTarget(name: "bench-train", dependencies: ["BlockDiffusion", "COpenBLAS"], path: "bench/train"),
         // Random-weight checkpoints for the sampling benchmark (bench/sampling/run.sh).
         .executableTarget(name: "bench-sampling-ckpt", dependencies: ["BlockDiffusion"], path: "bench/sampling/ckpt"),
+        .executableTarget(name: "bench-approx-cache", dependencies: ["BlockDiffusion"], path: "bench/sampling/approx"),
 
         .testTarget(name: "BlockDiffusionTests", dependencies: ["BlockDiffusion"],
                     resources: [.copy("Fixtures")]),

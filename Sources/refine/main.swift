@@ -18,6 +18,8 @@ struct Refine: ParsableCommand {
 
         Examples:
           refine -m ck.safetensors --block-size 1024 -i masked.tok -o refined.tok
+          refine -m ck.safetensors --block-size 1024 --approx-cache 4 \\
+                 -i masked.tok -o refined.tok
           remask --ratio 0.5 -i drafts.tok \\
                  | refine -m ck.safetensors --nucleus 0.9 -o refined.tok
           refine -m ck.safetensors -t tokenizer.json --infill holes.txt \\
@@ -39,6 +41,10 @@ struct Refine: ParsableCommand {
     @Option(name: [.customShort("t"), .customLong("tokenizer")], help: "tokenizer.json for --infill (and text in --visual).")
     var tokenizer: String?
 
+    @Option(name: .customLong("approx-cache"), parsing: .unconditional,
+            help: "Approximate k/v reuse inside the block being denoised (dKV-Cache): a full forward every K steps of a record, in between only its masked rows and the rows decoded since its previous step are recomputed, over the reused keys/values of the others. 0 = off (exact, the default); 1 = exact; K ≥ 2 is faster and not exact (docs/sampling.md: measured divergence). Recorded in the stage entry.")
+    var approxCache = 0
+
     @OptionGroup(title: "Output") var out: OutputOptions
 
     @OptionGroup var sharding: ShardOptions
@@ -46,6 +52,7 @@ struct Refine: ParsableCommand {
     func validate() throws {
         if infill != nil && tokenizer == nil { throw ValidationError("--infill FILE needs -t tokenizer.json (the checkpoint's tokenizer)") }
         if infill != nil && input.input != "-" { throw ValidationError("give either --infill FILE or -i STREAM, not both") }
+        try usage { var o = sampling.refineOptions; o.approxCache = approxCache; try o.validate() }
     }
 
     func run() throws {
@@ -57,6 +64,7 @@ struct Refine: ParsableCommand {
         let dec = try decoding.parsed()
         var o = sampling.refineOptions
         o.unmask = dec.unmask
+        o.approxCache = approxCache
         try usage { o.shard = try Shard.parse(sharding.shard) }
         // bf16: the weights are converted once and the fp32 parameters released before sampling starts.
         var weights: InferenceWeights?

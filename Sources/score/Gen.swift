@@ -22,6 +22,7 @@ struct Gen: ParsableCommand {
         Examples:
           score gen --scorer runs/ar/best.safetensors -i samples.tok > gen.json
           score gen --scorer runs/ar/best.safetensors -t tokenizer.json -i samples.tok
+          score gen --scorer runs/ar/best.safetensors --dtype bf16 -i samples.tok
           score gen --scorer ar.safetensors -t ours.json \\
                     --scorer-tokenizer gpt2.json -i samples.tok
           score gen -t tokenizer.json --per-sample -i samples.tok \\
@@ -41,6 +42,8 @@ struct Gen: ParsableCommand {
     @Option(name: .customLong("scorer-timeout"), parsing: .unconditional, help: "Seconds to wait for each answer of the scorer command once it has every pending request (0 = no limit; default 600); then it is killed.") var scorerTimeout: Double?
     @Option(name: .customLong("order-shuffles"), parsing: .unconditional, help: "Shuffles of each sample's words for the order gain (needs -t; 0 = off).") var orderShuffles: Int = 3
     @Option(name: .customLong("order-seed"), parsing: .unconditional, help: "Seed of the word shuffles.") var orderSeed: UInt64 = 1
+    @Option(help: "Weights of the checkpoint scorer: fp32 (its own forward), or bf16 (the inference engine over bf16 matrices, as draft/refine --dtype bf16: half the weight memory; accumulation fp32).")
+    var dtype: WeightDType = .fp32
     @Option(name: .customLong("degenerate-below"), parsing: .unconditional, help: "Entropy (nats) under which a sample counts as degenerate.") var degenerateBelow: Double = 4
     @OptionGroup var sharding: ShardOptions
 
@@ -48,7 +51,7 @@ struct Gen: ParsableCommand {
     func options() -> GenerativeOptions {
         var o = GenerativeOptions()
         o.stride = stride; o.maxTokens = maxTokens; o.degenerateBelow = degenerateBelow
-        o.orderShuffles = orderShuffles; o.orderSeed = orderSeed
+        o.orderShuffles = orderShuffles; o.orderSeed = orderSeed; o.dtype = dtype
         if let t = scorerTimeout { o.scorerTimeout = t }
         if sharding.shard != nil, let s = try? Shard.parse(sharding.shard) { o.shard = s }
         return o

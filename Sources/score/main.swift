@@ -26,6 +26,7 @@ struct PPL: ParsableCommand {
         Example:
           score ppl -m runs/bd3-4/best.safetensors -i owt.test.tok \\
                 --samples 4 --clip 0.45,0.95 --clip 0.001,1
+          score ppl -m runs/ar/best.safetensors -i owt.test.tok --dtype bf16
         """)
 
     @OptionGroup(title: "Checkpoint") var checkpoint: CheckpointOptions
@@ -36,12 +37,15 @@ struct PPL: ParsableCommand {
     @Option(parsing: .unconditional, help: "Random seed.") var seed: UInt64 = 1
     @Option(parsing: .unconditional, help: "Evaluate a bd3 checkpoint at this block size L' (must divide the sequence length; default: the checkpoint's, the draft size of a mixed-scale model).") var blockSize: Int?
     @OptionGroup var sharding: ShardOptions
+    @Option(help: "Weights: fp32, or bf16 = the checkpoint's matrices rounded to bf16 (the values draft/refine --dtype bf16 compute with), scored by the same fp32 forward: the NLL of the bf16 model, not a faster run.")
+    var dtype: WeightDType = .fp32
 
     func options() throws -> PerplexityOptions {
         var o = PerplexityOptions()
         o.samples = samples; o.batch = batch; o.seed = seed; o.blockSize = blockSize
         o.clips = try clip.map { try ClipInterval.parse($0) }
         o.shard = try Shard.parse(sharding.shard)
+        o.dtype = dtype
         return o
     }
 

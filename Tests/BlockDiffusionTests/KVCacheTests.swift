@@ -1,4 +1,4 @@
-// The cached inference forward (Sampling/CachedForward.swift) against its naive attention twin, the model's
+// The cached inference forward (Model/CachedForward.swift) against its naive attention twin, the model's
 // non-cached `.blockCausal` window forward, the `.blockDiffusion` training forward on [x_t', x_0'], and the
 // PyTorch sampling-window fixture (Fixtures/parity/bd3_window.safetensors); cache sliding bookkeeping.
 import XCTest

@@ -1,5 +1,5 @@
 // One DiT transformer block, shared by the training forward (DiT.forward: attention with the layout's mask over
-// the whole input) and the cached inference forward (Sampling/CachedForward.swift: attention over a KV cache).
+// the whole input) and the cached inference forward (Model/CachedForward.swift: attention over a KV cache).
 // The attention back-end runs between the two halves:
 //
 //   blockAttentionInput:   h1 = LN1(x)(1+sc1)+sh1 ; qkv = h1 Wqkvᵀ                           x (N, D) → qkv (N, 3D)

@@ -27,7 +27,7 @@
 //   outputLength(layout:tokensPerSequence:), blockOutput(_:), modulation(_:), condition
 //   residualStream(_:), finalModulation; profiling / phaseTimes (per-phase wall time)
 //   save(safetensors:metadata:extraScalars:), load(safetensors:) / load(file:ignoreUnknown:) -> extra scalars
-//   (cached sampling lives in Sampling/CachedForward.swift: CachedDiT reads these parameters)
+//   (the cached inference forward lives in Model/CachedForward.swift: CachedDiT reads these parameters)
 import Foundation
 import COpenBLAS
 

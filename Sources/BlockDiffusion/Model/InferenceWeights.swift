@@ -10,7 +10,9 @@
 // Public API:
 //   InferenceWeights(model:dtype:) throws     (time-conditioned SEDD models are refused: their adaLN depends on σ)
 //   config, dtype, bytes (weight bytes held)
+//   InferenceWeights.roundMatricesToBF16(model)   the same matrices rounded in the model itself (score ppl --dtype bf16)
 import Foundation
+import CKernels
 
 public final class InferenceWeights {
     public let config: ModelConfig
@@ -104,5 +106,30 @@ public final class InferenceWeights {
     func embed(_ out: FloatPtr, _ tokens: UnsafePointer<Int32>, _ N: Int) {
         let D = config.hiddenSize
         parallelChunks(N, grain: 64) { rows in for r in rows { embed.row(Int(tokens[r]), into: out + r * D) } }
+    }
+}
+
+extension InferenceWeights {
+    /// The matrices (names under "backbone.") the bf16 engine stores as bf16; everything else stays fp32.
+    static func matrixNames(_ cfg: ModelConfig) -> [String] {
+        ["vocab_embed.embedding", "output_layer.linear.weight"] + (0..<cfg.nBlocks).flatMap { i in
+            ["attn_qkv", "attn_out"].map { "blocks.\(i).\($0).weight" } + ["mlp.0", "mlp.2"].map { "blocks.\(i).\($0).weight" }
+        }
+    }
+
+    /// Rounds, in place, the model's matrices that the bf16 engine stores as bf16 (nearest even), so the model's
+    /// own fp32 forward computes with exactly the values bf16 inference reads (score ppl --dtype bf16). Vectors,
+    /// adaLN and σ maps stay as they are, as in the engine. Idempotent.
+    public static func roundMatricesToBF16(_ model: DiT) {
+        for name in matrixNames(model.config) {
+            guard let t = model.tensor(named: "backbone." + name) else { continue }
+            let n = t.count
+            let tmp = UnsafeMutablePointer<UInt16>.allocate(capacity: max(1, n))
+            defer { tmp.deallocate() }
+            parallelChunks(n, grain: 1 << 16) { r in
+                bd3_f32_to_bf16(tmp + r.lowerBound, t.baseAddress! + r.lowerBound, r.count)
+                bd3_bf16_to_f32(t.baseAddress! + r.lowerBound, tmp + r.lowerBound, r.count)
+            }
+        }
     }
 }

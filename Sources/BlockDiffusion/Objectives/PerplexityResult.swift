@@ -20,6 +20,8 @@ public struct PerplexityResult: Sendable {
     public var sums: PerplexitySums? = nil
     /// A remark printed as "note" in the JSON (e.g. why a SEDD estimate moved between versions).
     public var note: String? = nil
+    /// The weights' dtype (score ppl --dtype; bf16 = matrices rounded to bf16); nil = not recorded (a merge).
+    public var dtype: WeightDType? = nil
     public var ppl: Double { exp(nll) }
     public var bpd: Double { nll / M_LN2 }
 
@@ -32,6 +34,7 @@ public struct PerplexityResult: Sendable {
         var vars: [[String: Any]] = []
         for (c, v) in varNELBO { vars.append(["min": n(c.min), "max": n(c.max), "var": n(v)]) }
         o["var_nelbo"] = vars
+        if let dtype { o["dtype"] = dtype.rawValue }
         if let sc = schedule {
             o["schedule"] = sc.name; o["schedule_params"] = sc.parameters
             o["schedule_nll"] = n(sc.nll); o["schedule_ppl"] = n(exp(sc.nll))
@@ -49,6 +52,7 @@ public struct PerplexityResult: Sendable {
         var s = String(format: "%@ over %d tokens (%d sequences, %d sample%@, L'=%d)\n", exact ? "exact NLL" : "NELBO", tokens, sequences,
                        samples, samples == 1 ? "" : "s", blockSize)
         s += String(format: "  nll  %.6f nats/token\n  ppl  %.4f\n  bpd  %.6f\n", nll, ppl, bpd)
+        if dtype == .bf16 { s += "  (weights rounded to bf16)\n" }
         if let sc = schedule {
             s += String(format: "  (loglinear evaluation; under the training schedule %@: nll %.6f, ppl %.4f)\n",
                         sc.name, sc.nll, exp(sc.nll))

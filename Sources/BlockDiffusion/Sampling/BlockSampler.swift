@@ -12,6 +12,9 @@
 //       other --unmask policies (Unmasking.swift): one forward over the block's masked rows, the policy picks
 //            which positions get a Gumbel-max draw (k from the schedule, or adaptive: threshold / eb)
 //     store_kv forward of the finished block (not an NFE); stop rules (draft) after each block.
+//     approxCache K > 0 (refine --approx-cache, off by default): the block's forwards of a canvas are full every K
+//       (the refresh), in between only its masked and just-changed rows are recomputed over reused k/v
+//       (stepForward, ReuseForward.swift). Approximate for K ≥ 2; K = 1 is the exact sampler.
 //   AR (causal checkpoint): prefix fed causally into the cache, then one token per forward.
 //
 // Records per filled position: confidence = post-nucleus p_x0 of the chosen token at its write step, as Float
@@ -20,7 +23,7 @@
 // the reference samples every position and keeps one, which has the same distribution.
 //
 // Public API:
-//   SamplerKind (.firstHitting, .ddpm), SamplerSettings (… unmask), Canvas (… suffixLength, stopRule, margin),
+//   SamplerKind (.firstHitting, .ddpm), SamplerSettings (… unmask, approxCache), Canvas (… suffixLength, stopRule, margin),
 //   SamplerStep + BlockSampler.onStep (per-step hook for traces)
 //   BlockSampler(model:settings:maskId:maxBatch:maxLength:kvCache:weights:)   run(_:stop:) fills every MASK of equal-length
 //       canvases; kvCache = false uses WindowDiT (no cache, the window through .blockCausal; see WindowForward.swift)
@@ -38,13 +41,18 @@ public struct SamplerSettings: Sendable {
     public var nucleus: Double     // top-p; 1 = off
     public var blockSize: Int      // L'; ≥ the length = one global block
     public var unmask: UnmaskPolicy = .random   // which masked positions a step fills (Unmasking.swift)
+    /// refine --approx-cache K: 0 = exact (every forward runs the whole block); K ≥ 1 = a full forward of a
+    /// canvas's block every K of its forwards, in between only its masked and just-changed rows (ReuseForward.swift).
+    public var approxCache = 0
     public init(kind: SamplerKind = .firstHitting, steps: Int = 1000, nucleus: Double = 1, blockSize: Int,
-                unmask: UnmaskPolicy = .random) {
+                unmask: UnmaskPolicy = .random, approxCache: Int = 0) {
         self.kind = kind; self.steps = steps; self.nucleus = nucleus; self.blockSize = blockSize; self.unmask = unmask
+        self.approxCache = approxCache
     }
     public var summary: String {
         "B=\(blockSize) sampler=\(kind.rawValue)" + (kind == .ddpm && !unmask.isAdaptive ? " steps=\(steps)" : "")
             + " nucleus=\(nucleus)" + (unmask == .random ? "" : " unmask=\(unmask)")
+            + (approxCache > 0 ? " approx-cache=\(approxCache)" : "")
     }
 }
 
@@ -101,6 +109,9 @@ public final class BlockSampler {
     /// Called after every step that unmasked positions (AR: every token, block = position); nil = no tracing.
     public var onStep: ((SamplerStep, Canvas) -> Void)? = nil
     var blockSteps: [Int] = []
+    // --approx-cache: per canvas, its forwards in the current block and the block's tokens at its last forward.
+    var forwardsInBlock: [Int] = []
+    var lastSeen: [[Int32]] = []
     public let settings: SamplerSettings
     public let maskId: Int32
     public let causal: Bool
@@ -116,6 +127,9 @@ public final class BlockSampler {
         let block = causal ? 1 : min(settings.blockSize, maxLength)
         let capacity = max(model.config.length, block)
         let chunk = causal ? min(arChunk, capacity) : block
+        guard settings.approxCache == 0 || kvCache else {
+            throw UsageError("--approx-cache reuses entries of the KV cache; it cannot run with --no-kv-cache")
+        }
         if kvCache {
             engine = try CachedDiT(weights: weights ?? InferenceWeights(model: model, dtype: .fp32), maxBatch: maxBatch, maxChunk: chunk, capacity: capacity)
         } else {
@@ -146,6 +160,7 @@ public final class BlockSampler {
         for start in stride(from: 0, to: len, by: bs) {
             let range = start..<(start + bs)
             blockSteps = [Int](repeating: 0, count: cs.count)
+            forwardsInBlock = [Int](repeating: 0, count: cs.count); lastSeen = [[Int32]](repeating: [], count: cs.count)
             if settings.unmask != .random { policyBlock(&cs, range) } else {
                 switch settings.kind {
                 case .firstHitting: firstHittingBlock(&cs, range)
@@ -199,7 +214,7 @@ public final class BlockSampler {
                 picks.append(masked[draw])
             }
             let rows = zip(todo, picks).map { b, pos in b * r.count + pos - r.lowerBound }
-            let logits = engine.forward(tokens: gather(cs, r), batch: cs.count, store: false, rows: rows)
+            let logits = stepForward(cs, r, todo, rows: rows)
             for (k, b) in todo.enumerated() {
                 cs[b].nfe += 1
                 let pos = picks[k]
@@ -209,6 +224,35 @@ public final class BlockSampler {
                 report(cs, b, r, [pos])
             }
         }
+    }
+
+    /// The forward of one step of the canvases `stepping` (ascending) over block r; rows: the flat output rows.
+    /// Exact unless --approx-cache K: then a canvas gets a full forward of its block at its 1st, (K+1)-th, …
+    /// forward in the block (the refresh) and in between only its rows that are masked or whose token changed
+    /// since its previous forward (their k/v recomputed; the other rows' k/v reused from the cache). One canvas's
+    /// numbers never depend on another's schedule: the exact batched forward runs only when every canvas that
+    /// still has masks in the block refreshes (it rewrites every canvas's slots).
+    func stepForward(_ cs: [Canvas], _ r: Range<Int>, _ stepping: [Int], rows: [Int]) -> UnsafeBufferPointer<Float> {
+        let K = settings.approxCache, tokens = gather(cs, r)
+        guard K > 0, let cache = engine as? CachedDiT else {
+            return engine.forward(tokens: tokens, batch: cs.count, store: false, rows: rows)
+        }
+        defer { for b in stepping { forwardsInBlock[b] += 1; lastSeen[b] = Array(cs[b].tokens[r]) } }
+        let refresh = stepping.filter { forwardsInBlock[$0] % K == 0 }
+        let pending = cs.indices.filter { cs[$0].active && hasMask(cs[$0], r) }
+        if refresh.count == stepping.count && Set(pending).isSubset(of: refresh) {
+            return engine.forward(tokens: tokens, batch: cs.count, store: false, rows: rows)
+        }
+        let n = r.count
+        var compute: [Int] = []
+        for b in stepping {
+            let full = forwardsInBlock[b] % K == 0
+            for i in 0..<n {
+                let t = cs[b].tokens[r.lowerBound + i]
+                if full || t == maskId || t != lastSeen[b][i] { compute.append(b * n + i) }
+            }
+        }
+        return cache.forwardReusing(tokens: tokens, batch: cs.count, compute: compute, rows: rows)
     }
 
     func report(_ cs: [Canvas], _ b: Int, _ r: Range<Int>, _ positions: [Int]) {
@@ -234,7 +278,7 @@ public final class BlockSampler {
             }
             let wanted = todo.map { b in maskedPositions(cs[b], r) }
             let rows = zip(todo, wanted).flatMap { b, ps in ps.map { b * r.count + $0 - r.lowerBound } }
-            let logits = engine.forward(tokens: gather(cs, r), batch: cs.count, store: false, rows: rows)
+            let logits = stepForward(cs, r, todo, rows: rows)
             var row = 0
             for (j, b) in todo.enumerated() {
                 cs[b].nfe += 1
@@ -267,7 +311,7 @@ public final class BlockSampler {
             if !need.isEmpty {
                 let wanted = need.map { b in maskedPositions(cs[b], r) }
                 let rows = zip(need, wanted).flatMap { b, ps in ps.map { b * r.count + $0 - r.lowerBound } }
-                let logits = engine.forward(tokens: gather(cs, r), batch: cs.count, store: false, rows: rows)
+                let logits = stepForward(cs, r, need, rows: rows)
                 var k = 0
                 for (b, ps) in zip(need, wanted) {
                     cs[b].nfe += 1

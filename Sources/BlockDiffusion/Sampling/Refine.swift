@@ -16,7 +16,7 @@
 //   random    uniform choice (partial Fisher–Yates, seeded by canvasSeed(seed, id)).
 //
 // Public API:
-//   RefineOptions (… unmask, shard, dtype), runRefine(checkpoint:options:reader:writer:source:observer:weights:),
+//   RefineOptions (… unmask, shard, dtype, approxCache), runRefine(checkpoint:options:reader:writer:source:observer:weights:),
 //   runRefine(checkpoint:options:next:writer:source:observer:weights:) (records from anywhere, e.g. infillRecords)
 //   RemaskPolicy, remaskRecord(_:policy:ratio:maskId:seed:scores:dilate:), posthocConfidence(engine:tokens:maskId:),
 //   posthocConfidences(engine:sequences:maskId:),
@@ -40,6 +40,9 @@ public struct RefineOptions: Sendable {
     public var shard = Shard.whole
     /// Weights of the cached engine (see Model/InferenceWeights.swift).
     public var dtype: WeightDType = .fp32
+    /// `--approx-cache K`: approximate k/v reuse inside the block being denoised (0 = off, exact; see
+    /// SamplerSettings.approxCache and ReuseForward.swift).
+    public var approxCache = 0
     public init() {}
 }
 
@@ -63,7 +66,8 @@ public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOption
     if !o.kvCache && o.dtype != .fp32 { throw UsageError("--no-kv-cache runs the fp32 model (the reference's comparison path); use --dtype fp32 with it") }
     let w = try weights ?? (o.kvCache ? InferenceWeights(model: ck.model, dtype: o.dtype) : nil)
     let bs = o.blockSize ?? ck.blockSize
-    let settings = SamplerSettings(kind: o.sampler, steps: o.steps, nucleus: o.nucleus, blockSize: bs, unmask: o.unmask)
+    let settings = SamplerSettings(kind: o.sampler, steps: o.steps, nucleus: o.nucleus, blockSize: bs, unmask: o.unmask,
+                                   approxCache: o.approxCache)
     let mask = ck.special.mask
     var samplers: [Int: BlockSampler] = [:]   // by length (the window depends on it when one block covers it)
     // Batch size: given, or what fits for a window of the model length (records longer than that are rare).

@@ -35,6 +35,8 @@ extension RefineOptions {
     public func validate() throws {
         try checkSamplerSettings(steps: steps, nucleus: nucleus, batch: batch, blockSize: blockSize)
         if !kvCache && dtype != .fp32 { throw UsageError("--no-kv-cache runs the fp32 model (the reference's comparison path); use --dtype fp32 with it") }
+        try checkRange(approxCache, 0...Limits.steps, "--approx-cache", "0 = off: exact")
+        if !kvCache && approxCache > 0 { throw UsageError("--approx-cache reuses entries of the KV cache; it cannot run with --no-kv-cache") }
     }
 }
 

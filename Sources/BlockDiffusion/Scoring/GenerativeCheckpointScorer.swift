@@ -2,8 +2,11 @@
 // and the re-tokenisation of samples made with another tokenizer.
 //
 // Public API:
-//   ARCheckpointScorer(path:stride:overrides:)  opened by Checkpoint.open as every tool does; context = the
+//   ARCheckpointScorer(path:stride:overrides:dtype:)  opened by Checkpoint.open as every tool does; context = the
 //                                         checkpoint's seq_len (the AR model reads ctx − 1 tokens)
+//       dtype fp32: the model's own causal forward; bf16: the inference engine (CachedDiT, one causal chunk per
+//       window, nothing stored) over bf16 matrices (InferenceWeights), the fp32 parameters released — the
+//       storage and kernels of draft/refine --dtype bf16; accumulation stays fp32.
 //   scorer.score(_ tokens:) -> (nll: Double, tokens: Int)   sliding windows, EOS targets excluded
 //   Retokenizer(from:to:)                 decode with one tokenizer, encode with another; special-token
 //                                         names in the text become the target's special ids (as HF does)
@@ -16,6 +19,9 @@ public final class ARCheckpointScorer {
     /// Scorer context in tokens (a window holds up to `context` tokens: ctx − 1 inputs predicting ctx − 1 targets).
     public let context: Int
     public let stride: Int
+    public let dtype: WeightDType
+    /// The bf16 path: the engine over bf16 weights (nil at fp32).
+    let engine: CachedDiT?
     /// Targets equal to this id are not scored (the reference excludes every EOS); −1 = none.
     public var eos: Int32
     var input: [Int32]
@@ -24,7 +30,7 @@ public final class ARCheckpointScorer {
     var rowLoss: [Float]
 
     /// `stride` defaults to context / 2 (the reference: 1024 / 512).
-    public init(path: String, stride: Int? = nil, overrides: CheckpointOverrides = .init()) throws {
+    public init(path: String, stride: Int? = nil, overrides: CheckpointOverrides = .init(), dtype: WeightDType = .fp32) throws {
         self.path = path
         let ck = try Checkpoint.open(path, overrides: overrides)
         info = ck.info
@@ -39,12 +45,19 @@ public final class ARCheckpointScorer {
         }
         self.stride = s
         model = try ck.model(maxBatch: 1, maxTokens: context - 1)
+        self.dtype = dtype
+        if dtype == .bf16 {
+            engine = try CachedDiT(weights: InferenceWeights(model: model, dtype: .bf16), maxBatch: 1, maxChunk: context - 1, capacity: context)
+            model.releaseParameters()
+        } else { engine = nil }
         eos = info.special.eos
         input = []; targets = []; weights = []; rowLoss = []
     }
 
     public var vocabSize: Int { info.vocabSize }
-    public var description: String { "AR checkpoint \((path as NSString).lastPathComponent) (context \(context), stride \(stride))" }
+    public var description: String {
+        "AR checkpoint \((path as NSString).lastPathComponent) (context \(context), stride \(stride)\(dtype == .fp32 ? "" : ", \(dtype.rawValue) weights"))"
+    }
 
     /// Sum of −log p(x_p | window tokens before p) over the scored positions, and their count.
     /// Ids must be in 0..<vocabSize (checked by the caller).
@@ -58,8 +71,14 @@ public final class ARCheckpointScorer {
             weights = [Float](repeating: 0, count: T)
             for p in w.scoreFrom..<w.end where tokens[p] != eos { weights[p - w.start - 1] = 1; count += 1 }
             rowLoss = [Float](repeating: 0, count: T)
-            let logits = input.withUnsafeBufferPointer {
-                model.forward(tokens: $0, batch: 1, layout: .causal, sigma: nil, training: false, dropoutSeed: 0)
+            let logits: UnsafeBufferPointer<Float>
+            if let engine {
+                engine.reset()
+                logits = engine.forward(tokens: input, batch: 1, store: false, causal: true)
+            } else {
+                logits = UnsafeBufferPointer(input.withUnsafeBufferPointer {
+                    model.forward(tokens: $0, batch: 1, layout: .causal, sigma: nil, training: false, dropoutSeed: 0)
+                })
             }
             // Same head as training and `score ppl`: the mask column is excluded from the softmax.
             nll += targets.withUnsafeBufferPointer { t in

@@ -172,6 +172,8 @@ public struct GenerativeReport: Sendable {
     public var degenerateBelow: Double
     /// A `--shard i/n` run: what `score merge` needs (ScoreMerge.swift); nil otherwise.
     public var shard: GenerativeShard? = nil
+    /// The checkpoint scorer's weights (score gen --dtype); nil for a scorer command.
+    public var scorerDType: WeightDType? = nil
 
     public init(samples: [SampleScore], distinct: [Double], scorer: String, degenerateBelow: Double = 4) {
         self.samples = samples; self.distinct = distinct; self.scorer = scorer; self.degenerateBelow = degenerateBelow
@@ -244,6 +246,7 @@ public struct GenerativeReport: Sendable {
             "order_gain": Self.num(orderGain), "order_gain_samples": orderGainSamples, "order_shuffles": orderShuffles,
             "repeat_rate": Self.num(repeatRate), "words": totalWords,
         ]
+        if let scorerDType { o["scorer_dtype"] = scorerDType.rawValue }
         for n in 1...DistinctNGrams.maxN { o["distinct_\(n)"] = Self.num(n <= distinct.count ? distinct[n - 1] : .nan) }
         if perSample {
             o["per_sample"] = samples.map { s -> [String: Any] in

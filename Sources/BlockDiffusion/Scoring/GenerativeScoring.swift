@@ -18,7 +18,7 @@
 // --scorer-tokenizer when given, else the samples' own ids. Prompt tokens are scored like the rest.
 //
 // Public API:
-//   GenerativeOptions { samplesTokenizer, scorerTokenizer, stride, maxTokens, degenerateBelow, scorerTimeout, progress, shard }
+//   GenerativeOptions { samplesTokenizer, scorerTokenizer, stride, maxTokens, degenerateBelow, scorerTimeout, progress, shard, dtype }
 //   GenerativeScorerChoice .checkpoint(path) | .command(cmd)
 //   GenerativeScoring.run(input:scorer:options:) throws -> GenerativeReport
 import Foundation
@@ -40,6 +40,8 @@ public struct GenerativeOptions {
     public var progress: ((Int) -> Void)?
     /// Facts a reference AR state_dict lacks (Checkpoint.open), for the checkpoint scorer.
     public var scorerOverrides = CheckpointOverrides()
+    /// Weights of the checkpoint scorer (ARCheckpointScorer): fp32, or bf16 through the inference engine.
+    public var dtype: WeightDType = .fp32
     /// Order gain: shuffles of each sample's words (0 = not measured). Words need `samplesTokenizer`.
     public var orderShuffles = 3
     public var orderSeed: UInt64 = 1
@@ -51,6 +53,7 @@ public struct GenerativeOptions {
     /// The checks that need no file (exit 64); the stride is checked against the scorer's context on load.
     public func validate(command: Bool) throws {
         if let s = stride { try checkRange(s, 1...Limits.length, "--stride") }
+        if command && dtype != .fp32 { throw UsageError("--dtype applies to a checkpoint scorer (--scorer); a scorer command chooses its own precision") }
         if let m = maxTokens {
             guard !command else { throw UsageError("--max-tokens applies to a checkpoint scorer; a scorer command truncates itself (e.g. hf_gpt2.py --max-length)") }
             try checkRange(m, 2...Limits.length, "--max-tokens")
@@ -111,7 +114,7 @@ public enum GenerativeScoring {
         }
         switch scorer {
         case .checkpoint(let path):
-            let ar = try ARCheckpointScorer(path: path, stride: o.stride, overrides: o.scorerOverrides)
+            let ar = try ARCheckpointScorer(path: path, stride: o.stride, overrides: o.scorerOverrides, dtype: o.dtype)
             let same = h.vocabSize == ar.vocabSize
                 && (h.tokenizerFingerprint == ar.info.fingerprint || h.tokenizerFingerprint == 0 || ar.info.fingerprint == 0)
             var retok: Retokenizer? = nil
@@ -156,7 +159,11 @@ public enum GenerativeScoring {
                 kept(toks, excluding: ar.eos, at: records - 1)
                 o.progress?(samples.count)
             }
-            return report(samples, distinct, ar.description, o.degenerateBelow, part(ar.description))
+            var shardPart = part(ar.description)
+            shardPart?.settings["scorer_dtype"] = o.dtype.rawValue   // the merge refuses mixed dtypes and keeps it
+            var rep = report(samples, distinct, ar.description, o.degenerateBelow, shardPart)
+            rep.scorerDType = o.dtype
+            return rep
 
         case .command(let cmd):
             guard let from = o.samplesTokenizer else {

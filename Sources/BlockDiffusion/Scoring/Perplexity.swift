@@ -7,6 +7,8 @@
 //               generators like the others (so it shards); its numbers moved by MC noise when they came in.
 // Var-NELBO (§2.6) of the reported interval and of each requested clip interval: mean over batches
 // of the unbiased variance of the per-block mean losses (not for AR).
+// --dtype bf16: the model's matrices rounded to bf16 first (InferenceWeights.roundMatricesToBF16), then the same fp32
+// forward: the NLL of the model bf16 inference computes with (not a faster or smaller evaluation).
 import Foundation
 
 public struct PerplexityOptions: Sendable {
@@ -19,6 +21,10 @@ public struct PerplexityOptions: Sendable {
     /// `--shard i/n`: only the batches b ≡ i (mod n). Each batch draws from its own generators seeded by (seed, b),
     /// so the shards' sums add up to the unsharded run's (`score merge`).
     public var shard = Shard.whole
+    /// bf16: the model's matrices are rounded to bf16 in place before scoring (the values `draft`/`refine --dtype
+    /// bf16` compute with: InferenceWeights.roundMatricesToBF16); the NELBO forward itself stays the fp32 training
+    /// forward, so this measures what bf16 weights do to the likelihood, not bf16 speed or memory.
+    public var dtype: WeightDType = .fp32
     public init() {}
 
     /// The generator of estimate `stream` in batch b. Each estimate draws its t from its own stream, so the
@@ -38,8 +44,16 @@ public struct PerplexityOptions: Sendable {
 }
 
 public enum Perplexity {
-    /// Scores `data` with `model` (already loaded) as described by `info`.
+    /// Scores `data` with `model` (already loaded) as described by `info`. With `o.dtype == .bf16` the model's
+    /// matrices are first rounded to bf16 in place (idempotent).
     public static func evaluate(model: DiT, info: CheckpointInfo, data: SequenceData, options o: PerplexityOptions) -> PerplexityResult {
+        if o.dtype == .bf16 { InferenceWeights.roundMatricesToBF16(model) }
+        var r = evaluateModel(model: model, info: info, data: data, options: o)
+        r.dtype = o.dtype
+        return r
+    }
+
+    static func evaluateModel(model: DiT, info: CheckpointInfo, data: SequenceData, options o: PerplexityOptions) -> PerplexityResult {
         let L = data.length
         let algo = info.algorithm
         if algo == .sedd {

@@ -210,8 +210,9 @@ public enum ScoreMerge {
         guard let scorer = st["scorer"], let below = st["degenerate_below"].flatMap(Double.init) else {
             throw ToolError("\(first.name): shard_data 'settings' lacks the scorer or degenerate_below; run the shard again")
         }
-        let r = GenerativeReport(samples: all.map(\.sample), distinct: (1...DistinctNGrams.maxN).map { distinct.ratio($0) },
+        var r = GenerativeReport(samples: all.map(\.sample), distinct: (1...DistinctNGrams.maxN).map { distinct.ratio($0) },
                                  scorer: scorer, degenerateBelow: below)
+        r.scorerDType = st["scorer_dtype"].flatMap { WeightDType(rawValue: $0) }
         return .gen(r, perSample: first.perSample)
     }
 
@@ -245,6 +246,9 @@ public enum ScoreMerge {
                 throw ToolError("\(name) scored another \(what) than \(first.0) (\(a[k] ?? "unrecorded") vs \(b[k] ?? "unrecorded")); merge the shards of one score ppl command only")
             }
         }
+        for (name, o, _) in parts.dropFirst() where !same(o["dtype"], first.1["dtype"]) {
+            throw ToolError("\(name): 'dtype' differs from \(first.0)'s; merge shards of one score ppl command only")
+        }
         try checkShardSet(parts.map { ($0.0, $0.2) })
 
         func num(_ x: Any?) -> Double { (x as? NSNumber)?.doubleValue ?? .nan }
@@ -274,6 +278,7 @@ public enum ScoreMerge {
                                  varNELBO: vars.map { ($0.0, $0.2 > 0 ? $0.1 / Double($0.2) : .nan) })
         r.blockSize = (first.1["block_size"] as? Int) ?? 0
         r.note = first.1["note"] as? String
+        r.dtype = (first.1["dtype"] as? String).flatMap { WeightDType(rawValue: $0) }
         if hasSched, let name = first.1["schedule"] as? String {
             r.schedule = (name, (first.1["schedule_params"] as? String) ?? "", schedNLL / Double(max(schedCount, 1)))
         }

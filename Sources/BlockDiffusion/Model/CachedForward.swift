@@ -14,6 +14,8 @@
 //   (RoPE scores depend only on position differences; kept k/v were computed with the dropped context, exactly as
 //   the reference's shifted cache).
 //   Weights are fp32 or bf16 (InferenceWeights); chunks of ≤ 8 rows per call use the bandwidth kernels.
+//   It lives in Model, next to the weights it reads, because the samplers (Sampling) and the bf16 AR scorer of
+//   score gen (Scoring) both run on it.
 //
 // Why exact: in the block-diffusion mask clean blocks never attend to noisy ones and a clean block sees the
 // clean blocks ≤ itself, which is what a store_kv forward of that block on top of the cache computes; the
