@@ -75,6 +75,15 @@ DID_FRONTIER_POLICIES ?= snapshot posthoc random
 did_front_pols = $(or $(DID_FRONTIER_POLICIES_$(1)),$(DID_FRONTIER_POLICIES))
 DID_FRONTIER_GAMMAS ?= 0.25 0.5
 DID_FRONTIER_BLOCKS ?= 4 L
+# The DiD cells of model M and seed S, named POLICY-γ-B<block> (e.g. snapshot-0.25-BL): DID_FRONTIER_CELLS_M_sS,
+# else DID_FRONTIER_CELLS_M, else DID_FRONTIER_CELLS, else every policy × γ × block of the lists above. Lists per model and seed let a
+# run spend its CPU where a comparison needs the samples (pipelines/medium.mk uses them).
+did_front_cells = $(or $(DID_FRONTIER_CELLS_$(1)_s$(2)),$(DID_FRONTIER_CELLS_$(1)),$(DID_FRONTIER_CELLS),$(foreach p,$(call did_front_pols,$(1)),\
+    $(foreach g,$(DID_FRONTIER_GAMMAS),$(foreach b,$(DID_FRONTIER_BLOCKS),$(p)-$(g)-B$(b)))))
+# a cell's remask part (POLICY-γ) and its block; word k of a cell name split at '-'
+did_cell_word = $(word $(2),$(subst -, ,$(1)))
+did_cell_mask = $(call did_cell_word,$(1),1)-$(call did_cell_word,$(1),2)
+did_cell_block = $(patsubst B%,%,$(call did_cell_word,$(1),3))
 # second scorer, not trained on the training corpus: a word n-gram judge (pipelines/scorers/ngram.py)
 DID_JUDGE_FIT ?= data/heldout-narrative.jsonl
 DID_JUDGE ?= $(DID_PY) $(DID_HERE)/scorers/ngram.py --fit $(DID_JUDGE_FIT)
@@ -214,15 +223,19 @@ $(DID)/$(1)/front/s$(2)/draft-p$(3).tok: $(DID)/$(1)/best.safetensors
 	@mkdir -p $$(@D)
 	$(DID_FRONT_DRAFT) -m $$< --length $(DID_L) --nucleus $(3) --seed $(2) -o $$@.tmp 2>/dev/null && mv $$@.tmp $$@
 endef
-define did_front_rules
-$(foreach p,$(call did_front_pols,$(1)),$(foreach g,$(DID_FRONTIER_GAMMAS),
-$(DID)/$(1)/front/s$(2)/masked-$(p)-$(g)-p$(3).tok: $(DID)/$(1)/front/s$(2)/draft-p$(3).tok $(DID)/$(1)/best.safetensors
-	$(BIN)/remask --policy $(p) --ratio $(g) --seed $(2) $(if $(filter posthoc,$(p)),-m $(DID)/$(1)/best.safetensors) -i $$< -o $$@
-$(foreach b,$(DID_FRONTIER_BLOCKS),
-$(DID)/$(1)/front/s$(2)/refined-$(p)-$(g)-B$(b)-p$(3).tok: $(DID)/$(1)/front/s$(2)/masked-$(p)-$(g)-p$(3).tok
-	$(BIN)/refine -m $(DID)/$(1)/best.safetensors --block-size $(call did_bs,$(b)) --nucleus $(3) --seed $(2) \
+define did_front_mask
+$(DID)/$(1)/front/s$(2)/masked-$(4)-p$(3).tok: $(DID)/$(1)/front/s$(2)/draft-p$(3).tok $(DID)/$(1)/best.safetensors
+	$(BIN)/remask --policy $(call did_cell_word,$(4),1) --ratio $(call did_cell_word,$(4),2) --seed $(2) \
+	    $(if $(filter posthoc,$(call did_cell_word,$(4),1)),-m $(DID)/$(1)/best.safetensors) -i $$< -o $$@
+endef
+define did_front_refine
+$(DID)/$(1)/front/s$(2)/refined-$(4)-p$(3).tok: $(DID)/$(1)/front/s$(2)/masked-$(call did_cell_mask,$(4))-p$(3).tok
+	$(BIN)/refine -m $(DID)/$(1)/best.safetensors --block-size $(call did_bs,$(call did_cell_block,$(4))) --nucleus $(3) --seed $(2) \
 	    --batch $(DID_FRONTIER_SAMPLES) -i $$< -o $$@.tmp 2>/dev/null && mv $$@.tmp $$@
-)))
+endef
+define did_front_rules
+$(foreach k,$(sort $(foreach c,$(call did_front_cells,$(1),$(2)),$(call did_cell_mask,$(c)))),$(eval $(call did_front_mask,$(1),$(2),$(3),$(k))))
+$(foreach c,$(call did_front_cells,$(1),$(2)),$(eval $(call did_front_refine,$(1),$(2),$(3),$(c))))
 endef
 DID_STAGE1_ALL := $(sort $(DID_NUCLEI) $(DID_STAGE1_NUCLEI))
 $(foreach m,$(DID_FRONTIER_MODELS),$(foreach s,$(DID_FRONTIER_SEEDS),$(foreach p,$(DID_STAGE1_ALL),\
@@ -231,8 +244,8 @@ $(foreach m,$(DID_FRONTIER_MODELS),$(foreach s,$(DID_FRONTIER_SEEDS),$(foreach p
     $(eval $(call did_front_rules,$(m),$(s),$(p))))))
 DID_FRONT_TOKS := $(foreach m,$(DID_FRONTIER_MODELS),$(foreach s,$(DID_FRONTIER_SEEDS),\
     $(foreach p,$(DID_STAGE1_ALL),$(DID)/$(m)/front/s$(s)/draft-p$(p).tok) $(foreach p,$(DID_NUCLEI),\
-    $(foreach q,$(call did_front_pols,$(m)),$(foreach g,$(DID_FRONTIER_GAMMAS),$(foreach b,$(DID_FRONTIER_BLOCKS),\
-        $(DID)/$(m)/front/s$(s)/refined-$(q)-$(g)-B$(b)-p$(p).tok))))))
+    $(foreach c,$(call did_front_cells,$(m),$(s)),$(DID)/$(m)/front/s$(s)/refined-$(c)-p$(p).tok))))
+DID_FRONT_CELLS := $(sort $(foreach m,$(DID_FRONTIER_MODELS),$(foreach s,$(DID_FRONTIER_SEEDS),$(call did_front_cells,$(m),$(s)))))
 $(DID)/%.judge.json: $(DID)/%.tok $(DID)/tokenizer.json $(DID_JUDGE_FIT)
 	$(BIN)/score gen --scorer-cmd '$(DID_JUDGE)' -t $(DID)/tokenizer.json --per-sample -i $< > $@.tmp 2>/dev/null && mv $@.tmp $@
 DID_FRONT_JSONS := $(DID_FRONT_TOKS:.tok=.gen.json) $(DID_FRONT_TOKS:.tok=.judge.json) \
@@ -247,8 +260,8 @@ $(DID_RESULTS)/did-frontier.md: $(DID_FRONT_JSONS) $(DID_HERE)/did/frontier.py |
 	@mkdir -p $(@D)
 	$(DID_PY) $(DID_HERE)/did/frontier.py --dir $(DID) --out $(DID_RESULTS) --length $(DID_L) \
 	    --models "$(DID_FRONTIER_MODELS)" --seeds "$(DID_FRONTIER_SEEDS)" --nuclei "$(DID_NUCLEI)" --stage1-nuclei "$(DID_STAGE1_ALL)" \
-	    --policies "$(DID_FRONTIER_POLICIES)" --gammas "$(DID_FRONTIER_GAMMAS)" --blocks "$(DID_FRONTIER_BLOCKS)" \
-	    --bootstrap $(DID_BOOTSTRAP) \
+	    --cells "$(DID_FRONT_CELLS)" --bootstrap $(DID_BOOTSTRAP) \
+	    --train-flags "$(foreach m,$(DID_FRONTIER_MODELS),$(m)=$(DID_FT_$(m));)" \
 	    --scale "corpus=$(DID_CORPUS) V=$(DID_VOCAB) L=$(DID_L) config=$(DID_CONFIG) $(DID_SET) pre=$(DID_PRE_STEPS) ft=$(DID_STEPS) ar=$(DID_AR_STEPS) samples=$(DID_FRONTIER_SAMPLES) seeds=$(DID_FRONTIER_SEEDS) judge=$(DID_JUDGE_FIT)"
 	@cat $@
 .PHONY: did-frontier

@@ -1,11 +1,12 @@
 # The medium recipe: models with visible word order, trained on the corpora mix (make corpora) in about
-# 1.5 hours of two cores, and the Diffusion-In-Diffusion evaluation that controls for entropy (~1 hour).
+# 2 hours of two cores, and the Diffusion-In-Diffusion evaluation that controls for entropy (~2 hours).
 #
-#   make -j2 medium-train    corpus -> tokenizer -> rows (L = 256) -> pre (MDLM), plain (BD3 L'=4),
-#                         mix (L' ~ {4: 0.9, 256: 0.1}), ar (AR scorer, same size as the generator)
-#   make -j2 medium       + the DiD sweep (results/medium/did-results.md) and the frontier
-#                         (results/medium/did-frontier.md + .png: nucleus sweep, 3 seeds x 64 samples)
-#   make -j2 medium-ship  plain, mix, ar as F16 (MED_SHIP_DTYPE=bf16 for BF16) + tokenizer into
+#   make -j2 medium-train    corpus -> tokenizer -> rows (L = 256) -> pre (MDLM), then its BD3 fine-tunes:
+#                         plain (L' = 4), mix (L' ~ {4: 0.9, 256: 0.1}), uni (L' uniform over {4, 16, 64, 256})
+#                         and half (L' ~ {4: 0.9, 128: 0.1}) — seed 003's Table 3 — and ar (the AR scorer)
+#   make -j2 medium       + the frontier (results/medium/did-frontier.md + .png: nucleus sweep of stage 1,
+#                         the DiD cells of MED_FRONTIER_CELLS*, 3 seeds x 64 samples, the Table 3 comparison)
+#   make -j2 medium-ship  the fine-tunes and ar as F16 (MED_SHIP_DTYPE=bf16 for BF16) + tokenizer into
 #                         data/medium/, at most 60 MB in all, with the exact commands in COMMANDS.txt
 #
 # Every step is a file target of pipelines/did.mk (run with DID=$(MED)): an interrupted `make medium`
@@ -22,14 +23,13 @@
 #                   on two idle cores at L = 256, batch 16, one thread each: MDLM 1,950 + AR 2,130 tokens/s
 #                   together (one 2-thread MDLM run: 3,470 — the pair gets 18 % more out of the cores), BD3
 #                   fine-tunes 1,280 tokens/s each. pre 1,400 steps ‖ ar 1,500 (~50 min), then plain 650 ‖
-#                   mix 650 (~35 min): ~1.5 h of wall time, 5.7 + 6.1 + 2 x 2.7 M training tokens.
+#                   mix 650 (~35 min), then uni 650 ‖ half 650 (~35 min): ~2 h of wall time.
 #                   Without -j2 give MED_THREADS=2. MED_PRECISION=bf16 adds `train --precision bf16`.
-#   evaluation      64 samples x 256 tokens per cell. A global refine (B = L) of γ = 0.25 costs 64 forwards
-#                   of the whole window per sample — ~3 min of one core per cell, 30x a B = 4 draft — so the
-#                   sweep is sized to about 45 min of two cores: the frontier (3 seeds; stage 1 at 6 nuclei;
-#                   DiD at nucleus 0.9: snapshot / post-hoc / random on mix, snapshot on plain; γ = 0.25;
-#                   B = 4 (the equal-NFE baseline) and L) and, on mix with seed 1, the γ x stage-2 block sweep
-#                   of did-results (snapshot; γ 0.1 / 0.25 / 0.5; B 4 / 16 / 64 / L). Widen any list below.
+#   evaluation      64 samples x 256 tokens per cell, 3 seeds. A global refine (B = L) of γ = 0.25 costs 64
+#                   forwards of the whole window per sample — ~5.5 min of one core per cell, 30x a B = 4
+#                   draft; γ = 0.75 three times that. Stage 1 at 6 nuclei; DiD at nucleus 0.9: on every
+#                   model snapshot γ = 0.25 with B = 4 (the equal-NFE baseline) and B = L; on mix also
+#                   post-hoc and random, the stage-2 block sweep (B 16, 64) and the γ sweep (0.1, 0.5, 0.75).
 
 # Tiny smoke run (make test): MED=<tmp> MED_CORPUS=data/sample.jsonl MED_L=16 MED_VOCAB=320 ... see
 # pipelines/smoke.sh.
@@ -57,21 +57,18 @@ MED_AR_STEPS ?= 1500
 MED_THREADS ?= 1
 MED_VAL_EVERY ?= 250
 MED_PRECISION ?=
-MED_MODELS ?= plain mix
+MED_MODELS ?= plain mix uni half
 MED_SAMPLES ?= 64
 MED_SEEDS ?= 1 2 3
 # the frontier: DiD cells at MED_NUCLEI, stage 1 at those and MED_STAGE1_NUCLEI
 MED_NUCLEI ?= 0.9
 MED_STAGE1_NUCLEI ?= 0.3 0.5 0.7 0.8 1.0
-MED_FRONTIER_POLICIES ?= snapshot posthoc random
-MED_FRONTIER_POLICIES_plain ?= snapshot
-MED_FRONTIER_GAMMAS ?= 0.25
-MED_FRONTIER_BLOCKS ?= 4 L
-# did-results: the γ x stage-2 block sweep
-MED_SWEEP_MODELS ?= mix
-MED_SWEEP_POLICIES ?= snapshot
-MED_GAMMAS ?= 0.1 0.25 0.5
-MED_BLOCKS ?= 4 16 64 L
+# DiD cells (POLICY-γ-B<block>, pipelines/did.mk) of every model; MED_FRONTIER_CELLS_<model> and
+# MED_FRONTIER_CELLS_<model>_s<seed> override them per model and per seed
+MED_FRONTIER_CELLS ?= snapshot-0.25-B4 snapshot-0.25-BL
+# mix: the remasking policies, the stage-2 block sweep and the γ sweep
+MED_FRONTIER_CELLS_mix ?= $(foreach p,snapshot posthoc random,$(p)-0.25-B4 $(p)-0.25-BL) snapshot-0.25-B16 \
+    snapshot-0.25-B64 $(foreach g,0.1 0.5 0.75,snapshot-$(g)-B4 snapshot-$(g)-BL)
 MED_BOOTSTRAP ?= 2000
 MED_BIN ?= .build/release
 MED_BUILD ?= $(SWIFT) build -c release
@@ -85,11 +82,10 @@ MED_DID = BD3_THREADS=$(MED_THREADS) OPENBLAS_NUM_THREADS=$(MED_THREADS) $(MAKE)
     DID_CORPUS=$(MED_CORPUS) DID_VOCAB=$(MED_VOCAB) DID_L=$(MED_L) DID_CONFIG=$(MED_CONFIG) DID_SET='$(MED_SET)' \
     DID_AR_SET='$(MED_AR_SET)' DID_BATCH=$(MED_BATCH) DID_LR=$(MED_LR) DID_WARMUP=$(MED_WARMUP) \
     DID_PRE_STEPS=$(MED_PRE_STEPS) DID_STEPS=$(MED_STEPS) DID_AR_STEPS=$(MED_AR_STEPS) DID_VAL_EVERY=$(MED_VAL_EVERY) \
-    DID_TRAIN_FLAGS='$(if $(MED_PRECISION),--precision $(MED_PRECISION))' DID_MODELS='$(MED_SWEEP_MODELS)' \
-    DID_POLICIES='$(MED_SWEEP_POLICIES)' DID_FRONTIER_MODELS='$(MED_MODELS)' DID_STAGE1_NUCLEI='$(MED_STAGE1_NUCLEI)' \
-    DID_FRONTIER_POLICIES='$(MED_FRONTIER_POLICIES)' DID_FRONTIER_POLICIES_plain='$(MED_FRONTIER_POLICIES_plain)' DID_SAMPLES=$(MED_SAMPLES) DID_FRONTIER_SAMPLES=$(MED_SAMPLES) \
-    DID_FRONTIER_SEEDS='$(MED_SEEDS)' DID_NUCLEI='$(MED_NUCLEI)' DID_GAMMAS='$(MED_GAMMAS)' DID_BLOCKS='$(MED_BLOCKS)' \
-    DID_FRONTIER_GAMMAS='$(MED_FRONTIER_GAMMAS)' DID_FRONTIER_BLOCKS='$(MED_FRONTIER_BLOCKS)' \
+    DID_TRAIN_FLAGS='$(if $(MED_PRECISION),--precision $(MED_PRECISION))' DID_MODELS='$(MED_MODELS)' \
+    DID_FRONTIER_MODELS='$(MED_MODELS)' DID_STAGE1_NUCLEI='$(MED_STAGE1_NUCLEI)' \
+    DID_SAMPLES=$(MED_SAMPLES) DID_FRONTIER_SAMPLES=$(MED_SAMPLES) DID_FRONTIER_SEEDS='$(MED_SEEDS)' DID_NUCLEI='$(MED_NUCLEI)' \
+    $(foreach v,$(filter MED_FRONTIER_CELLS%,$(.VARIABLES)),$(v:MED_%=DID_%)='$($(v))') \
     DID_JUDGE_FIT='$(MED_JUDGE_FIT)' DID_BOOTSTRAP=$(MED_BOOTSTRAP)
 MED_CKPTS = $(foreach m,pre ar $(MED_MODELS),$(MED)/$(m)/best.safetensors)
 
@@ -100,7 +96,7 @@ medium-deps:
 medium-train: medium-deps $(MED_CORPUS)
 	+$(MED_DID) $(MED_CKPTS)
 medium: medium-deps $(MED_CORPUS) $(MED_JUDGE_FIT)
-	+$(MED_DID) did-frontier did
+	+$(MED_DID) did-frontier
 
 # F16 (or BF16) copies of the shipped models, the tokenizer, the size check and the commands that made them.
 medium-ship: medium-train

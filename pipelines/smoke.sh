@@ -43,12 +43,17 @@ test -s "$T/results/paper-fig1-l1.png" && test -s "$T/results/paper-varnelbo.md"
 MED_VARS=(MED="$T/medium" MED_RESULTS="$T/results/medium" MED_CORPUS="$T/corpus/small.jsonl"
   MED_JUDGE_FIT="$T/corpus/heldout-narrative.jsonl" MED_BIN="$BIN" MED_BUILD=: MED_VOCAB=320 MED_L=16
   MED_SET="$TINY_SET" MED_AR_SET="$TINY_SET" MED_BATCH=2 MED_WARMUP=1 MED_PRE_STEPS=2 MED_STEPS=2 MED_AR_STEPS=2
-  MED_MODELS=mix MED_VAL_EVERY=1 MED_SAMPLES=3 MED_SEEDS="1 2" MED_NUCLEI="0.8 1.0" MED_STAGE1_NUCLEI=0.5 MED_GAMMAS=0.5 MED_BLOCKS="4 L"
-  MED_FRONTIER_GAMMAS=0.5 MED_FRONTIER_BLOCKS="4 L" MED_BOOTSTRAP=20 MED_SHIP="$T/ship")
+  MED_MODELS="mix plain" MED_VAL_EVERY=1 MED_SAMPLES=3 MED_SEEDS="1 2" MED_NUCLEI="0.8 1.0" MED_STAGE1_NUCLEI=0.5
+  MED_FRONTIER_CELLS=snapshot-0.5-BL MED_FRONTIER_CELLS_mix="snapshot-0.5-B4 snapshot-0.5-BL random-0.5-BL"
+  MED_FRONTIER_CELLS_mix_s2=snapshot-0.5-BL MED_BOOTSTRAP=20 MED_SHIP="$T/ship")
 step "make medium (training, DiD sweep, entropy frontier with both scorers)" \
   $MAKE_Q -f pipelines/medium.mk medium "${MED_VARS[@]}"
 test -s "$T/results/medium/did-frontier.md" && test -s "$T/results/medium/did-frontier.png"
 grep -q "equal H" "$T/results/medium/did-frontier.md"
+# the cells asked for per model and seed, and nothing else; the per-model table of the training mixes
+test -s "$T/medium/mix/front/s1/refined-random-0.5-BL-p0.8.gen.json"
+test ! -e "$T/medium/mix/front/s2/refined-random-0.5-BL-p0.8.tok" && test ! -e "$T/medium/plain/front/s1/refined-snapshot-0.5-B4-p0.8.tok"
+grep -q "Training mix" "$T/results/medium/did-frontier.md"
 if python3 -c "import numpy, safetensors" 2>/dev/null; then
   step "make medium-ship (BF16 export, size check, commands)" \
     $MAKE_Q -f pipelines/medium.mk medium-ship "${MED_VARS[@]}" MED_SHIP_DTYPE=bf16

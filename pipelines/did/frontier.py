@@ -88,6 +88,15 @@ def nanmean(x):
     return float(x.mean()) if len(x) else math.nan
 
 
+POLICY_ORDER = ("snapshot", "margin", "posthoc", "random")
+
+
+def cell_order(v):
+    pol, g, b = v
+    return (pol != "snapshot", float(g), POLICY_ORDER.index(pol) if pol in POLICY_ORDER else len(POLICY_ORDER), pol,
+            math.inf if b == "L" else int(b))
+
+
 def interp_log(h, hs, lp):
     """log PPL of the stage-1 curve (points hs, lp) at entropy h; NaN outside its range."""
     order = np.argsort(hs)
@@ -99,8 +108,10 @@ def interp_log(h, hs, lp):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for k in ("dir", "out", "models", "seeds", "nuclei", "policies", "gammas", "blocks"):
+    for k in ("dir", "out", "models", "seeds", "nuclei"):
         ap.add_argument("--" + k, required=True)
+    ap.add_argument("--cells", required=True, help="DiD cells POLICY-GAMMA-B<block>, e.g. snapshot-0.25-BL")
+    ap.add_argument("--train-flags", default="", help="'model=train flags;...': the training mix of each model")
     ap.add_argument("--stage1-nuclei", default=None, help="nuclei of the stage-1 curve (default: --nuclei)")
     ap.add_argument("--length", type=int, required=True)
     ap.add_argument("--bootstrap", type=int, default=2000)
@@ -109,7 +120,9 @@ def main():
     D, L, B = a.dir, a.length, a.bootstrap
     seeds, nuclei = a.seeds.split(), a.nuclei.split()
     s1_nuclei = sorted(set((a.stage1_nuclei or a.nuclei).split()) | set(nuclei), key=float)
-    variants = [(p, g, b) for p in a.policies.split() for g in a.gammas.split() for b in a.blocks.split()]
+    variants = sorted({tuple(c.rsplit("-B", 1)[0].split("-", 1)) + (c.rsplit("-B", 1)[1],) for c in a.cells.split()},
+                      key=cell_order)
+    flags = dict(map(str.strip, x.split("=", 1)) for x in a.train_flags.split(";") if "=" in x)
     bname = lambda b: f"L={L}" if b == "L" else b
     rng = np.random.default_rng(12345)
     lines = []
@@ -125,7 +138,7 @@ def main():
     if real.n:
         w(f"Real text (test split, {real.n} rows): Gen PPL {fmt(real.ppl.mean())}, H {fmt(real.ent.mean(), 2)}, "
           f"order gain {fmt(nanmean(real.og), 2)} (AR) / {fmt(nanmean(real.jog), 2)} (judge).\n")
-    figs = []
+    figs, summary = [], {}
     for m in a.models.split():
         path = lambda s, name, ext: os.path.join(D, m, "front", f"s{s}", f"{name}.{ext}.json")
         cell = lambda name: Cell([(path(s, name, "gen"), path(s, name, "judge")) for s in seeds])
@@ -157,8 +170,8 @@ def main():
         w("Paired ratio: DiD ÷ its own stage-1 drafts (same seed, ids, nucleus). Equal-H ratio: DiD ÷ stage 1 "
           "interpolated at the DiD cell's entropy. NFE: mean forwards per sample, both stages "
           "(B = 4 refines are the equal-NFE baseline: stage 1 given the same extra forwards).\n")
-        w("| variant | p | Gen PPL [95%] | H | NFE | ÷ stage 1, same p [95%] | ÷ stage 1, equal H [95%] | judge ÷ stage 1, same p [95%] | order gain AR / judge |")
-        w("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        w("| variant | p | samples | Gen PPL [95%] | H | NFE | ÷ stage 1, same p [95%] | ÷ stage 1, equal H [95%] | judge ÷ stage 1, same p [95%] | order gain AR / judge |")
+        w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         series = []
         for (pol, g, b) in variants:
             pts = []
@@ -184,7 +197,8 @@ def main():
                 qs = [q for q in s1_nuclei if q in st_boot]
                 eq_b = np.array([math.exp(cb_lp[r] - interp_log(cb_ent[r], [st_boot[q][0][r] for q in qs],
                                                                 [st_boot[q][1][r] for q in qs])) for r in range(B)])
-                w(f"| {pol} γ={g} B={bname(b)} | {p} | {fci(c.ppl.mean(), ci(c.ppl[ix].mean(1)))} | {fmt(c.ent.mean(), 2)} | "
+                summary.setdefault((pol, g, b, p), {})[m] = (s1.ppl[pb], c.ppl[pa], pix, same, same_b, eq, eq_b, jsame, jsame_b)
+                w(f"| {pol} γ={g} B={bname(b)} | {p} | {c.n} | {fci(c.ppl.mean(), ci(c.ppl[ix].mean(1)))} | {fmt(c.ent.mean(), 2)} | "
                   f"{fmt(c.nfe.mean(), 0)} | {fci(same, ci(same_b), 2)} | {fci(eq, ci(eq_b), 2)} | {fci(jsame, ci(jsame_b), 2)} | "
                   f"{fmt(nanmean(c.og), 2)} / {fmt(nanmean(c.jog), 2)} |")
                 pts.append((c.ent.mean(), c.ppl.mean(), p))
@@ -192,6 +206,24 @@ def main():
                 series.append((f"{pol} γ={g} B={bname(b)}", pts))
         w("")
         figs.append((m, curve, series))
+    # Seed 003's Table 3: the training mix of each model, stage 1 and stage 2 side by side, per variant that
+    # more than one model ran
+    shared = [(k, v) for k, v in summary.items() if len(v) > 1]
+    if shared:
+        w("## Training mix: stage 1 and stage 2 per model (seed 003, Table 3)\n")
+        w("The same DiD variant on every model that ran it; stage 1 = that model's own drafts at the same nucleus "
+          "(the drafts the variant refined, paired by seed and id; intervals: the paired bootstrap). Training flags: the `train` flags of each fine-tune (`pipelines/did.mk`).\n")
+        w("| variant | p | model | training | samples | stage 1 Gen PPL [95%] | stage 2 Gen PPL [95%] | ÷ stage 1, same p [95%] | ÷ stage 1, equal H [95%] | judge ÷ stage 1, same p [95%] |")
+        w("|---|---|---|---|---:|---:|---:|---:|---:|---:|")
+        for (pol, g, b, p), per in shared:
+            for m in a.models.split():
+                if m not in per:
+                    continue
+                s1p, cp, pix, same, same_b, eq, eq_b, jsame, jsame_b = per[m]
+                w(f"| {pol} γ={g} B={bname(b)} | {p} | {m} | `{flags.get(m, '') or 'n/a'}` | {len(cp)} | "
+                  f"{fci(s1p.mean(), ci(s1p[pix].mean(1)))} | {fci(cp.mean(), ci(cp[pix].mean(1)))} | {fci(same, ci(same_b), 2)} | "
+                  f"{fci(eq, ci(eq_b), 2)} | {fci(jsame, ci(jsame_b), 2)} |")
+        w("")
     w("Files: per-sample JSON under the run directory (`<model>/front/s<seed>/*.gen.json`, `*.judge.json`).")
     os.makedirs(a.out, exist_ok=True)
     out_md = os.path.join(a.out, "did-frontier.md")
