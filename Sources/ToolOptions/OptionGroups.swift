@@ -33,11 +33,12 @@ public struct CheckpointOptions: ParsableArguments {
     public init() {}
 
     /// Opens the checkpoint through the library's front door; `blockSize` is the tool's --block-size (a
-    /// fact for a checkpoint without one), `ids` the special ids given on the command line.
-    public func open(blockSize: Int? = nil, ids: SpecialIDOptions? = nil) throws -> SamplingCheckpoint {
+    /// fact for a checkpoint without one), `ids` the special ids given on the command line, `dtype` the cached
+    /// engine's weights (bf16: converted while loading, SamplingCheckpoint.open).
+    public func open(blockSize: Int? = nil, ids: SpecialIDOptions? = nil, dtype: WeightDType = .fp32) throws -> SamplingCheckpoint {
         let overrides = try facts.overrides(blockSize: blockSize, ids: ids)
         var ck: SamplingCheckpoint?
-        try usage { ck = try SamplingCheckpoint.open(path: model, overrides: overrides) }
+        try usage { ck = try SamplingCheckpoint.open(path: model, overrides: overrides, dtype: dtype) }
         return ck!
     }
 }
@@ -114,6 +115,9 @@ public struct SamplerOptions: ParsableArguments {
     public init() {}
 
     public func validate() throws { try usage { try refineOptions.validate() } }
+
+    /// The dtype to load the checkpoint at: bf16 only for the cached engine (the uncached path runs the fp32 model).
+    public var loadDType: WeightDType { noKVCache ? .fp32 : dtype }
 
     /// The settings as refine's options (draft copies the same fields into DraftOptions).
     public var refineOptions: RefineOptions {

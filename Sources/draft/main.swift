@@ -98,7 +98,7 @@ struct Draft: ParsableCommand {
     }
 
     func run() throws {
-        let ck = try checkpoint.open(blockSize: sampling.blockSize, ids: ids)
+        let ck = try checkpoint.open(blockSize: sampling.blockSize, ids: ids, dtype: sampling.loadDType)
         if promptTokens == nil && prompt == nil { try ck.requireBOS() }
         var prompts: [[Int32]] = []
         let tok = try tokenizer.map { try BPETokenizer.load(path: $0) }
@@ -115,7 +115,7 @@ struct Draft: ParsableCommand {
         var o = try options()
         if let suffix, let tok { o.suffix = tok.encode(Array(suffix.utf8)) }
         let dec = try decoding.parsed()
-        // bf16: the weights are converted once and the fp32 parameters released before sampling starts.
+        // bf16: the weights were converted while loading and the fp32 parameters released (SamplingCheckpoint.open).
         var weights: InferenceWeights?
         if o.kvCache { try usage { weights = try prepareInference(ck, dtype: o.dtype) } }
         let bs = ck.config.causal ? 1 : (o.blockSize ?? ck.blockSize)

@@ -160,6 +160,66 @@ final class EngineTests: XCTestCase {
         XCTAssertThrowsError(try draftRecords(try loadCheckpoint(model, blockSize: 4), bad)) { XCTAssert($0 is UsageError) }
     }
 
+    /// Opening for bf16 converts each matrix as it loads and returns its fp32 pages at once: the weights are
+    /// bit-identical to converting the whole loaded model (the earlier path), drafts give the same tokens and
+    /// confidences, and the fp32 open is untouched (parameters bit for bit, nothing converted or released).
+    func testBF16LoadConvertsMatrixByMatrix() throws {
+        let model = makeSamplingModel(samplingConfig(length: 16), seed: 38)
+        let path = try saveCheckpoint(model, blockSize: 4)
+        let f32 = try SamplingCheckpoint.open(path: path)
+        XCTAssertNil(f32.weights)
+        XCTAssertFalse(f32.model.parametersReleased)
+        XCTAssertEqual(f32.model.parameters.map(\.bitPattern), model.parameters.map(\.bitPattern))
+        let whole = try InferenceWeights(model: f32.model, dtype: .bf16)
+        let ck = try SamplingCheckpoint.open(path: path, dtype: .bf16)
+        XCTAssertTrue(ck.model.parametersReleased)
+        let w = try XCTUnwrap(ck.weights)
+        XCTAssertEqual(w.dtype, .bf16)
+        for (x, y) in zip([whole.embed, whole.lin] + whole.blocks.flatMap { [$0.qkv, $0.attnOut, $0.fc, $0.proj] },
+                          [w.embed, w.lin] + w.blocks.flatMap { [$0.qkv, $0.attnOut, $0.fc, $0.proj] }) {
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: x.bf16!, count: x.rows * x.cols)), Array(UnsafeBufferPointer(start: y.bf16!, count: y.rows * y.cols)))
+        }
+        XCTAssertEqual(Array(whole.mods!).map(\.bitPattern), Array(w.mods!).map(\.bitPattern))
+        XCTAssertEqual(Array(whole.modF!).map(\.bitPattern), Array(w.modF!).map(\.bitPattern))
+        XCTAssertEqual(Array(whole.vectors!).map(\.bitPattern), Array(w.vectors!).map(\.bitPattern))
+        // Same drafts as the whole-model conversion (runDraft converts f32's model), prompted and not, batch 1 and 3.
+        for batch in [1, 3] {
+            var o = options(3, length: 16, block: 4, batch: batch); o.dtype = .bf16
+            assertIdentical(try draftRecords(f32, o), try draftRecords(ck, o), "bf16 load, batch \(batch)")
+            let prompts: [[Int32]] = [[1, 2, 3, 4, 5], [6, 7], [8, 9, 10]]
+            assertIdentical(try draftRecords(f32, o, prompts: prompts), try draftRecords(ck, o, prompts: prompts), "bf16 load, prompted, batch \(batch)")
+        }
+        XCTAssertTrue(try prepareInference(ck, dtype: .bf16)! === w)
+        // The released model does not run: fp32 from it is an error that says what to do, never zeros.
+        XCTAssertThrowsError(try prepareInference(ck, dtype: .fp32)) { XCTAssert("\($0)".contains("open it again"), "\($0)") }
+        var o = options(2, length: 16, block: 4, batch: 2)
+        XCTAssertThrowsError(try draftRecords(ck, o)) { XCTAssert("\($0)".contains("open it again"), "\($0)") }
+        o.kvCache = false
+        XCTAssertThrowsError(try draftRecords(ck, o)) { XCTAssert("\($0)".contains("open it again"), "\($0)") }
+    }
+
+    /// The per-matrix release returns exactly the whole pages inside each matrix: they read zero afterwards, and
+    /// every other float (the matrices' partial end pages, vectors, adaLN) keeps its value.
+    func testMatrixPageReleaseKeepsNeighbours() throws {
+        let model = makeSamplingModel(samplingConfig(length: 16), seed: 39)
+        let path = try saveCheckpoint(model, blockSize: 4)
+        let conv = BF16Matrices(config: model.config)
+        let m = try Checkpoint.open(path).model(maxBatch: 1, maxTokens: 1, each: { conv.take($0, $1) })
+        XCTAssertTrue(conv.complete)
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        var released = Set<Int>()
+        for t in m.tensors where conv.names.contains(t.name) {
+            let base = Int(bitPattern: m.parameters.baseAddress!)
+            let start = (base + 4 * t.offset + page - 1) / page * page, end = (base + 4 * (t.offset + t.count)) / page * page
+            if end > start { for i in ((start - base) / 4)..<((end - base) / 4) { released.insert(i) } }
+        }
+        XCTAssertGreaterThan(released.count, 0, "the test model has no whole page inside a matrix")
+        for i in 0..<m.parameters.count {
+            let want = released.contains(i) ? 0 : model.parameters[i].bitPattern
+            if m.parameters[i].bitPattern != want { XCTFail("float \(i): \(m.parameters[i]) (released: \(released.contains(i)))"); break }
+        }
+    }
+
     /// The CLI: a bad --dtype and bf16 without the cache are usage errors (exit 64); a bf16 draft writes a stream
     /// whose header records the dtype.
     func testDraftCommandLineDtype() throws {

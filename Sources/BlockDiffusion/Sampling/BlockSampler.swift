@@ -136,6 +136,9 @@ public final class BlockSampler {
             guard weights == nil || weights!.dtype == .fp32 else {
                 throw UsageError("--no-kv-cache runs the fp32 model (the reference's comparison path); use --dtype fp32 with it")
             }
+            guard !model.parametersReleased else {
+                throw ToolError("--no-kv-cache runs the fp32 model, and this checkpoint was loaded for bf16 inference; open it again at fp32")
+            }
             engine = try WindowDiT(model: model, maxBatch: maxBatch, maxChunk: chunk, capacity: capacity)
         }
     }

@@ -110,7 +110,7 @@ public func runDraft(checkpoint ck: SamplingCheckpoint, options opts: DraftOptio
                                  limit: (o.samples + o.shard.count - 1) / o.shard.count)
     }
     let batchSize = o.batch!
-    let w = try weights ?? (o.kvCache ? InferenceWeights(model: ck.model, dtype: o.dtype) : nil)
+    let w = try weights ?? (o.kvCache ? ck.inferenceWeights(dtype: o.dtype) : nil)
     if let w, w.dtype != o.dtype { throw UsageError("internal: weights prepared as \(w.dtype.rawValue), options say \(o.dtype.rawValue)") }
     let sampler = try BlockSampler(model: ck.model, settings: settings, maskId: sp.mask,
                                    maxBatch: min(batchSize, o.samples), maxLength: o.length, kvCache: o.kvCache, weights: w)

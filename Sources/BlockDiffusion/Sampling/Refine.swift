@@ -64,7 +64,7 @@ public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOption
     guard !ck.config.causal else { throw ToolError("\(ck.path) is an AR checkpoint; refine needs a diffusion (BD3-LM/MDLM) checkpoint") }
     try o.validate()
     if !o.kvCache && o.dtype != .fp32 { throw UsageError("--no-kv-cache runs the fp32 model (the reference's comparison path); use --dtype fp32 with it") }
-    let w = try weights ?? (o.kvCache ? InferenceWeights(model: ck.model, dtype: o.dtype) : nil)
+    let w = try weights ?? (o.kvCache ? ck.inferenceWeights(dtype: o.dtype) : nil)
     let bs = o.blockSize ?? ck.blockSize
     let settings = SamplerSettings(kind: o.sampler, steps: o.steps, nucleus: o.nucleus, blockSize: bs, unmask: o.unmask,
                                    approxCache: o.approxCache)
@@ -253,7 +253,7 @@ public func runRemask(policy: RemaskPolicy, ratio: Double, seed: UInt64, checkpo
         var scores: [[Float]?] = pending.map { _ in nil }
         let len = pending[0].tokens.count
         if policy == .posthoc && len > 0, let ck {
-            if w == nil { w = try InferenceWeights(model: ck.model, dtype: .fp32) }
+            if w == nil { w = try ck.inferenceWeights(dtype: .fp32) }
             if engines[len] == nil {
                 engines[len] = try CachedDiT(weights: w!, maxBatch: pendingLimit(len), maxChunk: len, capacity: max(len, ck.config.length))
             }
