@@ -36,6 +36,8 @@ public struct DraftOptions: Sendable {
     public var shard: (index: Int, count: Int) = (0, 1)
     /// false: no KV cache, every forward runs the window through `.blockCausal` (reference kv_cache=False).
     public var kvCache = true
+    /// false: each finished block's k/v stored by a forward of its own (SamplerSettings.foldStore; same samples).
+    public var foldStore = true
     /// SEDD checkpoints only: the predictor of the T steps (nil = analytic); refused for other checkpoints.
     public var seddPredictor: SEDDPredictor? = nil
     // --- decoding options (Unmasking.swift, Trace.swift) ---
@@ -71,7 +73,9 @@ public func resolveDraftSettings(_ o: DraftOptions, checkpoint ck: SamplingCheck
             throw UsageError("prompt (\(p) tokens with BOS) + suffix (\(o.suffix.count)) are longer than the length \(o.length)")
         }
     }
-    return SamplerSettings(kind: o.sampler, steps: o.steps, nucleus: o.nucleus, blockSize: bs, unmask: o.unmask)
+    var s = SamplerSettings(kind: o.sampler, steps: o.steps, nucleus: o.nucleus, blockSize: bs, unmask: o.unmask)
+    s.foldStore = o.foldStore
+    return s
 }
 
 /// Runs draft. `prompts` are token prefixes (without BOS); [] means one empty prompt. Records go to `writer`

@@ -33,6 +33,8 @@ public struct RefineOptions: Sendable {
     public var batch: Int? = nil
     /// false: no KV cache (WindowDiT, the reference's kv_cache=False path).
     public var kvCache = true
+    /// false: each finished block's k/v stored by a forward of its own (SamplerSettings.foldStore; same samples).
+    public var foldStore = true
     // --- decoding options (Unmasking.swift) ---
     /// Which masked positions each step fills (`--unmask`); random = the reference's samplers.
     public var unmask: UnmaskPolicy = .random
@@ -66,8 +68,9 @@ public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOption
     if !o.kvCache && o.dtype != .fp32 { throw UsageError("--no-kv-cache runs the fp32 model (the reference's comparison path); use --dtype fp32 with it") }
     let w = try weights ?? (o.kvCache ? ck.inferenceWeights(dtype: o.dtype) : nil)
     let bs = o.blockSize ?? ck.blockSize
-    let settings = SamplerSettings(kind: o.sampler, steps: o.steps, nucleus: o.nucleus, blockSize: bs, unmask: o.unmask,
+    var settings = SamplerSettings(kind: o.sampler, steps: o.steps, nucleus: o.nucleus, blockSize: bs, unmask: o.unmask,
                                    approxCache: o.approxCache)
+    settings.foldStore = o.foldStore
     let mask = ck.special.mask
     var samplers: [Int: BlockSampler] = [:]   // by length (the window depends on it when one block covers it)
     // Batch size: given, or what fits for a window of the model length (records longer than that are rare).
