@@ -38,6 +38,9 @@ public struct DraftOptions: Sendable {
     public var kvCache = true
     /// false: each finished block's k/v stored by a forward of its own (SamplerSettings.foldStore; same samples).
     public var foldStore = true
+    /// `--approx-cache K`: approximate k/v reuse inside the block being denoised (0 = off, exact; see
+    /// SamplerSettings.approxCache and ReuseForward.swift). BD3-LM/MDLM checkpoints, KV cache on.
+    public var approxCache = 0
     /// SEDD checkpoints only: the predictor of the T steps (nil = analytic); refused for other checkpoints.
     public var seddPredictor: SEDDPredictor? = nil
     // --- decoding options (Unmasking.swift, Trace.swift) ---
@@ -63,6 +66,9 @@ public func resolveDraftSettings(_ o: DraftOptions, checkpoint ck: SamplingCheck
     if ck.config.causal && promptLengths.contains(0) {
         throw UsageError("AR sampling needs a BOS id (--bos-id) or a prompt")
     }
+    if o.approxCache > 0 && (ck.config.causal || ck.algorithm == "sedd") {
+        throw UsageError("--approx-cache reuses k/v inside a diffusion block; it is for BD3-LM/MDLM checkpoints (this one is \(ck.algorithm))")
+    }
     if ck.config.causal && o.unmask != .random {
         throw UsageError("--unmask \(o.unmask) needs a diffusion checkpoint; an AR checkpoint writes one token per forward, left to right")
     }
@@ -73,7 +79,8 @@ public func resolveDraftSettings(_ o: DraftOptions, checkpoint ck: SamplingCheck
             throw UsageError("prompt (\(p) tokens with BOS) + suffix (\(o.suffix.count)) are longer than the length \(o.length)")
         }
     }
-    var s = SamplerSettings(kind: o.sampler, steps: o.steps, nucleus: o.nucleus, blockSize: bs, unmask: o.unmask)
+    var s = SamplerSettings(kind: o.sampler, steps: o.steps, nucleus: o.nucleus, blockSize: bs, unmask: o.unmask,
+                            approxCache: o.approxCache)
     s.foldStore = o.foldStore
     return s
 }
