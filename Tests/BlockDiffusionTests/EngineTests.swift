@@ -288,6 +288,13 @@ final class EngineTests: XCTestCase {
         XCTAssertThrowsError(try draftRecords(ck, o)) { XCTAssert("\($0)".contains("open it again"), "\($0)") }
         o.kvCache = false
         XCTAssertThrowsError(try draftRecords(ck, o)) { XCTAssert("\($0)".contains("open it again"), "\($0)") }
+        // An AR checkpoint (no adaLN) converts the same way.
+        let arPath = try saveCheckpoint(makeSamplingModel(samplingConfig(causal: true, length: 16), seed: 42), blockSize: 1)
+        var ao = options(3, length: 16, block: nil, batch: 3); ao.dtype = .bf16
+        let arBF16 = try SamplingCheckpoint.open(path: arPath, dtype: .bf16)
+        XCTAssertNotNil(arBF16.weights)
+        assertIdentical(try draftRecords(try SamplingCheckpoint.open(path: arPath), ao, prompts: [[3, 4]]),
+                        try draftRecords(arBF16, ao, prompts: [[3, 4]]), "AR bf16 load")
     }
 
     /// The per-matrix release returns exactly the whole pages inside each matrix: they read zero afterwards, and
