@@ -15,7 +15,7 @@
 //       is folded into the next block's first forward (CachedDiT.forward(storing:tokens:): one chunk of 2L' rows,
 //       the same numbers bit for bit, one weight pass fewer per block); foldStore = false keeps the separate
 //       store forward (the unfused twin). A block with no forward (nothing masked) is stored on its own.
-//     approxCache K > 0 (refine --approx-cache, off by default): the block's forwards of a canvas are full every K
+//     approxCache K > 0 (refine/draft --approx-cache, off by default): the block's forwards of a canvas are full every K
 //       (the refresh), in between only its masked and just-changed rows are recomputed over reused k/v
 //       (stepForward, ReuseForward.swift). Approximate for K ≥ 2; K = 1 is the exact sampler.
 //   AR (causal checkpoint): prefix fed causally into the cache, then one token per forward.
@@ -26,7 +26,7 @@
 // the reference samples every position and keeps one, which has the same distribution.
 //
 // Public API:
-//   SamplerKind (.firstHitting, .ddpm), SamplerSettings (… unmask, approxCache), Canvas (… suffixLength, stopRule, margin),
+//   SamplerKind (.firstHitting, .ddpm), SamplerSettings (… unmask, approxCache, foldStore), Canvas (… suffixLength, stopRule, margin),
 //   SamplerStep + BlockSampler.onStep (per-step hook for traces)
 //   BlockSampler(model:settings:maskId:maxBatch:maxLength:kvCache:weights:)   run(_:stop:) fills every MASK of equal-length
 //       canvases; kvCache = false uses WindowDiT (no cache, the window through .blockCausal; see WindowForward.swift)
@@ -44,7 +44,7 @@ public struct SamplerSettings: Sendable {
     public var nucleus: Double     // top-p; 1 = off
     public var blockSize: Int      // L'; ≥ the length = one global block
     public var unmask: UnmaskPolicy = .random   // which masked positions a step fills (Unmasking.swift)
-    /// refine --approx-cache K: 0 = exact (every forward runs the whole block); K ≥ 1 = a full forward of a
+    /// refine/draft --approx-cache K: 0 = exact (every forward runs the whole block); K ≥ 1 = a full forward of a
     /// canvas's block every K of its forwards, in between only its masked and just-changed rows (ReuseForward.swift).
     public var approxCache = 0
     /// Fold each finished block's store forward into the next block's first forward (cached engine only; the
