@@ -4,7 +4,7 @@
 //   CheckpointOptions   -m/--model --algo --config --set             draft, refine, score ppl
 //   CheckpointFactOptions  --algo --config --set (without -m)           remask (-m optional)
 //   SpecialIDOptions    --mask-id --bos-id --eos-id                  draft, refine (checkpoints without them)
-//   SamplerOptions      --block-size --sampler --steps --nucleus --seed --batch --dtype --no-kv-cache   draft, refine
+//   SamplerOptions      --block-size --sampler --steps --nucleus --seed --batch --dtype --no-kv-cache --no-fold-store   draft, refine
 //   ShardOptions        --shard i/n                                  draft
 //   InputOptions        -i/--input                                   refine, remask
 //   OutputOptions       -o/--output --force                          draft, refine, remask
@@ -33,11 +33,12 @@ public struct CheckpointOptions: ParsableArguments {
     public init() {}
 
     /// Opens the checkpoint through the library's front door; `blockSize` is the tool's --block-size (a
-    /// fact for a checkpoint without one), `ids` the special ids given on the command line.
-    public func open(blockSize: Int? = nil, ids: SpecialIDOptions? = nil) throws -> SamplingCheckpoint {
+    /// fact for a checkpoint without one), `ids` the special ids given on the command line, `dtype` the cached
+    /// engine's weights (bf16: converted while loading, SamplingCheckpoint.open).
+    public func open(blockSize: Int? = nil, ids: SpecialIDOptions? = nil, dtype: WeightDType = .fp32) throws -> SamplingCheckpoint {
         let overrides = try facts.overrides(blockSize: blockSize, ids: ids)
         var ck: SamplingCheckpoint?
-        try usage { ck = try SamplingCheckpoint.open(path: model, overrides: overrides) }
+        try usage { ck = try SamplingCheckpoint.open(path: model, overrides: overrides, dtype: dtype) }
         return ck!
     }
 }
@@ -111,22 +112,28 @@ public struct SamplerOptions: ParsableArguments {
     @Flag(name: .customLong("no-kv-cache"), help: "No KV cache: every forward runs the window of finished blocks + the current block (at most the model length) through the block-causal mask (the reference's kv_cache=False; slower, for comparison).")
     public var noKVCache = false
 
+    @Flag(name: .customLong("no-fold-store"), help: "Store each finished block's keys/values with a forward of its own instead of folding it into the next block's first forward (same samples, one more forward per block; for comparison).")
+    public var noFoldStore = false
+
     public init() {}
 
     public func validate() throws { try usage { try refineOptions.validate() } }
+
+    /// The dtype to load the checkpoint at: bf16 only for the cached engine (the uncached path runs the fp32 model).
+    public var loadDType: WeightDType { noKVCache ? .fp32 : dtype }
 
     /// The settings as refine's options (draft copies the same fields into DraftOptions).
     public var refineOptions: RefineOptions {
         var o = RefineOptions()
         o.blockSize = blockSize; o.sampler = sampler; o.steps = steps; o.nucleus = nucleus; o.seed = seed
-        o.batch = batch; o.kvCache = !noKVCache; o.dtype = dtype
+        o.batch = batch; o.kvCache = !noKVCache; o.dtype = dtype; o.foldStore = !noFoldStore
         return o
     }
 
     /// Copies the sampler fields into draft's options.
     public func apply(to o: inout DraftOptions) {
         o.blockSize = blockSize; o.sampler = sampler; o.steps = steps; o.nucleus = nucleus; o.seed = seed
-        o.batch = batch; o.kvCache = !noKVCache; o.dtype = dtype
+        o.batch = batch; o.kvCache = !noKVCache; o.dtype = dtype; o.foldStore = !noFoldStore
     }
 }
 

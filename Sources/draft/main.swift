@@ -35,6 +35,8 @@ struct Draft: ParsableCommand {
           draft -m run/best.safetensors -t tokenizer.json --prompt "Once" \\
                 --suffix "The end." --length 128 -o - | tokenize decode
           draft -m run/best.safetensors -n 16 --length 1024 --dtype bf16 -o drafts.tok
+          draft -m mdlm.safetensors -n 4 --length 1024 --block-size 1024 \\
+                --approx-cache 4 -o approx.tok
         """)
 
     @OptionGroup(title: "Checkpoint") var checkpoint: CheckpointOptions
@@ -73,6 +75,10 @@ struct Draft: ParsableCommand {
 
     @OptionGroup(title: "Decoding") var decoding: DecodingOptions
 
+    @Option(name: .customLong("approx-cache"), parsing: .unconditional,
+            help: "Approximate k/v reuse inside the block being denoised (dKV-Cache): a full forward every K steps of a sample, in between only its masked rows and the rows decoded since its previous step are recomputed, over the reused keys/values of the others. 0 = off (exact, the default); 1 = exact; K ≥ 2 is faster and not exact (docs/sampling.md). BD3-LM/MDLM checkpoints; recorded in the stage entry.")
+    var approxCache = 0
+
     @OptionGroup(title: "Output") var out: OutputOptions
 
     /// The library's options (validated by DraftOptions.validate()).
@@ -83,6 +89,7 @@ struct Draft: ParsableCommand {
         o.entropyStop = !noEntropyStop; o.shard = try sharding.parsed()
         o.seddPredictor = predictor
         o.unmask = try decoding.parsed().unmask
+        o.approxCache = approxCache
         return o
     }
 
@@ -98,7 +105,7 @@ struct Draft: ParsableCommand {
     }
 
     func run() throws {
-        let ck = try checkpoint.open(blockSize: sampling.blockSize, ids: ids)
+        let ck = try checkpoint.open(blockSize: sampling.blockSize, ids: ids, dtype: sampling.loadDType)
         if promptTokens == nil && prompt == nil { try ck.requireBOS() }
         var prompts: [[Int32]] = []
         let tok = try tokenizer.map { try BPETokenizer.load(path: $0) }
@@ -115,7 +122,7 @@ struct Draft: ParsableCommand {
         var o = try options()
         if let suffix, let tok { o.suffix = tok.encode(Array(suffix.utf8)) }
         let dec = try decoding.parsed()
-        // bf16: the weights are converted once and the fp32 parameters released before sampling starts.
+        // bf16: the weights were converted while loading and the fp32 parameters released (SamplingCheckpoint.open).
         var weights: InferenceWeights?
         if o.kvCache { try usage { weights = try prepareInference(ck, dtype: o.dtype) } }
         let bs = ck.config.causal ? 1 : (o.blockSize ?? ck.blockSize)

@@ -56,7 +56,7 @@ struct Refine: ParsableCommand {
     }
 
     func run() throws {
-        let ck = try checkpoint.open(blockSize: sampling.blockSize, ids: ids)
+        let ck = try checkpoint.open(blockSize: sampling.blockSize, ids: ids, dtype: sampling.loadDType)
         let tok = try tokenizer.map { try BPETokenizer.load(path: $0) }
         if let tok, let tokenizer, ck.fingerprint != 0 && tok.fingerprint != ck.fingerprint {
             throw ToolError("\(tokenizer): tokenizer fingerprint \(hex(tok.fingerprint)) differs from the checkpoint's \(hex(ck.fingerprint)); pass the tokenizer the model was trained with")
@@ -66,7 +66,7 @@ struct Refine: ParsableCommand {
         o.unmask = dec.unmask
         o.approxCache = approxCache
         try usage { o.shard = try Shard.parse(sharding.shard) }
-        // bf16: the weights are converted once and the fp32 parameters released before sampling starts.
+        // bf16: the weights were converted while loading and the fp32 parameters released (SamplingCheckpoint.open).
         var weights: InferenceWeights?
         if o.kvCache { try usage { weights = try prepareInference(ck, dtype: o.dtype) } }
         let text: ([Int32]) -> String = { ids in tok.map { String(decoding: $0.decode(ids), as: UTF8.self) } ?? ids.map(String.init).joined(separator: " ") + " " }

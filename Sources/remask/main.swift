@@ -66,7 +66,7 @@ struct Remask: ParsableCommand {
         var ck: SamplingCheckpoint?
         if let model {
             let overrides = try facts.overrides(blockSize: blockSize, ids: nil)
-            try usage { ck = try SamplingCheckpoint.open(path: model, overrides: overrides) }
+            try usage { ck = try SamplingCheckpoint.open(path: model, overrides: overrides, dtype: policy == .posthoc ? dtype : .fp32) }
         }
         let reader = try TokenStreamReader(source: try openInput(input.input), name: input.name)
         try requireSamplesStream(reader.header, source: input.name, tool: "remask")

@@ -1,4 +1,4 @@
-// refine --approx-cache K (Sampling/ReuseForward.swift, BlockSampler.stepForward): the partial forward against its
+// refine and draft --approx-cache K (Sampling/ReuseForward.swift, BlockSampler.stepForward): the partial forward against its
 // naive twin and against the exact forward; K = 1 is the exact sampler; K ≥ 2 fills every mask, does not depend on
 // --batch, and its first step after a refresh stays within the stated tolerance of the exact probabilities.
 //
@@ -205,5 +205,67 @@ final class ApproxCacheTests: XCTestCase {
         let recs = try TokenStreamReader(path: out).readAll()
         XCTAssertEqual(recs.count, 2)
         for r in recs { XCTAssert(r.stages.last!.contains("approx-cache=3"), r.stages.last!); XCTAssertFalse(r.tokens.contains(mask)) }
+    }
+
+    /// draft --approx-cache K: K = 1 is the exact sampler (bit for bit); K = 2, 4 fill every position, record the
+    /// option, give the same records at --batch 1 and 4 (also with a prompt and with the unfused store), and K ≥ 2
+    /// changes something over the runs. Refused with --no-kv-cache, for a negative K and for an AR checkpoint.
+    func testDraftWithApproxCache() throws {
+        let ck = try loadCheckpoint(makeSamplingModel(samplingConfig(length: 16), seed: 56), blockSize: 4)
+        var differs = false
+        for (sampler, unmask, block) in [(SamplerKind.firstHitting, UnmaskPolicy.random, 16), (.firstHitting, .random, 8),
+                                          (.ddpm, .random, 4), (.firstHitting, .confidence, 16)] {
+            let what = "\(sampler) \(unmask) B=\(block)"
+            func run(_ K: Int, _ batch: Int, fold: Bool = true, prompts: [[Int32]] = []) throws -> [TokenRecord] {
+                var o = DraftOptions(); o.samples = 4; o.length = 16; o.blockSize = block; o.seed = 5; o.entropyStop = false
+                o.sampler = sampler; o.unmask = unmask; o.steps = 6; o.approxCache = K; o.batch = batch; o.foldStore = fold
+                return try draftRecords(ck, o, prompts: prompts)
+            }
+            assertSame(try run(0, 4), try run(1, 4), "\(what): K=1")
+            let exact = try run(0, 4)
+            for K in [2, 4] {
+                let a = try run(K, 1), b = try run(K, 4)
+                assertSame(a, b, "\(what) K=\(K): batch 1 vs 4")
+                assertSame(a, try run(K, 4, fold: false), "\(what) K=\(K): unfused store")
+                assertSame(try run(K, 1, prompts: [[3, 4, 5]]), try run(K, 4, prompts: [[3, 4, 5]]), "\(what) K=\(K): prompted")
+                for r in a {
+                    XCTAssertFalse(r.tokens.contains(mask), "\(what) K=\(K): a mask is left")
+                    XCTAssert(r.stages.last!.contains("approx-cache=\(K)"), r.stages.last!)
+                }
+                for (x, y) in zip(a, exact) where x.tokens != y.tokens || x.confidence != y.confidence { differs = true }
+            }
+        }
+        XCTAssertTrue(differs, "draft --approx-cache 2/4 reproduced the exact runs everywhere: the reuse never ran")
+        var o = DraftOptions(); o.samples = 2; o.length = 16; o.blockSize = 4; o.entropyStop = false; o.approxCache = 2
+        var noCache = o; noCache.kvCache = false
+        XCTAssertThrowsError(try draftRecords(ck, noCache)) { XCTAssert($0 is UsageError && "\($0)".contains("--approx-cache"), "\($0)") }
+        var negative = o; negative.approxCache = -1
+        XCTAssertThrowsError(try draftRecords(ck, negative)) { XCTAssert($0 is UsageError && "\($0)".contains("--approx-cache"), "\($0)") }
+        let ar = try loadCheckpoint(makeSamplingModel(samplingConfig(causal: true, length: 16), seed: 57), blockSize: 1)
+        var arOptions = o; arOptions.blockSize = nil
+        XCTAssertThrowsError(try draftRecords(ar, arOptions)) { XCTAssert($0 is UsageError && "\($0)".contains("--approx-cache"), "\($0)") }
+    }
+
+    /// The draft CLI: a negative K and K with --no-kv-cache exit 64 naming the option; a run records it in its
+    /// stage entry; --no-fold-store writes the same bytes as the folded default.
+    func testDraftCommandLineApproxCache() throws {
+        let draftTool = try cliBinary("draft")
+        let ck = try loadCheckpoint(makeSamplingModel(samplingConfig(length: 16), seed: 58), blockSize: 4)
+        let out = NSTemporaryDirectory() + "bd3-approx-draft-\(UUID().uuidString).tok", out2 = out + ".2"
+        defer { for p in [out, out2] { try? FileManager.default.removeItem(atPath: p) } }
+        let base = ["-m", ck.path, "-n", "3", "--length", "16", "--no-entropy-stop"]
+        for bad in [["--approx-cache", "-1"], ["--approx-cache", "2", "--no-kv-cache"]] {
+            let r = try runCLI(draftTool, base + ["-o", out] + bad)
+            XCTAssertEqual(r.code, 64, r.err)
+            XCTAssert(r.err.contains("--approx-cache"), r.err)
+        }
+        let ok = try runCLI(draftTool, base + ["--block-size", "16", "--approx-cache", "3", "-o", out])
+        XCTAssertEqual(ok.code, 0, ok.err)
+        let recs = try TokenStreamReader(path: out).readAll()
+        XCTAssertEqual(recs.count, 3)
+        for r in recs { XCTAssert(r.stages.last!.contains("approx-cache=3"), r.stages.last!); XCTAssertFalse(r.tokens.contains(mask)) }
+        let folded = try runCLI(draftTool, base + ["-o", out]), unfused = try runCLI(draftTool, base + ["--no-fold-store", "-o", out2])
+        XCTAssertEqual(folded.code, 0, folded.err); XCTAssertEqual(unfused.code, 0, unfused.err)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: out)), try Data(contentsOf: URL(fileURLWithPath: out2)))
     }
 }

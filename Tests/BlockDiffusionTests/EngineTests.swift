@@ -49,6 +49,98 @@ final class EngineTests: XCTestCase {
                         try draftRecords(ck, { var o = options(6, length: 16, block: 4, batch: 1); o.batch = nil; return o }()), "automatic")
     }
 
+    /// The folded forward (a clean block stored + the next block's step in one chunk) is the store forward followed
+    /// by the step forward, bit for bit: the same logits (all rows, or chosen ones), the same cache, the same `cached`.
+    func testFoldedStoreForwardEqualsStoreThenStep() throws {
+        let model = makeSamplingModel(samplingConfig(length: 16), seed: 40)
+        var rng = SplitMix64(seed: 9)
+        func block(_ B: Int) -> [Int32] { (0..<(B * 4)).map { _ in Int32(rng.next() % 23) } }
+        for dtype in WeightDType.allCases {
+            let w = try InferenceWeights(model: model, dtype: dtype)
+            let B = 3
+            let a = try CachedDiT(weights: w, maxBatch: B, maxChunk: 8, capacity: 16)
+            let f = try CachedDiT(weights: w, maxBatch: B, maxChunk: 8, capacity: 16)
+            var clean = block(B)
+            for k in 0..<3 {
+                let noisy = block(B)
+                let rows: [Int]? = k == 1 ? nil : [0, 5, 6, 11]
+                a.forward(tokens: clean, batch: B, store: true, logits: false)
+                let x = Array(a.forward(tokens: noisy, batch: B, store: false, rows: rows))
+                XCTAssertTrue(f.canFold(4))
+                let y = Array(f.forward(storing: clean, tokens: noisy, batch: B, rows: rows))
+                XCTAssertEqual(x.count, (rows?.count ?? B * 4) * 23)
+                XCTAssertEqual(x.map(\.bitPattern), y.map(\.bitPattern), "\(dtype) block \(k) logits")
+                XCTAssertEqual(a.cached, f.cached)
+                for l in 0..<model.config.nBlocks {
+                    XCTAssertEqual(Array(a.kCache[l]).map(\.bitPattern), Array(f.kCache[l]).map(\.bitPattern), "\(dtype) block \(k) keys")
+                    XCTAssertEqual(Array(a.vCache[l]).map(\.bitPattern), Array(f.vCache[l]).map(\.bitPattern), "\(dtype) block \(k) values")
+                }
+                clean = block(B)
+            }
+            XCTAssertEqual(f.cached, 12)
+            XCTAssertFalse(f.canFold(4), "a fold past the window would slide between the store and the step")
+            XCTAssertEqual(a.forwards, 6)
+            XCTAssertEqual(f.forwards, 3)
+        }
+    }
+
+    /// Folding the store into the next block's first forward changes no sample: tokens, confidences, unmask steps and
+    /// NFE identical to the unfused sampler at batch 1 and 16, fp32 and bf16, for first-hitting, DDPM and the
+    /// --unmask policies, with and without prompts; refine (also with --approx-cache) likewise. One forward per
+    /// block fewer (the store part was never an NFE).
+    func testFoldedStoreSamplesEqualTheUnfusedSampler() throws {
+        let ck = try loadCheckpoint(makeSamplingModel(samplingConfig(length: 16), seed: 41), blockSize: 4)
+        for dtype in WeightDType.allCases {
+            for batch in [1, 16] {
+                var o = options(16, length: 16, block: 4, batch: batch); o.dtype = dtype
+                func check(_ o: DraftOptions, prompts: [[Int32]] = [], _ what: String) throws {
+                    var u = o; u.foldStore = false
+                    assertIdentical(try draftRecords(ck, u, prompts: prompts), try draftRecords(ck, o, prompts: prompts), "\(what) \(dtype) batch \(batch)")
+                }
+                try check(o, "first-hitting")
+                try check(o, prompts: [[3, 4, 5], [6, 7, 8, 9, 10, 11]], "first-hitting prompted")
+                var d = o; d.sampler = .ddpm; d.steps = 5
+                try check(d, "ddpm")
+                try check(d, prompts: [[3, 4, 5, 6, 7]], "ddpm prompted")
+                for policy: UnmaskPolicy in [.confidence, .threshold(0.3)] {
+                    var p = o; p.unmask = policy
+                    try check(p, prompts: [[3, 4]], "\(policy)")
+                    p.sampler = .ddpm; p.steps = 3
+                    try check(p, "ddpm \(policy)")
+                }
+            }
+        }
+        // Refine, exact and with approximate k/v reuse (which stores the pending block before a reusing forward).
+        let drafts = try draftRecords(ck, options(5, length: 16, block: 4, batch: 5))
+        let masked = drafts.map { r -> TokenRecord in var r = r; for i in stride(from: 2, to: 16, by: 3) { r.tokens[i] = 22 }; return r }
+        for approx in [0, 2] {
+            func refine(fold: Bool) throws -> [TokenRecord] {
+                var o = RefineOptions(); o.blockSize = 4; o.seed = 4; o.batch = 2; o.approxCache = approx; o.foldStore = fold
+                let out = MemorySink()
+                let ow = try TokenStreamWriter(sink: out, header: ck.samplesHeader(tool: "refine", attributes: [:]))
+                try runRefine(checkpoint: ck, options: o, reader: try stream(ck, masked), writer: ow)
+                try ow.finish()
+                return try TokenStreamReader(source: MemorySource(out.bytes)).readAll()
+            }
+            assertIdentical(try refine(fold: false), try refine(fold: true), "refine approx-cache \(approx)")
+        }
+        // Forwards: 4 blocks of 4, first-hitting, one step per masked position. BOS only: 15 steps; unfused + 3
+        // store forwards, folded + 0. A 9-token prompt: 7 steps; blocks 0 and 1 have no step, so block 0 is stored
+        // on its own when block 1 ends (folded: 7 + 1), unfused 7 + 3.
+        for (prompt, folded, unfused) in [(1, 15, 18), (9, 8, 10)] {
+            for (fold, want) in [(false, unfused), (true, folded)] {
+                var s = SamplerSettings(blockSize: 4); s.foldStore = fold
+                let sampler = try BlockSampler(model: ck.model, settings: s, maskId: 22, maxBatch: 1, maxLength: 16)
+                var cs = [Canvas(tokens: (0..<16).map { $0 < prompt ? Int32($0 + 1) : 22 }, confidence: [Float](repeating: 1, count: 16),
+                                 unmaskStep: [UInt32](repeating: 0, count: 16), nfe: 0, promptLength: prompt, seed: 3)]
+                sampler.run(&cs)
+                XCTAssertFalse(cs[0].tokens.contains(22))
+                XCTAssertEqual(cs[0].nfe, UInt64(16 - prompt))
+                XCTAssertEqual((sampler.engine as! CachedDiT).forwards, want, "prompt \(prompt), fold \(fold)")
+            }
+        }
+    }
+
     func stream(_ ck: SamplingCheckpoint, _ records: [TokenRecord]) throws -> TokenStreamReader {
         let src = MemorySink()
         let w = try TokenStreamWriter(sink: src, header: ck.samplesHeader(tool: "draft", attributes: [:]))
@@ -158,6 +250,73 @@ final class EngineTests: XCTestCase {
         // bf16 runs on the cached engine only.
         var bad = o; bad.kvCache = false
         XCTAssertThrowsError(try draftRecords(try loadCheckpoint(model, blockSize: 4), bad)) { XCTAssert($0 is UsageError) }
+    }
+
+    /// Opening for bf16 converts each matrix as it loads and returns its fp32 pages at once: the weights are
+    /// bit-identical to converting the whole loaded model (the earlier path), drafts give the same tokens and
+    /// confidences, and the fp32 open is untouched (parameters bit for bit, nothing converted or released).
+    func testBF16LoadConvertsMatrixByMatrix() throws {
+        let model = makeSamplingModel(samplingConfig(length: 16), seed: 38)
+        let path = try saveCheckpoint(model, blockSize: 4)
+        let f32 = try SamplingCheckpoint.open(path: path)
+        XCTAssertNil(f32.weights)
+        XCTAssertFalse(f32.model.parametersReleased)
+        XCTAssertEqual(f32.model.parameters.map(\.bitPattern), model.parameters.map(\.bitPattern))
+        let whole = try InferenceWeights(model: f32.model, dtype: .bf16)
+        let ck = try SamplingCheckpoint.open(path: path, dtype: .bf16)
+        XCTAssertTrue(ck.model.parametersReleased)
+        let w = try XCTUnwrap(ck.weights)
+        XCTAssertEqual(w.dtype, .bf16)
+        for (x, y) in zip([whole.embed, whole.lin] + whole.blocks.flatMap { [$0.qkv, $0.attnOut, $0.fc, $0.proj] },
+                          [w.embed, w.lin] + w.blocks.flatMap { [$0.qkv, $0.attnOut, $0.fc, $0.proj] }) {
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: x.bf16!, count: x.rows * x.cols)), Array(UnsafeBufferPointer(start: y.bf16!, count: y.rows * y.cols)))
+        }
+        XCTAssertEqual(Array(whole.mods!).map(\.bitPattern), Array(w.mods!).map(\.bitPattern))
+        XCTAssertEqual(Array(whole.modF!).map(\.bitPattern), Array(w.modF!).map(\.bitPattern))
+        XCTAssertEqual(Array(whole.vectors!).map(\.bitPattern), Array(w.vectors!).map(\.bitPattern))
+        // Same drafts as the whole-model conversion (runDraft converts f32's model), prompted and not, batch 1 and 3.
+        for batch in [1, 3] {
+            var o = options(3, length: 16, block: 4, batch: batch); o.dtype = .bf16
+            assertIdentical(try draftRecords(f32, o), try draftRecords(ck, o), "bf16 load, batch \(batch)")
+            let prompts: [[Int32]] = [[1, 2, 3, 4, 5], [6, 7], [8, 9, 10]]
+            assertIdentical(try draftRecords(f32, o, prompts: prompts), try draftRecords(ck, o, prompts: prompts), "bf16 load, prompted, batch \(batch)")
+        }
+        XCTAssertTrue(try prepareInference(ck, dtype: .bf16)! === w)
+        // The released model does not run: fp32 from it is an error that says what to do, never zeros.
+        XCTAssertThrowsError(try prepareInference(ck, dtype: .fp32)) { XCTAssert("\($0)".contains("open it again"), "\($0)") }
+        var o = options(2, length: 16, block: 4, batch: 2)
+        XCTAssertThrowsError(try draftRecords(ck, o)) { XCTAssert("\($0)".contains("open it again"), "\($0)") }
+        o.kvCache = false
+        XCTAssertThrowsError(try draftRecords(ck, o)) { XCTAssert("\($0)".contains("open it again"), "\($0)") }
+        // An AR checkpoint (no adaLN) converts the same way.
+        let arPath = try saveCheckpoint(makeSamplingModel(samplingConfig(causal: true, length: 16), seed: 42), blockSize: 1)
+        var ao = options(3, length: 16, block: nil, batch: 3); ao.dtype = .bf16
+        let arBF16 = try SamplingCheckpoint.open(path: arPath, dtype: .bf16)
+        XCTAssertNotNil(arBF16.weights)
+        assertIdentical(try draftRecords(try SamplingCheckpoint.open(path: arPath), ao, prompts: [[3, 4]]),
+                        try draftRecords(arBF16, ao, prompts: [[3, 4]]), "AR bf16 load")
+    }
+
+    /// The per-matrix release returns exactly the whole pages inside each matrix: they read zero afterwards, and
+    /// every other float (the matrices' partial end pages, vectors, adaLN) keeps its value.
+    func testMatrixPageReleaseKeepsNeighbours() throws {
+        let model = makeSamplingModel(samplingConfig(length: 16), seed: 39)
+        let path = try saveCheckpoint(model, blockSize: 4)
+        let conv = BF16Matrices(config: model.config)
+        let m = try Checkpoint.open(path).model(maxBatch: 1, maxTokens: 1, each: { conv.take($0, $1) })
+        XCTAssertTrue(conv.complete)
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        var released = Set<Int>()
+        for t in m.tensors where conv.names.contains(t.name) {
+            let base = Int(bitPattern: m.parameters.baseAddress!)
+            let start = (base + 4 * t.offset + page - 1) / page * page, end = (base + 4 * (t.offset + t.count)) / page * page
+            if end > start { for i in ((start - base) / 4)..<((end - base) / 4) { released.insert(i) } }
+        }
+        XCTAssertGreaterThan(released.count, 0, "the test model has no whole page inside a matrix")
+        for i in 0..<m.parameters.count {
+            let want = released.contains(i) ? 0 : model.parameters[i].bitPattern
+            if m.parameters[i].bitPattern != want { XCTFail("float \(i): \(m.parameters[i]) (released: \(released.contains(i)))"); break }
+        }
     }
 
     /// The CLI: a bad --dtype and bf16 without the cache are usage errors (exit 64); a bf16 draft writes a stream

@@ -6,8 +6,9 @@ Matrix: model (`small` = 12 x 768 official BD3 shape, V = 50258, 169.6 M paramet
 bench-sampling-ckpt (sampling speed does not depend on what the weights learned).
 
 Ours: wall time of `draft -n B --batch B --length LEN --dtype D` (model load excluded: a run of 4 tokens is timed
-and subtracted). Every sample yields LEN-1 tokens (BOS given); per block of L'=4 there are 4 forwards that
-yield one token per sequence and one store forward (no token), so forwards = (LEN/4)*5 per batch.
+and subtracted). Every sample yields LEN-1 tokens (BOS given), one per forward: each finished block's store is
+folded into the next block's first forward (docs/sampling.md), so forwards = LEN-1 per batch (the reference: 4
+sampling forwards and one store forward per block).
 
 Baseline (same run, same checkpoint): the reference `models/dit.py` `DIT` (attn_backend sdpa, cross_attn,
 sampling.kv_cache) imported from --ref (or $BD3LMS_REF), weights loaded from the checkpoint, on CPU in fp32 and
@@ -153,7 +154,7 @@ def main():
                 for dt in a.dtypes.split(","):
                     # Alternate ours and the baseline within the round (the machine is shared).
                     secs = run_ours(a.bin, ckpts[c], batch, a.length, dt)
-                    fwd = (a.length // 4) * 5
+                    fwd = a.length - 1   # stores folded into the next block's first forward
                     rows.setdefault((c, dt, batch, "ours"), []).append((secs, fwd))
                     print(f"round {r + 1}: {c} {dt} batch {batch} ours {secs:.2f} s / {fwd} forwards", file=sys.stderr, flush=True)
                     if ref is not None:

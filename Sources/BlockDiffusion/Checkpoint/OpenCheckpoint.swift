@@ -325,7 +325,9 @@ public final class Checkpoint {
     public var config: ModelConfig { info.config }
 
     /// Copies the weights into `model` (whose sizes must be this checkpoint's; its length may differ).
-    public func load(into model: DiT) throws {
+    /// `each`: called after every tensor is in place, in the model's parameter order (the bf16 load converts and
+    /// releases each matrix there, before the next one is read).
+    public func load(into model: DiT, each: ((ParameterTensor) throws -> Void)? = nil) throws {
         let c = model.config, k = info.config
         guard c.vocabSize == k.vocabSize, c.hiddenSize == k.hiddenSize, c.nBlocks == k.nBlocks, c.nHeads == k.nHeads,
               c.condDim == k.condDim, c.causal == k.causal else {
@@ -336,15 +338,17 @@ public final class Checkpoint {
             do {
                 try l.file.weights(l.name, into: UnsafeMutableBufferPointer(rebasing: model.parameters[t.offset..<(t.offset + t.count)]))
             } catch let e as ModelError { throw ToolError(e.description) }
+            try each?(t)
         }
     }
 
     /// A model of this checkpoint's sizes (length `length`, default the checkpoint's) with its weights.
-    public func model(maxBatch: Int, maxTokens: Int, maxOutputTokens: Int? = nil, inference: Bool = true, length: Int? = nil) throws -> DiT {
+    public func model(maxBatch: Int, maxTokens: Int, maxOutputTokens: Int? = nil, inference: Bool = true, length: Int? = nil,
+                      each: ((DiT, ParameterTensor) throws -> Void)? = nil) throws -> DiT {
         var c = info.config
         if let length { c.length = length }
         let m = DiT(config: c, maxBatch: maxBatch, maxTokens: maxTokens, maxOutputTokens: maxOutputTokens, inference: inference)
-        try load(into: m)
+        try load(into: m, each: each.map { f in { try f(m, $0) } })
         return m
     }
 }

@@ -8,6 +8,8 @@
 //   logits = (LNf(x)(1+scf)+shf) Wlinᵀ + b   (B, n, V)
 //   store = true commits the chunk's k, v (the reference's store_kv forward on a finished clean block);
 //   store = false leaves `cached` unchanged, so the next call overwrites the chunk's slots.
+//   forward(storing: clean, tokens:) = forward(clean, store: true) then forward(tokens, store: false) in one chunk of
+//   2n rows (the weights streamed once; the samplers fold each finished block's store into the next block's first step).
 //   Keys are rotated once, when they enter the cache. When cached + n would exceed `capacity` (the model length),
 //   the oldest positions are dropped first (the reference slides by L' once idx reaches the model length) and
 //   the kept keys are rotated back by the number dropped, so positions stay 0 ..< cached+n as in the reference
@@ -26,7 +28,8 @@
 //   CachedDiT(weights:maxBatch:maxChunk:capacity:)   any InferenceWeights (fp32 or bf16)
 //   forward(tokens:batch:store:causal:logits:rows:) -> UnsafeBufferPointer<Float>  (B, n, V), or (rows.count, V)
 //       for the given flat rows b·n+i only; empty when logits=false
-//   reset(), cached (positions in the window), dropped (positions slid out so far), weights, memoryBytes
+//   forward(storing:tokens:batch:rows:) -> the logits of `tokens`; canFold(n)
+//   reset(), cached (positions in the window), dropped (positions slid out so far), forwards, weights, memoryBytes
 import Foundation
 import CKernels
 
@@ -38,6 +41,8 @@ public final class CachedDiT {
     public let capacity: Int
     public private(set) var cached = 0
     public private(set) var dropped = 0
+    /// Forwards run so far (weight passes: a folded store + step counts once).
+    public private(set) var forwards = 0
 
     let kCache: [UnsafeMutableBufferPointer<Float>]   // rotated keys (B, capacity, D) per layer
     let vCache: [UnsafeMutableBufferPointer<Float>]
@@ -99,11 +104,49 @@ public final class CachedDiT {
         precondition(B >= 1 && B <= maxBatch && tokens.count % B == 0)
         let n = tokens.count / B
         precondition(n >= 1 && n <= maxChunk, "chunk of \(n) tokens exceeds \(maxChunk)")
-        let D = config.hiddenSize, V = config.vocabSize, H = config.nHeads, d = config.headDim
-        let N = B * n
-        for t in tokens { precondition(t >= 0 && Int(t) < V, "token \(t) outside the vocabulary") }
         if cached + n > capacity { slide(by: cached + n - capacity, batch: B) }
-        let p0 = cached, S = cached + n
+        let p0 = cached
+        return run(tokens: tokens, batch: B, parts: [Part(first: 0, n: n, position: p0, keys: p0 + n, causal: causal)],
+                   commit: store ? n : 0, logits: wantLogits, outputFirst: 0, rows: rows)
+    }
+
+    /// Whether `forward(storing:tokens:)` can take a clean block and a step of n tokens each now: 2n rows fit the
+    /// chunk and the window without sliding (a slide between the two would drop context the store forward saw).
+    public func canFold(_ n: Int) -> Bool { 2 * n <= maxChunk && cached + 2 * n <= capacity }
+
+    /// The store forward of a finished clean block folded into the next block's first step: one chunk of 2n rows
+    /// per sequence through the weights once. `clean` (B, n) sits at window positions cached ..< cached+n, attends
+    /// to the cache and itself, and its k/v are committed — what forward(tokens: clean, store: true) computes;
+    /// `tokens` (B, n) sits at the next n positions, attends to the cache, the clean block and itself, and is not
+    /// committed — what the following forward(tokens:, store: false) computes (the block-diffusion mask: a clean
+    /// block never sees the noisy one). Every row's numbers are those of the two forwards (the products, norms and
+    /// attention kernels are row-independent), so the logits and the cache are bit-identical (EngineTests).
+    /// Returns the logits of `tokens` (rows: flat indices b·n+i of `tokens`).
+    public func forward(storing clean: [Int32], tokens: [Int32], batch B: Int, rows: [Int]? = nil) -> UnsafeBufferPointer<Float> {
+        precondition(B >= 1 && B <= maxBatch && tokens.count % B == 0 && clean.count == tokens.count)
+        let n = tokens.count / B
+        precondition(n >= 1 && canFold(n), "a clean block and a step of \(n) tokens do not fit the chunk or the window")
+        let p0 = cached
+        // Rows: every sequence's clean block first, then every sequence's step (each part is (B, n) row-major).
+        return run(tokens: clean + tokens, batch: B,
+                   parts: [Part(first: 0, n: n, position: p0, keys: p0 + n, causal: false),
+                           Part(first: B * n, n: n, position: p0 + n, keys: p0 + 2 * n, causal: false)],
+                   commit: n, logits: true, outputFirst: B * n, rows: rows)
+    }
+
+    /// Rows [first, first + B·n) of a chunk: (B, n) tokens at window positions position ..< position+n, attending
+    /// to the keys 0 ..< `keys` of their sequence (causal: query i sees keys ≤ keys−n+i).
+    struct Part { let first, n, position, keys: Int; let causal: Bool }
+
+    /// The forward of a chunk made of parts; `commit` positions become cached; logits for the rows from
+    /// `outputFirst` (B·n of them, or the given `rows` relative to it).
+    func run(tokens: [Int32], batch B: Int, parts: [Part], commit: Int, logits wantLogits: Bool, outputFirst: Int,
+             rows: [Int]?) -> UnsafeBufferPointer<Float> {
+        let D = config.hiddenSize, V = config.vocabSize, H = config.nHeads, d = config.headDim
+        let N = tokens.count
+        precondition(N <= maxBatch * maxChunk)
+        for t in tokens { precondition(t >= 0 && Int(t) < V, "token \(t) outside the vocabulary") }
+        forwards += 1
         var X = x.baseAddress!, Y = xOut.baseAddress!
         let a = activations, QKV = a.qkv
         tokens.withUnsafeBufferPointer { weights.embed(X, $0.baseAddress!, N) }
@@ -114,29 +157,35 @@ public final class CachedDiT {
             blockAttentionInput(x: X, w: w, mod: m, rowsPerCond: N, a: a, N, D)
             // Rotate q and k at their window positions; rotated k and v into the cache.
             let kc = kCache[l].baseAddress!, vc = vCache[l].baseAddress!
-            parallelChunks(N, grain: 8) { rs in
-                for r in rs {
-                    let b = r / n, i = r % n, row = QKV + r * 3 * D
-                    rotateHeads(row, position: p0 + i, table: rotary, nHeads: H)
-                    rotateHeads(row + D, position: p0 + i, table: rotary, nHeads: H)
-                    (kc + (b * capacity + p0 + i) * D).update(from: row + D, count: D)
-                    (vc + (b * capacity + p0 + i) * D).update(from: row + 2 * D, count: D)
+            for part in parts {
+                let n = part.n, p0 = part.position
+                parallelChunks(B * n, grain: 8) { rs in
+                    for r in rs {
+                        let b = r / n, i = r % n, row = QKV + (part.first + r) * 3 * D
+                        rotateHeads(row, position: p0 + i, table: rotary, nHeads: H)
+                        rotateHeads(row + D, position: p0 + i, table: rotary, nHeads: H)
+                        (kc + (b * capacity + p0 + i) * D).update(from: row + D, count: D)
+                        (vc + (b * capacity + p0 + i) * D).update(from: row + 2 * D, count: D)
+                    }
                 }
             }
-            cachedAttention(out: a.att, q: QKV, qStride: 3 * D, keys: kc, values: vc, kvBatchStride: capacity * D,
-                            B: B, n: n, S: S, nHeads: H, headDim: d, causal: causal, scratch: scores.baseAddress!, workers: workers)
+            for part in parts {
+                cachedAttention(out: a.att + part.first * D, q: QKV + part.first * 3 * D, qStride: 3 * D, keys: kc, values: vc,
+                                kvBatchStride: capacity * D, B: B, n: part.n, S: part.keys, nHeads: H, headDim: d,
+                                causal: part.causal, scratch: scores.baseAddress!, workers: workers)
+            }
             blockAttentionOutput(out: Y, x: X, w: w, mod: m, rowsPerCond: N, a: a, dropAttn: none, dropMLP: none,
                                  keepGeluDerivative: false, N, D)
             swap(&X, &Y)
         }
-        if store { cached += n }
+        cached += commit
         guard wantLogits else { return UnsafeBufferPointer(start: logitsBuf.baseAddress!, count: 0) }
         // Output layer, optionally only for the requested rows (the sampler needs few of them; the output
         // product over V is a large share of a forward).
-        var src = UnsafePointer(X), nOut = N
+        var src = UnsafePointer(X + outputFirst * D), nOut = N - outputFirst
         if let rows {
-            precondition(rows.allSatisfy { $0 >= 0 && $0 < N }, "output rows outside the chunk")
-            for (k, r) in rows.enumerated() { (Y + k * D).update(from: X + r * D, count: D) }
+            precondition(rows.allSatisfy { $0 >= 0 && $0 < nOut }, "output rows outside the chunk")
+            for (k, r) in rows.enumerated() { (Y + k * D).update(from: src + r * D, count: D) }
             src = UnsafePointer(Y); nOut = rows.count
             if nOut == 0 { return UnsafeBufferPointer(start: logitsBuf.baseAddress!, count: 0) }
         }

@@ -153,7 +153,10 @@ public final class DiT {
             precondition(source.parameters.count == off, "shared weights: the source model has another size")
             parameters = source.parameters
         } else {
-            parameters = .allocate(capacity: off); parameters.initialize(repeating: 0)
+            // calloc: zero like initialize(repeating: 0), but a large buffer comes as fresh untouched pages, so the
+            // resident memory grows only as the loader writes tensors (and a bf16 load returns each matrix's pages).
+            let raw = calloc(max(off, 1), MemoryLayout<Float>.stride)!
+            parameters = UnsafeMutableBufferPointer(start: raw.bindMemory(to: Float.self, capacity: max(off, 1)), count: off)
         }
         gradients = .allocate(capacity: inference ? 0 : off); gradients.initialize(repeating: 0)
 
@@ -205,14 +208,22 @@ public final class DiT {
         precondition(weightOwner == nil, "release the parameters of the model that owns them")
         guard !parametersReleased, parameters.count > 0 else { return }
         parametersReleased = true
+        releasePages(0, parameters.count)
+    }
+
+    /// Returns to the OS the whole pages inside parameters[offset ..< offset + count] (they read as zero afterwards;
+    /// the partial pages at both ends are shared with the neighbouring tensors and kept). The bf16 load releases
+    /// each fp32 matrix this way right after converting it, so the whole fp32 model is never resident.
+    func releasePages(_ offset: Int, _ count: Int) {
+        precondition(weightOwner == nil && offset >= 0 && offset + count <= parameters.count)
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = (Int(bitPattern: parameters.baseAddress!) + page - 1) / page * page
-        let end = (Int(bitPattern: parameters.baseAddress! + parameters.count)) / page * page
+        let start = (Int(bitPattern: parameters.baseAddress! + offset) + page - 1) / page * page
+        let end = Int(bitPattern: parameters.baseAddress! + offset + count) / page * page
         if end > start { _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, Int32(MADV_DONTNEED)) }
     }
 
     deinit {
-        if weightOwner == nil { parameters.deallocate() }
+        if weightOwner == nil { free(parameters.baseAddress) }   // calloc'd
         gradients.deallocate(); acts.deallocate(); positions.deallocate(); tokenCopy.deallocate()
     }
 

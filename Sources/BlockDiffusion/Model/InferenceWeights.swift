@@ -6,9 +6,15 @@
 //         storage; LayerNorm weights, biases and the adaLN outputs stay fp32 (a few KB). The model is NOT kept:
 //         drop it after the conversion and only the bf16 copy (half the bytes) stays in memory.
 //   Non-time-conditioned models have σ ≡ 0, so every adaLN output is a constant computed here once.
+//   BF16Matrices: the same rounding done while the checkpoint loads, matrix by matrix, each fp32 matrix's pages
+//         returned to the OS right after (DiT.releasePages): the whole fp32 model is never resident next to the
+//         bf16 weights (peak ≈ bf16 weights + the largest tensor twice, instead of fp32 model + bf16 weights).
+//         Same conversion of the same values: bit-identical weights (EngineTests).
 //
 // Public API:
-//   InferenceWeights(model:dtype:) throws     (time-conditioned SEDD models are refused: their adaLN depends on σ)
+//   InferenceWeights(model:dtype:matrices:) throws   (time-conditioned SEDD models are refused: their adaLN depends on σ;
+//                                        matrices: the bf16 ones made at load, used instead of converting)
+//   BF16Matrices(config:), take(model, tensor)   the loader's per-tensor hook
 //   config, dtype, bytes (weight bytes held)
 //   InferenceWeights.roundMatricesToBF16(model)   the same matrices rounded in the model itself (score ppl --dtype bf16)
 import Foundation
@@ -36,10 +42,14 @@ public final class InferenceWeights {
             + 4 * (config.nBlocks * 8 * config.hiddenSize + config.vocabSize + config.hiddenSize)
     }
 
-    public init(model: DiT, dtype: WeightDType) throws {
+    public init(model: DiT, dtype: WeightDType, matrices: BF16Matrices? = nil) throws {
         let cfg = model.config
+        precondition(matrices == nil || (dtype == .bf16 && matrices!.complete), "bf16 matrices from an incomplete load")
         guard !cfg.timeConditioning else {
             throw ToolError("this checkpoint is time-conditioned (SEDD); the samplers here support BD3-LM, MDLM and AR checkpoints")
+        }
+        guard !model.parametersReleased else {
+            throw ToolError("this checkpoint was loaded for bf16 inference (its fp32 parameters were released); open it again for --dtype \(dtype.rawValue)")
         }
         config = cfg; self.dtype = dtype
         let D = cfg.hiddenSize, V = cfg.vocabSize, C = cfg.condDim
@@ -66,7 +76,8 @@ public final class InferenceWeights {
             vectors = buf; source = nil
         }
         func m(_ name: String, _ r: Int, _ c: Int) -> LinearWeight {
-            dtype == .fp32 ? LinearWeight(fp32: t(name), rows: r, cols: c) : LinearWeight(bf16From: t(name), rows: r, cols: c)
+            if let w = matrices?.made["backbone." + name] { precondition(w.rows == r && w.cols == c); return w }
+            return dtype == .fp32 ? LinearWeight(fp32: t(name), rows: r, cols: c) : LinearWeight(bf16From: t(name), rows: r, cols: c)
         }
         embed = m("vocab_embed.embedding", V, D)
         blocks = (0..<cfg.nBlocks).map { i in
@@ -131,5 +142,22 @@ extension InferenceWeights {
                 bd3_bf16_to_f32(t.baseAddress! + r.lowerBound, tmp + r.lowerBound, r.count)
             }
         }
+    }
+}
+
+/// The bf16 matrices of a model made while it loads (Checkpoint.model(each:)): `take` is called after every tensor
+/// is in place; a matrix the bf16 engine stores is rounded at once and its fp32 pages go back to the OS.
+public final class BF16Matrices {
+    let names: Set<String>
+    var made: [String: LinearWeight] = [:]
+    /// Every matrix was converted (the load ran to the end).
+    var complete: Bool { made.count == names.count }
+
+    public init(config: ModelConfig) { names = Set(InferenceWeights.matrixNames(config).map { "backbone." + $0 }) }
+
+    public func take(_ model: DiT, _ t: ParameterTensor) {
+        guard names.contains(t.name), t.shape.count == 2 else { return }
+        made[t.name] = LinearWeight(bf16From: model.parameters.baseAddress! + t.offset, rows: t.shape[0], cols: t.shape[1])
+        model.releasePages(t.offset, t.count)
     }
 }

@@ -11,8 +11,11 @@
 //            the reference's linspace(1,0,T) t=0 step (mask_prob = −inf → NaN, spec §10.3) never happens.
 //       other --unmask policies (Unmasking.swift): one forward over the block's masked rows, the policy picks
 //            which positions get a Gumbel-max draw (k from the schedule, or adaptive: threshold / eb)
-//     store_kv forward of the finished block (not an NFE); stop rules (draft) after each block.
-//     approxCache K > 0 (refine --approx-cache, off by default): the block's forwards of a canvas are full every K
+//     store_kv of the finished block (not an NFE); stop rules (draft) after each block. With the KV cache the store
+//       is folded into the next block's first forward (CachedDiT.forward(storing:tokens:): one chunk of 2L' rows,
+//       the same numbers bit for bit, one weight pass fewer per block); foldStore = false keeps the separate
+//       store forward (the unfused twin). A block with no forward (nothing masked) is stored on its own.
+//     approxCache K > 0 (refine/draft --approx-cache, off by default): the block's forwards of a canvas are full every K
 //       (the refresh), in between only its masked and just-changed rows are recomputed over reused k/v
 //       (stepForward, ReuseForward.swift). Approximate for K ≥ 2; K = 1 is the exact sampler.
 //   AR (causal checkpoint): prefix fed causally into the cache, then one token per forward.
@@ -23,7 +26,7 @@
 // the reference samples every position and keeps one, which has the same distribution.
 //
 // Public API:
-//   SamplerKind (.firstHitting, .ddpm), SamplerSettings (… unmask, approxCache), Canvas (… suffixLength, stopRule, margin),
+//   SamplerKind (.firstHitting, .ddpm), SamplerSettings (… unmask, approxCache, foldStore), Canvas (… suffixLength, stopRule, margin),
 //   SamplerStep + BlockSampler.onStep (per-step hook for traces)
 //   BlockSampler(model:settings:maskId:maxBatch:maxLength:kvCache:weights:)   run(_:stop:) fills every MASK of equal-length
 //       canvases; kvCache = false uses WindowDiT (no cache, the window through .blockCausal; see WindowForward.swift)
@@ -41,9 +44,12 @@ public struct SamplerSettings: Sendable {
     public var nucleus: Double     // top-p; 1 = off
     public var blockSize: Int      // L'; ≥ the length = one global block
     public var unmask: UnmaskPolicy = .random   // which masked positions a step fills (Unmasking.swift)
-    /// refine --approx-cache K: 0 = exact (every forward runs the whole block); K ≥ 1 = a full forward of a
+    /// refine/draft --approx-cache K: 0 = exact (every forward runs the whole block); K ≥ 1 = a full forward of a
     /// canvas's block every K of its forwards, in between only its masked and just-changed rows (ReuseForward.swift).
     public var approxCache = 0
+    /// Fold each finished block's store forward into the next block's first forward (cached engine only; the
+    /// samples are bit-identical either way). false = the unfused sampler (--no-fold-store), for comparison.
+    public var foldStore = true
     public init(kind: SamplerKind = .firstHitting, steps: Int = 1000, nucleus: Double = 1, blockSize: Int,
                 unmask: UnmaskPolicy = .random, approxCache: Int = 0) {
         self.kind = kind; self.steps = steps; self.nucleus = nucleus; self.blockSize = blockSize; self.unmask = unmask
@@ -112,6 +118,8 @@ public final class BlockSampler {
     // --approx-cache: per canvas, its forwards in the current block and the block's tokens at its last forward.
     var forwardsInBlock: [Int] = []
     var lastSeen: [[Int32]] = []
+    /// The finished block whose k/v are not in the cache yet (folded into the next forward), nil = none.
+    var pendingStore: [Int32]? = nil
     public let settings: SamplerSettings
     public let maskId: Int32
     public let causal: Bool
@@ -126,7 +134,8 @@ public final class BlockSampler {
         self.settings = settings; self.maskId = maskId; causal = model.config.causal
         let block = causal ? 1 : min(settings.blockSize, maxLength)
         let capacity = max(model.config.length, block)
-        let chunk = causal ? min(arChunk, capacity) : block
+        // The cached engine takes 2 blocks per chunk to fold the store into the next step.
+        let chunk = causal ? min(arChunk, capacity) : (kvCache && settings.foldStore && 2 * block <= capacity ? 2 * block : block)
         guard settings.approxCache == 0 || kvCache else {
             throw UsageError("--approx-cache reuses entries of the KV cache; it cannot run with --no-kv-cache")
         }
@@ -136,6 +145,9 @@ public final class BlockSampler {
             guard weights == nil || weights!.dtype == .fp32 else {
                 throw UsageError("--no-kv-cache runs the fp32 model (the reference's comparison path); use --dtype fp32 with it")
             }
+            guard !model.parametersReleased else {
+                throw ToolError("--no-kv-cache runs the fp32 model, and this checkpoint was loaded for bf16 inference; open it again at fp32")
+            }
             engine = try WindowDiT(model: model, maxBatch: maxBatch, maxChunk: chunk, capacity: capacity)
         }
     }
@@ -144,7 +156,7 @@ public final class BlockSampler {
     public static func engineShape(config: ModelConfig, blockSize: Int, maxLength: Int) -> (window: Int, chunk: Int) {
         let block = config.causal ? 1 : min(blockSize, maxLength)
         let capacity = max(config.length, block)
-        return (capacity, config.causal ? min(64, capacity) : block)
+        return (capacity, config.causal ? min(64, capacity) : 2 * block <= capacity ? 2 * block : block)
     }
 
     /// Fills every MASK of the canvases (all of equal length). `stop(&canvas, end)` runs after each finished
@@ -154,6 +166,7 @@ public final class BlockSampler {
         let len = cs[0].tokens.count
         precondition(cs.allSatisfy { $0.tokens.count == len }, "canvases of a batch must have equal length")
         engine.reset()
+        pendingStore = nil
         if causal { runAR(&cs, stop: stop); return }
         let bs = min(settings.blockSize, len)
         precondition(len % bs == 0, "block size \(bs) must divide the length \(len)")
@@ -169,8 +182,34 @@ public final class BlockSampler {
             }
             if let stop { for b in cs.indices where cs[b].active { stop(&cs[b], range.upperBound) } }
             if !cs.contains(where: { $0.active }) { break }
-            if range.upperBound < len { engine.forward(tokens: gather(cs, range), batch: cs.count, store: true, logits: false) }
+            if range.upperBound < len { store(gather(cs, range), batch: cs.count) }
         }
+        pendingStore = nil
+    }
+
+    /// Stores a finished block's k/v: kept pending for the next forward to fold in (cached engine, foldStore), else
+    /// a forward of its own. A still pending earlier block (its successor had no forward) is stored first.
+    func store(_ block: [Int32], batch: Int) {
+        flushStore(batch: batch)
+        if settings.foldStore, engine is CachedDiT { pendingStore = block; return }
+        engine.forward(tokens: block, batch: batch, store: true, logits: false)
+    }
+
+    /// The pending block's own store forward (before a forward that cannot fold it).
+    func flushStore(batch: Int) {
+        guard let p = pendingStore else { return }
+        pendingStore = nil
+        engine.forward(tokens: p, batch: batch, store: true, logits: false)
+    }
+
+    /// The exact step forward of the block's tokens, with the pending store folded in when it fits.
+    func exactForward(_ tokens: [Int32], batch: Int, rows: [Int]) -> UnsafeBufferPointer<Float> {
+        if let p = pendingStore, let cache = engine as? CachedDiT, cache.canFold(p.count / batch) {
+            pendingStore = nil
+            return cache.forward(storing: p, tokens: tokens, batch: batch, rows: rows)
+        }
+        flushStore(batch: batch)
+        return engine.forward(tokens: tokens, batch: batch, store: false, rows: rows)
     }
 
     /// Over any forward engine (tests drive the policies with hand-set logits).
@@ -235,14 +274,15 @@ public final class BlockSampler {
     func stepForward(_ cs: [Canvas], _ r: Range<Int>, _ stepping: [Int], rows: [Int]) -> UnsafeBufferPointer<Float> {
         let K = settings.approxCache, tokens = gather(cs, r)
         guard K > 0, let cache = engine as? CachedDiT else {
-            return engine.forward(tokens: tokens, batch: cs.count, store: false, rows: rows)
+            return exactForward(tokens, batch: cs.count, rows: rows)
         }
         defer { for b in stepping { forwardsInBlock[b] += 1; lastSeen[b] = Array(cs[b].tokens[r]) } }
         let refresh = stepping.filter { forwardsInBlock[$0] % K == 0 }
         let pending = cs.indices.filter { cs[$0].active && hasMask(cs[$0], r) }
         if refresh.count == stepping.count && Set(pending).isSubset(of: refresh) {
-            return engine.forward(tokens: tokens, batch: cs.count, store: false, rows: rows)
+            return exactForward(tokens, batch: cs.count, rows: rows)
         }
+        flushStore(batch: cs.count)
         let n = r.count
         var compute: [Int] = []
         for b in stepping {

@@ -36,6 +36,11 @@ public struct DraftOptions: Sendable {
     public var shard: (index: Int, count: Int) = (0, 1)
     /// false: no KV cache, every forward runs the window through `.blockCausal` (reference kv_cache=False).
     public var kvCache = true
+    /// false: each finished block's k/v stored by a forward of its own (SamplerSettings.foldStore; same samples).
+    public var foldStore = true
+    /// `--approx-cache K`: approximate k/v reuse inside the block being denoised (0 = off, exact; see
+    /// SamplerSettings.approxCache and ReuseForward.swift). BD3-LM/MDLM checkpoints, KV cache on.
+    public var approxCache = 0
     /// SEDD checkpoints only: the predictor of the T steps (nil = analytic); refused for other checkpoints.
     public var seddPredictor: SEDDPredictor? = nil
     // --- decoding options (Unmasking.swift, Trace.swift) ---
@@ -61,6 +66,9 @@ public func resolveDraftSettings(_ o: DraftOptions, checkpoint ck: SamplingCheck
     if ck.config.causal && promptLengths.contains(0) {
         throw UsageError("AR sampling needs a BOS id (--bos-id) or a prompt")
     }
+    if o.approxCache > 0 && (ck.config.causal || ck.algorithm == "sedd") {
+        throw UsageError("--approx-cache reuses k/v inside a diffusion block; it is for BD3-LM/MDLM checkpoints (this one is \(ck.algorithm))")
+    }
     if ck.config.causal && o.unmask != .random {
         throw UsageError("--unmask \(o.unmask) needs a diffusion checkpoint; an AR checkpoint writes one token per forward, left to right")
     }
@@ -71,7 +79,10 @@ public func resolveDraftSettings(_ o: DraftOptions, checkpoint ck: SamplingCheck
             throw UsageError("prompt (\(p) tokens with BOS) + suffix (\(o.suffix.count)) are longer than the length \(o.length)")
         }
     }
-    return SamplerSettings(kind: o.sampler, steps: o.steps, nucleus: o.nucleus, blockSize: bs, unmask: o.unmask)
+    var s = SamplerSettings(kind: o.sampler, steps: o.steps, nucleus: o.nucleus, blockSize: bs, unmask: o.unmask,
+                            approxCache: o.approxCache)
+    s.foldStore = o.foldStore
+    return s
 }
 
 /// Runs draft. `prompts` are token prefixes (without BOS); [] means one empty prompt. Records go to `writer`
@@ -110,7 +121,7 @@ public func runDraft(checkpoint ck: SamplingCheckpoint, options opts: DraftOptio
                                  limit: (o.samples + o.shard.count - 1) / o.shard.count)
     }
     let batchSize = o.batch!
-    let w = try weights ?? (o.kvCache ? InferenceWeights(model: ck.model, dtype: o.dtype) : nil)
+    let w = try weights ?? (o.kvCache ? ck.inferenceWeights(dtype: o.dtype) : nil)
     if let w, w.dtype != o.dtype { throw UsageError("internal: weights prepared as \(w.dtype.rawValue), options say \(o.dtype.rawValue)") }
     let sampler = try BlockSampler(model: ck.model, settings: settings, maskId: sp.mask,
                                    maxBatch: min(batchSize, o.samples), maxLength: o.length, kvCache: o.kvCache, weights: w)

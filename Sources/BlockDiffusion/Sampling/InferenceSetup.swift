@@ -4,7 +4,8 @@
 //   prepareInference(checkpoint, dtype): fp32 = the checkpoint model's parameters read in place; bf16 = every matrix
 //     rounded to bf16 once (InferenceWeights), then the fp32 parameters are returned to the OS, so only the bf16
 //     copy stays resident. The checkpoint's model must not run afterwards (its forward refuses); every engine of
-//     the run reads the returned weights.
+//     the run reads the returned weights. A checkpoint opened with dtype bf16 already holds them (made while
+//     loading, the lower peak): they are returned as they are.
 //   automaticBatch: the --batch default: as many sequences as the KV caches + scratch of a batch fit in half the
 //     available memory, at most `limit` (the number of samples) and at most 32 (the products run at compute
 //     speed from about 16 rows per weight pass; more only costs memory).
@@ -19,7 +20,8 @@ public func prepareInference(_ ck: SamplingCheckpoint, dtype: WeightDType) throw
         guard dtype == .fp32 else { throw UsageError("--dtype bf16 is for BD3-LM, MDLM and AR checkpoints (this one is SEDD)") }
         return nil
     }
-    let w = try InferenceWeights(model: ck.model, dtype: dtype)
+    if let w = ck.weights, w.dtype == dtype { return w }
+    let w = try InferenceWeights(model: ck.model, dtype: dtype)   // refused if the model was released at load
     if dtype != .fp32 { ck.model.releaseParameters() }
     return w
 }

@@ -33,6 +33,8 @@ public struct RefineOptions: Sendable {
     public var batch: Int? = nil
     /// false: no KV cache (WindowDiT, the reference's kv_cache=False path).
     public var kvCache = true
+    /// false: each finished block's k/v stored by a forward of its own (SamplerSettings.foldStore; same samples).
+    public var foldStore = true
     // --- decoding options (Unmasking.swift) ---
     /// Which masked positions each step fills (`--unmask`); random = the reference's samplers.
     public var unmask: UnmaskPolicy = .random
@@ -64,10 +66,11 @@ public func runRefine(checkpoint ck: SamplingCheckpoint, options o: RefineOption
     guard !ck.config.causal else { throw ToolError("\(ck.path) is an AR checkpoint; refine needs a diffusion (BD3-LM/MDLM) checkpoint") }
     try o.validate()
     if !o.kvCache && o.dtype != .fp32 { throw UsageError("--no-kv-cache runs the fp32 model (the reference's comparison path); use --dtype fp32 with it") }
-    let w = try weights ?? (o.kvCache ? InferenceWeights(model: ck.model, dtype: o.dtype) : nil)
+    let w = try weights ?? (o.kvCache ? ck.inferenceWeights(dtype: o.dtype) : nil)
     let bs = o.blockSize ?? ck.blockSize
-    let settings = SamplerSettings(kind: o.sampler, steps: o.steps, nucleus: o.nucleus, blockSize: bs, unmask: o.unmask,
+    var settings = SamplerSettings(kind: o.sampler, steps: o.steps, nucleus: o.nucleus, blockSize: bs, unmask: o.unmask,
                                    approxCache: o.approxCache)
+    settings.foldStore = o.foldStore
     let mask = ck.special.mask
     var samplers: [Int: BlockSampler] = [:]   // by length (the window depends on it when one block covers it)
     // Batch size: given, or what fits for a window of the model length (records longer than that are rare).
@@ -253,7 +256,7 @@ public func runRemask(policy: RemaskPolicy, ratio: Double, seed: UInt64, checkpo
         var scores: [[Float]?] = pending.map { _ in nil }
         let len = pending[0].tokens.count
         if policy == .posthoc && len > 0, let ck {
-            if w == nil { w = try InferenceWeights(model: ck.model, dtype: .fp32) }
+            if w == nil { w = try ck.inferenceWeights(dtype: .fp32) }
             if engines[len] == nil {
                 engines[len] = try CachedDiT(weights: w!, maxBatch: pendingLimit(len), maxChunk: len, capacity: max(len, ck.config.length))
             }

@@ -28,15 +28,21 @@ extension DraftOptions {
         guard shard.count >= 1 && shard.index >= 0 && shard.index < shard.count else {
             throw UsageError("--shard must be i/n with 0 ≤ i < n (got \(shard.index)/\(shard.count))")
         }
+        try checkApproxCache(approxCache, kvCache: kvCache)
     }
+}
+
+/// --approx-cache K (draft and refine): 0 = off; it reuses KV-cache entries, so not with --no-kv-cache.
+func checkApproxCache(_ k: Int, kvCache: Bool) throws {
+    try checkRange(k, 0...Limits.steps, "--approx-cache", "0 = off: exact")
+    if !kvCache && k > 0 { throw UsageError("--approx-cache reuses entries of the KV cache; it cannot run with --no-kv-cache") }
 }
 
 extension RefineOptions {
     public func validate() throws {
         try checkSamplerSettings(steps: steps, nucleus: nucleus, batch: batch, blockSize: blockSize)
         if !kvCache && dtype != .fp32 { throw UsageError("--no-kv-cache runs the fp32 model (the reference's comparison path); use --dtype fp32 with it") }
-        try checkRange(approxCache, 0...Limits.steps, "--approx-cache", "0 = off: exact")
-        if !kvCache && approxCache > 0 { throw UsageError("--approx-cache reuses entries of the KV cache; it cannot run with --no-kv-cache") }
+        try checkApproxCache(approxCache, kvCache: kvCache)
     }
 }
 
