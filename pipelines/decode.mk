@@ -7,7 +7,7 @@ decode-results: build
 	python3 pipelines/decode/report.py out/decode results/decode
 
 DECODE_MEDIUM_ENV = DECODE=out/decode-medium DECODE_L=256 DECODE_MODEL=data/medium/mix.safetensors \
-    DECODE_SCORER=data/medium/ar.safetensors DECODE_TITLE="the medium model"
+    DECODE_SCORER=data/medium/ar.safetensors DECODE_TITLE="the medium model" DECODE_TARGET=decode-results-medium
 decode-results-medium: build
 	@test -s data/medium/mix.safetensors || { echo "decode-results-medium: data/medium/mix.safetensors is missing (make -j2 medium-ship)" >&2; exit 1; }
 	$(DECODE_MEDIUM_ENV) BIN=$(BIN) pipelines/decode/run.sh

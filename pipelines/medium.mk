@@ -69,6 +69,9 @@ MED_FRONTIER_CELLS ?= snapshot-0.25-B4 snapshot-0.25-BL
 # mix: the remasking policies, the stage-2 block sweep and the γ sweep
 MED_FRONTIER_CELLS_mix ?= $(foreach p,snapshot posthoc random,$(p)-0.25-B4 $(p)-0.25-BL) snapshot-0.25-B16 \
     snapshot-0.25-B64 $(foreach g,0.1 0.5 0.75,snapshot-$(g)-B4 snapshot-$(g)-BL)
+# uni and half: Table 3's stage 2 (B = L) only
+MED_FRONTIER_CELLS_uni ?= snapshot-0.25-BL
+MED_FRONTIER_CELLS_half ?= snapshot-0.25-BL
 MED_BOOTSTRAP ?= 2000
 MED_BIN ?= .build/release
 MED_BUILD ?= $(SWIFT) build -c release
