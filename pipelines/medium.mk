@@ -18,7 +18,7 @@
 #                   output layer of V = 4096 is ~1/5 of a step's FLOPs (V = 8192 would be ~1/3) and each
 #                   type is seen twice as often — at this token budget the cheaper softmax buys steps.
 #   cpu config      4 layers, hidden 256, 8 heads: 5.7 M parameters, 11.4 MB as F16; the AR scorer has
-#                   the same size (the strongest scorer the budget allows; the shipped set is 34 MB).
+#                   the same size (the strongest scorer the budget allows; the shipped set is 56 MB).
 #   steps           budget: two single-threaded trainings side by side (`make -j2`, MED_THREADS=1): measured
 #                   on two idle cores at L = 256, batch 16, one thread each: MDLM 1,950 + AR 2,130 tokens/s
 #                   together (one 2-thread MDLM run: 3,470 — the pair gets 18 % more out of the cores), BD3
@@ -110,7 +110,7 @@ medium-ship: medium-train
 	@total=$$(du -cb $(MED_SHIP)/*.safetensors | tail -1 | cut -f1); echo "medium-ship: $$total bytes in $(MED_SHIP)"; \
 	  [ $$total -le $$(( $(MED_SHIP_MAX_MB) * 1000000 )) ] || { echo "medium-ship: over $(MED_SHIP_MAX_MB) MB" >&2; exit 1; }
 	{ echo "# Commands that made $(MED_SHIP)/ (make -j2 medium-ship; printed by make -n -B; each train ran with"; \
-	  echo "# BD3_THREADS=$(MED_THREADS) OPENBLAS_NUM_THREADS=$(MED_THREADS), pre beside ar and plain beside mix)"; \
+	  echo "# BD3_THREADS=$(MED_THREADS) OPENBLAS_NUM_THREADS=$(MED_THREADS), pre beside ar, plain beside mix, uni beside half)"; \
 	  $(MED_DID) -s -n -B $(MED_CKPTS) | grep -vE '^(mkdir|touch|pipelines/deps.sh|$(SWIFT) build)'; } > $(MED_SHIP)/COMMANDS.txt.tmp
 	mv $(MED_SHIP)/COMMANDS.txt.tmp $(MED_SHIP)/COMMANDS.txt
 

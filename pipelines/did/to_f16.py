@@ -48,16 +48,19 @@ with safe_open(src, framework="numpy") as f:
 os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
 tmp = dst + ".tmp"
 save_file(tensors, tmp, metadata=meta)
-if renamed:
-    with open(tmp, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    for k in renamed:
-        header[k]["dtype"] = "BF16"
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)                  # keep the data section 8-byte aligned
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + data)
+# Rewrite the header: the BF16 renames, and every key sorted — the library writes the metadata in hash order,
+# so without this the same checkpoint converts to different bytes on every run.
+with open(tmp, "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    header = json.loads(f.read(n))
+    data = f.read()
+for k in renamed:
+    header[k]["dtype"] = "BF16"
+if "__metadata__" in header:
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+h = json.dumps(dict(sorted(header.items())), separators=(",", ":")).encode()
+h += b" " * (-len(h) % 8)                  # keep the data section 8-byte aligned
+with open(tmp, "wb") as f:
+    f.write(struct.pack("<Q", len(h)) + h + data)
 os.replace(tmp, dst)
 print(f"{src} -> {dst} ({a.dtype}): {os.path.getsize(src)} -> {os.path.getsize(dst)} bytes")
