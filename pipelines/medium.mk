@@ -27,9 +27,10 @@
 #                   Without -j2 give MED_THREADS=2. MED_PRECISION=bf16 adds `train --precision bf16`.
 #   evaluation      64 samples x 256 tokens per cell, 3 seeds. A global refine (B = L) of γ = 0.25 costs 64
 #                   forwards of the whole window per sample — ~5.5 min of one core per cell, 30x a B = 4
-#                   draft; γ = 0.75 three times that. Stage 1 at 6 nuclei; DiD at nucleus 0.9: on every
-#                   model snapshot γ = 0.25 with B = 4 (the equal-NFE baseline) and B = L; on mix also
-#                   post-hoc and random, the stage-2 block sweep (B 16, 64) and the γ sweep (0.1, 0.5, 0.75).
+#                   draft; γ = 0.75 three times that. Stage 1 at 6 nuclei; DiD at nucleus 0.9: snapshot
+#                   γ = 0.25 with B = L on every model and B = 4 (the equal-NFE baseline) on plain and mix;
+#                   on mix also post-hoc and random, the stage-2 block sweep (B 16, 64) and the γ sweep
+#                   (0.1, 0.5, 0.75) — about 4 h of two cores for all of it at 3 seeds.
 
 # Tiny smoke run (make test): MED=<tmp> MED_CORPUS=data/sample.jsonl MED_L=16 MED_VOCAB=320 ... see
 # pipelines/smoke.sh.
