@@ -48,7 +48,7 @@ let package = Package(
         .executableTarget(name: "draft", dependencies: ["BlockDiffusion", "ToolOptions", argumentParser]),
         .executableTarget(name: "remask", dependencies: ["BlockDiffusion", "ToolOptions", argumentParser]),
         .executableTarget(name: "refine", dependencies: ["BlockDiffusion", "ToolOptions", argumentParser]),
-        // Training throughput benchmark of the model (model helper); see docs/benchmarks.md.
+        // Training throughput benchmark of the model; see docs/benchmarks.md.
         .executableTarget(name: "bench-train", dependencies: ["BlockDiffusion", "COpenBLAS"], path: "bench/train"),
         // Random-weight checkpoints for the sampling benchmark (bench/sampling/run.sh).
         .executableTarget(name: "bench-sampling-ckpt", dependencies: ["BlockDiffusion"], path: "bench/sampling/ckpt"),
