@@ -17,7 +17,7 @@ Statistics (numpy; every number comes from the JSON files):
                            sweep's range); the bootstrap resamples every cell independently
 An interval that contains 1 means the data do not tell the two apart.
 """
-import argparse, json, math, os, sys
+import argparse, json, math, os, re, sys
 
 import numpy as np
 
@@ -120,6 +120,10 @@ def main():
     D, L, B = a.dir, a.length, a.bootstrap
     seeds, nuclei = a.seeds.split(), a.nuclei.split()
     s1_nuclei = sorted(set((a.stage1_nuclei or a.nuclei).split()) | set(nuclei), key=float)
+    bad = [c for c in a.cells.split() if not re.fullmatch(r"[a-z]+-[0-9.]+-B([0-9]+|L)", c)]
+    if bad:
+        print(f"frontier.py: --cells: {' '.join(bad)}: expected POLICY-GAMMA-B<block>, e.g. snapshot-0.25-BL", file=sys.stderr)
+        sys.exit(64)
     variants = sorted({tuple(c.rsplit("-B", 1)[0].split("-", 1)) + (c.rsplit("-B", 1)[1],) for c in a.cells.split()},
                       key=cell_order)
     flags = dict(map(str.strip, x.split("=", 1)) for x in a.train_flags.split(";") if "=" in x)
