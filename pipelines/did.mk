@@ -80,6 +80,15 @@ DID_FRONTIER_BLOCKS ?= 4 L
 # run spend its CPU where a comparison needs the samples (pipelines/medium.mk uses them).
 did_front_cells = $(or $(DID_FRONTIER_CELLS_$(1)_s$(2)),$(DID_FRONTIER_CELLS_$(1)),$(DID_FRONTIER_CELLS),$(foreach p,$(call did_front_pols,$(1)),\
     $(foreach g,$(DID_FRONTIER_GAMMAS),$(foreach b,$(DID_FRONTIER_BLOCKS),$(p)-$(g)-B$(b)))))
+# The DiD curve: cells that also run at the extra nuclei DID_CURVE_NUCLEI (stage 1 is drafted there too), so a
+# variant is a curve over the nucleus like stage 1, not one point: DID_FRONTIER_CURVE_CELLS_M, else
+# DID_FRONTIER_CURVE_CELLS (default: none).
+DID_CURVE_NUCLEI ?=
+did_curve_cells = $(or $(DID_FRONTIER_CURVE_CELLS_$(1)),$(DID_FRONTIER_CURVE_CELLS))
+# the DiD cells of model M, seed S at nucleus P
+did_cells_at = $(sort $(if $(filter $(3),$(DID_NUCLEI)),$(call did_front_cells,$(1),$(2))) \
+    $(if $(filter $(3),$(DID_CURVE_NUCLEI)),$(call did_curve_cells,$(1))))
+DID_ALL_NUCLEI = $(sort $(DID_NUCLEI) $(DID_CURVE_NUCLEI))
 # a cell's remask part (POLICY-γ) and its block; word k of a cell name split at '-'
 did_cell_word = $(word $(2),$(subst -, ,$(1)))
 did_cell_mask = $(call did_cell_word,$(1),1)-$(call did_cell_word,$(1),2)
@@ -234,18 +243,26 @@ $(DID)/$(1)/front/s$(2)/refined-$(4)-p$(3).tok: $(DID)/$(1)/front/s$(2)/masked-$
 	    --batch $(DID_FRONTIER_SAMPLES) -i $$< -o $$@.tmp 2>/dev/null && mv $$@.tmp $$@
 endef
 define did_front_rules
-$(foreach k,$(sort $(foreach c,$(call did_front_cells,$(1),$(2)),$(call did_cell_mask,$(c)))),$(eval $(call did_front_mask,$(1),$(2),$(3),$(k))))
-$(foreach c,$(call did_front_cells,$(1),$(2)),$(eval $(call did_front_refine,$(1),$(2),$(3),$(c))))
+$(foreach k,$(sort $(foreach c,$(call did_cells_at,$(1),$(2),$(3)),$(call did_cell_mask,$(c)))),$(eval $(call did_front_mask,$(1),$(2),$(3),$(k))))
+$(foreach c,$(call did_cells_at,$(1),$(2),$(3)),$(eval $(call did_front_refine,$(1),$(2),$(3),$(c))))
 endef
-DID_STAGE1_ALL := $(sort $(DID_NUCLEI) $(DID_STAGE1_NUCLEI))
+DID_STAGE1_ALL := $(sort $(DID_ALL_NUCLEI) $(DID_STAGE1_NUCLEI))
 $(foreach m,$(DID_FRONTIER_MODELS),$(foreach s,$(DID_FRONTIER_SEEDS),$(foreach p,$(DID_STAGE1_ALL),\
     $(eval $(call did_front_draft,$(m),$(s),$(p))))))
-$(foreach m,$(DID_FRONTIER_MODELS),$(foreach s,$(DID_FRONTIER_SEEDS),$(foreach p,$(DID_NUCLEI),\
+$(foreach m,$(DID_FRONTIER_MODELS),$(foreach s,$(DID_FRONTIER_SEEDS),$(foreach p,$(DID_ALL_NUCLEI),\
     $(eval $(call did_front_rules,$(m),$(s),$(p))))))
 DID_FRONT_TOKS := $(foreach m,$(DID_FRONTIER_MODELS),$(foreach s,$(DID_FRONTIER_SEEDS),\
-    $(foreach p,$(DID_STAGE1_ALL),$(DID)/$(m)/front/s$(s)/draft-p$(p).tok) $(foreach p,$(DID_NUCLEI),\
-    $(foreach c,$(call did_front_cells,$(m),$(s)),$(DID)/$(m)/front/s$(s)/refined-$(c)-p$(p).tok))))
-DID_FRONT_CELLS := $(sort $(foreach m,$(DID_FRONTIER_MODELS),$(foreach s,$(DID_FRONTIER_SEEDS),$(call did_front_cells,$(m),$(s)))))
+    $(foreach p,$(DID_STAGE1_ALL),$(DID)/$(m)/front/s$(s)/draft-p$(p).tok) $(foreach p,$(DID_ALL_NUCLEI),\
+    $(foreach c,$(call did_cells_at,$(m),$(s),$(p)),$(DID)/$(m)/front/s$(s)/refined-$(c)-p$(p).tok))))
+DID_FRONT_CELLS := $(sort $(foreach m,$(DID_FRONTIER_MODELS),$(foreach s,$(DID_FRONTIER_SEEDS),$(call did_front_cells,$(m),$(s)) \
+    $(call did_curve_cells,$(m)))))
+# a misspelt cell would otherwise surface as a remask or refine usage error deep inside a long run
+did_bad_cell = $(if $(or $(filter-out 3,$(words $(subst -, ,$(1)))),$(filter-out snapshot posthoc random,$(call did_cell_word,$(1),1)),\
+    $(filter-out B%,$(call did_cell_word,$(1),3))),$(1))
+DID_BAD_CELLS := $(strip $(foreach c,$(DID_FRONT_CELLS),$(call did_bad_cell,$(c))))
+ifneq ($(DID_BAD_CELLS),)
+$(error DiD cells $(DID_BAD_CELLS): expected POLICY-GAMMA-B<block> with POLICY snapshot, posthoc or random, e.g. snapshot-0.25-BL)
+endif
 $(DID)/%.judge.json: $(DID)/%.tok $(DID)/tokenizer.json $(DID_JUDGE_FIT)
 	$(BIN)/score gen --scorer-cmd '$(DID_JUDGE)' -t $(DID)/tokenizer.json --per-sample -i $< > $@.tmp 2>/dev/null && mv $@.tmp $@
 DID_FRONT_JSONS := $(DID_FRONT_TOKS:.tok=.gen.json) $(DID_FRONT_TOKS:.tok=.judge.json) \
@@ -259,7 +276,7 @@ $(DID_RESULTS)/did-frontier.json.tar.zst: $(DID_FRONT_JSONS)
 $(DID_RESULTS)/did-frontier.md: $(DID_FRONT_JSONS) $(DID_HERE)/did/frontier.py | did-deps
 	@mkdir -p $(@D)
 	$(DID_PY) $(DID_HERE)/did/frontier.py --dir $(DID) --out $(DID_RESULTS) --length $(DID_L) \
-	    --models "$(DID_FRONTIER_MODELS)" --seeds "$(DID_FRONTIER_SEEDS)" --nuclei "$(DID_NUCLEI)" --stage1-nuclei "$(DID_STAGE1_ALL)" \
+	    --models "$(DID_FRONTIER_MODELS)" --seeds "$(DID_FRONTIER_SEEDS)" --nuclei "$(DID_ALL_NUCLEI)" --stage1-nuclei "$(DID_STAGE1_ALL)" \
 	    --cells "$(DID_FRONT_CELLS)" --bootstrap $(DID_BOOTSTRAP) \
 	    --train-flags "$(foreach m,$(DID_FRONTIER_MODELS),$(m)=$(DID_FT_$(m));)" \
 	    --scale "corpus=$(DID_CORPUS) V=$(DID_VOCAB) L=$(DID_L) config=$(DID_CONFIG) $(DID_SET) pre=$(DID_PRE_STEPS) ft=$(DID_STEPS) ar=$(DID_AR_STEPS) samples=$(DID_FRONTIER_SAMPLES) seeds=$(DID_FRONTIER_SEEDS) judge=$(DID_JUDGE_FIT)"

@@ -73,6 +73,10 @@ MED_FRONTIER_CELLS_mix ?= $(foreach p,snapshot posthoc random,$(p)-0.25-B4 $(p)-
 # uni and half: Table 3's stage 2 (B = L) only
 MED_FRONTIER_CELLS_uni ?= snapshot-0.25-BL
 MED_FRONTIER_CELLS_half ?= snapshot-0.25-BL
+# the DiD curve: snapshot γ 0.25 B = L of plain and mix also at these nuclei (DiD over its own nucleus sweep)
+MED_CURVE_NUCLEI ?= 0.7 1.0
+MED_FRONTIER_CURVE_CELLS_plain ?= snapshot-0.25-BL
+MED_FRONTIER_CURVE_CELLS_mix ?= snapshot-0.25-BL
 MED_BOOTSTRAP ?= 2000
 MED_BIN ?= .build/release
 MED_BUILD ?= $(SWIFT) build -c release
@@ -88,8 +92,8 @@ MED_DID = BD3_THREADS=$(MED_THREADS) OPENBLAS_NUM_THREADS=$(MED_THREADS) $(MAKE)
     DID_PRE_STEPS=$(MED_PRE_STEPS) DID_STEPS=$(MED_STEPS) DID_AR_STEPS=$(MED_AR_STEPS) DID_VAL_EVERY=$(MED_VAL_EVERY) \
     DID_TRAIN_FLAGS='$(if $(MED_PRECISION),--precision $(MED_PRECISION))' DID_MODELS='$(MED_MODELS)' \
     DID_FRONTIER_MODELS='$(MED_MODELS)' DID_STAGE1_NUCLEI='$(MED_STAGE1_NUCLEI)' \
-    DID_SAMPLES=$(MED_SAMPLES) DID_FRONTIER_SAMPLES=$(MED_SAMPLES) DID_FRONTIER_SEEDS='$(MED_SEEDS)' DID_NUCLEI='$(MED_NUCLEI)' \
-    $(foreach v,$(filter MED_FRONTIER_CELLS%,$(.VARIABLES)),$(v:MED_%=DID_%)='$($(v))') \
+    DID_SAMPLES=$(MED_SAMPLES) DID_FRONTIER_SAMPLES=$(MED_SAMPLES) DID_FRONTIER_SEEDS='$(MED_SEEDS)' DID_NUCLEI='$(MED_NUCLEI)' DID_CURVE_NUCLEI='$(MED_CURVE_NUCLEI)' \
+    $(foreach v,$(filter MED_FRONTIER_CELLS% MED_FRONTIER_CURVE_CELLS%,$(.VARIABLES)),$(v:MED_%=DID_%)='$($(v))') \
     DID_JUDGE_FIT='$(MED_JUDGE_FIT)' DID_BOOTSTRAP=$(MED_BOOTSTRAP)
 MED_CKPTS = $(foreach m,pre ar $(MED_MODELS),$(MED)/$(m)/best.safetensors)
 

@@ -45,7 +45,8 @@ MED_VARS=(MED="$T/medium" MED_RESULTS="$T/results/medium" MED_CORPUS="$T/corpus/
   MED_SET="$TINY_SET" MED_AR_SET="$TINY_SET" MED_BATCH=2 MED_WARMUP=1 MED_PRE_STEPS=2 MED_STEPS=2 MED_AR_STEPS=2
   MED_MODELS="mix plain" MED_VAL_EVERY=1 MED_SAMPLES=3 MED_SEEDS="1 2" MED_NUCLEI="0.8 1.0" MED_STAGE1_NUCLEI=0.5
   MED_FRONTIER_CELLS=snapshot-0.5-BL MED_FRONTIER_CELLS_mix="snapshot-0.5-B4 snapshot-0.5-BL random-0.5-BL"
-  MED_FRONTIER_CELLS_mix_s2=snapshot-0.5-BL MED_BOOTSTRAP=20 MED_SHIP="$T/ship")
+  MED_FRONTIER_CELLS_mix_s2=snapshot-0.5-BL MED_CURVE_NUCLEI=0.5 MED_FRONTIER_CURVE_CELLS_mix=snapshot-0.5-BL
+  MED_FRONTIER_CURVE_CELLS_plain= MED_BOOTSTRAP=20 MED_SHIP="$T/ship")
 step "make medium (training, DiD sweep, entropy frontier with both scorers)" \
   $MAKE_Q -f pipelines/medium.mk medium "${MED_VARS[@]}"
 test -s "$T/results/medium/did-frontier.md" && test -s "$T/results/medium/did-frontier.png"
@@ -54,6 +55,12 @@ grep -q "equal H" "$T/results/medium/did-frontier.md"
 test -s "$T/medium/mix/front/s1/refined-random-0.5-BL-p0.8.gen.json"
 test ! -e "$T/medium/mix/front/s2/refined-random-0.5-BL-p0.8.tok" && test ! -e "$T/medium/plain/front/s1/refined-snapshot-0.5-B4-p0.8.tok"
 grep -q "Training mix" "$T/results/medium/did-frontier.md"
+# the DiD curve: mix's curve cell also at the extra nucleus, plain has none
+test -s "$T/medium/mix/front/s2/refined-snapshot-0.5-BL-p0.5.judge.json" && test ! -e "$T/medium/plain/front/s1/refined-snapshot-0.5-BL-p0.5.tok"
+grep -q "snapshot γ=0.5 B=L=16 | 0.5 |" "$T/results/medium/did-frontier.md"
+# a misspelt cell is refused before anything runs
+if $MAKE_Q -n -f pipelines/medium.mk medium "${MED_VARS[@]}" MED_FRONTIER_CELLS_mix=snapshto-0.5-BL >/dev/null 2>&1; then
+  echo "smoke: a misspelt DiD cell was accepted"; exit 1; fi
 if python3 -c "import numpy, safetensors" 2>/dev/null; then
   step "make medium-ship (BF16 export, size check, commands)" \
     $MAKE_Q -f pipelines/medium.mk medium-ship "${MED_VARS[@]}" MED_SHIP_DTYPE=bf16
