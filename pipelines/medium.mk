@@ -70,9 +70,9 @@ MED_FRONTIER_CELLS ?= snapshot-0.25-B4 snapshot-0.25-BL
 # mix: the remasking policies, the stage-2 block sweep and the γ sweep
 MED_FRONTIER_CELLS_mix ?= $(foreach p,snapshot posthoc random,$(p)-0.25-B4 $(p)-0.25-BL) snapshot-0.25-B16 \
     snapshot-0.25-B64 $(foreach g,0.1 0.5 0.75,snapshot-$(g)-B4 snapshot-$(g)-BL)
-# uni and half: Table 3's stage 2 (B = L) only
-MED_FRONTIER_CELLS_uni ?= snapshot-0.25-BL
-MED_FRONTIER_CELLS_half ?= snapshot-0.25-BL
+# uni and half: Table 3's stage 2 over the stage-2 block size
+MED_FRONTIER_CELLS_uni ?= $(foreach b,4 16 64 L,snapshot-0.25-B$(b))
+MED_FRONTIER_CELLS_half ?= $(foreach b,4 16 64 L,snapshot-0.25-B$(b))
 # the DiD curve: snapshot γ 0.25 B = L of plain and mix also at these nuclei (DiD over its own nucleus sweep)
 MED_CURVE_NUCLEI ?= 0.7 1.0
 MED_FRONTIER_CURVE_CELLS_plain ?= snapshot-0.25-BL
