@@ -1,6 +1,10 @@
 // Parallel helpers for the loops that are not BLAS: 2 cores, so work is split into a few chunks, one per
-// worker, and each chunk runs sequentially.
+// worker, and each chunk runs sequentially. The chunks run on a pool of spinning workers (CKernels bd3pool.h:
+// a cached sampling forward is ~75 loops of 10–500 µs, and waking a sleeping thread per loop cost tens of µs
+// each); a loop the pool cannot take (nested in another, or while another thread's loop runs) goes to
+// libdispatch's concurrentPerform as before.
 import Foundation
+import CKernels
 
 /// Number of workers for non-BLAS loops (and the row split of our sgemm calls): `BD3_THREADS` if set, else the
 /// cores this process may run on (its CPU affinity, so `mpirun --bind-to core` gives each rank one worker,
@@ -22,13 +26,22 @@ func allowedCores() -> Int {
     return ProcessInfo.processInfo.activeProcessorCount
 }
 
+/// The pool's workers (workerCount − 1 besides the calling thread), started at the first parallel loop.
+let poolStarted: Bool = { bd3_pool_start(Int32(workerCount - 1)); return workerCount > 1 }()
+
 /// Runs body(i) for i in 0..<n concurrently (n small: one task per worker, chunking done by callers).
 @inline(__always)
 func parallelFor(_ n: Int, _ body: (Int) -> Void) {
     if n <= 1 { if n == 1 { body(0) }; return }
     withoutActuallyEscaping(body) { b in
-        nonisolated(unsafe) let task = b
-        DispatchQueue.concurrentPerform(iterations: n) { i in task(i) }
+        var task = b
+        let pooled = poolStarted && withUnsafeMutablePointer(to: &task) { p in
+            bd3_pool_run(n, { ctx, i in ctx!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(i) }, p) != 0
+        }
+        if !pooled {
+            nonisolated(unsafe) let t = task
+            DispatchQueue.concurrentPerform(iterations: n) { i in t(i) }
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 #define BD3_KERNELS_H
 #include <stddef.h>
 #include <stdint.h>
+#include "bd3pool.h"
 
 #ifdef __cplusplus
 extern "C" {
