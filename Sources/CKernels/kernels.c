@@ -221,8 +221,109 @@ AVX2 static void linear_bf16_avx2(float *y, int ldy, const float *x, int ldx, co
 static void attend_portable(float *out, int ldo, const float *q, int ldq, const float *k, const float *v, int ldkv,
                             int n, int S, int d, float scale, int causal, float *scratch) { ATTEND_BODY }
 #ifdef BD3_X86
+AVX2 static void attend_avx2_any(float *out, int ldo, const float *q, int ldq, const float *k, const float *v, int ldkv,
+                                 int n, int S, int d, float scale, int causal, float *scratch) { ATTEND_BODY }
+
+// exp on 8 lanes: x = m·ln2 + r (|r| ≤ ln2/2, ln2 split in two for the reduction), e^r by its degree-6 Taylor
+// polynomial (relative error < 2e-7 on that interval, about 2 ulp), times 2^m through the exponent bits; inputs
+// are ≤ 0 here (scores minus their max), below −87.3 the result is 0 as expf's rounds to (or below) the denormals.
+AVX2 static inline __m256 exp8(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.3f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_max_ps(x, lo);
+    __m256 m = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(m, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(m, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.f / 720);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(m), _mm256_set1_epi32(127)), 23);
+    return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+// Head size a multiple of 8 (the models' 32, 64, 128): the scores of 8 keys at a time, their 8 lane-sums reduced
+// together by a tree of horizontal adds (not one reduction per key), exp on 8 lanes, and the values accumulated
+// in d/8 registers with the normalisation applied once at the end. Each query row's result depends only on that
+// row and the cache (the order of every sum is fixed by d and the key count).
+AVX2 static void attend_avx2_d8(float *out, int ldo, const float *q, int ldq, const float *k, const float *v, int ldkv,
+                                int n, int S, int d, float scale, int causal, float *scratch) {
+    const int dv = d / 8;
+    const __m256 vs = _mm256_set1_ps(scale);
+    for (int i = 0; i < n; i++) {
+        const float *qi = q + (size_t)i * ldq;
+        int cnt = (causal ? S - n + i : S - 1) + 1;
+        __m256 qv[16];
+        for (int c = 0; c < dv; c++) qv[c] = _mm256_loadu_ps(qi + 8 * c);
+        __m256 mx8 = _mm256_set1_ps(-INFINITY);
+        int j = 0;
+        for (; j + 8 <= cnt; j += 8) {
+            __m256 a[8];
+            for (int t = 0; t < 8; t++) {
+                const float *kj = k + (size_t)(j + t) * ldkv;
+                __m256 acc = _mm256_mul_ps(qv[0], _mm256_loadu_ps(kj));
+                for (int c = 1; c < dv; c++) acc = _mm256_fmadd_ps(qv[c], _mm256_loadu_ps(kj + 8 * c), acc);
+                a[t] = acc;
+            }
+            __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+            __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+            __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+            __m256 sc = _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+            sc = _mm256_mul_ps(sc, vs);
+            _mm256_storeu_ps(scratch + j, sc);
+            mx8 = _mm256_max_ps(mx8, sc);
+        }
+        float mx = -INFINITY;
+        {
+            float t[8]; _mm256_storeu_ps(t, mx8);
+            for (int u = 0; u < 8; u++) if (t[u] > mx) mx = t[u];
+        }
+        for (; j < cnt; j++) {
+            const float *kj = k + (size_t)j * ldkv;
+            __m256 acc = _mm256_mul_ps(qv[0], _mm256_loadu_ps(kj));
+            for (int c = 1; c < dv; c++) acc = _mm256_fmadd_ps(qv[c], _mm256_loadu_ps(kj + 8 * c), acc);
+            float s = hsum(acc) * scale;
+            scratch[j] = s; if (s > mx) mx = s;
+        }
+        const __m256 vmx = _mm256_set1_ps(mx);
+        __m256 sum8 = _mm256_setzero_ps();
+        j = 0;
+        for (; j + 8 <= cnt; j += 8) {
+            __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(scratch + j), vmx));
+            _mm256_storeu_ps(scratch + j, e);
+            sum8 = _mm256_add_ps(sum8, e);
+        }
+        if (j < cnt) {
+            float t[8] = {0};
+            for (int u = 0; u < cnt - j; u++) t[u] = scratch[j + u] - mx;
+            __m256 e = exp8(_mm256_loadu_ps(t));
+            __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(cnt - j), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+            e = _mm256_and_ps(e, keep);
+            _mm256_storeu_ps(t, e);
+            for (int u = 0; u < cnt - j; u++) scratch[j + u] = t[u];
+            sum8 = _mm256_add_ps(sum8, e);
+        }
+        __m256 o[16];
+        for (int c = 0; c < dv; c++) o[c] = _mm256_setzero_ps();
+        for (j = 0; j < cnt; j++) {
+            const float *vj = v + (size_t)j * ldkv;
+            __m256 p = _mm256_broadcast_ss(scratch + j);
+            for (int c = 0; c < dv; c++) o[c] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + 8 * c), o[c]);
+        }
+        __m256 inv = _mm256_set1_ps(1.f / hsum(sum8));
+        float *oi = out + (size_t)i * ldo;
+        for (int c = 0; c < dv; c++) _mm256_storeu_ps(oi + 8 * c, _mm256_mul_ps(o[c], inv));
+    }
+}
+
 AVX2 static void attend_avx2(float *out, int ldo, const float *q, int ldq, const float *k, const float *v, int ldkv,
-                             int n, int S, int d, float scale, int causal, float *scratch) { ATTEND_BODY }
+                             int n, int S, int d, float scale, int causal, float *scratch) {
+    if (d % 8 == 0 && d <= 128) attend_avx2_d8(out, ldo, q, ldq, k, v, ldkv, n, S, d, scale, causal, scratch);
+    else attend_avx2_any(out, ldo, q, ldq, k, v, ldkv, n, S, d, scale, causal, scratch);
+}
 #endif
 
 // MARK: dispatch

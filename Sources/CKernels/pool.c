@@ -32,7 +32,7 @@ static struct {
     bd3_task_fn fn;
     void *ctx;
     uint32_t gen;
-    int threads;
+    _Atomic int threads;
     long spin_ns;
 } P = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER };
 
@@ -84,7 +84,7 @@ static void *worker(void *arg) {
 
 void bd3_pool_start(int threads) {
     pthread_mutex_lock(&P.lock);
-    if (P.threads == 0 && threads > 0) {
+    if (atomic_load(&P.threads) == 0 && threads > 0) {
         const char *e = getenv("BD3_POOL_SPIN_US");
         P.spin_ns = (e ? atol(e) : 300) * 1000L;
         pthread_attr_t a;
@@ -92,7 +92,7 @@ void bd3_pool_start(int threads) {
         pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
         for (int i = 0; i < threads; i++) {
             pthread_t t;
-            if (pthread_create(&t, &a, worker, NULL) == 0) P.threads++;
+            if (pthread_create(&t, &a, worker, NULL) == 0) atomic_fetch_add(&P.threads, 1);
         }
         pthread_attr_destroy(&a);
     }
@@ -100,9 +100,8 @@ void bd3_pool_start(int threads) {
 }
 
 int bd3_pool_run(long n, bd3_task_fn fn, void *ctx) {
-    if (in_job || n > 0xffff || n < 1 || P.threads == 0) return 0;
+    if (in_job || n > 0xffff || n < 1 || atomic_load_explicit(&P.threads, memory_order_relaxed) == 0) return 0;
     if (pthread_mutex_trylock(&P.lock) != 0) return 0;
-    if (P.threads == 0) { pthread_mutex_unlock(&P.lock); return 0; }
     P.fn = fn; P.ctx = ctx;
     atomic_store_explicit(&P.done, 0, memory_order_relaxed);
     uint32_t g = ++P.gen;

@@ -1,8 +1,9 @@
 // Parallel helpers for the loops that are not BLAS: 2 cores, so work is split into a few chunks, one per
-// worker, and each chunk runs sequentially. The chunks run on a pool of spinning workers (CKernels bd3pool.h:
-// a cached sampling forward is ~75 loops of 10–500 µs, and waking a sleeping thread per loop cost tens of µs
-// each); a loop the pool cannot take (nested in another, or while another thread's loop runs) goes to
-// libdispatch's concurrentPerform as before.
+// worker, and each chunk runs sequentially. Once an inference engine started the pool of spinning workers
+// (startWorkerPool, CKernels bd3pool.h: a cached sampling forward is ~75 loops of 10–500 µs, and waking a
+// sleeping thread per loop cost tens of µs each), the chunks run on it; before that (training: its workers
+// would spin next to other ranks), and for a loop the pool cannot take (nested in another, or while another
+// thread's loop runs), on libdispatch's concurrentPerform.
 import Foundation
 import CKernels
 
@@ -26,8 +27,9 @@ func allowedCores() -> Int {
     return ProcessInfo.processInfo.activeProcessorCount
 }
 
-/// The pool's workers (workerCount − 1 besides the calling thread), started at the first parallel loop.
-let poolStarted: Bool = { bd3_pool_start(Int32(workerCount - 1)); return workerCount > 1 }()
+/// Starts the spinning workers (workerCount − 1 besides the calling thread) for every later parallel loop of the
+/// process; idempotent. Called by the inference engines (CachedDiT).
+func startWorkerPool() { bd3_pool_start(Int32(workerCount - 1)) }
 
 /// Runs body(i) for i in 0..<n concurrently (n small: one task per worker, chunking done by callers).
 @inline(__always)
@@ -35,7 +37,7 @@ func parallelFor(_ n: Int, _ body: (Int) -> Void) {
     if n <= 1 { if n == 1 { body(0) }; return }
     withoutActuallyEscaping(body) { b in
         var task = b
-        let pooled = poolStarted && withUnsafeMutablePointer(to: &task) { p in
+        let pooled = withUnsafeMutablePointer(to: &task) { p in
             bd3_pool_run(n, { ctx, i in ctx!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(i) }, p) != 0
         }
         if !pooled {
