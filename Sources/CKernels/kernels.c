@@ -164,29 +164,11 @@ AVX2 static void NAME(float *y, int ldy, const float *x, int ldx, const WT *w, c
     }                                                                                                      \
 }
 LINEAR_AVX2(linear_f32_avx2, tile_f32, float)
-LINEAR_AVX2(linear_bf16_rows_avx2, tile_bf16, bd3_bf16)
+// bf16: every weight vector widened in registers, once per tile of up to 4 rows of x. (Widening groups of rows
+// into an fp32 panel first, for many rows, measured slower in the engine at batch 16: 148–156 against 136–139 ms
+// per forward, bench-engine-forward.)
+LINEAR_AVX2(linear_bf16_avx2, tile_bf16, bd3_bf16)
 
-// bf16 with more than 8 rows: each group of 3 weight rows is widened once into an fp32 panel (in L1/L2) and the
-// fp32 tiles run over it, instead of widening every weight vector again for every 4 rows of x (up to 8 rows the
-// widening in registers costs less than the panel's stores and reloads). The fp32 values and the FMA chains are
-// exactly those of the row-by-row path, so the results are bit-identical to it.
-AVX2 static void linear_bf16_avx2(float *y, int ldy, const float *x, int ldx, const bd3_bf16 *w, const float *b,
-                                  int M, int K, int n0, int n1) {
-    if (M <= 8 || K > 4096) { linear_bf16_rows_avx2(y, ldy, x, ldx, w, b, M, K, n0, n1); return; }
-    float panel[3 * 4096];               // 48 KB: fits the stack of a dispatch worker thread
-    for (int n = n0; n < n1; n += 3) {
-        int nr = n1 - n < 3 ? n1 - n : 3;
-        for (int j = 0; j < nr; j++) {
-            const bd3_bf16 *src = w + (size_t)(n + j) * K;
-            float *dst = panel + (size_t)j * K;
-            int k = 0;
-            for (; k + 8 <= K; k += 8) _mm256_storeu_ps(dst + k, load_w_bf16(src + k));
-            for (; k < K; k++) dst[k] = bf16_to_f32(src[k]);
-        }
-        // The panel holds rows n .. n+nr as rows 0 .. nr of an fp32 matrix; shift y and b to match.
-        linear_f32_avx2(y + n, ldy, x, ldx, panel, b ? b + n : NULL, M, K, 0, nr);
-    }
-}
 #endif
 
 // MARK: attention over a cache (one sequence, one head)
