@@ -227,9 +227,10 @@ public final class BlockSampler {
 
     func maskedPositions(_ c: Canvas, _ r: Range<Int>) -> [Int] { r.filter { c.tokens[$0] == maskId } }
 
-    func probabilities(_ logits: UnsafeBufferPointer<Float>, row: Int) -> [Double] {
+    func probabilities(_ logits: UnsafeBufferPointer<Float>, row: Int, split: Bool = false) -> [Double] {
         let V = engine.config.vocabSize
-        var p = subsProbabilities(logits: logits.baseAddress! + row * V, count: V, maskId: Int(maskId))
+        var p = split ? subsProbabilitiesSplit(logits: logits.baseAddress! + row * V, count: V, maskId: Int(maskId))
+                      : subsProbabilities(logits: logits.baseAddress! + row * V, count: V, maskId: Int(maskId))
         nucleusFilter(&p, topP: settings.nucleus)
         return p
     }
@@ -264,15 +265,17 @@ public final class BlockSampler {
             // Each canvas's draw reads only its own logits row and generator: the draws (softmax and Gumbel-max over
             // V, float64: ~1 ms per canvas at V = 50258) run in parallel, then are written in canvas order, so the
             // canvases and the step hooks see exactly what a serial loop gives.
+            // One canvas (batch 1): its V-long loops are split over the workers instead, with the same numbers.
             var draws = [Draw](repeating: Draw(), count: todo.count)
             var rngs = todo.map { cs[$0].rng }
+            let split = todo.count == 1
             draws.withUnsafeMutableBufferPointer { dp in
                 rngs.withUnsafeMutableBufferPointer { gp in
                     let d = dp.baseAddress!, g = gp.baseAddress!
                     parallelChunks(todo.count, grain: 1) { ks in
                         for k in ks {
-                            let p = probabilities(logits, row: k)
-                            let tok = gumbelSample(p: p, rng: &g[k])
+                            let p = probabilities(logits, row: k, split: split)
+                            let tok = split ? gumbelSampleSplit(p: p, rng: &g[k]) : gumbelSample(p: p, rng: &g[k])
                             d[k] = Draw(token: tok, confidence: Float(p[tok]), margin: Float(topTwoMargin(p)))
                         }
                     }

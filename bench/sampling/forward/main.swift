@@ -11,7 +11,8 @@
 //             those forwards and the engine's split of the output columns over the workers: ms per forward by layer
 //             kind (qkv, attention out, MLP in, MLP out: all layers; output layer), and their weight GB/s.
 //   sampler   per unmasked token: SUBS softmax over V (float64), the Gumbel-max draw, nucleus 0.9 (draft's default
-//             is 1; shown for the cost of the filter).
+//             is 1; shown for the cost of the filter); serial (batch > 1: one canvas per worker) and with the V-long
+//             loops split over the workers (batch 1).
 //   rest      forward − products: norms, attention over the cache, rotary, GELU, residuals, embedding, dispatch.
 // Threads: BD3_THREADS (default: the cores of the process); run single-threaded (BD3_THREADS=1) on a shared machine.
 import Foundation
@@ -142,6 +143,10 @@ do {
     t0 = now()
     for _ in 0..<reps { var p = subsProbabilities(logits: row, count: V, maskId: Int(mask)); nucleusFilter(&p, topP: 0.9) }
     let nucleus = (now() - t0) / Double(reps) * 1e3 - sampler
+    // What batch-1 first-hitting runs: the same numbers with the V-long loops split over the workers.
+    t0 = now()
+    for _ in 0..<reps { let p = subsProbabilitiesSplit(logits: row, count: V, maskId: Int(mask)); _ = gumbelSampleSplit(p: p, rng: &srng) }
+    let samplerSplit = (now() - t0) / Double(reps) * 1e3
 
     print("checkpoint \(path), dtype \(dtype.rawValue), batch \(B), \(workers) worker(s), context \(context) cached positions, \(reps) blocks")
     print(String(format: "forward (mean of the sampler's pattern: 1 folded of 8 rows/seq + 3 steps of 4): %.2f ms  (folded %.2f, step %.2f)", forward, fold, step))
@@ -157,6 +162,7 @@ do {
     print(String(format: "| rest of the forward (norms, attention, rotary, GELU, residuals, embedding, dispatch) | %.2f | %.2f | |",
                   forward - sumProducts, (forward - sumProducts) / forward))
     print(String(format: "| sampler per token: SUBS softmax + Gumbel-max over V (float64) | %.2f | %.2f | |", sampler, sampler / forward))
+    print(String(format: "| sampler per token, loops split over the workers (batch 1) | %.2f | %.2f | |", samplerSplit, samplerSplit / forward))
     print(String(format: "| (nucleus 0.9 filter, when used) | %.2f | %.2f | |", nucleus, nucleus / forward))
     print(String(format: "weights streamed per forward: %.0f MB", Double(allBytes) / 1e6))
     _ = last
