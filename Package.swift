@@ -19,6 +19,7 @@ let package = Package(
         .executable(name: "bench-train", targets: ["bench-train"]),
         .executable(name: "bench-sampling-ckpt", targets: ["bench-sampling-ckpt"]),
         .executable(name: "bench-approx-cache", targets: ["bench-approx-cache"]),
+        .executable(name: "bench-engine-forward", targets: ["bench-engine-forward"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -53,6 +54,9 @@ let package = Package(
         // Random-weight checkpoints for the sampling benchmark (bench/sampling/run.sh).
         .executableTarget(name: "bench-sampling-ckpt", dependencies: ["BlockDiffusion"], path: "bench/sampling/ckpt"),
         .executableTarget(name: "bench-approx-cache", dependencies: ["BlockDiffusion"], path: "bench/sampling/approx"),
+        // Where one cached sampling forward's time goes (docs/benchmarks.md).
+        .executableTarget(name: "bench-engine-forward", dependencies: ["BlockDiffusion", "CKernels"], path: "bench/sampling/forward",
+                          swiftSettings: [.swiftLanguageMode(.v5)]),   // concurrentPerform over raw pointers
 
         .testTarget(name: "BlockDiffusionTests", dependencies: ["BlockDiffusion"],
                     resources: [.copy("Fixtures")]),

@@ -72,9 +72,12 @@ static void linear_bf16_portable(float *y, int ldy, const float *x, int ldx, con
 }
 
 // MARK: AVX2 + FMA path
-// Tiles of 4 weight rows × 3 rows of x (12 ymm accumulators; M = 1: 8 weight rows × 1) over k in steps of 8,
-// each weight vector loaded (for bf16 widened) once per 3 rows of x; the weight rows of a tile stay in L1/L2
-// while every group of x rows passes over them, so the weights are streamed from memory once per call.
+// A tile is NR weight rows × MR rows of x over k in steps of 8 (NR·MR accumulators; the tiles used keep every
+// accumulator, weight vector and x vector in the 16 ymm registers: 3 × 4 for M ≥ 4, 4 × ≤ 2, 8 × 1), each weight
+// vector loaded (for bf16 widened) once per MR rows of x. While a tile runs, the next tile's weight rows (the
+// NR rows that follow: weights are row-major, so they are contiguous) are prefetched a cache line per step:
+// a tile's rows are short interleaved streams that the hardware prefetchers pick up too late, and with 4 rows
+// of x the loads otherwise stall on memory (measured: 13.7 GB/s on one core for M = 4 before, bench/sampling).
 
 #ifdef BD3_X86
 #define AVX2 __attribute__((target("avx2,fma")))
@@ -91,21 +94,28 @@ AVX2 static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-// One tile: NR weight rows (n .. n+NR) × MR rows of x (m .. m+MR); NR ≤ 8, MR ≤ 3 are compile-time after inlining.
-#define TILE_BODY(LOADW, WT)                                                                              \
-    __m256 acc[3][8];                                                                                     \
-    for (int i = 0; i < MR; i++) for (int j = 0; j < NR; j++) acc[i][j] = _mm256_setzero_ps();           \
-    const WT *wr[8]; for (int j = 0; j < NR; j++) wr[j] = w + (size_t)(n + j) * K;                        \
-    const float *xr[3]; for (int i = 0; i < MR; i++) xr[i] = x + (size_t)(m + i) * ldx;                   \
-    int k = 0;                                                                                            \
-    for (; k + 8 <= K; k += 8) {                                                                          \
+// One tile: NR weight rows (n .. n+NR) × MR rows of x (m .. m+MR); NR ≤ 8, MR ≤ 4 are compile-time after inlining.
+// LINE = weight elements per 64-byte cache line (the prefetch stride).
+#define TILE_STEP(LOADW, kk) {                                                                            \
         __m256 wv[8];                                                                                     \
-        for (int j = 0; j < NR; j++) wv[j] = LOADW(wr[j] + k);                                            \
+        for (int j = 0; j < NR; j++) wv[j] = LOADW(wr[j] + (kk));                                         \
         for (int i = 0; i < MR; i++) {                                                                    \
-            __m256 xv = _mm256_loadu_ps(xr[i] + k);                                                       \
+            __m256 xv = _mm256_loadu_ps(xr[i] + (kk));                                                    \
             for (int j = 0; j < NR; j++) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);               \
         }                                                                                                 \
+    }
+#define TILE_BODY(LOADW, WT, LINE)                                                                        \
+    __m256 acc[4][8];                                                                                     \
+    for (int i = 0; i < MR; i++) for (int j = 0; j < NR; j++) acc[i][j] = _mm256_setzero_ps();           \
+    const WT *wr[8]; for (int j = 0; j < NR; j++) wr[j] = w + (size_t)(n + j) * K;                        \
+    const float *xr[4]; for (int i = 0; i < MR; i++) xr[i] = x + (size_t)(m + i) * ldx;                   \
+    const size_t ahead = (size_t)NR * K;                                                                  \
+    int k = 0;                                                                                            \
+    for (; k + LINE <= K; k += LINE) {                  /* one cache line of each weight row per pass */  \
+        for (int j = 0; j < NR; j++) _mm_prefetch((const char *)(wr[j] + ahead + k), _MM_HINT_T0);        \
+        for (int u = 0; u < LINE; u += 8) TILE_STEP(LOADW, k + u)                                         \
     }                                                                                                     \
+    for (; k + 8 <= K; k += 8) TILE_STEP(LOADW, k)                                                        \
     for (int i = 0; i < MR; i++) for (int j = 0; j < NR; j++) {                                           \
         float s = hsum(acc[i][j]);                                                                        \
         for (int kk = k; kk < K; kk++) s += xr[i][kk] * WCONV(wr[j][kk]);                                 \
@@ -114,60 +124,51 @@ AVX2 static inline float hsum(__m256 v) {
 
 #define WCONV(v) (v)
 AVX2 static inline __attribute__((always_inline)) void tile_f32(float *y, int ldy, const float *x, int ldx, const float *w,
-        const float *b, int K, int n, int m, const int NR, const int MR) { TILE_BODY(load_w_f32, float) }
+        const float *b, int K, int n, int m, const int NR, const int MR) { TILE_BODY(load_w_f32, float, 16) }
 #undef WCONV
 #define WCONV(v) bf16_to_f32(v)
 AVX2 static inline __attribute__((always_inline)) void tile_bf16(float *y, int ldy, const float *x, int ldx, const bd3_bf16 *w,
-        const float *b, int K, int n, int m, const int NR, const int MR) { TILE_BODY(load_w_bf16, bd3_bf16) }
+        const float *b, int K, int n, int m, const int NR, const int MR) { TILE_BODY(load_w_bf16, bd3_bf16, 32) }
 #undef WCONV
 
 // Rows of x are taken MB at a time (MB rows of x stay in L2 while the weights stream past them): the weights are
-// read once per call for M ≤ MB. Every output is the same chain of 8-lane FMAs over k, reduced the same way,
-// whatever the tile or block: a row's result does not depend on the other rows (batch-size independent sampling).
+// read from memory once per call for M ≤ MB. Every output is the same chain of 8-lane FMAs over k, reduced the
+// same way, whatever the tile or block: a row's result does not depend on the other rows (batch-size independent
+// sampling), nor on the tile shapes (these tiles give the bits the earlier 4 × 3 tiles gave).
 #define MB 48
 #define LINEAR_AVX2(NAME, TILE, WT)                                                                        \
 AVX2 static void NAME(float *y, int ldy, const float *x, int ldx, const WT *w, const float *b,             \
                       int M, int K, int n0, int n1) {                                                      \
     for (int mb = 0; mb < M; mb += MB) {                                                                   \
-    int me = M - mb < MB ? M : mb + MB;                                                                    \
-    int n = n0;                                                                                            \
-    if (me - mb == 1) for (; n + 8 <= n1; n += 8) TILE(y, ldy, x, ldx, w, b, K, n, mb, 8, 1);              \
-    for (; n + 4 <= n1; n += 4) {                                                                          \
-        int m = mb;                                                                                        \
-        for (; m + 3 <= me; m += 3) TILE(y, ldy, x, ldx, w, b, K, n, m, 4, 3);                             \
-        if (me - m == 2) TILE(y, ldy, x, ldx, w, b, K, n, m, 4, 2);                                        \
-        else if (me - m == 1) TILE(y, ldy, x, ldx, w, b, K, n, m, 4, 1);                                   \
-    }                                                                                                      \
-    for (; n < n1; n++) {                                                                                  \
-        int m = mb;                                                                                        \
-        for (; m + 3 <= me; m += 3) TILE(y, ldy, x, ldx, w, b, K, n, m, 1, 3);                             \
-        for (; m < me; m++) TILE(y, ldy, x, ldx, w, b, K, n, m, 1, 1);                                     \
+    int me = M - mb < MB ? M : mb + MB, rows = me - mb, n = n0;                                            \
+    if (rows == 1) {                                                                                       \
+        for (; n + 8 <= n1; n += 8) TILE(y, ldy, x, ldx, w, b, K, n, mb, 8, 1);                            \
+        for (; n < n1; n++) TILE(y, ldy, x, ldx, w, b, K, n, mb, 1, 1);                                    \
+    } else if (rows == 2) {                                                                                \
+        for (; n + 4 <= n1; n += 4) TILE(y, ldy, x, ldx, w, b, K, n, mb, 4, 2);                            \
+        for (; n < n1; n++) TILE(y, ldy, x, ldx, w, b, K, n, mb, 1, 2);                                    \
+    } else {                                                                                               \
+        for (; n + 3 <= n1; n += 3) {                                                                      \
+            int m = mb;                                                                                    \
+            for (; m + 4 <= me; m += 4) TILE(y, ldy, x, ldx, w, b, K, n, m, 3, 4);                         \
+            if (me - m == 3) TILE(y, ldy, x, ldx, w, b, K, n, m, 3, 3);                                    \
+            else if (me - m == 2) TILE(y, ldy, x, ldx, w, b, K, n, m, 3, 2);                               \
+            else if (me - m == 1) TILE(y, ldy, x, ldx, w, b, K, n, m, 3, 1);                               \
+        }                                                                                                  \
+        for (; n < n1; n++) {                                                                              \
+            int m = mb;                                                                                    \
+            for (; m + 4 <= me; m += 4) TILE(y, ldy, x, ldx, w, b, K, n, m, 1, 4);                         \
+            for (; m < me; m++) TILE(y, ldy, x, ldx, w, b, K, n, m, 1, 1);                                 \
+        }                                                                                                  \
     }                                                                                                      \
     }                                                                                                      \
 }
 LINEAR_AVX2(linear_f32_avx2, tile_f32, float)
-LINEAR_AVX2(linear_bf16_rows_avx2, tile_bf16, bd3_bf16)
+// bf16: every weight vector widened in registers, once per tile of up to 4 rows of x. (Widening groups of rows
+// into an fp32 panel first, for many rows, measured slower in the engine at batch 16: 148–156 against 136–139 ms
+// per forward, bench-engine-forward.)
+LINEAR_AVX2(linear_bf16_avx2, tile_bf16, bd3_bf16)
 
-// bf16 with more than 3 rows: each group of 4 weight rows is widened once into an fp32 panel (in L1/L2) and the
-// fp32 tiles run over it, instead of widening every weight vector again for every 3 rows of x. The fp32 values
-// and the FMA chains are exactly those of the row-by-row path, so the results are bit-identical to it.
-AVX2 static void linear_bf16_avx2(float *y, int ldy, const float *x, int ldx, const bd3_bf16 *w, const float *b,
-                                  int M, int K, int n0, int n1) {
-    if (M <= 3 || K > 4096) { linear_bf16_rows_avx2(y, ldy, x, ldx, w, b, M, K, n0, n1); return; }
-    float panel[4 * 4096];               // 64 KB: fits the stack of a dispatch worker thread
-    for (int n = n0; n < n1; n += 4) {
-        int nr = n1 - n < 4 ? n1 - n : 4;
-        for (int j = 0; j < nr; j++) {
-            const bd3_bf16 *src = w + (size_t)(n + j) * K;
-            float *dst = panel + (size_t)j * K;
-            int k = 0;
-            for (; k + 8 <= K; k += 8) _mm256_storeu_ps(dst + k, load_w_bf16(src + k));
-            for (; k < K; k++) dst[k] = bf16_to_f32(src[k]);
-        }
-        // The panel holds rows n .. n+nr as rows 0 .. nr of an fp32 matrix; shift y and b to match.
-        linear_f32_avx2(y + n, ldy, x, ldx, panel, b ? b + n : NULL, M, K, 0, nr);
-    }
-}
 #endif
 
 // MARK: attention over a cache (one sequence, one head)
@@ -202,8 +203,109 @@ AVX2 static void linear_bf16_avx2(float *y, int ldy, const float *x, int ldx, co
 static void attend_portable(float *out, int ldo, const float *q, int ldq, const float *k, const float *v, int ldkv,
                             int n, int S, int d, float scale, int causal, float *scratch) { ATTEND_BODY }
 #ifdef BD3_X86
+AVX2 static void attend_avx2_any(float *out, int ldo, const float *q, int ldq, const float *k, const float *v, int ldkv,
+                                 int n, int S, int d, float scale, int causal, float *scratch) { ATTEND_BODY }
+
+// exp on 8 lanes: x = m·ln2 + r (|r| ≤ ln2/2, ln2 split in two for the reduction), e^r by its degree-6 Taylor
+// polynomial (relative error ≤ 2.3e-7 against exp in double over [−87, 0]), times 2^m through the exponent bits; inputs
+// are ≤ 0 here (scores minus their max), below −87.3 the result is 0 as expf's rounds to (or below) the denormals.
+AVX2 static inline __m256 exp8(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.3f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_max_ps(x, lo);
+    __m256 m = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(m, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(m, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.f / 720);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(m), _mm256_set1_epi32(127)), 23);
+    return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+// Head size a multiple of 8 (the models' 32, 64, 128): the scores of 8 keys at a time, their 8 lane-sums reduced
+// together by a tree of horizontal adds (not one reduction per key), exp on 8 lanes, and the values accumulated
+// in d/8 registers with the normalisation applied once at the end. Each query row's result depends only on that
+// row and the cache (the order of every sum is fixed by d and the key count).
+AVX2 static void attend_avx2_d8(float *out, int ldo, const float *q, int ldq, const float *k, const float *v, int ldkv,
+                                int n, int S, int d, float scale, int causal, float *scratch) {
+    const int dv = d / 8;
+    const __m256 vs = _mm256_set1_ps(scale);
+    for (int i = 0; i < n; i++) {
+        const float *qi = q + (size_t)i * ldq;
+        int cnt = (causal ? S - n + i : S - 1) + 1;
+        __m256 qv[16];
+        for (int c = 0; c < dv; c++) qv[c] = _mm256_loadu_ps(qi + 8 * c);
+        __m256 mx8 = _mm256_set1_ps(-INFINITY);
+        int j = 0;
+        for (; j + 8 <= cnt; j += 8) {
+            __m256 a[8];
+            for (int t = 0; t < 8; t++) {
+                const float *kj = k + (size_t)(j + t) * ldkv;
+                __m256 acc = _mm256_mul_ps(qv[0], _mm256_loadu_ps(kj));
+                for (int c = 1; c < dv; c++) acc = _mm256_fmadd_ps(qv[c], _mm256_loadu_ps(kj + 8 * c), acc);
+                a[t] = acc;
+            }
+            __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+            __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+            __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+            __m256 sc = _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+            sc = _mm256_mul_ps(sc, vs);
+            _mm256_storeu_ps(scratch + j, sc);
+            mx8 = _mm256_max_ps(mx8, sc);
+        }
+        float mx = -INFINITY;
+        {
+            float t[8]; _mm256_storeu_ps(t, mx8);
+            for (int u = 0; u < 8; u++) if (t[u] > mx) mx = t[u];
+        }
+        for (; j < cnt; j++) {
+            const float *kj = k + (size_t)j * ldkv;
+            __m256 acc = _mm256_mul_ps(qv[0], _mm256_loadu_ps(kj));
+            for (int c = 1; c < dv; c++) acc = _mm256_fmadd_ps(qv[c], _mm256_loadu_ps(kj + 8 * c), acc);
+            float s = hsum(acc) * scale;
+            scratch[j] = s; if (s > mx) mx = s;
+        }
+        const __m256 vmx = _mm256_set1_ps(mx);
+        __m256 sum8 = _mm256_setzero_ps();
+        j = 0;
+        for (; j + 8 <= cnt; j += 8) {
+            __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(scratch + j), vmx));
+            _mm256_storeu_ps(scratch + j, e);
+            sum8 = _mm256_add_ps(sum8, e);
+        }
+        if (j < cnt) {
+            float t[8] = {0};
+            for (int u = 0; u < cnt - j; u++) t[u] = scratch[j + u] - mx;
+            __m256 e = exp8(_mm256_loadu_ps(t));
+            __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(cnt - j), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+            e = _mm256_and_ps(e, keep);
+            _mm256_storeu_ps(t, e);
+            for (int u = 0; u < cnt - j; u++) scratch[j + u] = t[u];
+            sum8 = _mm256_add_ps(sum8, e);
+        }
+        __m256 o[16];
+        for (int c = 0; c < dv; c++) o[c] = _mm256_setzero_ps();
+        for (j = 0; j < cnt; j++) {
+            const float *vj = v + (size_t)j * ldkv;
+            __m256 p = _mm256_broadcast_ss(scratch + j);
+            for (int c = 0; c < dv; c++) o[c] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + 8 * c), o[c]);
+        }
+        __m256 inv = _mm256_set1_ps(1.f / hsum(sum8));
+        float *oi = out + (size_t)i * ldo;
+        for (int c = 0; c < dv; c++) _mm256_storeu_ps(oi + 8 * c, _mm256_mul_ps(o[c], inv));
+    }
+}
+
 AVX2 static void attend_avx2(float *out, int ldo, const float *q, int ldq, const float *k, const float *v, int ldkv,
-                             int n, int S, int d, float scale, int causal, float *scratch) { ATTEND_BODY }
+                             int n, int S, int d, float scale, int causal, float *scratch) {
+    if (d % 8 == 0 && d <= 128) attend_avx2_d8(out, ldo, q, ldq, k, v, ldkv, n, S, d, scale, causal, scratch);
+    else attend_avx2_any(out, ldo, q, ldq, k, v, ldkv, n, S, d, scale, causal, scratch);
+}
 #endif
 
 // MARK: dispatch

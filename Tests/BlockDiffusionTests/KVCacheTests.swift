@@ -25,6 +25,34 @@ final class KVCacheTests: XCTestCase {
         }
     }
 
+    /// Head sizes that are multiples of 8 take the AVX2 kernel's 8-keys-at-a-time path (scores reduced together,
+    /// exp on 8 lanes); key counts around multiples of 8 exercise its tails.
+    func testAttentionKernelMatchesNaiveTwinWideHeads() {
+        var rng = SplitMix64(seed: 2)
+        func rand(_ k: Int) -> [Float] { (0..<k).map { _ in Float(rng.nextDouble() * 4 - 2) } }
+        for d in [8, 32, 64, 128] {
+            let B = 2, H = 2, D = H * d, cap = 72
+            let keys = rand(B * cap * D), values = rand(B * cap * D)
+            for (n, S) in [(1, 1), (1, 8), (3, 7), (4, 9), (4, 17), (8, 64), (2, 71)] {
+                let q = rand(B * n * 3 * D)
+                for causal in [false, true] {
+                    let naive = naiveCachedAttention(q: q, qStride: 3 * D, keys: keys, values: values, kvBatchStride: cap * D,
+                                                     B: B, n: n, S: S, nHeads: H, headDim: d, causal: causal)
+                    for isa in 0...Int(bd3_isa_available()) {
+                        bd3_set_isa(Int32(isa)); defer { bd3_set_isa(-1) }
+                        var out = [Float](repeating: .nan, count: B * n * D)
+                        var scratch = [Float](repeating: 0, count: 2 * cap)
+                        cachedAttention(out: &out, q: q, qStride: 3 * D, keys: keys, values: values, kvBatchStride: cap * D, B: B, n: n,
+                                        S: S, nHeads: H, headDim: d, causal: causal, scratch: &scratch, workers: 2)
+                        var worst: Float = 0
+                        for i in out.indices { worst = max(worst, abs(out[i] - naive[i])) }
+                        XCTAssertLessThan(worst, 1e-5, "d=\(d) n=\(n) S=\(S) causal=\(causal) isa=\(isa)")
+                    }
+                }
+            }
+        }
+    }
+
     /// Feeds clean blocks 0..<k-1 with store, then the noisy block; compares with both non-cached forwards.
     func testCachedEqualsWindowAndTrainingForwards() throws {
         let L = 16, bs = 4, B = 2, V = 23

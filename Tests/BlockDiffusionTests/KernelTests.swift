@@ -146,3 +146,35 @@ final class KernelTests: XCTestCase {
         XCTAssertTrue(dst.isNaN)
     }
 }
+
+/// The spinning worker pool behind parallelFor (CKernels pool.c): every index runs exactly once, for loops back to
+/// back, nested loops (run by libdispatch) and two threads issuing loops at the same time (one gets the pool).
+final class WorkerPoolTests: XCTestCase {
+    func testEveryIndexRunsOnceBackToBackNestedAndConcurrent() {
+        startWorkerPool()
+        let slots = 64
+        let counts = UnsafeMutablePointer<Int>.allocate(capacity: 2 * slots * slots)
+        defer { counts.deallocate() }
+        counts.initialize(repeating: 0, count: 2 * slots * slots)
+        // Back to back, n = 2 … 9 (each index owns its counter: no two tasks write the same one).
+        for round in 0..<2000 {
+            let n = 2 + round % 8
+            parallelFor(n) { i in counts[i] += 1 }
+        }
+        // Index i of a loop of n runs in the loops with n > i: 250 loops per n.
+        for i in 0..<9 { XCTAssertEqual(counts[i], 250 * (2...9).filter { $0 > i }.count, "index \(i)") }
+        // Nested: the inner loops of every outer task run completely.
+        counts.update(repeating: 0, count: slots * slots)
+        for _ in 0..<200 {
+            parallelFor(4) { i in parallelFor(3) { j in counts[i * slots + j] += 1 } }
+        }
+        for i in 0..<4 { for j in 0..<3 { XCTAssertEqual(counts[i * slots + j], 200, "nested \(i) \(j)") } }
+        // Two threads at once, each with its own counters.
+        nonisolated(unsafe) let c = counts
+        DispatchQueue.concurrentPerform(iterations: 2) { t in
+            let base = c + slots * slots + t * slots
+            for _ in 0..<1000 { parallelFor(5) { i in base[i] += 1 } }
+        }
+        for t in 0..<2 { for i in 0..<5 { XCTAssertEqual(counts[slots * slots + t * slots + i], 1000, "thread \(t) index \(i)") } }
+    }
+}

@@ -383,3 +383,29 @@ final class SamplerTests: XCTestCase {
         XCTAssertThrowsError(try SamplingCheckpoint.open(path: path + ".missing")) { e in XCTAssert("\(e)".contains("missing"), "\(e)") }
     }
 }
+
+/// The batch-1 sampler's split loops (SamplerMath: subsProbabilitiesSplit, gumbelSampleSplit) give the serial
+/// functions' numbers bit for bit, the same token and the same generator state afterwards (zeros in p skipped as
+/// the serial loop skips them, ties to the first index).
+final class SplitSamplerTests: XCTestCase {
+    func testSplitSoftmaxAndGumbelEqualTheSerialOnes() {
+        var rng = SplitMix64(seed: 9)
+        for (V, spread) in [(30000, 4.0), (50258, 40.0), (20000, 2000.0), (100, 4.0)] {
+            let maskId = V - 1
+            for trial in 0..<4 {
+                var logits = (0..<V).map { _ in Float((rng.nextDouble() * 2 - 1) * spread) }
+                if trial == 1 { for i in 0..<(V / 2) { logits[i] = -1e4 } }          // zeros in p across a whole chunk
+                if trial == 2 { for i in stride(from: 0, to: V, by: 7) { logits[i] = 3 } }   // ties
+                let serial = logits.withUnsafeBufferPointer { subsProbabilities(logits: $0.baseAddress!, count: V, maskId: maskId) }
+                let split = logits.withUnsafeBufferPointer { subsProbabilitiesSplit(logits: $0.baseAddress!, count: V, maskId: maskId) }
+                XCTAssertEqual(serial.map(\.bitPattern), split.map(\.bitPattern), "V=\(V) trial \(trial)")
+                if trial == 1 { XCTAssertTrue(serial.contains(0)) }
+                var a = SplitMix64(seed: rng.next()), b = a
+                for draw in 0..<5 {
+                    XCTAssertEqual(gumbelSample(p: serial, rng: &a), gumbelSampleSplit(p: split, rng: &b), "V=\(V) trial \(trial) draw \(draw)")
+                    XCTAssertEqual(a.next(), b.next(), "generator state after V=\(V) trial \(trial) draw \(draw)")
+                }
+            }
+        }
+    }
+}

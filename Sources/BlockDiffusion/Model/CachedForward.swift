@@ -79,6 +79,7 @@ public final class CachedDiT {
         fc = buf(N * 4 * D); gelu = buf(N * 4 * D); fcProj = buf(N * D); logitsBuf = buf(N * cfg.vocabSize)
         workers = max(1, min(workerCount, maxBatch * cfg.nHeads))
         scores = buf(workers * capacity)
+        startWorkerPool()
     }
 
     deinit {

@@ -156,6 +156,7 @@ public final class DiT {
             // calloc: zero like initialize(repeating: 0), but a large buffer comes as fresh untouched pages, so the
             // resident memory grows only as the loader writes tensors (and a bf16 load returns each matrix's pages).
             let raw = calloc(max(off, 1), MemoryLayout<Float>.stride)!
+            adviseHugePages(raw, bytes: off * MemoryLayout<Float>.stride)
             parameters = UnsafeMutableBufferPointer(start: raw.bindMemory(to: Float.self, capacity: max(off, 1)), count: off)
         }
         gradients = .allocate(capacity: inference ? 0 : off); gradients.initialize(repeating: 0)

@@ -38,6 +38,7 @@ public final class LinearWeight {
     init(bf16From data: UnsafePointer<Float>, rows: Int, cols: Int) {
         self.rows = rows; self.cols = cols; dtype = .bf16; f32 = nil; alwaysBLAS = false
         let b = UnsafeMutablePointer<UInt16>.allocate(capacity: max(1, rows * cols))
+        adviseHugePages(b, bytes: rows * cols * 2)
         // Split across workers: the conversion of a 170 M-parameter model is otherwise a visible pause.
         let n = rows * cols
         parallelChunks(n, grain: 1 << 16) { r in bd3_f32_to_bf16(b + r.lowerBound, data + r.lowerBound, r.count) }

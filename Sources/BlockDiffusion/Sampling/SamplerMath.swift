@@ -5,6 +5,8 @@
 //   nucleusFilter(_:topP:)                                 sort desc, keep cumsum ≤ p, always keep top-1, renormalise
 //   gumbelArgmax(p:u:) -> Int                              argmax(p / (1e-10 − log(u + 1e-10)))
 //   maskedPosition(_:mask:draw:) -> Int                    the draw-th masked index (replays randint(0, #masked))
+//   subsProbabilitiesSplit, gumbelSampleSplit              the same numbers with the V-long loops split over the
+//                                                          workers (one row at a time: batch-1 first-hitting)
 //   ddpmTransition(_:t:s:maskId:) -> [Double]              q = p(1 − s/t), q[mask] = s/t  (loglinear)
 //   tailEntropy(_:window:) -> Double                        unigram entropy (nats) of the last `window` tokens
 //   firstHittingTime(t:u:n:) -> Double                      t·u^(1/n) (reference bookkeeping; sigma is unused)
@@ -22,6 +24,67 @@ public func subsProbabilities(logits: UnsafePointer<Float>, count V: Int, maskId
     for i in 0..<V { let e = exp(p[i] - mx); p[i] = e; sum += e }
     for i in 0..<V { p[i] /= sum }
     return p
+}
+
+/// subsProbabilities with the exp and the division split over the workers; the max and the sum run in the serial
+/// order, so every entry is bit-identical to subsProbabilities'.
+public func subsProbabilitiesSplit(logits: UnsafePointer<Float>, count V: Int, maskId: Int) -> [Double] {
+    var p = [Double](repeating: 0, count: V)
+    var mx = -Double.infinity
+    for i in 0..<V { mx = max(mx, Double(logits[i]) + (i == maskId ? -1e6 : 0)) }
+    p.withUnsafeMutableBufferPointer { pb in
+        let q = pb.baseAddress!
+        parallelChunks(V, grain: 4096) { r in
+            for i in r { q[i] = exp(Double(logits[i]) + (i == maskId ? -1e6 : 0) - mx) }
+        }
+        var sum = 0.0
+        for i in 0..<V { sum += q[i] }
+        parallelChunks(V, grain: 4096) { r in for i in r { q[i] /= sum } }
+    }
+    return p
+}
+
+/// gumbelSample for SplitMix64 with the V logs split over the workers, bit-identical: SplitMix64 advances its state
+/// by a constant per draw, so a chunk starts its generator at state + (non-zero entries before it) · constant and draws
+/// the uniforms the serial loop would; chunks keep their first best index and are combined in order (first index on
+/// ties), and the generator ends where the serial loop leaves it.
+public func gumbelSampleSplit(p: [Double], rng: inout SplitMix64) -> Int {
+    let V = p.count
+    let chunks = max(1, min(workerCount, V / 4096))
+    if chunks == 1 { return gumbelSample(p: p, rng: &rng) }
+    var nonzero = [Int](repeating: 0, count: chunks)
+    var best = [(value: Double, index: Int)](repeating: (-Double.infinity, 0), count: chunks)
+    let base = rng.state
+    p.withUnsafeBufferPointer { pb in
+        let q = pb.baseAddress!
+        nonzero.withUnsafeMutableBufferPointer { nb in
+            let nz = nb.baseAddress!
+            parallelFor(chunks) { c in
+                var n = 0
+                for i in (V * c / chunks)..<(V * (c + 1) / chunks) where q[i] > 0 { n += 1 }
+                nz[c] = n
+            }
+        }
+        var before = [Int](repeating: 0, count: chunks)
+        for c in 1..<chunks { before[c] = before[c - 1] + nonzero[c - 1] }
+        best.withUnsafeMutableBufferPointer { bb in
+            let bp = bb.baseAddress!
+            parallelFor(chunks) { c in
+                var g = SplitMix64(seed: base &+ UInt64(before[c]) &* 0x9E37_79B9_7F4A_7C15)
+                var bi = 0, bv = -Double.infinity
+                for i in (V * c / chunks)..<(V * (c + 1) / chunks) where q[i] > 0 {
+                    let u = Double(g.next() >> 11) * 0x1.0p-53
+                    let v = q[i] / (1e-10 - log(u + 1e-10))
+                    if v > bv { bv = v; bi = i }
+                }
+                bp[c] = (bv, bi)
+            }
+        }
+    }
+    var bi = 0, bv = -Double.infinity
+    for (v, i) in best where v > bv { bv = v; bi = i }
+    rng.state = base &+ UInt64(nonzero.reduce(0, +)) &* 0x9E37_79B9_7F4A_7C15
+    return bi
 }
 
 /// Reference nucleus rule, in place. top_p ≥ 1 returns the input unchanged (the reference short-circuits).

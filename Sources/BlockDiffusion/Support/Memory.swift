@@ -17,3 +17,15 @@ public func requireMemory(_ bytes: Double, for what: String, fix: String) throws
     let gib = { (b: Double) in String(format: "%.1f GiB", b / 1_073_741_824) }
     throw UsageError("\(what) needs at least \(gib(bytes)), more than this machine's \(gib(ram)) of memory: \(fix)")
 }
+
+/// Asks for transparent huge pages (2 MB) on the whole 2 MB-aligned pages inside [p, p + bytes), before they are
+/// first touched: the weights are streamed once per sampling forward, and with 4 KB pages every 4 KB of a matrix
+/// costs a TLB miss (with THP in "madvise" mode, the default of many distributions, nothing is huge unless asked).
+/// A hint only: without THP support, or on other systems, nothing changes.
+func adviseHugePages(_ p: UnsafeMutableRawPointer, bytes: Int) {
+    #if os(Linux)
+    let huge = 2 << 20
+    let start = (Int(bitPattern: p) + huge - 1) / huge * huge, end = (Int(bitPattern: p) + bytes) / huge * huge
+    if end > start { _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, 14 /* MADV_HUGEPAGE */) }
+    #endif
+}

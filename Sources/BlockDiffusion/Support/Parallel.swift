@@ -1,6 +1,11 @@
 // Parallel helpers for the loops that are not BLAS: 2 cores, so work is split into a few chunks, one per
-// worker, and each chunk runs sequentially.
+// worker, and each chunk runs sequentially. Once an inference engine started the pool of spinning workers
+// (startWorkerPool, CKernels bd3pool.h: a cached sampling forward is ~75 loops of 10–500 µs, and waking a
+// sleeping thread per loop cost tens of µs each), the chunks run on it; before that (training: its workers
+// would spin next to other ranks), and for a loop the pool cannot take (nested in another, or while another
+// thread's loop runs), on libdispatch's concurrentPerform.
 import Foundation
+import CKernels
 
 /// Number of workers for non-BLAS loops (and the row split of our sgemm calls): `BD3_THREADS` if set, else the
 /// cores this process may run on (its CPU affinity, so `mpirun --bind-to core` gives each rank one worker,
@@ -22,13 +27,23 @@ func allowedCores() -> Int {
     return ProcessInfo.processInfo.activeProcessorCount
 }
 
+/// Starts the spinning workers (workerCount − 1 besides the calling thread) for every later parallel loop of the
+/// process; idempotent. Called by the inference engines (CachedDiT).
+func startWorkerPool() { bd3_pool_start(Int32(workerCount - 1)) }
+
 /// Runs body(i) for i in 0..<n concurrently (n small: one task per worker, chunking done by callers).
 @inline(__always)
 func parallelFor(_ n: Int, _ body: (Int) -> Void) {
     if n <= 1 { if n == 1 { body(0) }; return }
     withoutActuallyEscaping(body) { b in
-        nonisolated(unsafe) let task = b
-        DispatchQueue.concurrentPerform(iterations: n) { i in task(i) }
+        var task = b
+        let pooled = withUnsafeMutablePointer(to: &task) { p in
+            bd3_pool_run(n, { ctx, i in ctx!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(i) }, p) != 0
+        }
+        if !pooled {
+            nonisolated(unsafe) let t = task
+            DispatchQueue.concurrentPerform(iterations: n) { i in t(i) }
+        }
     }
 }
 
