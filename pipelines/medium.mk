@@ -73,10 +73,10 @@ MED_FRONTIER_CELLS_mix ?= $(foreach p,snapshot posthoc random,$(p)-0.25-B4 $(p)-
 # uni and half: Table 3's stage 2 over the stage-2 block size
 MED_FRONTIER_CELLS_uni ?= $(foreach b,4 16 64 L,snapshot-0.25-B$(b))
 MED_FRONTIER_CELLS_half ?= $(foreach b,4 16 64 L,snapshot-0.25-B$(b))
-# the DiD curve: snapshot γ 0.25 B = L of plain and mix also at these nuclei (DiD over its own nucleus sweep)
+# the DiD curve: snapshot γ 0.25 B = L of plain and mix (mix: post-hoc and random too) also at these nuclei
 MED_CURVE_NUCLEI ?= 0.7 1.0
 MED_FRONTIER_CURVE_CELLS_plain ?= snapshot-0.25-BL
-MED_FRONTIER_CURVE_CELLS_mix ?= snapshot-0.25-BL
+MED_FRONTIER_CURVE_CELLS_mix ?= snapshot-0.25-BL posthoc-0.25-BL random-0.25-BL
 MED_BOOTSTRAP ?= 2000
 MED_BIN ?= .build/release
 MED_BUILD ?= $(SWIFT) build -c release
