@@ -53,9 +53,9 @@ let package = Package(
         .executableTarget(name: "bench-train", dependencies: ["BlockDiffusion", "COpenBLAS"], path: "bench/train"),
         // Random-weight checkpoints for the sampling benchmark (bench/sampling/run.sh).
         .executableTarget(name: "bench-sampling-ckpt", dependencies: ["BlockDiffusion"], path: "bench/sampling/ckpt"),
-        .executableTarget(name: "bench-approx-cache", dependencies: ["BlockDiffusion"], path: "bench/sampling/approx"),
+        .executableTarget(name: "bench-approx-cache", dependencies: ["BlockDiffusion", argumentParser], path: "bench/sampling/approx"),
         // Where one cached sampling forward's time goes (docs/benchmarks.md).
-        .executableTarget(name: "bench-engine-forward", dependencies: ["BlockDiffusion", "CKernels"], path: "bench/sampling/forward",
+        .executableTarget(name: "bench-engine-forward", dependencies: ["BlockDiffusion", "CKernels", argumentParser], path: "bench/sampling/forward",
                           swiftSettings: [.swiftLanguageMode(.v5)]),   // concurrentPerform over raw pointers
 
         .testTarget(name: "BlockDiffusionTests", dependencies: ["BlockDiffusion"],

@@ -20,39 +20,40 @@
 //   tv        mean total-variation distance ½Σ|p − p_exact|      top1   fraction of steps with the same argmax
 // Wall times mean something only from a release build on an otherwise idle machine.
 import Foundation
+import ArgumentParser
 import BlockDiffusion
 
 Runtime.prepareBLAS()
 
-var path = "data/demo/mix.safetensors"
-var n = 16, length = 128, draftBlock = 4, batch: Int? = nil
-var ratio = 0.25, nucleus = 1.0, draftNucleus = 0.9
-var seed: UInt64 = 1
-var ks = [2, 4, 8]
-var dtype = WeightDType.fp32
-var args = CommandLine.arguments.dropFirst().makeIterator()
-func fail(_ m: String) -> Never { FileHandle.standardError.write(Data((m + "\n").utf8)); exit(64) }
-while let a = args.next() {
-    func value() -> String { guard let v = args.next() else { fail("\(a) needs a value") }; return v }
-    func int(_ lo: Int) -> Int { guard let v = Int(value()), v >= lo else { fail("\(a) must be an integer ≥ \(lo)") }; return v }
-    switch a {
-    case "-m": path = value()
-    case "-n": n = int(1)
-    case "--length": length = int(2)
-    case "--draft-block": draftBlock = int(1)
-    case "--batch": batch = int(1)
-    case "--ratio": guard let v = Double(value()), v > 0, v <= 1 else { fail("--ratio must be in (0, 1]") }; ratio = v
-    case "--draft-nucleus": guard let v = Double(value()), v > 0, v <= 1 else { fail("--draft-nucleus must be in (0, 1]") }; draftNucleus = v
-    case "--nucleus": guard let v = Double(value()), v > 0, v <= 1 else { fail("--nucleus must be in (0, 1]") }; nucleus = v
-    case "--seed": guard let v = UInt64(value()) else { fail("--seed must be an unsigned integer") }; seed = v
-    case "--ks":
-        let v = value().split(separator: ",").compactMap { Int($0) }
-        guard !v.isEmpty, v.allSatisfy({ $0 >= 1 }) else { fail("--ks must be a comma-separated list of K ≥ 1") }
-        ks = v
-    case "--dtype": guard let v = WeightDType(rawValue: value()) else { fail("--dtype must be fp32 or bf16") }; dtype = v
-    default: fail("unknown argument \(a); see the header of bench/sampling/approx/main.swift")
+struct Args: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "bench-approx-cache")
+    @Option(name: .customShort("m"), help: ArgumentHelp("Checkpoint.", valueName: "ckpt")) var path = "data/demo/mix.safetensors"
+    @Option(name: .customShort("n"), help: "Drafts.") var n = 16
+    @Option(help: "Tokens per draft.") var length = 128
+    @Option(help: "Draft block size L'.") var draftBlock = 4
+    @Option(help: "Drafts per batch (default: all).") var batch: Int? = nil
+    @Option(help: "Remask ratio γ.") var ratio = 0.25
+    @Option(help: "Refine nucleus.") var nucleus = 1.0
+    @Option(help: "Draft nucleus.") var draftNucleus = 0.9
+    @Option(help: "Seed.") var seed: UInt64 = 1
+    @Option(help: "Comma-separated K values of --approx-cache.") var ks = "2,4,8"
+    @Option(help: "Weights: fp32 or bf16.") var dtype: WeightDType = .fp32
+    mutating func validate() throws {
+        guard n >= 1, length >= 2, draftBlock >= 1, (batch ?? 1) >= 1 else { throw ValidationError("-n, --draft-block, --batch must be ≥ 1, --length ≥ 2") }
+        for (name, v) in [("--ratio", ratio), ("--nucleus", nucleus), ("--draft-nucleus", draftNucleus)] where !(v > 0 && v <= 1) {
+            throw ValidationError("\(name) must be in (0, 1]")
+        }
+        let k = ks.split(separator: ",").compactMap { Int($0) }
+        guard !k.isEmpty, k.count == ks.split(separator: ",").count, k.allSatisfy({ $0 >= 1 }) else {
+            throw ValidationError("--ks must be a comma-separated list of K ≥ 1")
+        }
     }
 }
+extension WeightDType: ExpressibleByArgument {}
+let cli = Args.parseOrExit()
+let path = cli.path, n = cli.n, length = cli.length, draftBlock = cli.draftBlock, batch = cli.batch
+let ratio = cli.ratio, nucleus = cli.nucleus, draftNucleus = cli.draftNucleus, seed = cli.seed, dtype = cli.dtype
+let ks = cli.ks.split(separator: ",").compactMap { Int($0) }
 
 func records(_ body: (TokenStreamWriter) throws -> Void, _ ck: SamplingCheckpoint) throws -> [TokenRecord] {
     let sink = MemorySink()

@@ -16,29 +16,27 @@
 //   rest      forward − products: norms, attention over the cache, rotary, GELU, residuals, embedding, dispatch.
 // Threads: BD3_THREADS (default: the cores of the process); run single-threaded (BD3_THREADS=1) on a shared machine.
 import Foundation
+import ArgumentParser
 import BlockDiffusion
 import CKernels
 
 Runtime.prepareBLAS()
 
-var path: String? = nil
-var dtype = WeightDType.fp32
-var batch = 1, context = 64, reps = 16
-var args = CommandLine.arguments.dropFirst().makeIterator()
-func fail(_ m: String) -> Never { FileHandle.standardError.write(Data((m + "\n").utf8)); exit(64) }
-while let a = args.next() {
-    func value() -> String { guard let v = args.next() else { fail("\(a) needs a value") }; return v }
-    func int(_ lo: Int) -> Int { guard let v = Int(value()), v >= lo else { fail("\(a) must be an integer ≥ \(lo)") }; return v }
-    switch a {
-    case "-m": path = value()
-    case "--dtype": guard let v = WeightDType(rawValue: value()) else { fail("--dtype must be fp32 or bf16") }; dtype = v
-    case "--batch": batch = int(1)
-    case "--context": context = int(0)
-    case "--reps": reps = int(1)
-    default: fail("unknown argument \(a); see the header of bench/sampling/forward/main.swift")
+struct Args: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "bench-engine-forward")
+    @Option(name: .customShort("m"), help: ArgumentHelp("BD3-LM / MDLM checkpoint.", valueName: "ckpt")) var path: String
+    @Option(help: "Weights: fp32 or bf16.") var dtype: WeightDType = .fp32
+    @Option(help: "Sequences per forward.") var batch = 1
+    @Option(help: "Cached positions before the timed blocks.") var context = 64
+    @Option(help: "Timed blocks.") var reps = 16
+    mutating func validate() throws {
+        guard batch >= 1, reps >= 1, context >= 0 else { throw ValidationError("--batch and --reps must be ≥ 1, --context ≥ 0") }
     }
 }
-guard let path else { fail("-m CKPT is required") }
+extension WeightDType: ExpressibleByArgument {}
+let cli = Args.parseOrExit()
+let path = cli.path, dtype = cli.dtype, batch = cli.batch, context = cli.context, reps = cli.reps
+func fail(_ m: String) -> Never { FileHandle.standardError.write(Data((m + "\n").utf8)); exit(1) }
 
 func now() -> Double { var t = timespec(); clock_gettime(CLOCK_MONOTONIC, &t); return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9 }
 let workers: Int = {
@@ -53,7 +51,7 @@ do {
     guard let weights = try prepareInference(ck, dtype: dtype) else { fail("no inference weights for this checkpoint") }
     let Lb = 4, B = batch, D = cfg.hiddenSize, V = cfg.vocabSize
     let engine = try CachedDiT(weights: weights, maxBatch: B, maxChunk: 2 * Lb, capacity: cfg.length)
-    guard context + 4 * Lb * (reps + 2) <= cfg.length else { fail("--context + 16·(reps + 2) must fit the model length \(cfg.length)") }
+    guard context + 4 * Lb * (reps + 2) <= cfg.length else { Args.exit(withError: ValidationError("--context + 16·(reps + 2) must fit the model length \(cfg.length)")) }
     var rng = SplitMix64(seed: 1)
     func block() -> [Int32] { (0..<(B * Lb)).map { _ in Int32(rng.next() % UInt64(V - 3)) } }
     let mask = Int32(ck.special.mask)
