@@ -229,76 +229,162 @@ AVX2 static inline __m256 exp8(__m256 x) {
 
 // Head size a multiple of 8 (the models' 32, 64, 128): the scores of 8 keys at a time, their 8 lane-sums reduced
 // together by a tree of horizontal adds (not one reduction per key), exp on 8 lanes, and the values accumulated
-// in d/8 registers with the normalisation applied once at the end. Each query row's result depends only on that
-// row and the cache (the order of every sum is fixed by d and the key count).
-AVX2 static void attend_avx2_d8(float *out, int ldo, const float *q, int ldq, const float *k, const float *v, int ldkv,
-                                int n, int S, int d, float scale, int causal, float *scratch) {
+// in d/8 registers per query with the normalisation applied once at the end.
+// The query rows of a chunk (up to ATT_ROWS at a time) share every key and value load: each 8-key group of k is read
+// once from L2 and reused from L1 by all rows, and values go through in blocks of ATT_KEYS keys, for groups of
+// rows whose accumulators fit the registers together (2 rows at d = 32: 8 independent chains instead of 4, which
+// were bound by the FMA latency). Each row's arithmetic — every product, every sum and its order — is the one a
+// single-row call performs, so a row's result depends only on that row and the cache (bit for bit: tested).
+#define ATT_ROWS 8
+#define ATT_KEYS 64
+AVX2 static inline __m256 scores8(const __m256 *qv, int dv, const float *k, int ldkv, __m256 vs) {
+    // Each key's sum runs over c in order; the 8 keys advance together (8 independent chains: one key at a time
+    // waited on the FMA latency).
+    __m256 a[8];
+    for (int t = 0; t < 8; t++) a[t] = _mm256_mul_ps(qv[0], _mm256_loadu_ps(k + (size_t)t * ldkv));
+    for (int c = 1; c < dv; c++) {
+        __m256 qc = qv[c];
+        for (int t = 0; t < 8; t++) a[t] = _mm256_fmadd_ps(qc, _mm256_loadu_ps(k + (size_t)t * ldkv + 8 * c), a[t]);
+    }
+    __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+    __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+    __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    __m256 sc = _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+    return _mm256_mul_ps(sc, vs);
+}
+
+// o[r][c] += p_r[j] v_j[c] for j in [j0, j1), rows r < G (G·dv accumulators in registers; G, DV compile-time).
+#define ATT_PV(G, DV)                                                                                      \
+    AVX2 static inline void pv_##G##_##DV(float *const *o, const float *const *p, const float *v, int ldkv, int j0, int j1) { \
+        __m256 acc[G][DV];                                                                                 \
+        for (int r = 0; r < G; r++) for (int c = 0; c < DV; c++) acc[r][c] = _mm256_loadu_ps(o[r] + 8 * c); \
+        for (int j = j0; j < j1; j++) {                                                                    \
+            const float *vj = v + (size_t)j * ldkv;                                                        \
+            __m256 vv[DV];                                                                                 \
+            for (int c = 0; c < DV; c++) vv[c] = _mm256_loadu_ps(vj + 8 * c);                             \
+            for (int r = 0; r < G; r++) {                                                                  \
+                __m256 pr = _mm256_broadcast_ss(p[r] + j);                                                 \
+                for (int c = 0; c < DV; c++) acc[r][c] = _mm256_fmadd_ps(pr, vv[c], acc[r][c]);            \
+            }                                                                                              \
+        }                                                                                                  \
+        for (int r = 0; r < G; r++) for (int c = 0; c < DV; c++) _mm256_storeu_ps(o[r] + 8 * c, acc[r][c]); \
+    }
+ATT_PV(1, 1) ATT_PV(4, 1) ATT_PV(1, 2) ATT_PV(2, 2) ATT_PV(1, 4) ATT_PV(2, 4) ATT_PV(1, 8)
+
+// Any row count and head size: one row at a time, d/8 accumulators (d ≤ 128).
+AVX2 static void pv_any(float *o, const float *p, const float *v, int ldkv, int j0, int j1, int dv) {
+    __m256 acc[16];
+    for (int c = 0; c < dv; c++) acc[c] = _mm256_loadu_ps(o + 8 * c);
+    for (int j = j0; j < j1; j++) {
+        const float *vj = v + (size_t)j * ldkv;
+        __m256 pr = _mm256_broadcast_ss(p + j);
+        for (int c = 0; c < dv; c++) acc[c] = _mm256_fmadd_ps(pr, _mm256_loadu_ps(vj + 8 * c), acc[c]);
+    }
+    for (int c = 0; c < dv; c++) _mm256_storeu_ps(o + 8 * c, acc[c]);
+}
+
+// Rows [i0, i0 + m) of the chunk (m ≤ ATT_ROWS); scratch holds m·S floats (row r's scores/weights at r·S).
+AVX2 static void attend_rows_d8(float *out, int ldo, const float *q, int ldq, const float *k, const float *v, int ldkv,
+                                int n, int S, int d, float scale, int causal, float *scratch, int i0, int m) {
     const int dv = d / 8;
     const __m256 vs = _mm256_set1_ps(scale);
-    for (int i = 0; i < n; i++) {
-        const float *qi = q + (size_t)i * ldq;
-        int cnt = (causal ? S - n + i : S - 1) + 1;
-        __m256 qv[16];
-        for (int c = 0; c < dv; c++) qv[c] = _mm256_loadu_ps(qi + 8 * c);
-        __m256 mx8 = _mm256_set1_ps(-INFINITY);
-        int j = 0;
-        for (; j + 8 <= cnt; j += 8) {
-            __m256 a[8];
-            for (int t = 0; t < 8; t++) {
-                const float *kj = k + (size_t)(j + t) * ldkv;
-                __m256 acc = _mm256_mul_ps(qv[0], _mm256_loadu_ps(kj));
-                for (int c = 1; c < dv; c++) acc = _mm256_fmadd_ps(qv[c], _mm256_loadu_ps(kj + 8 * c), acc);
-                a[t] = acc;
-            }
-            __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
-            __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
-            __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
-            __m256 sc = _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
-            sc = _mm256_mul_ps(sc, vs);
-            _mm256_storeu_ps(scratch + j, sc);
-            mx8 = _mm256_max_ps(mx8, sc);
-        }
-        float mx = -INFINITY;
-        {
-            float t[8]; _mm256_storeu_ps(t, mx8);
-            for (int u = 0; u < 8; u++) if (t[u] > mx) mx = t[u];
-        }
-        for (; j < cnt; j++) {
-            const float *kj = k + (size_t)j * ldkv;
-            __m256 acc = _mm256_mul_ps(qv[0], _mm256_loadu_ps(kj));
-            for (int c = 1; c < dv; c++) acc = _mm256_fmadd_ps(qv[c], _mm256_loadu_ps(kj + 8 * c), acc);
-            float s = hsum(acc) * scale;
-            scratch[j] = s; if (s > mx) mx = s;
-        }
-        const __m256 vmx = _mm256_set1_ps(mx);
-        __m256 sum8 = _mm256_setzero_ps();
-        j = 0;
-        for (; j + 8 <= cnt; j += 8) {
-            __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(scratch + j), vmx));
-            _mm256_storeu_ps(scratch + j, e);
-            sum8 = _mm256_add_ps(sum8, e);
-        }
-        if (j < cnt) {
-            float t[8] = {0};
-            for (int u = 0; u < cnt - j; u++) t[u] = scratch[j + u] - mx;
-            __m256 e = exp8(_mm256_loadu_ps(t));
-            __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(cnt - j), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
-            e = _mm256_and_ps(e, keep);
-            _mm256_storeu_ps(t, e);
-            for (int u = 0; u < cnt - j; u++) scratch[j + u] = t[u];
-            sum8 = _mm256_add_ps(sum8, e);
-        }
-        __m256 o[16];
-        for (int c = 0; c < dv; c++) o[c] = _mm256_setzero_ps();
-        for (j = 0; j < cnt; j++) {
-            const float *vj = v + (size_t)j * ldkv;
-            __m256 p = _mm256_broadcast_ss(scratch + j);
-            for (int c = 0; c < dv; c++) o[c] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + 8 * c), o[c]);
-        }
-        __m256 inv = _mm256_set1_ps(1.f / hsum(sum8));
-        float *oi = out + (size_t)i * ldo;
-        for (int c = 0; c < dv; c++) _mm256_storeu_ps(oi + 8 * c, _mm256_mul_ps(o[c], inv));
+    int cnt[ATT_ROWS], cmax = 0;
+    __m256 mx8[ATT_ROWS], sum8[ATT_ROWS];
+    for (int r = 0; r < m; r++) {
+        cnt[r] = (causal ? S - n + i0 + r : S - 1) + 1;
+        if (cnt[r] > cmax) cmax = cnt[r];
+        mx8[r] = _mm256_set1_ps(-INFINITY);
     }
+    // Scores: 8 keys at a time for every row that has all 8 (the rest below, one key at a time as before).
+    for (int j = 0; j + 8 <= cmax; j += 8) {
+        for (int r = 0; r < m; r++) {
+            if (j + 8 > cnt[r]) continue;
+            const float *qi = q + (size_t)(i0 + r) * ldq;
+            __m256 qv[16];
+            for (int c = 0; c < dv; c++) qv[c] = _mm256_loadu_ps(qi + 8 * c);
+            __m256 sc = scores8(qv, dv, k + (size_t)j * ldkv, ldkv, vs);
+            _mm256_storeu_ps(scratch + (size_t)r * S + j, sc);
+            mx8[r] = _mm256_max_ps(mx8[r], sc);
+        }
+    }
+    for (int r = 0; r < m; r++) {
+        float *sr = scratch + (size_t)r * S;
+        const float *qi = q + (size_t)(i0 + r) * ldq;
+        float t[8]; _mm256_storeu_ps(t, mx8[r]);
+        float mr = -INFINITY;
+        for (int u = 0; u < 8; u++) if (t[u] > mr) mr = t[u];
+        for (int j = cnt[r] / 8 * 8; j < cnt[r]; j++) {
+            const float *kj = k + (size_t)j * ldkv;
+            __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(qi), _mm256_loadu_ps(kj));
+            for (int c = 1; c < dv; c++) acc = _mm256_fmadd_ps(_mm256_loadu_ps(qi + 8 * c), _mm256_loadu_ps(kj + 8 * c), acc);
+            float s = hsum(acc) * scale;
+            sr[j] = s; if (s > mr) mr = s;
+        }
+        // Weights: exp(s − max) on 8 lanes, unnormalised; their sum.
+        const __m256 vmx = _mm256_set1_ps(mr);
+        __m256 s8 = _mm256_setzero_ps();
+        int j = 0;
+        for (; j + 8 <= cnt[r]; j += 8) {
+            __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sr + j), vmx));
+            _mm256_storeu_ps(sr + j, e);
+            s8 = _mm256_add_ps(s8, e);
+        }
+        if (j < cnt[r]) {
+            float tt[8] = {0};
+            for (int u = 0; u < cnt[r] - j; u++) tt[u] = sr[j + u] - mr;
+            __m256 e = exp8(_mm256_loadu_ps(tt));
+            __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(cnt[r] - j), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+            e = _mm256_and_ps(e, keep);
+            _mm256_storeu_ps(tt, e);
+            for (int u = 0; u < cnt[r] - j; u++) sr[j + u] = tt[u];
+            s8 = _mm256_add_ps(s8, e);
+        }
+        sum8[r] = s8;
+        float *oi = out + (size_t)(i0 + r) * ldo;
+        for (int c = 0; c < d; c++) oi[c] = 0;
+    }
+    // Weighted values: keys in blocks of ATT_KEYS (the block's values stay in L1 for every group of rows), rows in
+    // groups of G; within a group the keys every row has go together, then each row's own remaining keys.
+    const int G = dv == 1 ? 4 : dv <= 4 ? 2 : 1;
+    for (int jb = 0; jb < cmax; jb += ATT_KEYS) {
+        int je = jb + ATT_KEYS < cmax ? jb + ATT_KEYS : cmax;
+        for (int r0 = 0; r0 < m; r0 += G) {
+            int g = m - r0 < G ? m - r0 : G;
+            int common = je;
+            for (int r = r0; r < r0 + g; r++) if (cnt[r] < common) common = cnt[r];
+            if (common < jb) common = jb;
+            float *o[4]; const float *p[4];
+            for (int r = 0; r < g; r++) { o[r] = out + (size_t)(i0 + r0 + r) * ldo; p[r] = scratch + (size_t)(r0 + r) * S; }
+            if (g == G && common > jb) {
+                if (G == 4) pv_4_1(o, p, v, ldkv, jb, common);
+                else if (G == 2 && dv == 2) pv_2_2(o, p, v, ldkv, jb, common);
+                else if (G == 2 && dv == 4) pv_2_4(o, p, v, ldkv, jb, common);
+                else if (G == 2) { for (int r = 0; r < 2; r++) pv_any(o[r], p[r], v, ldkv, jb, common, dv); }
+                else if (dv == 8) pv_1_8(o, p, v, ldkv, jb, common);
+                else pv_any(o[0], p[0], v, ldkv, jb, common, dv);
+            } else common = jb;
+            for (int r = 0; r < g; r++) {
+                int end = cnt[r0 + r] < je ? cnt[r0 + r] : je;
+                if (end <= common) continue;
+                if (dv == 1) pv_1_1(o + r, p + r, v, ldkv, common, end);
+                else if (dv == 2) pv_1_2(o + r, p + r, v, ldkv, common, end);
+                else if (dv == 4) pv_1_4(o + r, p + r, v, ldkv, common, end);
+                else if (dv == 8) pv_1_8(o + r, p + r, v, ldkv, common, end);
+                else pv_any(o[r], p[r], v, ldkv, common, end, dv);
+            }
+        }
+    }
+    for (int r = 0; r < m; r++) {
+        __m256 inv = _mm256_set1_ps(1.f / hsum(sum8[r]));
+        float *oi = out + (size_t)(i0 + r) * ldo;
+        for (int c = 0; c < dv; c++) _mm256_storeu_ps(oi + 8 * c, _mm256_mul_ps(_mm256_loadu_ps(oi + 8 * c), inv));
+    }
+}
+
+AVX2 static void attend_avx2_d8(float *out, int ldo, const float *q, int ldq, const float *k, const float *v, int ldkv,
+                                int n, int S, int d, float scale, int causal, float *scratch) {
+    for (int i0 = 0; i0 < n; i0 += ATT_ROWS)
+        attend_rows_d8(out, ldo, q, ldq, k, v, ldkv, n, S, d, scale, causal, scratch, i0, n - i0 < ATT_ROWS ? n - i0 : ATT_ROWS);
 }
 
 AVX2 static void attend_avx2(float *out, int ldo, const float *q, int ldq, const float *k, const float *v, int ldkv,

@@ -14,14 +14,14 @@ final class KVCacheTests: XCTestCase {
         let q = rand(B * n * 3 * D), keys = rand(B * cap * D), values = rand(B * cap * D)
         for (causal, isa) in [(false, -1), (true, -1), (false, 0), (true, 0)] {
             bd3_set_isa(Int32(isa)); defer { bd3_set_isa(-1) }
-            let naive = naiveCachedAttention(q: q, qStride: 3 * D, keys: keys, values: values, kvBatchStride: cap * D,
+            let naive = naiveCachedAttention(q: q, qStride: 3 * D, keys: keys, values: values, capacity: cap,
                                              B: B, n: n, S: S, nHeads: H, headDim: d, causal: causal)
             var out = [Float](repeating: 0, count: B * n * D)
             var scratch = [Float](repeating: 0, count: 2 * n * S)
-            cachedAttention(out: &out, q: q, qStride: 3 * D, keys: keys, values: values, kvBatchStride: cap * D, B: B, n: n, S: S,
+            cachedAttention(out: &out, q: q, qStride: 3 * D, keys: keys, values: values, capacity: cap, B: B, n: n, S: S,
                             nHeads: H, headDim: d, causal: causal, scratch: &scratch, workers: 2)
             for i in out.indices { XCTAssertEqual(out[i], naive[i], accuracy: 1e-5, "causal=\(causal) \(i)") }
-            if causal { XCTAssertNotEqual(out, naiveCachedAttention(q: q, qStride: 3 * D, keys: keys, values: values, kvBatchStride: cap * D, B: B, n: n, S: S, nHeads: H, headDim: d, causal: false)) }
+            if causal { XCTAssertNotEqual(out, naiveCachedAttention(q: q, qStride: 3 * D, keys: keys, values: values, capacity: cap, B: B, n: n, S: S, nHeads: H, headDim: d, causal: false)) }
         }
     }
 
@@ -30,23 +30,58 @@ final class KVCacheTests: XCTestCase {
     func testAttentionKernelMatchesNaiveTwinWideHeads() {
         var rng = SplitMix64(seed: 2)
         func rand(_ k: Int) -> [Float] { (0..<k).map { _ in Float(rng.nextDouble() * 4 - 2) } }
-        for d in [8, 32, 64, 128] {
+        for d in [8, 16, 24, 32, 64, 128] {
             let B = 2, H = 2, D = H * d, cap = 72
             let keys = rand(B * cap * D), values = rand(B * cap * D)
-            for (n, S) in [(1, 1), (1, 8), (3, 7), (4, 9), (4, 17), (8, 64), (2, 71)] {
+            for (n, S) in [(1, 1), (1, 8), (3, 7), (4, 9), (4, 17), (8, 64), (2, 71), (11, 72)] {
                 let q = rand(B * n * 3 * D)
                 for causal in [false, true] {
-                    let naive = naiveCachedAttention(q: q, qStride: 3 * D, keys: keys, values: values, kvBatchStride: cap * D,
+                    let naive = naiveCachedAttention(q: q, qStride: 3 * D, keys: keys, values: values, capacity: cap,
                                                      B: B, n: n, S: S, nHeads: H, headDim: d, causal: causal)
                     for isa in 0...Int(bd3_isa_available()) {
                         bd3_set_isa(Int32(isa)); defer { bd3_set_isa(-1) }
                         var out = [Float](repeating: .nan, count: B * n * D)
-                        var scratch = [Float](repeating: 0, count: 2 * cap)
-                        cachedAttention(out: &out, q: q, qStride: 3 * D, keys: keys, values: values, kvBatchStride: cap * D, B: B, n: n,
+                        var scratch = [Float](repeating: 0, count: 2 * min(n, 8) * S)
+                        cachedAttention(out: &out, q: q, qStride: 3 * D, keys: keys, values: values, capacity: cap, B: B, n: n,
                                         S: S, nHeads: H, headDim: d, causal: causal, scratch: &scratch, workers: 2)
                         var worst: Float = 0
                         for i in out.indices { worst = max(worst, abs(out[i] - naive[i])) }
                         XCTAssertLessThan(worst, 1e-5, "d=\(d) n=\(n) S=\(S) causal=\(causal) isa=\(isa)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The kernel shares key and value loads between the rows of a chunk; every row's result must still be the one
+    /// a call for that row alone gives, bit for bit (what makes samples independent of the batch and of folding).
+    /// Head sizes cover each register grouping of the values (d/8 = 1, 2, 3, 4, 8, 16), row counts beyond one
+    /// group of 8, key counts around the 8-key groups and the 64-key value blocks.
+    func testAttentionRowsAreIndependentBitForBit() {
+        var rng = SplitMix64(seed: 3)
+        func rand(_ k: Int) -> [Float] { (0..<k).map { _ in Float(rng.nextDouble() * 4 - 2) } }
+        for isa in 0...Int(bd3_isa_available()) {
+            bd3_set_isa(Int32(isa)); defer { bd3_set_isa(-1) }
+            for d in [8, 16, 24, 32, 64, 128] {
+                let D = 2 * d, cap = 150
+                let keys = rand(cap * D), values = rand(cap * D)
+                for (n, S) in [(2, 9), (3, 17), (5, 64), (8, 65), (11, 130), (16, 150), (4, 129)] {
+                    let q = rand(n * D)
+                    for causal in [false, true] {
+                        var out = [Float](repeating: .nan, count: n * D)
+                        var scratch = [Float](repeating: 0, count: min(n, 8) * S)
+                        bd3_attend(&out, Int32(D), q, Int32(D), keys, values, Int32(D), Int32(n), Int32(S), Int32(d), 0.3,
+                                   causal ? 1 : 0, &scratch)
+                        for i in 0..<n {
+                            var one = [Float](repeating: .nan, count: d)
+                            var sc1 = [Float](repeating: 0, count: S)
+                            let Si = causal ? S - n + i + 1 : S
+                            q.withUnsafeBufferPointer { qp in
+                                bd3_attend(&one, Int32(d), qp.baseAddress! + i * D, Int32(D), keys, values, Int32(D), 1, Int32(Si),
+                                           Int32(d), 0.3, 0, &sc1)
+                            }
+                            XCTAssertEqual(Array(out[(i * D)..<(i * D + d)]), one, "isa=\(isa) d=\(d) n=\(n) S=\(S) causal=\(causal) row \(i)")
+                        }
                     }
                 }
             }
@@ -165,11 +200,11 @@ final class KVCacheTests: XCTestCase {
         // stored rotated at their window position: un-rotated (in Double) they agree with the unslid cache's.
         let D = model.config.hiddenSize, H = model.config.nHeads, half = model.config.headDim / 2
         let inv = RotaryTable.invFreq(headDim: model.config.headDim)
-        func unrotate(_ k: UnsafeMutableBufferPointer<Float>, slot: Int) -> [Double] {
+        func unrotate(_ k: [Float], slot: Int) -> [Double] {
             var out = [Double](repeating: 0, count: D)
             for hh in 0..<H {
                 for i in 0..<half {
-                    let a = -Double(slot) * Double(inv[i]), x1 = Double(k[slot * D + hh * 2 * half + i]), x2 = Double(k[slot * D + hh * 2 * half + i + half])
+                    let a = -Double(slot) * Double(inv[i]), x1 = Double(k[hh * 2 * half + i]), x2 = Double(k[hh * 2 * half + i + half])
                     out[hh * 2 * half + i] = x1 * cos(a) - x2 * sin(a); out[hh * 2 * half + i + half] = x2 * cos(a) + x1 * sin(a)
                 }
             }
@@ -177,8 +212,9 @@ final class KVCacheTests: XCTestCase {
         }
         for l in 0..<model.config.nBlocks {
             for slot in 0..<(l == 0 ? 8 : 4) {
-                for (a, b) in zip(unrotate(small.kCache[l], slot: slot), unrotate(big.kCache[l], slot: slot + 4)) { XCTAssertEqual(a, b, accuracy: 1e-5) }
-                for j in 0..<D { XCTAssertEqual(small.vCache[l][slot * D + j], big.vCache[l][(slot + 4) * D + j]) }
+                for (a, b) in zip(unrotate(small.cacheRow(l, position: slot), slot: slot),
+                                  unrotate(big.cacheRow(l, position: slot + 4), slot: slot + 4)) { XCTAssertEqual(a, b, accuracy: 1e-5) }
+                XCTAssertEqual(small.cacheRow(l, values: true, position: slot), big.cacheRow(l, values: true, position: slot + 4))
             }
         }
         // Dropping block 0 from the keys changes the logits (the window really moved).

@@ -48,8 +48,12 @@ func blockAttentionOutput(out: FloatPtr, x: UnsafePointer<Float>, w: BlockWeight
     gateResidualForward(out: a.resid2, resid: x, branch: a.attProj, gate: mod.map { $0 + 2 * D }, modStride: 6 * D, rowsPerCond: rowsPerCond, n, D)
     normModulateForward(h: a.h2, xhat: a.xhat2, rstd: a.rstd2, x: a.resid2, weight: w.norm2,
                         shift: mod.map { $0 + 3 * D }, scale: mod.map { $0 + 4 * D }, modStride: 6 * D, rowsPerCond: rowsPerCond, n, D)
-    linearForward(a.fc, a.h2, w.fc, w.fcBias, n, D, 4 * D)
-    geluForward(a.gelu, a.fc, n * 4 * D, derivative: keepGeluDerivative ? a.fc : nil)
+    if keepGeluDerivative {
+        linearForward(a.fc, a.h2, w.fc, w.fcBias, n, D, 4 * D)
+        geluForward(a.gelu, a.fc, n * 4 * D, derivative: a.fc)
+    } else {
+        linearForward(a.fc, a.h2, w.fc, w.fcBias, n, D, 4 * D, gelu: a.gelu)
+    }
     linearForward(a.fcProj, a.gelu, w.proj, w.projBias, n, 4 * D, D)
     dropoutForward(a.fcProj, n * D, dropMLP)
     gateResidualForward(out: out, resid: a.resid2, branch: a.fcProj, gate: mod.map { $0 + 5 * D }, modStride: 6 * D, rowsPerCond: rowsPerCond, n, D)

@@ -1,6 +1,7 @@
 // Inference-only DiT forward with an exact KV cache (the reference's `sampling.kv_cache=True` path, spec §1.4).
 //
-//   per layer l the cache holds ROTATED k and the v of the positions already committed (B, capacity, D each)
+//   per layer l the cache holds ROTATED k and the v of the positions already committed (B, H, capacity, d each:
+//   a head's keys are contiguous, so attention streams them in order instead of one 4 KB page per few keys)
 //   forward(chunk of n tokens per sequence), the block body shared with training (Model/Block.swift):
 //     x = E[chunk] ; per block: qkv = (LN1(x)(1+sc1)+sh1) Wqkvᵀ ; q, k rotated at window positions cached+i ;
 //     k, v → cache[cached ..< cached+n] ; a = softmax(q Kᵀ/√d) V over cache + chunk, no mask (AR: causal
@@ -44,12 +45,12 @@ public final class CachedDiT {
     /// Forwards run so far (weight passes: a folded store + step counts once).
     public private(set) var forwards = 0
 
-    let kCache: [UnsafeMutableBufferPointer<Float>]   // rotated keys (B, capacity, D) per layer
+    let kCache: [UnsafeMutableBufferPointer<Float>]   // rotated keys (B, H, capacity, d) per layer
     let vCache: [UnsafeMutableBufferPointer<Float>]
     let rotary: RotaryTable
     // Scratch (max N = maxBatch * maxChunk rows): one set of block activations shared by every block.
     let x, xOut, h, xhat, rstd, qkv, att, attProj, resid2, xhat2, rstd2, h2, fc, gelu, fcProj, logitsBuf: UnsafeMutableBufferPointer<Float>
-    let scores: UnsafeMutableBufferPointer<Float>     // per worker (capacity)
+    let scores: UnsafeMutableBufferPointer<Float>     // per worker (min(maxChunk, 8) × capacity)
     let workers: Int
 
     /// Bytes of the buffers this engine allocated (cache + scratch; the weights are counted by InferenceWeights).
@@ -78,7 +79,7 @@ public final class CachedDiT {
         att = buf(N * D); attProj = buf(N * D); resid2 = buf(N * D); xhat2 = buf(N * D); rstd2 = buf(N); h2 = buf(N * D)
         fc = buf(N * 4 * D); gelu = buf(N * 4 * D); fcProj = buf(N * D); logitsBuf = buf(N * cfg.vocabSize)
         workers = max(1, min(workerCount, maxBatch * cfg.nHeads))
-        scores = buf(workers * capacity)
+        scores = buf(workers * min(maxChunk, 8) * capacity)
         startWorkerPool()
     }
 
@@ -165,14 +166,13 @@ public final class CachedDiT {
                         let b = r / n, i = r % n, row = QKV + (part.first + r) * 3 * D
                         rotateHeads(row, position: p0 + i, table: rotary, nHeads: H)
                         rotateHeads(row + D, position: p0 + i, table: rotary, nHeads: H)
-                        (kc + (b * capacity + p0 + i) * D).update(from: row + D, count: D)
-                        (vc + (b * capacity + p0 + i) * D).update(from: row + 2 * D, count: D)
+                        storeKV(kc, vc, row: row, b: b, position: p0 + i)
                     }
                 }
             }
             for part in parts {
                 cachedAttention(out: a.att + part.first * D, q: QKV + part.first * 3 * D, qStride: 3 * D, keys: kc, values: vc,
-                                kvBatchStride: capacity * D, B: B, n: part.n, S: part.keys, nHeads: H, headDim: d,
+                                capacity: capacity, B: B, n: part.n, S: part.keys, nHeads: H, headDim: d,
                                 causal: part.causal, scratch: scores.baseAddress!, workers: workers)
             }
             blockAttentionOutput(out: Y, x: X, w: w, mod: m, rowsPerCond: N, a: a, dropAttn: none, dropMLP: none,
@@ -204,29 +204,48 @@ public final class CachedDiT {
         let D = config.hiddenSize, H = config.nHeads, half = config.headDim / 2
         let inv = RotaryTable.invFreq(headDim: config.headDim)
         let cs = inv.map { Float(Foundation.cos(-Double(k) * Double($0))) }, sn = inv.map { Float(Foundation.sin(-Double(k) * Double($0))) }
-        let keep = cached - k
+        let keep = cached - k, d = 2 * half
         for l in 0..<config.nBlocks {
             for c in [kCache[l].baseAddress!, vCache[l].baseAddress!] {
-                for b in 0..<B {
-                    let base = c + b * capacity * D
-                    memmove(base, base + k * D, keep * D * MemoryLayout<Float>.stride)
+                for bh in 0..<(B * H) {
+                    let base = c + bh * capacity * d
+                    memmove(base, base + k * d, keep * d * MemoryLayout<Float>.stride)
                 }
             }
             let kc = kCache[l].baseAddress!
-            parallelChunks(B * keep, grain: 64) { rs in
+            parallelChunks(B * H * keep, grain: 64 * H) { rs in
                 for r in rs {
-                    let row = kc + ((r / keep) * capacity + r % keep) * D
-                    for hh in 0..<H {
-                        let v = row + hh * 2 * half
-                        for i in 0..<half {
-                            let x1 = v[i], x2 = v[i + half]
-                            v[i] = x1 * cs[i] - x2 * sn[i]; v[i + half] = x2 * cs[i] + x1 * sn[i]
-                        }
+                    let v = kc + ((r / keep) * capacity + r % keep) * d
+                    for i in 0..<half {
+                        let x1 = v[i], x2 = v[i + half]
+                        v[i] = x1 * cs[i] - x2 * sn[i]; v[i + half] = x2 * cs[i] + x1 * sn[i]
                     }
                 }
             }
         }
         cached -= k; dropped += k
+    }
+}
+
+extension CachedDiT {
+    /// Offset of (sequence b, head h, window position p) in a layer's k or v cache (B, H, capacity, d).
+    @inline(__always)
+    func slot(_ b: Int, _ h: Int, _ p: Int) -> Int { ((b * config.nHeads + h) * capacity + p) * config.headDim }
+
+    /// The (rotated) k and the v of one qkv row (q, k, v; each D = H·d, head-major) into position p of sequence b.
+    @inline(__always)
+    func storeKV(_ kc: FloatPtr, _ vc: FloatPtr, row: UnsafePointer<Float>, b: Int, position p: Int) {
+        let D = config.hiddenSize, d = config.headDim
+        for hh in 0..<config.nHeads {
+            (kc + slot(b, hh, p)).update(from: row + D + hh * d, count: d)
+            (vc + slot(b, hh, p)).update(from: row + 2 * D + hh * d, count: d)
+        }
+    }
+
+    /// Layer l's cached key (values: false) or value of sequence b at window position p, as a D-vector (tests).
+    func cacheRow(_ l: Int, values: Bool = false, b: Int = 0, position p: Int) -> [Float] {
+        let c = (values ? vCache : kCache)[l].baseAddress!, d = config.headDim
+        return (0..<config.nHeads).flatMap { hh in Array(UnsafeBufferPointer(start: c + slot(b, hh, p), count: d)) }
     }
 }
 
@@ -249,27 +268,28 @@ func rotateHeads(_ v: FloatPtr, position p: Int, table: RotaryTable, nHeads: Int
 }
 
 /// out (B, n, D) = softmax(q kᵀ / √d) v per head, queries = the chunk, keys/values = window 0 ..< S.
-/// q rows are `qStride` apart (packed qkv); keys/values rows are D apart, sequences `kvBatchStride` apart.
+/// q rows are `qStride` apart (packed qkv); keys/values are (B, H, capacity, d): a head's rows d apart.
 /// causal: query i (window position S-n+i) sees keys ≤ S-n+i. CKernels bd3_attend per (sequence, head): for a
-/// chunk of a few rows sgemm's packing of every key costs more than the products. scratch: S floats per worker.
+/// chunk of a few rows sgemm's packing of every key costs more than the products. scratch: min(n, 8)·S floats per worker.
 func cachedAttention(out: FloatPtr, q: UnsafePointer<Float>, qStride: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
-                     kvBatchStride: Int, B: Int, n: Int, S: Int, nHeads H: Int, headDim d: Int, causal: Bool,
+                     capacity: Int, B: Int, n: Int, S: Int, nHeads H: Int, headDim d: Int, causal: Bool,
                      scratch: FloatPtr, workers: Int) {
     let D = H * d
     let scale = 1 / Float(d).squareRoot()
     parallelFor(workers) { wk in
-        let sc = scratch + wk * S
+        let sc = scratch + wk * min(n, 8) * S
         for pair in stride(from: wk, to: B * H, by: workers) {
             let b = pair / H, hh = pair % H
+            let kv = (b * H + hh) * capacity * d
             bd3_attend(out + b * n * D + hh * d, Int32(D), q + b * n * qStride + hh * d, Int32(qStride),
-                       keys + b * kvBatchStride + hh * d, values + b * kvBatchStride + hh * d, Int32(D),
+                       keys + kv, values + kv, Int32(d),
                        Int32(n), Int32(S), Int32(d), scale, causal ? 1 : 0, sc)
         }
     }
 }
 
 /// Naive twin of `cachedAttention` (Double loops, same layout) for the tests.
-func naiveCachedAttention(q: [Float], qStride: Int, keys: [Float], values: [Float], kvBatchStride: Int,
+func naiveCachedAttention(q: [Float], qStride: Int, keys: [Float], values: [Float], capacity: Int,
                           B: Int, n: Int, S: Int, nHeads H: Int, headDim d: Int, causal: Bool) -> [Float] {
     let D = H * d
     var out = [Float](repeating: 0, count: B * n * D)
@@ -280,7 +300,7 @@ func naiveCachedAttention(q: [Float], qStride: Int, keys: [Float], values: [Floa
                 var s = [Double](repeating: 0, count: last + 1)
                 for j in 0...last {
                     var acc = 0.0
-                    for c in 0..<d { acc += Double(q[b * n * qStride + i * qStride + hh * d + c]) * Double(keys[b * kvBatchStride + j * D + hh * d + c]) }
+                    for c in 0..<d { acc += Double(q[b * n * qStride + i * qStride + hh * d + c]) * Double(keys[((b * H + hh) * capacity + j) * d + c]) }
                     s[j] = acc / Double(d).squareRoot()
                 }
                 let mx = s.max()!
@@ -288,7 +308,7 @@ func naiveCachedAttention(q: [Float], qStride: Int, keys: [Float], values: [Floa
                 let z = e.reduce(0, +)
                 for c in 0..<d {
                     var acc = 0.0
-                    for j in 0...last { acc += e[j] / z * Double(values[b * kvBatchStride + j * D + hh * d + c]) }
+                    for j in 0...last { acc += e[j] / z * Double(values[((b * H + hh) * capacity + j) * d + c]) }
                     out[(b * n + i) * D + hh * d + c] = Float(acc)
                 }
             }

@@ -303,7 +303,12 @@ func fastTanh(_ u: Float) -> Float { 1 - 2 / (1 + expf(2 * u)) }
 /// out = gelu(inp). If `derivative` is given, gelu'(inp) is stored there too (same tanh), so the backward is a
 /// plain product; the model keeps it in place of the pre-activation, which nothing else needs.
 func geluForward(_ out: FloatPtr, _ inp: UnsafePointer<Float>, _ count: Int, derivative: FloatPtr? = nil) {
-    parallelChunks(count, grain: 4096) { range in
+    parallelChunks(count, grain: 4096) { range in geluRun(out, inp, range, derivative: derivative) }
+}
+
+/// gelu over inp[range] (8 lanes at a time from the range's start, the last < 8 one by one).
+@inline(__always)
+func geluRun(_ out: FloatPtr, _ inp: UnsafePointer<Float>, _ range: Range<Int>, derivative: FloatPtr? = nil) {
         var i = range.lowerBound
         let src = UnsafeRawPointer(inp), dst = UnsafeMutableRawPointer(out), der = derivative.map { UnsafeMutableRawPointer($0) }
         while fastMathSIMD && i + 8 <= range.upperBound {
@@ -321,7 +326,6 @@ func geluForward(_ out: FloatPtr, _ inp: UnsafePointer<Float>, _ count: Int, der
             }
             i += 1
         }
-    }
 }
 
 /// dinp = dout * gelu'(inp) (overwrite; dinp may alias dout).

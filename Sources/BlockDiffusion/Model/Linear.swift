@@ -55,20 +55,28 @@ public final class LinearWeight {
 }
 
 /// out (N, OC) = inp (N, C) · Wᵀ + bias. Rows of inp/out are C/OC apart.
+/// gelu: also geluOut = gelu(out), each worker on the columns it just computed (inference: no separate pass over
+/// the activations, no extra wait for the other worker; the same numbers as geluForward over whole rows when the
+/// split falls on multiples of 8 columns, as it does here).
 func linearForward(_ out: FloatPtr, _ inp: UnsafePointer<Float>, _ w: LinearWeight, _ bias: UnsafePointer<Float>?,
-                   _ N: Int, _ C: Int, _ OC: Int) {
+                   _ N: Int, _ C: Int, _ OC: Int, gelu geluOut: FloatPtr? = nil) {
     precondition(w.rows == OC && w.cols == C, "weight is \(w.rows)×\(w.cols), the product needs \(OC)×\(C)")
     if N == 0 { return }
-    if w.alwaysBLAS { matmulForward(out, inp, w.f32!, bias, N, C, OC); return }
-    // Split the output columns: each worker streams its own share of the weights.
+    if w.alwaysBLAS {
+        matmulForward(out, inp, w.f32!, bias, N, C, OC)
+        if let geluOut { geluForward(geluOut, out, N * OC) }
+        return
+    }
+    // Split the output columns (on multiples of 8): each worker streams its own share of the weights.
     let parts = OC * C * N < (1 << 15) ? 1 : min(workerCount, max(1, OC / 32))
     parallelFor(parts) { part in
-        let o0 = OC * part / parts, o1 = OC * (part + 1) / parts
+        let o0 = part == 0 ? 0 : (OC * part / parts) & ~7, o1 = part == parts - 1 ? OC : (OC * (part + 1) / parts) & ~7
         if let f = w.f32 {
             bd3_linear_f32(out, Int32(OC), inp, Int32(C), f, bias, Int32(N), Int32(C), Int32(o0), Int32(o1))
         } else {
             bd3_linear_bf16(out, Int32(OC), inp, Int32(C), w.bf16!, bias, Int32(N), Int32(C), Int32(o0), Int32(o1))
         }
+        if let geluOut { for r in 0..<N { geluRun(geluOut + r * OC, out + r * OC, o0..<o1) } }
     }
 }
 

@@ -64,8 +64,7 @@ extension CachedDiT {
                     let r = compute[k], b = r / n, i = r % n, row = QKV + k * 3 * D
                     rotateHeads(row, position: p0 + i, table: rotary, nHeads: H)
                     rotateHeads(row + D, position: p0 + i, table: rotary, nHeads: H)
-                    (kc + (b * capacity + p0 + i) * D).update(from: row + D, count: D)
-                    (vc + (b * capacity + p0 + i) * D).update(from: row + 2 * D, count: D)
+                    storeKV(kc, vc, row: row, b: b, position: p0 + i)
                 }
             }
             // Every computed row's query over its sequence's S slots (one query per call: the rows of a sequence
@@ -75,7 +74,7 @@ extension CachedDiT {
                 for pair in stride(from: wk, to: R * H, by: workers) {
                     let k = pair / H, hh = pair % H, b = compute[k] / n
                     bd3_attend(att + k * D + hh * d, Int32(D), QKV + k * 3 * D + hh * d, Int32(3 * D),
-                               kc + b * capacity * D + hh * d, vc + b * capacity * D + hh * d, Int32(D),
+                               kc + slot(b, hh, 0), vc + slot(b, hh, 0), Int32(d),
                                1, Int32(S), Int32(d), scale, 0, sc + wk * capacity)
                 }
             }
@@ -94,7 +93,7 @@ extension CachedDiT {
 }
 
 /// Naive twin of `forwardReusing` (Double loops over the weights as stored, reference expressions from
-/// NaiveLayers.swift). kCache / vCache: per layer (B, capacity, D), the slots as the engine holds them; updated
+/// NaiveLayers.swift). kCache / vCache: per layer (B, H, capacity, d), the slots as the engine holds them; updated
 /// in place like the engine's. Returns the logits of `rows` (rows.count, V).
 func naiveForwardReusing(weights: InferenceWeights, kCache: inout [[Float]], vCache: inout [[Float]], capacity: Int, cached p0: Int,
                          tokens: [Int32], batch B: Int, compute: [Int], rows: [Int]) -> [Float] {
@@ -131,9 +130,11 @@ func naiveForwardReusing(weights: InferenceWeights, kCache: inout [[Float]], vCa
                 key += naiveRotary(Array(qkv[(D + hh * d)..<(D + hh * d + d)]), position: p0 + i)
             }
             qs.append(q)
-            for j in 0..<D {
-                kCache[l][(b * capacity + p0 + i) * D + j] = key[j]
-                vCache[l][(b * capacity + p0 + i) * D + j] = qkv[2 * D + j]
+            for hh in 0..<H {
+                for c in 0..<d {
+                    kCache[l][((b * H + hh) * capacity + p0 + i) * d + c] = key[hh * d + c]
+                    vCache[l][((b * H + hh) * capacity + p0 + i) * d + c] = qkv[2 * D + hh * d + c]
+                }
             }
         }
         for (k, r) in compute.enumerated() {
@@ -142,7 +143,7 @@ func naiveForwardReusing(weights: InferenceWeights, kCache: inout [[Float]], vCa
             for hh in 0..<H {
                 var s = (0..<S).map { j -> Double in
                     var acc = 0.0
-                    for c in 0..<d { acc += Double(qs[k][hh * d + c]) * Double(kCache[l][(b * capacity + j) * D + hh * d + c]) }
+                    for c in 0..<d { acc += Double(qs[k][hh * d + c]) * Double(kCache[l][((b * H + hh) * capacity + j) * d + c]) }
                     return acc / Double(d).squareRoot()
                 }
                 let mx = s.max()!
@@ -150,7 +151,7 @@ func naiveForwardReusing(weights: InferenceWeights, kCache: inout [[Float]], vCa
                 let z = s.reduce(0, +)
                 for c in 0..<d {
                     var acc = 0.0
-                    for j in 0..<S { acc += s[j] / z * Double(vCache[l][(b * capacity + j) * D + hh * d + c]) }
+                    for j in 0..<S { acc += s[j] / z * Double(vCache[l][((b * H + hh) * capacity + j) * d + c]) }
                     att[hh * d + c] = Float(acc)
                 }
             }

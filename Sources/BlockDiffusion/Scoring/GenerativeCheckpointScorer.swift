@@ -5,7 +5,8 @@
 //   ARCheckpointScorer(path:stride:overrides:dtype:)  opened by Checkpoint.open as every tool does; context = the
 //                                         checkpoint's seq_len (the AR model reads ctx − 1 tokens)
 //       dtype fp32: the model's own causal forward; bf16: the inference engine (CachedDiT, one causal chunk per
-//       window, nothing stored) over bf16 matrices (InferenceWeights), the fp32 parameters released — the
+//       window, nothing stored) over bf16 matrices (InferenceWeights, made matrix by matrix while loading, each
+//       matrix's fp32 pages released at once, then the rest of the parameters) — the
 //       storage and kernels of draft/refine --dtype bf16; accumulation stays fp32.
 //   scorer.score(_ tokens:) -> (nll: Double, tokens: Int)   sliding windows, EOS targets excluded
 //   Retokenizer(from:to:)                 decode with one tokenizer, encode with another; special-token
@@ -44,10 +45,13 @@ public final class ARCheckpointScorer {
             throw UsageError("--stride \(s) must be in 1…\(context - 1) (the scorer's context is \(context))")
         }
         self.stride = s
-        model = try ck.model(maxBatch: 1, maxTokens: context - 1)
+        // bf16: each matrix is converted as soon as it is loaded and its fp32 pages released (as draft/refine
+        // --dtype bf16 open a checkpoint), so the peak never holds the fp32 model and the bf16 weights together.
+        let convert = dtype == .bf16 ? BF16Matrices(config: info.config) : nil
+        model = try ck.model(maxBatch: 1, maxTokens: context - 1, each: convert.map { c in { c.take($0, $1) } })
         self.dtype = dtype
-        if dtype == .bf16 {
-            engine = try CachedDiT(weights: InferenceWeights(model: model, dtype: .bf16), maxBatch: 1, maxChunk: context - 1, capacity: context)
+        if let convert {
+            engine = try CachedDiT(weights: InferenceWeights(model: model, dtype: .bf16, matrices: convert), maxBatch: 1, maxChunk: context - 1, capacity: context)
             model.releaseParameters()
         } else { engine = nil }
         eos = info.special.eos

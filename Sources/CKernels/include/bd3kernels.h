@@ -42,7 +42,7 @@ void bd3_linear_bf16(float *y, int ldy, const float *x, int ldx, const bd3_bf16 
 
 /// Attention of n query rows over S cached keys/values, one (sequence, head):
 ///   out[i·ldo + c] = Σ_j softmax_j(scale · q_i·k_j) v_j[c],   j < S (causal: j ≤ S − n + i),  c < d
-/// q rows ldq apart, k/v rows ldkv apart; scratch holds S floats. Softmax max-subtracted, in fp32 (the AVX2 path
+/// q rows ldq apart, k/v rows ldkv apart; scratch holds min(n, 8)·S floats. Softmax max-subtracted, in fp32 (the AVX2 path
 /// for d a multiple of 8 computes exp on 8 lanes, relative error ≤ 2.3e-7).
 void bd3_attend(float *out, int ldo, const float *q, int ldq, const float *k, const float *v, int ldkv,
                 int n, int S, int d, float scale, int causal, float *scratch);
