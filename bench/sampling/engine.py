@@ -5,10 +5,11 @@ Matrix: model (`small` = 12 x 768 official BD3 shape, V = 50258, 169.6 M paramet
 7.8 M) x dtype (fp32, bf16) x batch (1, 16) x sampler first-hitting x cache on. Random-weight checkpoints from
 bench-sampling-ckpt (sampling speed does not depend on what the weights learned).
 
-Ours: wall time of `draft -n B --batch B --length LEN --dtype D` (model load excluded: a run of 4 tokens is timed
-and subtracted; each the fastest of --ours-reps runs). Every sample yields LEN-1 tokens (BOS given), one per forward: each finished block's store is
-folded into the next block's first forward (docs/sampling.md), so forwards = LEN-1 per batch (the reference: 4
-sampling forwards and one store forward per block).
+Ours: wall time of `draft -n K*B --batch B --length LEN --dtype D` (K = --samples, default 1; model load excluded: a
+run of 4 tokens is timed and subtracted; each the fastest of --ours-reps runs). Every sample yields one token per forward (BOS given): each
+finished block's store is folded into the next block's first forward (docs/sampling.md); the difference of the two
+runs is LEN - 4 tokens and forwards per sample (the reference: 4 sampling forwards and one store forward per block,
+LEN - 1 tokens per pass).
 
 Baseline (same run, same checkpoint): the reference `models/dit.py` `DIT` (attn_backend sdpa, cross_attn,
 sampling.kv_cache) imported from --ref (or $BD3LMS_REF), weights loaded from the checkpoint, on CPU in fp32 and
@@ -50,9 +51,9 @@ def limits(torch):
     return best_bw, best_gf
 
 
-def run_ours(bin_dir, ckpt, batch, length, dtype, reps=3):
+def run_ours(bin_dir, ckpt, batch, length, dtype, reps=3, samples=1):
     def once(n_len):
-        cmd = [os.path.join(bin_dir, "draft"), "-m", ckpt, "-n", str(batch), "--batch", str(batch), "--length", str(n_len),
+        cmd = [os.path.join(bin_dir, "draft"), "-m", ckpt, "-n", str(batch * samples), "--batch", str(batch), "--length", str(n_len),
                "--dtype", dtype, "--no-entropy-stop", "--seed", "1", "-o", os.devnull]
         t0 = time.perf_counter(); subprocess.run(cmd, check=True); return time.perf_counter() - t0
     # The fastest of `reps` runs of each length: the model load (~1 s for `small`, varying by ±0.3 s with the page
@@ -132,6 +133,9 @@ def main():
     ap.add_argument("--length", type=int, default=64, help="tokens per sample (BOS included)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--ours-reps", type=int, default=3, help="runs of ours per length and measurement (the fastest counts)")
+    ap.add_argument("--samples", type=int, default=1,
+                    help="ours draws this many batches per run (--batch B, -n samples x B): a short length at batch 1 on a "
+                         "small model is otherwise tens of ms, within the noise of the model load subtracted from it")
     ap.add_argument("--json", default=None)
     ap.add_argument("--ref-threads", default="1,2", help="thread counts tried for the reference (the fastest counts)")
     ap.add_argument("--compile", action="store_true", help="keep the reference's torch.compile (slower on the CPU)")
@@ -157,9 +161,11 @@ def main():
                 ref = reference_model(a.ref, ckpts[c], batch) if a.ref else None
                 for dt in a.dtypes.split(","):
                     # Alternate ours and the baseline within the round (the machine is shared).
-                    secs = run_ours(a.bin, ckpts[c], batch, a.length, dt, a.ours_reps)
-                    fwd = a.length - 1   # stores folded into the next block's first forward
-                    rows.setdefault((c, dt, batch, "ours"), []).append((secs, fwd))
+                    secs = run_ours(a.bin, ckpts[c], batch, a.length, dt, a.ours_reps, a.samples)
+                    # The difference of the two runs: LEN - 4 tokens (forwards) per sample (the stores are folded into the
+                    # next block's first forward).
+                    fwd = a.samples * (a.length - 4)
+                    rows.setdefault((c, dt, batch, "ours"), []).append((secs, fwd, batch * fwd))
                     print(f"round {r + 1}: {c} {dt} batch {batch} ours {secs:.2f} s / {fwd} forwards", file=sys.stderr, flush=True)
                     if ref is not None:
                         model, mc = ref
@@ -171,7 +177,7 @@ def main():
                             print(f"round {r + 1}: {c} {dt} batch {batch} reference ({th} thread{'s' if th > 1 else ''}) {secs:.2f} s / {fwd} forwards",
                                   file=sys.stderr, flush=True)
                             best = secs if best is None else min(best, secs)
-                        rows.setdefault((c, dt, batch, "reference"), []).append((best, fwd))
+                        rows.setdefault((c, dt, batch, "reference"), []).append((best, fwd, batch * (a.length - 1)))
     params = {}
     for c, p in ckpts.items():
         from safetensors import safe_open
@@ -190,14 +196,13 @@ def main():
     print("|---|---|---|---|---|---|---|---|")
     out = []
     for (c, dt, batch, who), v in sorted(rows.items()):
-        tok = batch * (a.length - 1)
-        tps = [tok / s for s, _ in v]; msf = [s / f * 1e3 for s, f in v]
+        tps = [t / s for s, _, t in v]; msf = [s / f * 1e3 for s, f, _ in v]
         n, emb = params[c]
         wbytes = (n - emb) * (2 if dt == "bf16" else 4)   # weights streamed per forward (see above)
         share = ""
         if batch == 1:
             share = f"{min(wbytes / (m * 1e-3) / 1e9 / max(bw) for m in msf):.2f}-{max(wbytes / (m * 1e-3) / 1e9 / min(bw) for m in msf):.2f}"
-        tpf = batch * (a.length - 1) / v[0][1]
+        tpf = v[0][2] / v[0][1]
         print(f"| {c} | {dt} | {batch} | {who} | {min(tps):.0f}-{max(tps):.0f} | {min(msf):.1f}-{max(msf):.1f} | {tpf:.2f} | {share} |")
         out.append({"model": c, "dtype": dt, "batch": batch, "engine": who, "tokens_per_s": tps, "ms_per_forward": msf})
     if a.json:

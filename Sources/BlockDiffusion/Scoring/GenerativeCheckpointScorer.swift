@@ -48,7 +48,8 @@ public final class ARCheckpointScorer {
         // bf16: each matrix is converted as soon as it is loaded and its fp32 pages released (as draft/refine
         // --dtype bf16 open a checkpoint), so the peak never holds the fp32 model and the bf16 weights together.
         let convert = dtype == .bf16 ? BF16Matrices(config: info.config) : nil
-        model = try ck.model(maxBatch: 1, maxTokens: context - 1, each: convert.map { c in { c.take($0, $1) } })
+        // (At bf16 the model never runs — the engine has its own buffers — so it gets no activations for a window.)
+        model = try ck.model(maxBatch: 1, maxTokens: convert == nil ? context - 1 : 1, each: convert.map { c in { c.take($0, $1) } })
         self.dtype = dtype
         if let convert {
             engine = try CachedDiT(weights: InferenceWeights(model: model, dtype: .bf16, matrices: convert), maxBatch: 1, maxChunk: context - 1, capacity: context)
