@@ -106,6 +106,35 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// The MLP-in product with GELU applied by each worker on its own columns (inference) gives the bits of the
+    /// product followed by geluForward over whole rows, on the SIMD and the scalar GELU paths, for widths that are
+    /// multiples of 8 (the model's 4·D) split in one part or across the workers.
+    func testFusedGeluEqualsProductThenGelu() {
+        var rng = SplitMix64(seed: 17)
+        let saved = fastMathSIMD
+        defer { fastMathSIMD = saved }
+        for simd in [false, true] {
+            fastMathSIMD = simd
+            for (C, OC) in [(8, 32), (64, 256), (40, 200), (96, 1032)] {
+                let wf = rand(OC * C, &rng), bias = rand(OC, &rng)
+                for dt in WeightDType.allCases {
+                    let w = wf.withUnsafeBufferPointer { p in
+                        dt == .fp32 ? LinearWeight(fp32: p.baseAddress!, rows: OC, cols: C) : LinearWeight(bf16From: p.baseAddress!, rows: OC, cols: C)
+                    }
+                    for N in [1, 3, 4, 8, 17] {
+                        let x = rand(N * C, &rng).map { $0 * 3 }
+                        var pre = [Float](repeating: 0, count: N * OC), want = pre, fusedPre = pre, got = pre
+                        linearForward(&pre, x, w, bias, N, C, OC)
+                        geluForward(&want, pre, N * OC)
+                        linearForward(&fusedPre, x, w, bias, N, C, OC, gelu: &got)
+                        XCTAssertEqual(fusedPre.map(\.bitPattern), pre.map(\.bitPattern), "simd \(simd) \(dt) \(C)×\(OC) N \(N) product")
+                        XCTAssertEqual(got.map(\.bitPattern), want.map(\.bitPattern), "simd \(simd) \(dt) \(C)×\(OC) N \(N) gelu")
+                    }
+                }
+            }
+        }
+    }
+
     func testBF16Conversions() {
         let cases: [(Float, UInt16)] = [(1, 0x3f80), (-2, 0xc000), (0, 0), (.infinity, 0x7f80), (-.infinity, 0xff80),
                                         (Float(bitPattern: 0x3f808000), 0x3f80),   // tie → even (down)
