@@ -201,7 +201,7 @@ public final class CachedDiT {
     /// positions (to window positions 0 ..< cached−k, where the reference's shifted cache puts them).
     func slide(by k: Int, batch B: Int) {
         precondition(k <= cached, "chunk larger than the cache capacity")
-        let D = config.hiddenSize, H = config.nHeads, half = config.headDim / 2
+        let H = config.nHeads, half = config.headDim / 2
         let inv = RotaryTable.invFreq(headDim: config.headDim)
         let cs = inv.map { Float(Foundation.cos(-Double(k) * Double($0))) }, sn = inv.map { Float(Foundation.sin(-Double(k) * Double($0))) }
         let keep = cached - k, d = 2 * half
