@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Smoke run of every pipeline at a tiny scale through its own variables: make did (+ did-frontier),
-# make paper (every table and figure), make medium (+ medium-ship) — from the corpus to the report,
+# make paper (every table and figure), make medium (+ medium-ship) — from the corpus to the report — and
+# bench/sampling/bf16 (bf16 against fp32) on the shipped demo model,
 # with 1-layer models of hidden size 16, 2 optimizer steps, a few samples. Run by `make test` with the
 # debug build it has just made (BIN=.build/debug, no release build); everything is written under a
 # temporary directory, never over out/ or results/. `make corpora` needs the network (apt, pip
@@ -69,6 +70,10 @@ if python3 -c "import numpy, safetensors" 2>/dev/null; then
 else
   echo "smoke: make medium-ship skipped (Python safetensors not installed: python3 -m pip install safetensors)"
 fi
+
+step "bf16 against fp32 on the shipped demo model (bench/sampling/bf16)" \
+  env BIN="$BIN" OUT="$T/bf16" RESULTS="$T/results" LENGTH=16 bench/sampling/bf16/run.sh 4
+test -s "$T/results/bf16-demo.md" && test -s "$T/results/bf16-demo.json"
 
 step "make corpora (rules only: it downloads)" make -n -f pipelines/corpora.mk corpora CORPUS_OUT="$T/c"
 echo "smoke: every pipeline ran"

@@ -8,7 +8,7 @@ different token was drawn.
 Gen PPL: under the AR scorer (fp32), per run; the paired bootstrap (samples resampled by id, 2,000 draws) of the
 bf16 / fp32 ratio, and the same for two fp32 seeds: the sampling error that a bf16 difference is compared with.
 """
-import argparse, json, math, os, random
+import argparse, json, os, random
 
 
 def steps(path):
@@ -23,14 +23,14 @@ def steps(path):
 def per_sample(path):
     with open(path) as f:
         g = json.load(f)
-    return g, {r["id"]: (r["nll"], r["tokens"]) for r in g["per_sample"]}
+    return g, {r["id"]: r["ppl"] for r in g["per_sample"] if r["ppl"] is not None}
 
 
 def ratio_ci(a, b, ids, draws=2000, seed=1):
-    """Gen PPL(b) / Gen PPL(a) over the paired ids, and its 95 % bootstrap interval."""
+    """Gen PPL(b) / Gen PPL(a) over the paired ids, and its 95 % bootstrap interval. Gen PPL as score gen's
+    `gen_ppl`: the mean of the per-sample PPLs (the papers' number)."""
     def gp(d, sel):
-        n = sum(d[i][0] for i in sel); t = sum(d[i][1] for i in sel)
-        return math.exp(n / t)
+        return sum(d[i] for i in sel) / len(sel)
     point = gp(b, ids) / gp(a, ids)
     rng = random.Random(seed)
     rs = []
@@ -74,6 +74,8 @@ def main():
     g1a, d1a = per_sample(os.path.join(a.dir, "fp32-p1.gen.json"))
     g1b, d1b = per_sample(os.path.join(a.dir, "bf16-p1.gen.json"))
     ids = sorted(set(d32) & set(d16) & set(d2))
+    if not ids:
+        raise SystemExit(f"compare.py: the three runs in {a.dir} have no scored sample in common")
     r16 = ratio_ci(d32, d16, ids)
     rs2 = ratio_ci(d32, d2, ids)
     ids1 = sorted(set(d1a) & set(d1b))
@@ -93,7 +95,7 @@ def main():
     }
     with open(a.out + ".json", "w") as f:
         json.dump(res, f, indent=1)
-    c = res["confidence"]
+    c = {k: (v if v is not None else float("nan")) for k, v in res["confidence"].items()}
     within = r16[1] <= 1 <= r16[2]
     md = f"""# bf16 weights against fp32 on the demo model
 

@@ -6,7 +6,7 @@
 #     same number of uniforms, so the two runs stay on the same canvases until a draw falls the other way).
 # Writes results/bf16-demo.md and results/bf16-demo.json (see compare.py).
 #   bench/sampling/bf16/run.sh [N samples, default 256]
-#   MODEL=… SCORER=… LENGTH=256 NUCLEUS=0.9 OUT=out/bf16-demo RESULTS=results bench/sampling/bf16/run.sh 256
+#   MODEL=… SCORER=… LENGTH=256 NUCLEUS=0.9 OUT=out/bf16-demo RESULTS=results BIN=… bench/sampling/bf16/run.sh 256
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 N="${1:-256}"
@@ -16,9 +16,11 @@ NUCLEUS="${NUCLEUS:-0.9}"
 LENGTH="${LENGTH:-256}"
 OUT="${OUT:-out/bf16-demo}"
 RESULTS="${RESULTS:-results}"
-swift build -c release --product draft >/dev/null
-swift build -c release --product score >/dev/null
-bin="$(swift build -c release --show-bin-path)"
+if [ -n "${BIN:-}" ]; then bin="$BIN"; else   # BIN=.build/debug: tools already built (the smoke run)
+    swift build -c release --product draft >/dev/null
+    swift build -c release --product score >/dev/null
+    bin="$(swift build -c release --show-bin-path)"
+fi
 mkdir -p "$OUT"
 run() {  # dtype seed nucleus name
     "$bin/draft" -m "$MODEL" -n "$N" --length "$LENGTH" --nucleus "$3" --seed "$2" --dtype "$1" --trace "$OUT/$4.trace.jsonl" -o "$OUT/$4.tok"
