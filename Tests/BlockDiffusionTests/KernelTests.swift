@@ -135,6 +135,51 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// bf16 weights packed in 3-row panels (what LinearWeight stores for the products) give exactly the outputs of
+    /// the row-major bf16 kernel, on every path, for every row count 1 … 64, ragged K (tails of 1 … 7) and row
+    /// counts that leave 0, 1 or 2 row-major rows after the last panel, over whole and split column ranges; and a
+    /// packed row unpacks to the rounded values.
+    func testPackedBF16EqualsRowMajorBitForBit() {
+        var rng = SplitMix64(seed: 19)
+        for (OC, C) in [(3, 8), (37, 45), (48, 24), (50, 7), (25, 64), (4, 9)] {
+            let wf = rand(OC * C, &rng), bias = rand(OC, &rng)
+            var rowMajor = [UInt16](repeating: 0, count: OC * C), packed = rowMajor
+            bd3_f32_to_bf16(&rowMajor, wf, OC * C)
+            // Packed in two row ranges, as the parallel conversion does.
+            bd3_pack_bf16(&packed, wf, Int32(OC), Int32(C), 0, Int32(OC / 2))
+            bd3_pack_bf16(&packed, wf, Int32(OC), Int32(C), Int32(OC / 2), Int32(OC))
+            XCTAssertEqual(packed.sorted(), rowMajor.sorted(), "\(OC)×\(C): packing is a permutation")
+            for r in 0..<OC {
+                var a = [Float](repeating: 0, count: C), b = a
+                bd3_unpack_bf16_row(&a, packed, Int32(OC), Int32(C), Int32(r))
+                bd3_bf16_to_f32(&b, Array(rowMajor[(r * C)..<((r + 1) * C)]), C)
+                XCTAssertEqual(a.map(\.bitPattern), b.map(\.bitPattern), "\(OC)×\(C) row \(r)")
+            }
+            for isa in 0...Int(bd3_isa_available()) {
+                bd3_set_isa(Int32(isa))
+                for N in Array(1...12) + [16, 17, 33, 48, 49, 64] {
+                    let x = rand(N * C, &rng)
+                    for (n0, n1) in [(0, OC), (0, OC / 3 * 3), (OC / 6 * 3, OC)] where n1 > n0 {
+                        var want = [Float](repeating: -7, count: N * OC), got = want
+                        bd3_linear_bf16(&want, Int32(OC), x, Int32(C), rowMajor, bias, Int32(N), Int32(C), Int32(n0), Int32(n1))
+                        bd3_linear_bf16_packed(&got, Int32(OC), x, Int32(C), packed, bias, Int32(N), Int32(C), Int32(OC), Int32(n0), Int32(n1))
+                        XCTAssertEqual(got.map(\.bitPattern), want.map(\.bitPattern), "isa \(isa) \(OC)×\(C) N \(N) columns \(n0)..<\(n1)")
+                    }
+                }
+            }
+        }
+        // LinearWeight packs its bf16 products and keeps an embedding row-major; both widen rows to the same values.
+        let wf = rand(37 * 45, &rng)
+        let p = wf.withUnsafeBufferPointer { LinearWeight(bf16From: $0.baseAddress!, rows: 37, cols: 45) }
+        let r = wf.withUnsafeBufferPointer { LinearWeight(bf16From: $0.baseAddress!, rows: 37, cols: 45, packed: false) }
+        XCTAssertTrue(p.packed); XCTAssertFalse(r.packed)
+        for row in [0, 5, 35, 36] {
+            var a = [Float](repeating: 0, count: 45), b = a
+            p.row(row, into: &a); r.row(row, into: &b)
+            XCTAssertEqual(a.map(\.bitPattern), b.map(\.bitPattern))
+        }
+    }
+
     func testBF16Conversions() {
         let cases: [(Float, UInt16)] = [(1, 0x3f80), (-2, 0xc000), (0, 0), (.infinity, 0x7f80), (-.infinity, 0xff80),
                                         (Float(bitPattern: 0x3f808000), 0x3f80),   // tie → even (down)

@@ -77,9 +77,10 @@ public final class InferenceWeights {
         }
         func m(_ name: String, _ r: Int, _ c: Int) -> LinearWeight {
             if let w = matrices?.made["backbone." + name] { precondition(w.rows == r && w.cols == c); return w }
-            return dtype == .fp32 ? LinearWeight(fp32: t(name), rows: r, cols: c) : LinearWeight(bf16From: t(name), rows: r, cols: c)
+            return dtype == .fp32 ? LinearWeight(fp32: t(name), rows: r, cols: c)
+                : LinearWeight(bf16From: t(name), rows: r, cols: c, packed: name != Self.embeddingName)
         }
-        embed = m("vocab_embed.embedding", V, D)
+        embed = m(Self.embeddingName, V, D)
         blocks = (0..<cfg.nBlocks).map { i in
             BlockWeights(norm1: vec["blocks.\(i).norm1.weight"]!, qkv: m("blocks.\(i).attn_qkv.weight", 3 * D, D),
                          attnOut: m("blocks.\(i).attn_out.weight", D, D), norm2: vec["blocks.\(i).norm2.weight"]!,
@@ -121,9 +122,12 @@ public final class InferenceWeights {
 }
 
 extension InferenceWeights {
+    /// The one matrix whose rows are gathered (kept row-major in bf16; the others are packed for the products).
+    static let embeddingName = "vocab_embed.embedding"
+
     /// The matrices (names under "backbone.") the bf16 engine stores as bf16; everything else stays fp32.
     static func matrixNames(_ cfg: ModelConfig) -> [String] {
-        ["vocab_embed.embedding", "output_layer.linear.weight"] + (0..<cfg.nBlocks).flatMap { i in
+        [embeddingName, "output_layer.linear.weight"] + (0..<cfg.nBlocks).flatMap { i in
             ["attn_qkv", "attn_out"].map { "blocks.\(i).\($0).weight" } + ["mlp.0", "mlp.2"].map { "blocks.\(i).\($0).weight" }
         }
     }
@@ -157,7 +161,8 @@ public final class BF16Matrices {
 
     public func take(_ model: DiT, _ t: ParameterTensor) {
         guard names.contains(t.name), t.shape.count == 2 else { return }
-        made[t.name] = LinearWeight(bf16From: model.parameters.baseAddress! + t.offset, rows: t.shape[0], cols: t.shape[1])
+        made[t.name] = LinearWeight(bf16From: model.parameters.baseAddress! + t.offset, rows: t.shape[0], cols: t.shape[1],
+                                    packed: t.name != "backbone." + InferenceWeights.embeddingName)
         model.releasePages(t.offset, t.count)
     }
 }

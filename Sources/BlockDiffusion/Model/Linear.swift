@@ -29,19 +29,29 @@ public final class LinearWeight {
     /// Every product through matmulForward (the training model's weights: its own dispatch lives there and the
     /// training forward's numbers must not depend on the row count).
     let alwaysBLAS: Bool
+    /// bf16 stored in panels of 3 rows (bd3_pack_bf16), not row-major.
+    let packed: Bool
 
     /// Reads `data` in place (the caller keeps it alive).
     init(fp32 data: UnsafePointer<Float>, rows: Int, cols: Int, alwaysBLAS: Bool = false) {
-        self.rows = rows; self.cols = cols; dtype = .fp32; f32 = data; bf16 = nil; self.alwaysBLAS = alwaysBLAS
+        self.rows = rows; self.cols = cols; dtype = .fp32; f32 = data; bf16 = nil; self.alwaysBLAS = alwaysBLAS; packed = false
     }
-    /// Owns a bf16 copy of `data` (rounded to nearest even).
-    init(bf16From data: UnsafePointer<Float>, rows: Int, cols: Int) {
-        self.rows = rows; self.cols = cols; dtype = .bf16; f32 = nil; alwaysBLAS = false
+    /// Owns a bf16 copy of `data` (rounded to nearest even). packed: stored in CKernels' panels of 3 rows for the
+    /// products (a tile streams one contiguous run instead of 3 rows; same outputs bit for bit); the embedding, whose
+    /// rows are gathered, stays row-major.
+    init(bf16From data: UnsafePointer<Float>, rows: Int, cols: Int, packed: Bool = true) {
+        self.rows = rows; self.cols = cols; dtype = .bf16; f32 = nil; alwaysBLAS = false; self.packed = packed
         let b = UnsafeMutablePointer<UInt16>.allocate(capacity: max(1, rows * cols))
         adviseHugePages(b, bytes: rows * cols * 2)
         // Split across workers: the conversion of a 170 M-parameter model is otherwise a visible pause.
-        let n = rows * cols
-        parallelChunks(n, grain: 1 << 16) { r in bd3_f32_to_bf16(b + r.lowerBound, data + r.lowerBound, r.count) }
+        if packed {
+            parallelChunks(rows, grain: max(1, (1 << 16) / max(1, cols))) { r in
+                bd3_pack_bf16(b, data, Int32(rows), Int32(cols), Int32(r.lowerBound), Int32(r.upperBound))
+            }
+        } else {
+            let n = rows * cols
+            parallelChunks(n, grain: 1 << 16) { r in bd3_f32_to_bf16(b + r.lowerBound, data + r.lowerBound, r.count) }
+        }
         bf16 = b
     }
     deinit { bf16?.deallocate() }
@@ -50,7 +60,9 @@ public final class LinearWeight {
 
     /// Row r widened to fp32 (embedding gathers).
     func row(_ r: Int, into dst: FloatPtr) {
-        if let f32 { dst.update(from: f32 + r * cols, count: cols) } else { bd3_bf16_to_f32(dst, bf16! + r * cols, cols) }
+        if let f32 { dst.update(from: f32 + r * cols, count: cols) }
+        else if packed { bd3_unpack_bf16_row(dst, bf16!, Int32(rows), Int32(cols), Int32(r)) }
+        else { bd3_bf16_to_f32(dst, bf16! + r * cols, cols) }
     }
 }
 
@@ -67,12 +79,15 @@ func linearForward(_ out: FloatPtr, _ inp: UnsafePointer<Float>, _ w: LinearWeig
         if let geluOut { geluForward(geluOut, out, N * OC) }
         return
     }
-    // Split the output columns (on multiples of 8): each worker streams its own share of the weights.
+    // Split the output columns on multiples of 24 (whole 3-row panels of packed bf16, and 8-column runs for the
+    // fused GELU): each worker streams its own share of the weights.
     let parts = OC * C * N < (1 << 15) ? 1 : min(workerCount, max(1, OC / 32))
     parallelFor(parts) { part in
-        let o0 = part == 0 ? 0 : (OC * part / parts) & ~7, o1 = part == parts - 1 ? OC : (OC * (part + 1) / parts) & ~7
+        let o0 = part == 0 ? 0 : OC * part / parts / 24 * 24, o1 = part == parts - 1 ? OC : OC * (part + 1) / parts / 24 * 24
         if let f = w.f32 {
             bd3_linear_f32(out, Int32(OC), inp, Int32(C), f, bias, Int32(N), Int32(C), Int32(o0), Int32(o1))
+        } else if w.packed {
+            bd3_linear_bf16_packed(out, Int32(OC), inp, Int32(C), w.bf16!, bias, Int32(N), Int32(C), Int32(OC), Int32(o0), Int32(o1))
         } else {
             bd3_linear_bf16(out, Int32(OC), inp, Int32(C), w.bf16!, bias, Int32(N), Int32(C), Int32(o0), Int32(o1))
         }

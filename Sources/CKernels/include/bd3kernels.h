@@ -40,6 +40,14 @@ void bd3_linear_f32(float *y, int ldy, const float *x, int ldx, const float *w, 
 void bd3_linear_bf16(float *y, int ldy, const float *x, int ldx, const bd3_bf16 *w, const float *b,
                      int M, int K, int n0, int n1);
 
+/// bf16 weights packed in panels of 3 rows (the layout is in kernels.c): rows n0 ..< n1 of the row-major fp32 (N, K)
+/// matrix src rounded (as bd3_f32_to_bf16) into the packed dst of N·K elements; row n of a packed matrix widened.
+void bd3_pack_bf16(bd3_bf16 *dst, const float *src, int N, int K, int n0, int n1);
+void bd3_unpack_bf16_row(float *dst, const bd3_bf16 *w, int N, int K, int n);
+/// bd3_linear_bf16 on a packed (N, K) matrix: the same outputs, bit for bit. n0 must be a multiple of 3 or ≥ 3⌊N/3⌋.
+void bd3_linear_bf16_packed(float *y, int ldy, const float *x, int ldx, const bd3_bf16 *w, const float *b,
+                            int M, int K, int N, int n0, int n1);
+
 /// Attention of n query rows over S cached keys/values, one (sequence, head):
 ///   out[i·ldo + c] = Σ_j softmax_j(scale · q_i·k_j) v_j[c],   j < S (causal: j ≤ S − n + i),  c < d
 /// q rows ldq apart, k/v rows ldkv apart; scratch holds min(n, 8)·S floats. Softmax max-subtracted, in fp32 (the AVX2 path

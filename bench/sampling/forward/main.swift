@@ -90,8 +90,10 @@ do {
         let y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, wf: UnsafePointer<Float>, wb: UnsafePointer<UInt16>
         let oc, c, M, parts: Int, bf16: Bool
         func run(_ part: Int) {
-            let o0 = Int32(oc * part / parts), o1 = Int32(oc * (part + 1) / parts)
-            if bf16 { bd3_linear_bf16(y, Int32(oc), x, Int32(c), wb, nil, Int32(M), Int32(c), o0, o1) }
+            // Splits on multiples of 24 and bf16 in the engine's packed panels, as linearForward (the weight values are
+            // a pattern: their order does not matter here).
+            let o0 = Int32(part == 0 ? 0 : oc * part / parts / 24 * 24), o1 = Int32(part == parts - 1 ? oc : oc * (part + 1) / parts / 24 * 24)
+            if bf16 { bd3_linear_bf16_packed(y, Int32(oc), x, Int32(c), wb, nil, Int32(M), Int32(c), Int32(oc), o0, o1) }
             else { bd3_linear_f32(y, Int32(oc), x, Int32(c), wf, nil, Int32(M), Int32(c), o0, o1) }
         }
     }
