@@ -145,6 +145,47 @@ final class SamplerTests: XCTestCase {
         XCTAssertEqual(gumbelArgmax(p: [0, 1e-9], u: [0.999999, 0.000001]), 1)
     }
 
+    /// gumbelSample skips the log of keys that cannot win (gumbelKey's bound); it must pick the index the full
+    /// computation picks (gumbelArgmax over the same uniforms, zero entries drawing none), for flat, peaked and tied
+    /// p, and uniforms at the extremes (u = 0, u → 1: the bound is then loose or infinite), serial and split.
+    func testGumbelSkippedLogsPickTheFullComputationsIndex() {
+        var rng = SplitMix64(seed: 23)
+        var skipped = 0, total = 0
+        for trial in 0..<400 {
+            let V = [5, 100, 8192, 20000][trial % 4]
+            let spread = [0.1, 3.0, 30.0, 300.0][(trial / 4) % 4]
+            var p = (0..<V).map { _ in exp((rng.nextDouble() * 2 - 1) * spread) }
+            if trial % 5 == 1 { for i in stride(from: 0, to: V, by: 3) { p[i] = p[0] } }     // exact ties
+            if trial % 7 == 2 { for i in stride(from: 1, to: V, by: 4) { p[i] = 0 } }        // zeros draw no uniform
+            let z = p.reduce(0, +); p = p.map { $0 / z }
+            let seed = rng.next()
+            var g = SplitMix64(seed: seed), h = g, k = g
+            var u = [Double](repeating: 0, count: V)
+            for i in 0..<V where p[i] > 0 {
+                u[i] = Double(h.next() >> 11) * 0x1.0p-53
+                if trial % 11 == 3 && i % 13 == 0 { u[i] = i % 26 == 0 ? 0 : 1 - 0x1p-53 }   // extremes
+            }
+            if trial % 11 == 3 {   // the extremes replace draws: compare against the full loop on these u
+                var best = 0, bv = -Double.infinity
+                for i in 0..<V where p[i] > 0 {
+                    let v = gumbelKey(p[i], u[i], best: bv)
+                    if v > bv { bv = v; best = i }
+                }
+                XCTAssertEqual(best, gumbelArgmax(p: p, u: u), "trial \(trial) extremes")
+                continue
+            }
+            XCTAssertEqual(gumbelSample(p: p, rng: &g), gumbelArgmax(p: p, u: u), "trial \(trial) V \(V) spread \(spread)")
+            XCTAssertEqual(gumbelSampleSplit(p: p, rng: &k), gumbelArgmax(p: p, u: u), "split trial \(trial)")
+            var bv = -Double.infinity
+            for i in 0..<V where p[i] > 0 {
+                total += 1
+                let v = gumbelKey(p[i], u[i], best: bv)
+                if v == -.infinity { skipped += 1 } else if v > bv { bv = v }
+            }
+        }
+        XCTAssertGreaterThan(skipped, total / 2, "the bound should skip most logs on these distributions")
+    }
+
     func testFirstHittingPickAndDDPMTransition() {
         let m: Int32 = 9
         XCTAssertEqual(maskedPosition([5, m, 3, m, m], mask: m, draw: 0), 1)

@@ -3,7 +3,9 @@
 // Public API:
 //   subsProbabilities(logits:count:maskId:) -> [Double]   softmax with the mask logit at −1e6 (SUBS: p[mask] = 0)
 //   nucleusFilter(_:topP:)                                 sort desc, keep cumsum ≤ p, always keep top-1, renormalise
-//   gumbelArgmax(p:u:) -> Int                              argmax(p / (1e-10 − log(u + 1e-10)))
+//   gumbelArgmax(p:u:) -> Int                              argmax(p / (1e-10 − log(u + 1e-10)))  (every key computed)
+//   gumbelSample(p:rng:)                                   the same with uniforms from rng; keys that cannot win
+//                                                          skip their log (gumbelKey), same index
 //   maskedPosition(_:mask:draw:) -> Int                    the draw-th masked index (replays randint(0, #masked))
 //   subsProbabilitiesSplit, gumbelSampleSplit              the same numbers with the V-long loops split over the
 //                                                          workers (one row at a time: batch-1 first-hitting)
@@ -73,8 +75,7 @@ public func gumbelSampleSplit(p: [Double], rng: inout SplitMix64) -> Int {
                 var g = SplitMix64(seed: base &+ UInt64(before[c]) &* 0x9E37_79B9_7F4A_7C15)
                 var bi = 0, bv = -Double.infinity
                 for i in (V * c / chunks)..<(V * (c + 1) / chunks) where q[i] > 0 {
-                    let u = Double(g.next() >> 11) * 0x1.0p-53
-                    let v = q[i] / (1e-10 - log(u + 1e-10))
+                    let v = gumbelKey(q[i], Double(g.next() >> 11) * 0x1.0p-53, best: bv)
                     if v > bv { bv = v; bi = i }
                 }
                 bp[c] = (bv, bi)
@@ -147,11 +148,22 @@ public func gumbelArgmax(p: [Double], u: [Double]) -> Int {
 public func gumbelSample<R: RandomNumberGenerator>(p: [Double], rng: inout R) -> Int {
     var best = 0, bestV = -Double.infinity
     for i in p.indices where p[i] > 0 {
-        let u = Double(rng.next() >> 11) * 0x1.0p-53
-        let v = p[i] / (1e-10 - log(u + 1e-10))
+        let v = gumbelKey(p[i], Double(rng.next() >> 11) * 0x1.0p-53, best: bestV)
         if v > bestV { bestV = v; best = i }
     }
     return best
+}
+
+/// The Gumbel-max key p / (1e-10 − log(u + 1e-10)), or −∞ when it cannot exceed `best`. With a = u + 1e-10 ∈ (0, 1],
+/// −log a ≥ 1 − a, so the key is at most p / (1e-10 + 1 − a); that bound, raised by 2⁻⁴⁰ (far above the rounding of
+/// the log, the sum and the division, each ≤ 2⁻⁵²), below `best` means the exact key is below it too, and the log —
+/// most of a draw's cost over V — is skipped. Callers keep strict `>` for the first index on ties, so the index is
+/// the one the full loop finds, bit for bit (the uniforms are drawn either way). SamplerMathTests hold this.
+@inline(__always)
+func gumbelKey(_ p: Double, _ u: Double, best: Double) -> Double {
+    let a = u + 1e-10
+    if p / (1e-10 + (1 - a)) * (1 + 0x1p-40) < best { return -.infinity }
+    return p / (1e-10 - log(a))
 }
 
 /// The `draw`-th index (0-based, increasing order) whose token is `mask`.
