@@ -370,9 +370,11 @@ AVX2 static void pv_any(float *o, const float *p, const float *v, int ldkv, int 
 }
 
 // Rows [i0, i0 + m) of the chunk (m ≤ ATT_ROWS); scratch holds m·S floats (row r's scores/weights at r·S).
-AVX2 static void attend_rows_d8(float *out, int ldo, const float *q, int ldq, const float *k, const float *v, int ldkv,
-                                int n, int S, int d, float scale, int causal, float *scratch, int i0, int m) {
-    const int dv = d / 8;
+// dv = d/8 is a compile-time constant for the models' head sizes 32 and 64 (the query vectors then stay in registers
+// and the loops over d unroll: 10–20 % faster in bench/sampling/attend.c; the same instructions per row, same bits).
+AVX2 static inline __attribute__((always_inline)) void attend_rows_dv(float *out, int ldo, const float *q, int ldq,
+        const float *k, const float *v, int ldkv, int n, int S, int d, float scale, int causal, float *scratch,
+        int i0, int m, const int dv) {
     const __m256 vs = _mm256_set1_ps(scale);
     int cnt[ATT_ROWS], cmax = 0;
     __m256 mx8[ATT_ROWS], sum8[ATT_ROWS];
@@ -469,8 +471,12 @@ AVX2 static void attend_rows_d8(float *out, int ldo, const float *q, int ldq, co
 
 AVX2 static void attend_avx2_d8(float *out, int ldo, const float *q, int ldq, const float *k, const float *v, int ldkv,
                                 int n, int S, int d, float scale, int causal, float *scratch) {
-    for (int i0 = 0; i0 < n; i0 += ATT_ROWS)
-        attend_rows_d8(out, ldo, q, ldq, k, v, ldkv, n, S, d, scale, causal, scratch, i0, n - i0 < ATT_ROWS ? n - i0 : ATT_ROWS);
+    for (int i0 = 0; i0 < n; i0 += ATT_ROWS) {
+        int m = n - i0 < ATT_ROWS ? n - i0 : ATT_ROWS;
+        if (d == 32) attend_rows_dv(out, ldo, q, ldq, k, v, ldkv, n, S, d, scale, causal, scratch, i0, m, 4);
+        else if (d == 64) attend_rows_dv(out, ldo, q, ldq, k, v, ldkv, n, S, d, scale, causal, scratch, i0, m, 8);
+        else attend_rows_dv(out, ldo, q, ldq, k, v, ldkv, n, S, d, scale, causal, scratch, i0, m, d / 8);
+    }
 }
 
 AVX2 static void attend_avx2(float *out, int ldo, const float *q, int ldq, const float *k, const float *v, int ldkv,
