@@ -2,7 +2,7 @@
 // it: n query rows over S cached keys and values of head size d, cycling through `heads` separate caches so that
 // heads × 2·S·d·4 bytes decide where the cache sits (1 head: L1/L2; 16 × 512 × 32: 2 MB, L3; 64 × 512 × 64: DRAM).
 //
-//   cc -O2 -I Sources/CKernels/include bench/sampling/attend.c Sources/CKernels/kernels.c Sources/CKernels/pool.c \
+//   clang -O2 -I Sources/CKernels/include bench/sampling/attend.c Sources/CKernels/kernels.c Sources/CKernels/pool.c \
 //      -lpthread -lm -o attend
 //   ./attend d n S heads          e.g. ./attend 32 4 512 16   (the `cpu` config at 512 cached positions)
 //

@@ -1,7 +1,7 @@
 // Weight-streaming rate of the CKernels small-M products (bd3_linear_f32 / bd3_linear_bf16) on one matrix far larger
 // than the caches, against a plain read of the same bytes: how close a product of M rows comes to the bandwidth.
 //
-//   cc -O3 -I Sources/CKernels/include bench/sampling/linear_bw.c Sources/CKernels/kernels.c Sources/CKernels/pool.c \
+//   clang -O2 -I Sources/CKernels/include bench/sampling/linear_bw.c Sources/CKernels/kernels.c Sources/CKernels/pool.c \
 //      -lpthread -lm -o linear_bw
 //   ./linear_bw M THREADS [bf16 | packed] [huge] [K] [N]   M = 0: the plain read (fp32); defaults K = 768, N = 150774
 //   packed: bf16 in the 3-row panels the engine stores (bd3_linear_bf16_packed)
