@@ -84,6 +84,55 @@ final class EngineTests: XCTestCase {
         }
     }
 
+    /// At the last block only the rows whose logits are read go through attention, projection and MLP (the others
+    /// matter there only through their k and v): the logits of the chosen rows — a subset, a permutation with
+    /// repeats, a folded chunk's step rows — and the cache after a store-only forward are those of the full forward,
+    /// bit for bit, for BD3 (fp32, bf16) and a causal AR chunk.
+    func testPrunedLastBlockGivesTheFullForwardsRowsAndCache() throws {
+        var rng = SplitMix64(seed: 21)
+        for causal in [false, true] {
+            let model = makeSamplingModel(samplingConfig(causal: causal, length: 16), seed: causal ? 44 : 43)
+            let V = model.config.vocabSize
+            func chunk(_ B: Int) -> [Int32] { (0..<(B * 4)).map { _ in Int32(rng.next() % UInt64(V - 1)) } }
+            for dtype in WeightDType.allCases {
+                let w = try InferenceWeights(model: model, dtype: dtype)
+                let B = 3
+                let full = try CachedDiT(weights: w, maxBatch: B, maxChunk: 8, capacity: 16)
+                let part = try CachedDiT(weights: w, maxBatch: B, maxChunk: 8, capacity: 16)
+                func sameCache(_ what: String) {
+                    XCTAssertEqual(full.cached, part.cached, what)
+                    for l in 0..<model.config.nBlocks {
+                        XCTAssertEqual(Array(full.kCache[l]).map(\.bitPattern), Array(part.kCache[l]).map(\.bitPattern), "\(what) keys \(l)")
+                        XCTAssertEqual(Array(full.vCache[l]).map(\.bitPattern), Array(part.vCache[l]).map(\.bitPattern), "\(what) values \(l)")
+                    }
+                }
+                func rowsOf(_ all: [Float], _ rows: [Int]) -> [UInt32] { rows.flatMap { all[($0 * V)..<(($0 + 1) * V)].map(\.bitPattern) } }
+                let what = "\(causal ? "ar" : "bd3") \(dtype)"
+                // A store-only forward (no logits: no row goes past the last block's k and v).
+                let first = chunk(B)
+                full.forward(tokens: first, batch: B, store: true, causal: causal, logits: true)
+                part.forward(tokens: first, batch: B, store: true, causal: causal, logits: false)
+                sameCache("\(what) store")
+                // Steps with chosen rows.
+                for rows in [[0, 5, 6, 11], [11], [3, 3, 0], Array(0..<12)] {
+                    let t = chunk(B)
+                    let all = Array(full.forward(tokens: t, batch: B, store: false, causal: causal))
+                    let some = Array(part.forward(tokens: t, batch: B, store: false, causal: causal, rows: rows))
+                    XCTAssertEqual(some.map(\.bitPattern), rowsOf(all, rows), "\(what) rows \(rows)")
+                }
+                sameCache("\(what) steps")
+                // The folded store and step (BD3 only: its parts are not causal).
+                if !causal {
+                    let clean = chunk(B), noisy = chunk(B)
+                    let all = Array(full.forward(storing: clean, tokens: noisy, batch: B))
+                    let some = Array(part.forward(storing: clean, tokens: noisy, batch: B, rows: [2, 7, 1]))
+                    XCTAssertEqual(some.map(\.bitPattern), rowsOf(all, [2, 7, 1]), "\(what) folded")
+                    sameCache("\(what) folded")
+                }
+            }
+        }
+    }
+
     /// Folding the store into the next block's first forward changes no sample: tokens, confidences, unmask steps and
     /// NFE identical to the unfused sampler at batch 1 and 16, fp32 and bf16, for first-hitting, DDPM and the
     /// --unmask policies, with and without prompts; refine (also with --approx-cache) likewise. One forward per

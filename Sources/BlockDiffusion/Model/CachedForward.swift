@@ -68,9 +68,7 @@ public final class CachedDiT {
         precondition(maxBatch >= 1 && maxChunk >= 1 && capacity >= maxChunk, "bad cache sizes")
         self.weights = weights; config = cfg; self.maxBatch = maxBatch; self.maxChunk = maxChunk; self.capacity = capacity
         let D = cfg.hiddenSize
-        func buf(_ n: Int) -> UnsafeMutableBufferPointer<Float> {
-            let b = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(n, 1)); b.initialize(repeating: 0); return b
-        }
+        func buf(_ n: Int) -> UnsafeMutableBufferPointer<Float> { alignedFloats(n) }   // cache-line aligned rows
         kCache = (0..<cfg.nBlocks).map { _ in buf(maxBatch * capacity * D) }
         vCache = (0..<cfg.nBlocks).map { _ in buf(maxBatch * capacity * D) }
         rotary = RotaryTable(headDim: cfg.headDim, maxPositions: capacity)
@@ -84,9 +82,9 @@ public final class CachedDiT {
     }
 
     deinit {
-        for b in kCache { b.deallocate() }
-        for b in vCache { b.deallocate() }
-        for b in [x, xOut, h, xhat, rstd, qkv, att, attProj, resid2, xhat2, rstd2, h2, fc, gelu, fcProj, logitsBuf, scores] { b.deallocate() }
+        for b in kCache { freeAligned(b) }
+        for b in vCache { freeAligned(b) }
+        for b in [x, xOut, h, xhat, rstd, qkv, att, attProj, resid2, xhat2, rstd2, h2, fc, gelu, fcProj, logitsBuf, scores] { freeAligned(b) }
     }
 
     /// Empties the window (a new batch of sequences).
@@ -154,6 +152,14 @@ public final class CachedDiT {
         tokens.withUnsafeBufferPointer { weights.embed(X, $0.baseAddress!, N) }
         let none = Dropout(p: 0, seed: 0, stream: 0)
 
+        // The rows whose final hidden state is read: the output rows (all from outputFirst, or the requested ones),
+        // none for a store-only forward. The other rows matter at the last block only through their k and v, so
+        // there their attention, projection and MLP are skipped (`kept` compacts the rows that go on).
+        let kept: [Int] = !wantLogits ? [] : rows.map { $0.map { outputFirst + $0 } } ?? Array(outputFirst..<N)
+        if let rows { precondition(rows.allSatisfy { $0 >= 0 && $0 < N - outputFirst }, "output rows outside the chunk") }
+        precondition(kept.count <= maxBatch * maxChunk, "more output rows than the chunk buffers hold")
+        let pruned = !kept.elementsEqual(0..<N)
+
         for l in 0..<config.nBlocks {
             let w = weights.blocks[l], m = weights.mod(l)
             blockAttentionInput(x: X, w: w, mod: m, rowsPerCond: N, a: a, N, D)
@@ -170,6 +176,23 @@ public final class CachedDiT {
                     }
                 }
             }
+            if l == config.nBlocks - 1 && pruned {
+                // Last block, only the kept rows: attention row by row into att[k], their inputs gathered into h1
+                // (free after the qkv product), then the block's second half on the compacted rows. Each row's
+                // numbers are the full forward's (the kernels are row-independent: KVCacheTests, KernelTests).
+                if kept.isEmpty { break }
+                let queries = kept.map { r -> AttentionRow in
+                    let part = parts.last { $0.first <= r }!, b = (r - part.first) / part.n, i = (r - part.first) % part.n
+                    return AttentionRow(q: r, b: b, keys: part.causal ? part.keys - part.n + i + 1 : part.keys)
+                }
+                cachedAttention(rows: queries, out: a.att, qkv: QKV, keys: kc, values: vc, capacity: capacity, nHeads: H, headDim: d,
+                                scratch: scores.baseAddress!, workers: workers)
+                for (k, r) in kept.enumerated() { (a.h1 + k * D).update(from: X + r * D, count: D) }
+                blockAttentionOutput(out: Y, x: a.h1, w: w, mod: m, rowsPerCond: max(N, kept.count), a: a, dropAttn: none, dropMLP: none,
+                                     keepGeluDerivative: false, kept.count, D)
+                swap(&X, &Y)
+                break
+            }
             for part in parts {
                 cachedAttention(out: a.att + part.first * D, q: QKV + part.first * 3 * D, qStride: 3 * D, keys: kc, values: vc,
                                 capacity: capacity, B: B, n: part.n, S: part.keys, nHeads: H, headDim: d,
@@ -180,16 +203,10 @@ public final class CachedDiT {
             swap(&X, &Y)
         }
         cached += commit
-        guard wantLogits else { return UnsafeBufferPointer(start: logitsBuf.baseAddress!, count: 0) }
-        // Output layer, optionally only for the requested rows (the sampler needs few of them; the output
-        // product over V is a large share of a forward).
-        var src = UnsafePointer(X + outputFirst * D), nOut = N - outputFirst
-        if let rows {
-            precondition(rows.allSatisfy { $0 >= 0 && $0 < nOut }, "output rows outside the chunk")
-            for (k, r) in rows.enumerated() { (Y + k * D).update(from: src + r * D, count: D) }
-            src = UnsafePointer(Y); nOut = rows.count
-            if nOut == 0 { return UnsafeBufferPointer(start: logitsBuf.baseAddress!, count: 0) }
-        }
+        guard wantLogits, !kept.isEmpty else { return UnsafeBufferPointer(start: logitsBuf.baseAddress!, count: 0) }
+        // Output layer for the kept rows only (the sampler needs few of them; the output product over V is a large
+        // share of a forward): X's first rows, in order (compacted by the last block unless they are all rows).
+        let src = UnsafePointer(X), nOut = kept.count
         let mf: UnsafePointer<Float>? = weights.modF.map { UnsafePointer($0.baseAddress!) }
         normModulateForward(h: a.h1, xhat: a.xhat1, rstd: a.rstd1, x: src, weight: weights.normF,
                             shift: mf, scale: mf.map { $0 + D }, modStride: 2 * D, rowsPerCond: nOut, nOut, D)
@@ -284,6 +301,30 @@ func cachedAttention(out: FloatPtr, q: UnsafePointer<Float>, qStride: Int, keys:
             bd3_attend(out + b * n * D + hh * d, Int32(D), q + b * n * qStride + hh * d, Int32(qStride),
                        keys + kv, values + kv, Int32(d),
                        Int32(n), Int32(S), Int32(d), scale, causal ? 1 : 0, sc)
+        }
+    }
+}
+
+/// One query row of a chunk for `cachedAttention(rows:)`: its flat row q, its sequence b, the keys 0 ..< keys it sees.
+struct AttentionRow { let q, b, keys: Int }
+
+/// Attention for chosen rows only: out row k (D wide) = the attention of queries[k] (its q in the packed qkv row
+/// queries[k].q) over its sequence's cache, every head; (row, head) pairs spread over the workers. A row's numbers are
+/// those of the same row in a chunk call (bd3_attend rows are independent, bit for bit: KVCacheTests).
+func cachedAttention(rows queries: [AttentionRow], out: FloatPtr, qkv: UnsafePointer<Float>, keys: UnsafePointer<Float>,
+                     values: UnsafePointer<Float>, capacity: Int, nHeads H: Int, headDim d: Int, scratch: FloatPtr, workers: Int) {
+    let D = H * d, scale = 1 / Float(d).squareRoot(), S = queries.map(\.keys).max() ?? 0
+    let jobs = min(workers, queries.count * H)
+    queries.withUnsafeBufferPointer { qb in
+        let qs = qb.baseAddress!
+        parallelFor(jobs) { wk in
+            let sc = scratch + wk * S              // one row: S floats (the engine keeps ≥ capacity per worker)
+            for pair in stride(from: wk, to: qb.count * H, by: jobs) {
+                let k = pair / H, hh = pair % H, row = qs[k]
+                let kv = (row.b * H + hh) * capacity * d
+                bd3_attend(out + k * D + hh * d, Int32(D), qkv + row.q * 3 * D + hh * d, Int32(3 * D), keys + kv, values + kv,
+                           Int32(d), 1, Int32(row.keys), Int32(d), scale, 0, sc)
+            }
         }
     }
 }

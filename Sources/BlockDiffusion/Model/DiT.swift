@@ -48,6 +48,8 @@ public final class DiT {
     public let isInference: Bool
     /// The model whose parameter buffer this one reads (`sharingWeightsOf:`), kept alive; nil = owns its buffer.
     let weightOwner: DiT?
+    /// The calloc'd block `parameters` lies in (nil when the weights are another model's).
+    private var parameterBlock: UnsafeMutableRawPointer?
     /// Bytes of the float buffers this model allocated: its own parameters (none when sharing), gradients, activations.
     public var memoryBytes: Int {
         MemoryLayout<Float>.stride * ((weightOwner == nil ? parameters.count : 0) + gradients.count + acts.count)
@@ -155,7 +157,11 @@ public final class DiT {
         } else {
             // calloc: zero like initialize(repeating: 0), but a large buffer comes as fresh untouched pages, so the
             // resident memory grows only as the loader writes tensors (and a bf16 load returns each matrix's pages).
-            let raw = calloc(max(off, 1), MemoryLayout<Float>.stride)!
+            // 16 floats more, and the buffer starts at the first 64-byte boundary (calloc gives 16-byte ones): weight
+            // rows of a multiple of 16 floats then start on cache lines, as the kernels' 32-byte loads want.
+            let block = calloc(max(off, 1) + 16, MemoryLayout<Float>.stride)!
+            parameterBlock = block
+            let raw = UnsafeMutableRawPointer(bitPattern: (Int(bitPattern: block) + 63) & ~63)!
             adviseHugePages(raw, bytes: off * MemoryLayout<Float>.stride)
             parameters = UnsafeMutableBufferPointer(start: raw.bindMemory(to: Float.self, capacity: max(off, 1)), count: off)
         }
@@ -224,7 +230,7 @@ public final class DiT {
     }
 
     deinit {
-        if weightOwner == nil { free(parameters.baseAddress) }   // calloc'd
+        free(parameterBlock)   // calloc'd (nil when the weights are another model's)
         gradients.deallocate(); acts.deallocate(); positions.deallocate(); tokenCopy.deallocate()
     }
 
