@@ -486,6 +486,68 @@ AVX2 static void attend_avx2(float *out, int ldo, const float *q, int ldq, const
 }
 #endif
 
+// MARK: GELU (tanh form) for inference
+// The numbers of Model/Layers.swift geluRun without a derivative, bit for bit: in blocks of 8 from the start the lane
+// formula of FastMath.swift geluSIMD / expSIMD (Cephes expf polynomial), the last n mod 8 through expf; every
+// product and sum in the same order and none contracted into an FMA. The Swift SIMD8 code compiles to SSE (the
+// module targets baseline x86-64), one 8-lane GELU as two 4-lane halves and a division each; here it runs on AVX2.
+#pragma clang fp contract(off)
+static inline float gelu_lane(float x) {                 // geluSIMD's arithmetic on one lane
+    float x2 = x * x, u = 0.7978845608028654f * (x + 0.044715f * x2 * x), v = u + u;
+    v = v < -87.33f ? -87.33f : v; v = v > 88.72f ? 88.72f : v;
+    const float magic = 12582912.f;
+    float fx = (v * 1.44269504088896341f + magic) - magic;
+    float r = v - fx * 0.693359375f;
+    r = r + fx * 2.12194440e-4f;
+    float z = r * r, y = 1.9875691500E-4f;
+    y = y * r + 1.3981999507E-3f; y = y * r + 8.3334519073E-3f; y = y * r + 4.1665795894E-2f;
+    y = y * r + 1.6666665459E-1f; y = y * r + 5.0000001201E-1f;
+    y = y * z + r + 1.f;
+    float m = fx + magic; int32_t n; memcpy(&n, &m, 4); n -= 0x4B400000;
+    int32_t eb = (n + 127) << 23; float e; memcpy(&e, &eb, 4);
+    float t = 1.f - 2.f / (1.f + y * e);
+    return 0.5f * x * (1.f + t);
+}
+static inline float gelu_scalar(float x) {               // geluRun's tail (fastTanh through expf)
+    float t = 1.f - 2.f / (1.f + expf(2.f * (0.7978845608028654f * (x + 0.044715f * x * x * x))));
+    return 0.5f * x * (1.f + t);
+}
+#ifdef BD3_X86
+AVX2 static void gelu_avx2(float *out, const float *in, long n8) {
+    const __m256 k = _mm256_set1_ps(0.7978845608028654f), c = _mm256_set1_ps(0.044715f), one = _mm256_set1_ps(1.f);
+    const __m256 half = _mm256_set1_ps(0.5f), two = _mm256_set1_ps(2.f), magic = _mm256_set1_ps(12582912.f);
+    for (long i = 0; i < n8; i += 8) {
+        __m256 x = _mm256_loadu_ps(in + i), x2 = _mm256_mul_ps(x, x);
+        __m256 u = _mm256_mul_ps(k, _mm256_add_ps(x, _mm256_mul_ps(_mm256_mul_ps(c, x2), x)));
+        __m256 v = _mm256_add_ps(u, u);
+        v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-87.33f)), _mm256_set1_ps(88.72f));
+        __m256 fx = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(v, _mm256_set1_ps(1.44269504088896341f)), magic), magic);
+        __m256 r = _mm256_sub_ps(v, _mm256_mul_ps(fx, _mm256_set1_ps(0.693359375f)));
+        r = _mm256_add_ps(r, _mm256_mul_ps(fx, _mm256_set1_ps(2.12194440e-4f)));
+        __m256 z = _mm256_mul_ps(r, r), y = _mm256_set1_ps(1.9875691500E-4f);
+        y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(1.3981999507E-3f));
+        y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(8.3334519073E-3f));
+        y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(4.1665795894E-2f));
+        y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(1.6666665459E-1f));
+        y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(5.0000001201E-1f));
+        y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(y, z), r), one);
+        __m256i nn = _mm256_sub_epi32(_mm256_castps_si256(_mm256_add_ps(fx, magic)), _mm256_set1_epi32(0x4B400000));
+        __m256 e = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(nn, _mm256_set1_epi32(127)), 23));
+        __m256 t = _mm256_sub_ps(one, _mm256_div_ps(two, _mm256_add_ps(one, _mm256_mul_ps(y, e))));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(half, x), _mm256_add_ps(one, t)));
+    }
+}
+#endif
+void bd3_gelu(float *out, const float *in, long n, int lanes) {
+    long n8 = lanes ? n / 8 * 8 : 0, i = 0;
+#ifdef BD3_X86
+    if (n8 > 0 && bd3_isa() == BD3_ISA_AVX2) { gelu_avx2(out, in, n8); i = n8; }
+#endif
+    for (; i < n8; i++) out[i] = gelu_lane(in[i]);
+    for (; i < n; i++) out[i] = gelu_scalar(in[i]);
+}
+#pragma clang fp contract(on)
+
 // MARK: dispatch
 
 static int chosen = -1;

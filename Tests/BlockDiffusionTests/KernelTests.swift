@@ -180,6 +180,33 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// CKernels bd3_gelu (inference GELU) gives the Swift formulas' bits: geluSIMD on blocks of 8 from the start
+    /// and the expf form on the rest (lanes = 1), the expf form everywhere (lanes = 0); AVX2 and portable paths;
+    /// lengths with every tail; inputs from −100 to 100 with zeros and tiny values.
+    func testGeluKernelMatchesTheSwiftFormulasBitForBit() {
+        var rng = SplitMix64(seed: 29)
+        func scalar(_ x: Float) -> Float { 0.5 * x * (1 + fastTanh(geluK * (x + 0.044715 * x * x * x))) }
+        for n in [1, 7, 8, 9, 16, 23, 64, 1031] {
+            var x = (0..<n).map { _ in Float((rng.nextDouble() * 2 - 1) * [0.5, 4, 100][Int(rng.next() % 3)]) }
+            if n > 4 { x[0] = 0; x[1] = -0.0; x[2] = 1e-30; x[3] = -1e-30 }
+            var want = [Float](repeating: 0, count: n)
+            for b in stride(from: 0, to: n / 8 * 8, by: 8) {
+                let v = geluSIMD(SIMD8(x[b..<(b + 8)])).value
+                for l in 0..<8 { want[b + l] = v[l] }
+            }
+            for i in (n / 8 * 8)..<n { want[i] = scalar(x[i]) }
+            let allScalar = x.map(scalar)
+            for isa in 0...Int(bd3_isa_available()) {
+                bd3_set_isa(Int32(isa))
+                var got = [Float](repeating: .nan, count: n), got0 = got
+                bd3_gelu(&got, x, n, 1)
+                bd3_gelu(&got0, x, n, 0)
+                XCTAssertEqual(got.map(\.bitPattern), want.map(\.bitPattern), "isa \(isa) n \(n) lanes")
+                XCTAssertEqual(got0.map(\.bitPattern), allScalar.map(\.bitPattern), "isa \(isa) n \(n) scalar")
+            }
+        }
+    }
+
     func testBF16Conversions() {
         let cases: [(Float, UInt16)] = [(1, 0x3f80), (-2, 0xc000), (0, 0), (.infinity, 0x7f80), (-.infinity, 0xff80),
                                         (Float(bitPattern: 0x3f808000), 0x3f80),   // tie → even (down)

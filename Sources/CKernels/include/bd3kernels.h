@@ -48,6 +48,10 @@ void bd3_unpack_bf16_row(float *dst, const bd3_bf16 *w, int N, int K, int n);
 void bd3_linear_bf16_packed(float *y, int ldy, const float *x, int ldx, const bd3_bf16 *w, const float *b,
                             int M, int K, int N, int n0, int n1);
 
+/// out[i] = gelu(in[i]) (tanh form) with the numbers of the Swift geluRun (no derivative): lanes ≠ 0 the 8-lane
+/// formula on blocks of 8 from the start and expf on the rest (fastMathSIMD), lanes = 0 expf on every element.
+void bd3_gelu(float *out, const float *in, long n, int lanes);
+
 /// Attention of n query rows over S cached keys/values, one (sequence, head):
 ///   out[i·ldo + c] = Σ_j softmax_j(scale · q_i·k_j) v_j[c],   j < S (causal: j ≤ S − n + i),  c < d
 /// q rows ldq apart, k/v rows ldkv apart; scratch holds min(n, 8)·S floats. Softmax max-subtracted, in fp32 (the AVX2 path
