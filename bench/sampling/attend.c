@@ -4,7 +4,9 @@
 //
 //   clang -O2 -I Sources/CKernels/include bench/sampling/attend.c Sources/CKernels/kernels.c Sources/CKernels/pool.c \
 //      -lpthread -lm -o attend
-//   ./attend d n S heads          e.g. ./attend 32 4 512 16   (the `cpu` config at 512 cached positions)
+//   ./attend d n S heads [shift]  e.g. ./attend 32 4 512 16   (the `cpu` config at 512 cached positions)
+//   k and v start on 64-byte boundaries, as the engine allocates them; `shift` moves them 16 bytes off (the allocator's
+//   usual boundary, where every other 32-byte load of a row straddles two cache lines)
 //
 // One thread, best of 5; GFLOP/s counts 4·n·S·d (q·k and p·v). Another version of the kernels: build with its
 // kernels.c (`git show REV:Sources/CKernels/kernels.c > k.c`).
@@ -16,11 +18,13 @@
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
 
 int main(int argc, char **argv) {
-    if (argc != 5) { fprintf(stderr, "usage: %s d n S heads\n", argv[0]); return 64; }
+    if (argc != 5 && argc != 6) { fprintf(stderr, "usage: %s d n S heads [shift]\n", argv[0]); return 64; }
     int d = atoi(argv[1]), n = atoi(argv[2]), S = atoi(argv[3]), heads = atoi(argv[4]);
     if (d < 1 || d > 128 || n < 1 || n > 64 || S < n || heads < 1) { fprintf(stderr, "bad arguments\n"); return 64; }
     size_t per = (size_t)S * d;
-    float *k = malloc(sizeof(float) * per * heads), *v = malloc(sizeof(float) * per * heads);
+    int shift = argc == 6 ? 4 : 0;
+    size_t bytes = (sizeof(float) * (per * heads + 16) + 63) / 64 * 64;
+    float *kb = aligned_alloc(64, bytes), *vb = aligned_alloc(64, bytes), *k = kb ? kb + shift : NULL, *v = vb ? vb + shift : NULL;
     float *q = malloc(sizeof(float) * n * 3 * d), *o = malloc(sizeof(float) * n * d), *sc = malloc(sizeof(float) * 8 * S);
     if (!k || !v || !q || !o || !sc) { fprintf(stderr, "out of memory\n"); return 1; }
     for (size_t i = 0; i < per * heads; i++) { k[i] = (float)(i % 31) * 0.01f - 0.15f; v[i] = (float)(i % 17) * 0.02f; }
@@ -33,7 +37,7 @@ int main(int argc, char **argv) {
             for (int h = 0; h < heads; h++) bd3_attend(o, d, q, 3 * d, k + h * per, v + h * per, d, n, S, d, 0.17f, 0, sc);
         double dt = now() - t0; if (dt < best) best = dt;
     }
-    printf("d=%d n=%d S=%d heads=%d (%.1f MB of k and v): %.1f GFLOP/s, %.2f us per head\n", d, n, S, heads,
+    printf("d=%d n=%d S=%d heads=%d%s (%.1f MB of k and v): %.1f GFLOP/s, %.2f us per head\n", d, n, S, heads, shift ? " shifted 16 B" : "",
            2.0 * 4 * per * heads / 1e6, 4.0 * n * S * d * heads * reps / best / 1e9, best / reps / heads * 1e6);
     return 0;
 }

@@ -3,7 +3,8 @@
 //
 //   fp32: views into the model's parameter buffer (no copy; the model is kept alive).
 //   bf16: every matrix (embedding, attention, MLP, output layer) rounded to bf16 (nearest even) into owned
-//         storage; LayerNorm weights, biases and the adaLN outputs stay fp32 (a few KB). The model is NOT kept:
+//         storage, the product matrices in CKernels' 3-row panels (the embedding, gathered by rows, row-major);
+//         LayerNorm weights, biases and the adaLN outputs stay fp32 (a few KB). The model is NOT kept:
 //         drop it after the conversion and only the bf16 copy (half the bytes) stays in memory.
 //   Non-time-conditioned models have σ ≡ 0, so every adaLN output is a constant computed here once.
 //   BF16Matrices: the same rounding done while the checkpoint loads, matrix by matrix, each fp32 matrix's pages

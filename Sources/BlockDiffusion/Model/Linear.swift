@@ -4,7 +4,8 @@
 // split across the workers: each weight row is streamed once per call for up to 48 rows (OpenBLAS sgemm reads a
 // weight matrix at ≈ 5–12 GB/s for 1–4 rows, these at ≈ 20–60 GB/s on the development machine; bench/sampling),
 // and a row's result does not depend on the other rows of the call, so samples do not depend on --batch.
-// bf16 weights are widened to fp32 in registers; accumulation is fp32 everywhere.
+// bf16 weights are stored in 3-row panels (one contiguous stream per tile; bd3_pack_bf16) and widened to fp32 in
+// registers; accumulation is fp32 everywhere.
 // The training model's fp32 weights (alwaysBLAS) go through matmulForward (OpenBLAS), as the training forward
 // always did.
 //
